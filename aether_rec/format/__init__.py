@@ -1,0 +1,1 @@
+"""The .aio capture format: framing, columns, writer, reader (see format/SPEC.md)."""

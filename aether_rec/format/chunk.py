@@ -1,0 +1,239 @@
+"""In-memory event chunks (numpy columns) and their summaries (what the index holds)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from aether_rec.format.limits import MAX_SUMMARY_PIDS
+from aether_rec.schema import COLUMN_BY_NAME, Column
+
+
+@dataclass
+class ChunkInfo:
+    """What the index says about one chunk: enough to skip it without reading it."""
+
+    offset: int  # of the CHNK block in the file (-1 for a chunk not stored in a file)
+    length: int  # of the whole block
+    n: int
+    t_first: int  # smallest ts
+    t_last: int  # largest ts
+    lat_max: int
+    layers: int  # bitmask: 1 << layer code
+    ops: int  # bitmask: 1 << op code
+    pid_min: int
+    pid_max: int
+    pids: list[int] | None  # sorted, None when more than MAX_SUMMARY_PIDS
+
+    def summary(self) -> dict[str, Any]:
+        """The summary map stored at the front of a CHNK payload (format/SPEC.md)."""
+        return {
+            "n": self.n,
+            "t0": self.t_first,
+            "t1": self.t_last,
+            "lat_max": self.lat_max,
+            "layers": self.layers,
+            "ops": self.ops,
+            "pid_min": self.pid_min,
+            "pid_max": self.pid_max,
+            "pids": self.pids,
+        }
+
+    @classmethod
+    def from_summary(cls, s: Mapping[str, Any], offset: int, length: int) -> ChunkInfo:
+        pids = s.get("pids")
+        return cls(
+            offset=offset,
+            length=length,
+            n=int(s["n"]),
+            t_first=int(s["t0"]),
+            t_last=int(s["t1"]),
+            lat_max=int(s.get("lat_max", 0)),
+            layers=int(s.get("layers", 0)),
+            ops=int(s.get("ops", 0)),
+            pid_min=int(s.get("pid_min", 0)),
+            pid_max=int(s.get("pid_max", 0)),
+            pids=[int(p) for p in pids] if isinstance(pids, list) else None,
+        )
+
+    def to_row(self) -> list[Any]:
+        """Compact index entry (format/SPEC.md, INDX)."""
+        return [
+            self.offset, self.length, self.n, self.t_first, self.t_last, self.lat_max,
+            self.layers, self.ops, self.pid_min, self.pid_max, self.pids,
+        ]
+
+    @classmethod
+    def from_row(cls, row: Sequence[Any]) -> ChunkInfo:
+        pids = row[10]
+        return cls(
+            *(int(v) for v in row[:10]),  # type: ignore[arg-type]
+            pids=[int(p) for p in pids] if isinstance(pids, list) else None,
+        )
+
+
+def _bitmask(codes: np.ndarray) -> int:
+    mask = 0
+    for c in np.unique(codes):
+        if 0 <= int(c) < 64:
+            mask |= 1 << int(c)
+    return mask
+
+
+@dataclass
+class Chunk:
+    """A batch of events as numpy columns.
+
+    Integer columns are arrays of the schema dtype. String columns (``comm``, ``path``,
+    ``source``, or any column a later version adds with type ``str``) are uint32 code
+    arrays indexing ``dicts[name]``. A column the chunk lacks reads as its default.
+    """
+
+    n: int
+    columns: dict[str, np.ndarray]
+    dicts: dict[str, list[str]] = field(default_factory=dict)
+    info: ChunkInfo | None = None
+
+    # -- access ---------------------------------------------------------------
+    def column(self, name: str) -> np.ndarray:
+        """The column ``name`` (codes for string columns), default-filled when absent."""
+        arr = self.columns.get(name)
+        if arr is not None:
+            return arr
+        col = COLUMN_BY_NAME.get(name)
+        if col is None or col.is_str:
+            return np.zeros(self.n, dtype=np.uint32)
+        return np.full(self.n, col.default, dtype=col.dtype)
+
+    def dictionary(self, name: str) -> list[str]:
+        if name in self.dicts:
+            return self.dicts[name]
+        return [""]  # absent string column: every code 0 -> ""
+
+    def strings(self, name: str) -> np.ndarray:
+        """A string column decoded to an object array."""
+        table = np.array(self.dictionary(name) or [""], dtype=object)
+        return table[self.column(name)]  # type: ignore[no-any-return]
+
+    def is_str(self, name: str) -> bool:
+        return name in self.dicts
+
+    def take(self, sel: np.ndarray | slice) -> Chunk:
+        """A new chunk with the events selected by a boolean mask, index array or slice."""
+        cols = {k: v[sel] for k, v in self.columns.items()}
+        if isinstance(sel, slice):
+            n = len(range(*sel.indices(self.n)))
+        else:
+            n = int(np.count_nonzero(sel)) if sel.dtype == bool else len(sel)
+        return Chunk(n, cols, dict(self.dicts))
+
+    def compute_info(self, offset: int = -1, length: int = 0) -> ChunkInfo:
+        if self.n == 0:
+            return ChunkInfo(offset, length, 0, 0, 0, 0, 0, 0, 0, 0, [])
+        ts = self.column("ts")
+        pid = self.column("pid")
+        upids = np.unique(pid)
+        return ChunkInfo(
+            offset=offset,
+            length=length,
+            n=self.n,
+            t_first=int(ts.min()),
+            t_last=int(ts.max()),
+            lat_max=int(self.column("lat").max()),
+            layers=_bitmask(self.column("layer")),
+            ops=_bitmask(self.column("op")),
+            pid_min=int(upids[0]),
+            pid_max=int(upids[-1]),
+            pids=[int(p) for p in upids] if len(upids) <= MAX_SUMMARY_PIDS else None,
+        )
+
+    def sorted_by_ts(self) -> Chunk:
+        ts = self.columns.get("ts")
+        if ts is None or self.n < 2 or bool(np.all(ts[:-1] <= ts[1:])):
+            return self
+        return self.take(np.argsort(ts, kind="stable"))
+
+    # -- construction -----------------------------------------------------------
+    @classmethod
+    def from_columns(cls, data: Any, str_columns: Sequence[str] = ()) -> Chunk:
+        """Build a chunk from a numpy structured array or a mapping of name -> array.
+
+        Fields named like schema columns are kept (unknown names are kept too, so a
+        writer can carry columns a later version defines). String columns may be
+        given as bytes, str or object arrays; they are dictionary-coded here.
+        """
+        if isinstance(data, Chunk):
+            return data
+        if isinstance(data, np.ndarray) and data.dtype.names:
+            names = list(data.dtype.names)
+            get = data.__getitem__
+            n = len(data)
+        elif isinstance(data, Mapping):
+            names = list(data.keys())
+            get = data.__getitem__
+            lens = {len(np.asarray(data[k])) for k in names}
+            if len(lens) > 1:
+                raise ValueError(f"columns of different lengths: {sorted(lens)}")
+            n = lens.pop() if lens else 0
+        else:
+            raise TypeError("events must be a Chunk, a numpy structured array or a dict")
+        cols: dict[str, np.ndarray] = {}
+        dicts: dict[str, list[str]] = {}
+        for name in names:
+            arr = np.asarray(get(name))
+            col: Column | None = COLUMN_BY_NAME.get(name)
+            if (col is not None and col.is_str) or name in str_columns or arr.dtype.kind in "SUO":
+                cols[name], dicts[name] = encode_strings(arr)
+            elif col is not None:
+                cols[name] = arr.astype(col.dtype, copy=False)
+            elif arr.dtype.kind in "iub":
+                cols[name] = arr
+            else:
+                raise TypeError(f"column {name!r} has unsupported dtype {arr.dtype}")
+        return cls(n, cols, dicts)
+
+    @classmethod
+    def concat(cls, chunks: Sequence[Chunk]) -> Chunk:
+        """One chunk holding all events of ``chunks`` in order, dictionaries unified."""
+        chunks = [c for c in chunks if c.n]
+        if not chunks:
+            return cls(0, {}, {})
+        if len(chunks) == 1:
+            return chunks[0]
+        names: list[str] = []
+        for c in chunks:
+            names.extend(k for k in c.columns if k not in names)
+        cols: dict[str, np.ndarray] = {}
+        dicts: dict[str, list[str]] = {}
+        for name in names:
+            if any(c.is_str(name) for c in chunks):
+                table: dict[str, int] = {}
+                parts = []
+                for c in chunks:
+                    d = c.dictionary(name)
+                    remap = np.fromiter(
+                        (table.setdefault(s, len(table)) for s in d), dtype=np.uint32, count=len(d)
+                    )
+                    parts.append(remap[c.column(name)])
+                cols[name] = np.concatenate(parts)
+                dicts[name] = list(table)
+            else:
+                cols[name] = np.concatenate([c.column(name) for c in chunks])
+        return cls(sum(c.n for c in chunks), cols, dicts)
+
+
+def encode_strings(arr: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """Dictionary-code a bytes/str/object array: (uint32 codes, strings)."""
+    if arr.dtype.kind == "S":
+        uniq, inv = np.unique(arr, return_inverse=True)
+        words = [u.decode("utf-8", "replace") for u in uniq.tolist()]
+    else:
+        uniq, inv = np.unique(arr.astype(str), return_inverse=True)
+        words = [str(u) for u in uniq.tolist()]
+    # Different byte strings may decode to the same text: merge them.
+    table: dict[str, int] = {}
+    remap = np.fromiter((table.setdefault(w, len(table)) for w in words), np.uint32, len(words))
+    return remap[inv.reshape(-1)].astype(np.uint32), list(table)

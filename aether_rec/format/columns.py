@@ -1,0 +1,280 @@
+"""CHNK payloads: the summary, the codec, and the columnar body (format/SPEC.md, section 5).
+
+    payload   summary_len(u32) summary(msgpack map) body(compressed by the codec)
+    body      directory_len(u32) directory(msgpack list) column data, back to back
+
+Integer columns are frame-of-reference coded: ``value = base + stored`` modulo 2**64,
+``stored`` an unsigned integer of 0, 1, 2, 4 or 8 bytes (0: every value equals
+``base``). ``ts`` is delta coded first: stored values are the differences between
+consecutive values and ``first`` is the first value. String columns are dictionary
+coded: stored values index the entry's ``dict`` list.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import zstandard
+
+from aether_rec.errors import DamagedCaptureError, LimitError
+from aether_rec.format.blocks import pack, unpack
+from aether_rec.format.chunk import Chunk, ChunkInfo
+from aether_rec.format.limits import (
+    MAX_CHUNK_EVENTS,
+    MAX_CHUNK_RAW,
+    MAX_COLUMNS,
+    MAX_DICT_ENTRIES,
+    MAX_STR_LEN,
+)
+from aether_rec.schema import COLUMN_BY_NAME
+
+U32 = struct.Struct("<I")
+INT_TYPES = ("<u1", "<u2", "<u4", "<u8", "<i1", "<i2", "<i4", "<i8")
+WIDTH_DTYPE = {1: np.dtype("<u1"), 2: np.dtype("<u2"), 4: np.dtype("<u4"), 8: np.dtype("<u8")}
+DELTA_COLUMNS = ("ts",)
+
+
+# -- codecs ----------------------------------------------------------------------
+class Codec:
+    """A compression codec for chunk bodies, named in the header and in each chunk."""
+
+    name = "none"
+
+    def compress(self, data: bytes) -> bytes:
+        return data
+
+    def decompress(self, data: bytes, raw_size: int) -> bytes:
+        if len(data) != raw_size:
+            raise DamagedCaptureError("uncompressed chunk body has the wrong size")
+        return data
+
+
+class ZstdCodec(Codec):
+    name = "zstd"
+
+    def __init__(self, level: int = 3) -> None:
+        self._c = zstandard.ZstdCompressor(level=level, write_content_size=True)
+        self._d = zstandard.ZstdDecompressor()
+
+    def compress(self, data: bytes) -> bytes:
+        return self._c.compress(data)
+
+    def decompress(self, data: bytes, raw_size: int) -> bytes:
+        try:
+            declared = zstandard.frame_content_size(data)
+        except zstandard.ZstdError as exc:
+            raise DamagedCaptureError(f"chunk body is not a zstd frame ({exc})") from None
+        if declared != raw_size:
+            raise DamagedCaptureError("zstd frame size disagrees with the chunk summary")
+        try:
+            out = self._d.decompress(data, max_output_size=raw_size)
+        except zstandard.ZstdError as exc:
+            raise DamagedCaptureError(f"chunk body does not decompress ({exc})") from None
+        if len(out) != raw_size:
+            raise DamagedCaptureError("chunk body decompressed to the wrong size")
+        return out
+
+
+CODECS: dict[str, Callable[[], Codec]] = {"zstd": ZstdCodec, "none": Codec}
+
+
+def get_codec(name: str) -> Codec:
+    factory = CODECS.get(name)
+    if factory is None:
+        raise DamagedCaptureError(
+            f"capture uses codec {name!r}, which this reader does not know "
+            f"(known: {', '.join(sorted(CODECS))})"
+        )
+    return factory()
+
+
+# -- integer coding ----------------------------------------------------------------
+def _as_u64(arr: np.ndarray) -> np.ndarray:
+    if arr.dtype.kind == "i":
+        return arr.astype(np.int64, copy=False).view(np.uint64)
+    return arr.astype(np.uint64, copy=False)
+
+
+def _width(max_value: int) -> int:
+    for w in (1, 2, 4):
+        if max_value < (1 << (8 * w)):
+            return 0 if max_value == 0 else w
+    return 8
+
+
+def _encode_int(name: str, arr: np.ndarray, typ: str) -> tuple[dict[str, Any], bytes]:
+    entry: dict[str, Any] = {"name": name, "type": typ}
+    u = _as_u64(arr)
+    if name in DELTA_COLUMNS and len(u) > 0:
+        entry["enc"] = "delta"
+        entry["first"] = int(u[0])
+        u = u[1:] - u[:-1]
+    else:
+        entry["enc"] = "for"
+    if len(u) == 0:
+        base = 0
+    elif arr.dtype.kind == "i" and entry["enc"] == "for":
+        base = int(np.int64(arr.min()).view(np.uint64))
+    else:
+        base = int(u.min())
+    stored = u - np.uint64(base)
+    w = _width(int(stored.max())) if len(stored) else 0
+    entry["base"] = base
+    entry["w"] = w
+    data = stored.astype(WIDTH_DTYPE[w]).tobytes() if w else b""
+    return entry, data
+
+
+def _decode_int(entry: dict[str, Any], n: int, raw: bytes, pos: int) -> tuple[np.ndarray, int]:
+    typ = entry.get("type")
+    w = entry.get("w")
+    enc = entry.get("enc")
+    if typ not in INT_TYPES or w not in (0, 1, 2, 4, 8) or enc not in ("for", "delta"):
+        raise DamagedCaptureError(f"column {entry.get('name')!r}: bad encoding fields")
+    count = n - 1 if enc == "delta" and n > 0 else n
+    size = count * w
+    if pos + size > len(raw):
+        raise DamagedCaptureError(f"column {entry.get('name')!r} runs past the chunk body")
+    base = np.uint64(_u64(entry.get("base", 0)))
+    if w:
+        u = np.frombuffer(raw, WIDTH_DTYPE[w], count, pos).astype(np.uint64)
+        u += base
+    else:
+        u = np.full(count, base, dtype=np.uint64)
+    if enc == "delta" and n > 0:
+        out = np.empty(n, dtype=np.uint64)
+        out[0] = np.uint64(_u64(entry.get("first", 0)))
+        np.cumsum(u, out=out[1:])
+        out[1:] += out[0]
+        u = out
+    target = np.dtype(typ)
+    if target.kind == "i":
+        return u.view(np.int64).astype(target, copy=False), pos + size
+    return u.astype(target, copy=False), pos + size
+
+
+def _decode_str(
+    entry: dict[str, Any], n: int, raw: bytes, pos: int, size: int
+) -> tuple[np.ndarray, list[str]]:
+    cname = entry["name"]
+    w = entry.get("w")
+    words = entry.get("dict")
+    if w not in (0, 1, 2, 4) or not isinstance(words, list) or size != n * w:
+        raise DamagedCaptureError(f"string column {cname!r} is malformed")
+    if len(words) > MAX_DICT_ENTRIES:
+        raise LimitError(f"dictionary of {len(words)} strings exceeds {MAX_DICT_ENTRIES}")
+    if not all(isinstance(s, str) and len(s) <= MAX_STR_LEN for s in words):
+        raise DamagedCaptureError(f"dictionary of column {cname!r} is malformed")
+    codes = np.frombuffer(raw, WIDTH_DTYPE[w], n, pos).astype(np.uint32) if w else np.zeros(n, np.uint32)
+    if n and (not words or int(codes.max()) >= len(words)):
+        raise DamagedCaptureError(f"column {cname!r} has codes outside its dictionary")
+    return codes, words
+
+
+def _u64(v: Any) -> int:
+    if not isinstance(v, int) or v < 0 or v >= 1 << 64:
+        raise DamagedCaptureError("integer field out of range in a column entry")
+    return v
+
+
+# -- chunk bodies --------------------------------------------------------------------
+def encode_chunk(chunk: Chunk, codec: Codec) -> tuple[bytes, ChunkInfo]:
+    """The CHNK payload for ``chunk`` (which must already be sorted by ts)."""
+    if chunk.n > MAX_CHUNK_EVENTS:
+        raise LimitError(f"chunk of {chunk.n} events exceeds {MAX_CHUNK_EVENTS}")
+    directory: list[dict[str, Any]] = []
+    parts: list[bytes] = []
+    for name, arr in chunk.columns.items():
+        if chunk.is_str(name):
+            words = chunk.dicts[name]
+            w = _width(max(len(words) - 1, 0))
+            entry = {"name": name, "type": "str", "enc": "dict", "w": w, "dict": words}
+            data = arr.astype(WIDTH_DTYPE[w]).tobytes() if w else b""
+        else:
+            col = COLUMN_BY_NAME.get(name)
+            typ = col.type if col is not None else arr.dtype.newbyteorder("<").str
+            entry, data = _encode_int(name, arr, typ)
+        entry["size"] = len(data)
+        directory.append(entry)
+        parts.append(data)
+    dir_bytes = pack(directory)
+    body = U32.pack(len(dir_bytes)) + dir_bytes + b"".join(parts)
+    info = chunk.compute_info()
+    summary = info.summary()
+    summary["codec"] = codec.name
+    summary["raw"] = len(body)
+    summary_bytes = pack(summary)
+    return U32.pack(len(summary_bytes)) + summary_bytes + codec.compress(body), info
+
+
+def read_summary(payload: bytes) -> tuple[dict[str, Any], int]:
+    """The summary map of a CHNK payload and the offset of the body within it."""
+    if len(payload) < 4:
+        raise DamagedCaptureError("chunk block too short for its summary")
+    (slen,) = U32.unpack_from(payload)
+    if 4 + slen > len(payload):
+        raise DamagedCaptureError("chunk summary runs past the block")
+    summary = unpack(payload[4 : 4 + slen], "chunk summary")
+    if not isinstance(summary, dict):
+        raise DamagedCaptureError("chunk summary is not a map")
+    for key in ("n", "t0", "t1", "raw"):
+        v = summary.get(key)
+        if not isinstance(v, int) or v < 0:
+            raise DamagedCaptureError(f"chunk summary field {key!r} is missing or invalid")
+    if summary["n"] > MAX_CHUNK_EVENTS:
+        raise LimitError(f"chunk declares {summary['n']} events (limit {MAX_CHUNK_EVENTS})")
+    if summary["raw"] > MAX_CHUNK_RAW:
+        raise LimitError(f"chunk declares {summary['raw']} bytes decompressed (limit {MAX_CHUNK_RAW})")
+    return summary, 4 + slen
+
+
+def decode_chunk(
+    payload: bytes,
+    info: ChunkInfo,
+    codecs: dict[str, Codec],
+    columns: Sequence[str] | None = None,
+) -> Chunk:
+    """Decode a CHNK payload; ``columns`` limits which columns are materialised."""
+    summary, body_at = read_summary(payload)
+    name = summary.get("codec", "zstd")
+    if not isinstance(name, str):
+        raise DamagedCaptureError("chunk codec is not a name")
+    codec = codecs.get(name)
+    if codec is None:
+        codec = codecs[name] = get_codec(name)
+    raw = codec.decompress(payload[body_at:], summary["raw"])
+    n = summary["n"]
+    if len(raw) < 4:
+        raise DamagedCaptureError("chunk body too short")
+    (dlen,) = U32.unpack_from(raw)
+    if 4 + dlen > len(raw):
+        raise DamagedCaptureError("chunk directory runs past the body")
+    directory = unpack(raw[4 : 4 + dlen], "chunk directory")
+    if not isinstance(directory, list) or len(directory) > MAX_COLUMNS:
+        raise DamagedCaptureError("chunk directory is not a list of columns")
+    pos = 4 + dlen
+    cols: dict[str, np.ndarray] = {}
+    dicts: dict[str, list[str]] = {}
+    for entry in directory:
+        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+            raise DamagedCaptureError("chunk directory entry is malformed")
+        cname = entry["name"]
+        size = entry.get("size")
+        if not isinstance(size, int) or size < 0 or pos + size > len(raw):
+            raise DamagedCaptureError(f"column {cname!r} runs past the chunk body")
+        if columns is not None and cname not in columns:
+            pos += size
+            continue
+        typ = entry.get("type")
+        if typ == "str":
+            cols[cname], dicts[cname] = _decode_str(entry, n, raw, pos, size)
+        elif typ in INT_TYPES:
+            cols[cname], end = _decode_int(entry, n, raw, pos)
+            if end != pos + size:
+                raise DamagedCaptureError(f"column {cname!r} has the wrong size")
+        # else: a column type from a later minor version; skipped by its size.
+        pos += size
+    return Chunk(n, cols, dicts, info)

@@ -1,0 +1,26 @@
+"""Limits every reader enforces, so that a hostile capture cannot exhaust memory or time.
+
+These numbers are part of the format (format/SPEC.md, section "Limits"); a writer never
+produces anything larger, and a reader refuses anything larger as damage.
+"""
+
+from __future__ import annotations
+
+MAX_BLOCK_PAYLOAD = 64 * 1024 * 1024  # bytes, any block
+MAX_CHUNK_RAW = 256 * 1024 * 1024  # bytes, a decompressed chunk body
+MAX_CHUNK_EVENTS = 4 * 1024 * 1024  # events in one chunk
+MAX_COLUMNS = 256  # columns in one chunk
+MAX_DICT_ENTRIES = 1024 * 1024  # strings in one column dictionary
+MAX_STR_LEN = 4096  # bytes, one string (PATH_MAX)
+MAX_META_ROWS = 1024 * 1024  # rows in one metadata block
+MAX_INDEX_ENTRIES = 16 * 1024 * 1024  # entries in the index
+MAX_SUMMARY_PIDS = 32  # pids listed in a chunk summary (beyond: none listed)
+
+# msgpack decode limits, used for every msgpack document in a capture.
+MSGPACK_LIMITS = dict(
+    max_str_len=MAX_STR_LEN * 4,
+    max_bin_len=MAX_BLOCK_PAYLOAD,
+    max_array_len=MAX_DICT_ENTRIES,
+    max_map_len=4096,
+    max_ext_len=0,
+)

@@ -1,0 +1,449 @@
+"""Reading captures: from the index when the trailer is intact, by scanning otherwise.
+
+Damage is never fatal unless ``strict``: a truncated last block is dropped and a block
+with a bad checksum skipped, each with a warning in ``Capture.warnings`` that says what
+was kept. Every size read from the file is checked against format/limits.py first.
+"""
+
+from __future__ import annotations
+
+import builtins
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import IO, Any, BinaryIO
+
+import numpy as np
+
+from aether_rec.errors import CaptureError, DamagedCaptureError, LimitError
+from aether_rec.format.blocks import (
+    CHNK,
+    HEAD,
+    INDX,
+    LOSS,
+    META,
+    PREAMBLE_SIZE,
+    TRAILER_SIZE,
+    TRLR,
+    Block,
+    Damage,
+    check_preamble,
+    parse_trailer,
+    read_block,
+    scan,
+    unpack,
+)
+from aether_rec.format.chunk import Chunk, ChunkInfo
+from aether_rec.format.columns import Codec, decode_chunk, read_summary
+from aether_rec.format.limits import MAX_INDEX_ENTRIES
+from aether_rec.schema import COLUMN_BY_NAME
+
+
+@dataclass
+class Loss:
+    """``count`` events lost on ``cpu`` between t_first and t_last (monotonic ns)."""
+
+    cpu: int
+    count: int
+    t_first: int
+    t_last: int
+    kind: str
+    offset: int = -1
+
+
+def open(source: str | os.PathLike[str] | BinaryIO, strict: bool = False) -> Capture:  # noqa: A001
+    """Open a capture from a path or a binary file object (a pipe is spooled to a
+    temporary file first)."""
+    return Capture(source, strict=strict)
+
+
+class Capture:
+    """An open .aio capture. Use as a context manager or call ``close()``."""
+
+    def __init__(self, source: str | os.PathLike[str] | BinaryIO, strict: bool = False) -> None:
+        self.strict = strict
+        self.warnings: list[str] = []
+        self._owns = not hasattr(source, "read")
+        if self._owns:
+            self.name = os.fspath(source)  # type: ignore[arg-type]
+            self._f: BinaryIO = _open_path(self.name)
+        else:
+            self.name = str(getattr(source, "name", "<stream>"))
+            self._f = _seekable(source)  # type: ignore[arg-type]
+            self._owns = self._f is not source
+        self._codecs: dict[str, Codec] = {}
+        self._chunks: list[ChunkInfo] | None = None
+        self._losses: list[Loss] | None = None
+        self._metas: list[tuple[int, str]] | None = None
+        self._scanned_meta: dict[int, dict[str, Any]] = {}
+        self.index_stats: dict[str, Any] = {}
+        try:
+            self.major, self.minor = check_preamble(self._f.read(PREAMBLE_SIZE))
+            self.header = self._read_header()
+            self.size = self._f.seek(0, os.SEEK_END)
+            self.has_index = self._load_index()
+        except BaseException:
+            self.close()
+            raise
+
+    # -- opening ----------------------------------------------------------------
+    def _read_header(self) -> dict[str, Any]:
+        try:
+            block = read_block(self._f, PREAMBLE_SIZE)
+        except EOFError:
+            raise DamagedCaptureError(f"{self.name}: capture has no header block") from None
+        except Damage as dmg:
+            raise DamagedCaptureError(f"{self.name}: header block damaged ({dmg.reason})") from None
+        if block.type != HEAD:
+            raise DamagedCaptureError(f"{self.name}: first block is not a header")
+        header = unpack(block.payload, "header")
+        if not isinstance(header, dict):
+            raise DamagedCaptureError(f"{self.name}: header is not a map")
+        self._first_block = PREAMBLE_SIZE + block.length
+        return header
+
+    def _load_index(self) -> bool:
+        if self.size < self._first_block + TRAILER_SIZE:
+            return False
+        self._f.seek(self.size - TRAILER_SIZE)
+        offset = parse_trailer(self._f.read(TRAILER_SIZE))
+        if offset is None or not self._first_block <= offset < self.size - TRAILER_SIZE:
+            return False
+        self._f.seek(offset)
+        try:
+            block = read_block(self._f, offset)
+            if block.type != INDX:
+                raise Damage(offset, "trailer does not point at an index", False)
+            index = unpack(block.payload, "index")
+            chunks = [ChunkInfo.from_row(r) for r in _rows(index, "chunks")]
+            losses = [
+                Loss(int(r[1]), int(r[2]), int(r[3]), int(r[4]), str(r[5]), int(r[0]))
+                for r in _rows(index, "losses")
+            ]
+            metas = [(int(r[0]), str(r[1])) for r in _rows(index, "meta")]
+        except (Damage, DamagedCaptureError, TypeError, ValueError, IndexError, KeyError) as exc:
+            self._warn(f"index unusable ({exc}); reading by scanning", hard=False)
+            return False
+        for c in chunks:
+            if not self._first_block <= c.offset < offset or c.offset + c.length > offset:
+                self._warn("index points outside the file; reading by scanning", hard=False)
+                return False
+        self._chunks, self._losses, self._metas = chunks, losses, metas
+        stats = index.get("stats") if isinstance(index, dict) else None
+        self.index_stats = stats if isinstance(stats, dict) else {}
+        return True
+
+    def _scan(self) -> None:
+        """Walk every block once, building the chunk, loss and meta lists."""
+        chunks: list[ChunkInfo] = []
+        losses: list[Loss] = []
+        metas: list[tuple[int, str]] = []
+        self._f.seek(self._first_block)
+        for item in scan(self._f, self._first_block, seekable=True):
+            if isinstance(item, Damage):
+                kept = sum(c.n for c in chunks)
+                self._warn(
+                    f"{item.reason} at offset {item.offset}; "
+                    + ("dropped it" if item.truncated else "skipped it")
+                    + f" (recovered {len(chunks)} chunks, {kept} events before it)"
+                )
+                continue
+            try:
+                if item.type == CHNK:
+                    summary, _ = read_summary(item.payload)
+                    chunks.append(ChunkInfo.from_summary(summary, item.offset, item.length))
+                elif item.type == LOSS:
+                    losses.append(_loss(unpack(item.payload, "loss block"), item.offset))
+                elif item.type == META:
+                    doc = unpack(item.payload, "meta block")
+                    self._scanned_meta[item.offset] = doc
+                    metas.append((item.offset, str(doc.get("table", ""))))
+                # HEAD (again), INDX, TRLR and unknown types: skipped.
+            except (DamagedCaptureError, AttributeError, TypeError, ValueError, KeyError) as exc:
+                self._warn(f"block at offset {item.offset} is malformed ({exc}); skipped it")
+        self._chunks, self._losses, self._metas = chunks, losses, metas
+
+    # -- summaries --------------------------------------------------------------
+    def chunk_infos(self) -> list[ChunkInfo]:
+        if self._chunks is None:
+            self._scan()
+        assert self._chunks is not None
+        return self._chunks
+
+    def losses(self) -> list[Loss]:
+        if self._losses is None:
+            self._scan()
+        assert self._losses is not None
+        return self._losses
+
+    @property
+    def n_events(self) -> int:
+        return sum(c.n for c in self.chunk_infos())
+
+    @property
+    def lost(self) -> int:
+        return sum(loss.count for loss in self.losses())
+
+    def meta(self, table: str) -> list[dict[str, Any]]:
+        """All rows of metadata table ``table``, in file order."""
+        if self._metas is None:
+            self._scan()
+        assert self._metas is not None
+        rows: list[dict[str, Any]] = []
+        for offset, name in self._metas:
+            if name != table:
+                continue
+            doc = self._scanned_meta.get(offset)
+            if doc is None:
+                block = self._block_at(offset, META)
+                if block is None:
+                    continue
+                doc = unpack(block.payload, "meta block")
+            got = doc.get("rows") if isinstance(doc, dict) else None
+            if isinstance(got, list):
+                rows.extend(r for r in got if isinstance(r, dict))
+        return rows
+
+    def clock_pairs(self) -> np.ndarray:
+        """(mono_ns, real_ns) pairs from the header and the ``clock`` table, by mono."""
+        pairs: list[tuple[int, int]] = []
+        for p in self.header.get("clock") or []:
+            if isinstance(p, (list, tuple)) and len(p) == 2:
+                pairs.append((int(p[0]), int(p[1])))
+        for row in self.meta("clock"):
+            if isinstance(row.get("mono"), int) and isinstance(row.get("real"), int):
+                pairs.append((row["mono"], row["real"]))
+        if not pairs:
+            return np.zeros((0, 2), dtype=np.int64)
+        return np.array(sorted(pairs), dtype=np.int64)
+
+    def mono_to_real(self, mono: Any) -> Any:
+        """Wall-clock ns (CLOCK_REALTIME) for monotonic ns, through the clock mapping."""
+        pairs = self.clock_pairs()
+        if len(pairs) == 0:
+            return mono
+        if len(pairs) == 1:
+            return np.asarray(mono, dtype=np.int64) + (pairs[0, 1] - pairs[0, 0])
+        off = pairs[:, 1] - pairs[:, 0]
+        arr = np.asarray(mono, dtype=np.int64)
+        return arr + np.interp(arr, pairs[:, 0], off).astype(np.int64)
+
+    # -- events -----------------------------------------------------------------
+    def chunks(
+        self,
+        t_min: int | None = None,
+        t_max: int | None = None,
+        where: Callable[[ChunkInfo], bool] | None = None,
+        columns: Sequence[str] | None = None,
+        ordered: bool = True,
+    ) -> Iterator[Chunk]:
+        """Decoded chunks, skipping by index those outside [t_min, t_max] or refused by
+        ``where``. With ``ordered`` (default), events come out in global ts order even
+        where chunks overlap in time (an I/O that started early and completed late);
+        ``columns`` limits what is decoded (``ts`` is always decoded when ordered)."""
+        infos = [
+            c for c in self.chunk_infos()
+            if (t_min is None or c.t_last >= t_min)
+            and (t_max is None or c.t_first <= t_max)
+            and (where is None or where(c))
+        ]
+        if columns is not None and ordered and "ts" not in columns:
+            columns = [*columns, "ts"]
+        if not ordered:
+            for info in infos:
+                chunk = self._decode(info, columns)
+                if chunk is not None:
+                    yield chunk
+            return
+        infos.sort(key=lambda c: (c.t_first, c.offset))
+        pending: Chunk | None = None
+        for i, info in enumerate(infos):
+            watermark = infos[i + 1].t_first if i + 1 < len(infos) else None
+            chunk = self._decode(info, columns)
+            if chunk is None:
+                continue
+            if pending is None and (watermark is None or info.t_last < watermark):
+                yield chunk
+                continue
+            merged = chunk if pending is None else Chunk.concat([pending, chunk]).sorted_by_ts()
+            if watermark is None:
+                pending = None
+                yield merged
+                continue
+            cut = int(np.searchsorted(merged.column("ts"), watermark, side="left"))
+            if cut:
+                yield merged.take(slice(0, cut))
+            pending = merged.take(slice(cut, merged.n)) if cut < merged.n else None
+        if pending is not None and pending.n:
+            yield pending
+
+    def _decode(self, info: ChunkInfo, columns: Sequence[str] | None) -> Chunk | None:
+        block = self._block_at(info.offset, CHNK)
+        if block is None:
+            return None
+        try:
+            chunk = decode_chunk(block.payload, info, self._codecs, columns)
+        except DamagedCaptureError as exc:
+            self._warn(f"chunk at offset {info.offset}: {exc}; skipped it")
+            return None
+        if chunk.n != info.n:
+            self._warn(f"chunk at offset {info.offset} disagrees with the index; skipped it")
+            return None
+        return chunk
+
+    def _block_at(self, offset: int, btype: bytes) -> Block | None:
+        self._f.seek(offset)
+        try:
+            block = read_block(self._f, offset)
+        except (Damage, EOFError) as exc:
+            reason = exc.reason if isinstance(exc, Damage) else "end of file"
+            self._warn(f"block at offset {offset}: {reason}; skipped it")
+            return None
+        if block.type != btype:
+            self._warn(f"block at offset {offset} is not the expected kind; skipped it")
+            return None
+        return block
+
+    def events(self, **kw: Any) -> Iterator[dict[str, Any]]:
+        """Events as dicts, in time order (slow: for tests and small captures)."""
+        for chunk in self.chunks(**kw):
+            names = list(chunk.columns)
+            decoded = {k: (chunk.strings(k) if chunk.is_str(k) else chunk.columns[k]) for k in names}
+            for i in range(chunk.n):
+                yield {k: _py(decoded[k][i]) for k in names}
+
+    def to_numpy(self, columns: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        """All events as numpy columns (strings as object arrays), in time order."""
+        parts = list(self.chunks(columns=columns))
+        whole = Chunk.concat(parts)
+        names = list(columns) if columns else list(whole.columns) or [c for c in COLUMN_BY_NAME]
+        return {k: (whole.strings(k) if whole.is_str(k) or _is_str(k) else whole.column(k))
+                for k in names}
+
+    def to_pandas(self, columns: Sequence[str] | None = None) -> Any:
+        try:
+            import pandas as pd
+        except ImportError:
+            raise CaptureError("to_pandas() needs pandas: pip install pandas") from None
+        return pd.DataFrame(self.to_numpy(columns))
+
+    # -- integrity -----------------------------------------------------------------
+    def verify(self) -> list[str]:
+        """Check every block's checksum and decode every chunk; return the problems."""
+        problems: list[str] = []
+        self._f.seek(self._first_block)
+        n_chunks = 0
+        for item in scan(self._f, self._first_block, seekable=True):
+            if isinstance(item, Damage):
+                problems.append(f"offset {item.offset}: {item.reason}")
+                continue
+            if item.type == CHNK:
+                n_chunks += 1
+                try:
+                    summary, _ = read_summary(item.payload)
+                    info = ChunkInfo.from_summary(summary, item.offset, item.length)
+                    chunk = decode_chunk(item.payload, info, self._codecs)
+                    if chunk.n and (chunk.compute_info().t_first != info.t_first):
+                        problems.append(f"offset {item.offset}: chunk summary disagrees with data")
+                except DamagedCaptureError as exc:
+                    problems.append(f"offset {item.offset}: {exc}")
+            elif item.type == TRLR and item.offset + item.length != self.size:
+                problems.append(f"offset {item.offset}: trailer is not at the end of the file")
+        if not self.has_index:
+            problems.append("no index (recorder killed or file cut); `aether-rec recover` adds one")
+        elif n_chunks != len(self.chunk_infos()):
+            problems.append(f"index lists {len(self.chunk_infos())} chunks, file has {n_chunks}")
+        return problems
+
+    # -- following a growing file ---------------------------------------------------
+    def follow(self, stop: Callable[[], bool], poll: float = 0.25) -> Iterator[Chunk | Loss]:
+        """Chunks and losses in file order as a recorder appends them, until the trailer
+        is written or ``stop()`` is true (like ``tail -f``)."""
+        offset = self._first_block
+        while not stop():
+            self._f.seek(offset)
+            try:
+                block = read_block(self._f, offset)
+            except (EOFError, Damage) as exc:
+                if isinstance(exc, Damage) and not exc.truncated:
+                    raise DamagedCaptureError(f"{self.name}: {exc.reason} at offset {offset}") from None
+                time.sleep(poll)
+                continue
+            offset += block.length
+            if block.type == CHNK:
+                summary, _ = read_summary(block.payload)
+                info = ChunkInfo.from_summary(summary, block.offset, block.length)
+                yield decode_chunk(block.payload, info, self._codecs)
+            elif block.type == LOSS:
+                yield _loss(unpack(block.payload, "loss block"), block.offset)
+            elif block.type in (INDX, TRLR):
+                return
+
+    # -- plumbing ---------------------------------------------------------------------
+    def _warn(self, msg: str, hard: bool = True) -> None:
+        if self.strict and hard:
+            raise DamagedCaptureError(f"{self.name}: {msg}")
+        self.warnings.append(f"{self.name}: {msg}")
+
+    def close(self) -> None:
+        if self._owns and not self._f.closed:
+            self._f.close()
+
+    def __enter__(self) -> Capture:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def _rows(index: Any, key: str) -> list[Any]:
+    if not isinstance(index, dict):
+        raise DamagedCaptureError("index is not a map")
+    rows = index.get(key, [])
+    if not isinstance(rows, list) or len(rows) > MAX_INDEX_ENTRIES:
+        raise LimitError(f"index {key} list is malformed or too long")
+    return rows
+
+
+def _loss(doc: Any, offset: int) -> Loss:
+    if not isinstance(doc, dict):
+        raise DamagedCaptureError("loss block is not a map")
+    return Loss(int(doc["cpu"]), int(doc["count"]), int(doc["t0"]), int(doc["t1"]),
+                str(doc.get("kind", "")), offset)
+
+
+def _is_str(name: str) -> bool:
+    col = COLUMN_BY_NAME.get(name)
+    return col is not None and col.is_str
+
+
+def _py(v: Any) -> Any:
+    return v.item() if hasattr(v, "item") else v
+
+
+def _open_path(path: str) -> BinaryIO:
+    try:
+        if os.path.isdir(path):
+            raise CaptureError(f"{path}: is a directory, not a capture")
+        return builtins.open(path, "rb")
+    except FileNotFoundError:
+        raise CaptureError(f"{path}: no such file") from None
+    except PermissionError:
+        raise CaptureError(f"{path}: permission denied") from None
+    except OSError as exc:
+        raise CaptureError(f"{path}: cannot open ({exc.strerror or exc})") from None
+
+
+def _seekable(f: IO[bytes]) -> BinaryIO:
+    try:
+        if f.seekable():
+            return f  # type: ignore[return-value]
+    except (AttributeError, OSError, ValueError):
+        pass
+    spool = tempfile.TemporaryFile()
+    shutil.copyfileobj(f, spool, 1 << 20)
+    spool.seek(0)
+    return spool  # type: ignore[return-value]

@@ -1,0 +1,256 @@
+"""Streaming capture writer: header first, whole blocks only, index and trailer at close.
+
+The writer never seeks, so it works on pipes (``-o -``). Each block is written with one
+``write`` and flushed, so a recorder killed at any moment leaves a file that reads up to
+its last complete block; the index is a speed-up that ``recover`` can rebuild.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import platform
+import socket
+import time
+import uuid
+from collections.abc import Mapping
+from typing import Any, BinaryIO
+
+from aether_rec.errors import AetherError
+from aether_rec.format.blocks import (
+    CHNK,
+    HEAD,
+    INDX,
+    LOSS,
+    META,
+    VERSION_MAJOR,
+    VERSION_MINOR,
+    frame,
+    pack,
+    preamble,
+    trailer,
+)
+from aether_rec.format.chunk import Chunk, ChunkInfo
+from aether_rec.format.columns import Codec, get_codec
+from aether_rec.format.limits import MAX_CHUNK_EVENTS, MAX_META_ROWS
+from aether_rec.schema import schema_for_header
+
+
+class WriteError(AetherError):
+    """The output cannot be created or written (exists, symlink, disk full...)."""
+
+
+def open_output(path: str | os.PathLike[str], overwrite: bool = False) -> BinaryIO:
+    """Create ``path`` for writing: mode 0600, exclusive unless ``overwrite``, never
+    through a symlink."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0)
+    flags |= os.O_TRUNC if overwrite else os.O_EXCL
+    try:
+        fd = os.open(path, flags, 0o600)
+    except FileExistsError:
+        raise WriteError(f"{path}: already exists (use --force to overwrite)") from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise WriteError(f"{path}: is a symbolic link; refusing to follow it") from None
+        raise WriteError(f"{path}: cannot create ({exc.strerror})") from None
+    return os.fdopen(fd, "wb", buffering=0)
+
+
+def base_header() -> dict[str, Any]:
+    """Provenance fields every capture carries (format/SPEC.md, HEAD)."""
+    from aether_rec import __version__
+
+    uname = platform.uname()
+    now_ns = time.time_ns()
+    return {
+        "format_version": f"{VERSION_MAJOR}.{VERSION_MINOR}",
+        "capture_id": uuid.uuid4().hex,
+        "created_ns": now_ns,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now_ns / 1e9)),
+        "tool": "aether-rec",
+        "tool_version": __version__,
+        "hostname": socket.gethostname(),
+        "kernel": uname.release,
+        "arch": uname.machine,
+        "ncpu": os.cpu_count() or 0,
+        "clock": [[time.monotonic_ns(), time.time_ns()]],
+        "synthetic": False,
+    }
+
+
+class CaptureWriter:
+    """Write a capture: ``write_events`` batches, ``write_loss``/``write_meta`` tables,
+    then ``close``. Chunks are cut by event count, raw bytes and age."""
+
+    def __init__(
+        self,
+        out: str | os.PathLike[str] | BinaryIO,
+        header: Mapping[str, Any] | None = None,
+        *,
+        codec: str = "zstd",
+        chunk_events: int = 131072,
+        chunk_bytes: int = 16 << 20,
+        chunk_age: float = 1.0,
+        overwrite: bool = False,
+    ) -> None:
+        if not 1 <= chunk_events <= MAX_CHUNK_EVENTS:
+            raise ValueError(f"chunk_events must be 1..{MAX_CHUNK_EVENTS}")
+        self._codec: Codec = get_codec(codec)
+        self._owns = not hasattr(out, "write")
+        self._f: BinaryIO = open_output(out, overwrite) if self._owns else out  # type: ignore[arg-type]
+        self.name = str(out) if self._owns else getattr(out, "name", "<stream>")
+        self.chunk_events = chunk_events
+        self.chunk_bytes = chunk_bytes
+        self.chunk_age = chunk_age
+        self.header: dict[str, Any] = base_header()
+        self.header.update(header or {})
+        self.header["codec"] = self._codec.name
+        self.header["columns"] = schema_for_header()
+        self.bytes_written = 0
+        self.events_written = 0
+        self.lost = 0
+        self.closed = False
+        self._pending: list[Chunk] = []
+        self._pending_n = 0
+        self._pending_bytes = 0
+        self._pending_since = 0.0
+        self._chunks: list[ChunkInfo] = []
+        self._losses: list[list[Any]] = []
+        self._metas: list[list[Any]] = []
+        self._write(preamble())
+        self._write(frame(HEAD, pack(self.header)))
+
+    # -- events -------------------------------------------------------------------
+    def write_events(self, batch: Any) -> None:
+        """Queue a batch (Chunk, numpy structured array or dict of columns)."""
+        chunk = Chunk.from_columns(batch)
+        if chunk.n == 0:
+            return
+        if not self._pending:
+            self._pending_since = time.monotonic()
+        self._pending.append(chunk)
+        self._pending_n += chunk.n
+        self._pending_bytes += sum(a.nbytes for a in chunk.columns.values())
+        while self._pending_n >= self.chunk_events or self._pending_bytes >= self.chunk_bytes:
+            self._cut(min(self._pending_n, self.chunk_events))
+
+    def maybe_flush(self) -> None:
+        """Cut the pending chunk if it is older than ``chunk_age`` seconds."""
+        if self._pending and time.monotonic() - self._pending_since >= self.chunk_age:
+            self.flush()
+
+    def flush(self) -> None:
+        while self._pending_n:
+            self._cut(min(self._pending_n, self.chunk_events))
+
+    def _cut(self, n: int) -> None:
+        whole = Chunk.concat(self._pending)
+        if n < whole.n:
+            head = whole.take(slice(0, n))
+            rest = whole.take(slice(n, whole.n))
+            self._pending = [rest]
+            self._pending_n = rest.n
+            self._pending_bytes = sum(a.nbytes for a in rest.columns.values())
+        else:
+            head = whole
+            self._pending = []
+            self._pending_n = 0
+            self._pending_bytes = 0
+        self.write_chunk(head.sorted_by_ts())
+        self._pending_since = time.monotonic()
+
+    def write_chunk(self, chunk: Chunk) -> ChunkInfo:
+        """Encode and write one chunk now (events must be sorted by ts)."""
+        from aether_rec.format.columns import encode_chunk
+
+        payload, info = encode_chunk(chunk, self._codec)
+        return self.copy_chunk_block(frame(CHNK, payload), info)
+
+    def copy_chunk_block(self, block: bytes, info: ChunkInfo) -> ChunkInfo:
+        """Write an already framed CHNK block (used by recover, which does not decode)."""
+        info.offset = self.bytes_written
+        info.length = len(block)
+        self._write(block)
+        self._chunks.append(info)
+        self.events_written += info.n
+        return info
+
+    # -- tables -------------------------------------------------------------------
+    def write_loss(self, cpu: int, count: int, t_first: int, t_last: int, kind: str) -> None:
+        """Record ``count`` events lost on ``cpu`` between t_first and t_last (ns)."""
+        rec = {"cpu": int(cpu), "count": int(count), "t0": int(t_first), "t1": int(t_last),
+               "kind": str(kind)}
+        self._losses.append([self.bytes_written, rec["cpu"], rec["count"], rec["t0"], rec["t1"],
+                             rec["kind"]])
+        self.lost += rec["count"]
+        self._write(frame(LOSS, pack(rec)))
+
+    def write_meta(self, table: str, rows: list[dict[str, Any]]) -> None:
+        """Append rows to metadata table ``table`` (procs, fds, devices, clock, ...)."""
+        for i in range(0, len(rows), MAX_META_ROWS):
+            self._metas.append([self.bytes_written, table])
+            self._write(frame(META, pack({"table": table, "rows": rows[i : i + MAX_META_ROWS]})))
+
+    # -- end ------------------------------------------------------------------------
+    def close(self, stats: Mapping[str, Any] | None = None) -> None:
+        """Flush, write the index and the trailer, close the file if we opened it."""
+        if self.closed:
+            return
+        try:
+            self.flush()
+            index = {
+                "chunks": [c.to_row() for c in self._chunks],
+                "losses": self._losses,
+                "meta": self._metas,
+                "events": self.events_written,
+                "stats": dict(stats or {}),
+            }
+            offset = self.bytes_written
+            self._write(frame(INDX, pack(index)))
+            self._write(trailer(offset))
+        finally:
+            self.closed = True
+            if self._owns:
+                self._f.close()
+            else:
+                try:
+                    self._f.flush()
+                except OSError:
+                    pass
+
+    def abort(self) -> None:
+        """Close without index (the file stays readable by scanning)."""
+        if not self.closed:
+            self.closed = True
+            if self._owns:
+                try:
+                    self._f.close()
+                except OSError:
+                    pass
+
+    def __enter__(self) -> CaptureWriter:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+    def _write(self, data: bytes) -> None:
+        try:
+            view = memoryview(data)
+            while view:
+                n = self._f.write(view)
+                if n is None:
+                    raise OSError(errno.EAGAIN, "non-blocking output would block")
+                view = view[n:]
+            self._f.flush()
+        except BrokenPipeError:
+            self.closed = True
+            raise WriteError(f"{self.name}: reader went away (broken pipe)") from None
+        except OSError as exc:
+            self.closed = True
+            raise WriteError(f"{self.name}: write failed ({exc.strerror or exc})") from None
+        self.bytes_written += len(data)
+

@@ -1,0 +1,145 @@
+"""The event schema: every column of a capture, defined once, with its type and unit.
+
+Both the recorder (which fills columns from the kernel's ``struct aether_event``,
+see ``bpf/aether_event.h``) and every reader and offline tool use these definitions.
+Readers must tolerate columns they do not know (later minor versions add them) and
+columns that are missing from a chunk (they read as the column's default).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: str  # numpy dtype string ("<u8", "<i4", ...) or "str" (dictionary-coded)
+    unit: str  # "ns", "bytes", "" ...
+    default: int | str
+    doc: str
+
+    @property
+    def is_str(self) -> bool:
+        return self.type == "str"
+
+    @property
+    def dtype(self) -> np.dtype:
+        """In-memory dtype; string columns are held as uint32 dictionary codes."""
+        return np.dtype("<u4") if self.is_str else np.dtype(self.type)
+
+
+COLUMNS: tuple[Column, ...] = (
+    Column("ts", "<u8", "ns", 0, "start of the I/O, CLOCK_MONOTONIC"),
+    Column("lat", "<u8", "ns", 0, "latency: end minus start (block: queue + service)"),
+    Column("pid", "<u4", "", 0, "process id (tgid) that issued the I/O"),
+    Column("tid", "<u4", "", 0, "thread id that issued the I/O"),
+    Column("comm", "str", "", "", "thread name at the time of the I/O"),
+    Column("cpu", "<u2", "", 0, "CPU the I/O completed on"),
+    Column("layer", "<u1", "enum", 0, "I/O layer, see LAYERS"),
+    Column("op", "<u1", "enum", 0, "operation, see OPS"),
+    Column("fd", "<i4", "", -1, "file descriptor (syscall layer), -1 if none"),
+    Column("dev", "<u4", "dev_t", 0, "device, kernel encoding major << 20 | minor"),
+    Column("offset", "<i8", "bytes", -1, "file offset or device offset (sector * 512), -1 if none"),
+    Column("bytes", "<u8", "bytes", 0, "bytes requested"),
+    Column("result", "<i8", "", 0, "bytes done, or negative errno"),
+    Column("queue", "<u8", "ns", 0, "block layer: time queued before issue to the device"),
+    Column("cgroup", "<u8", "", 0, "cgroup v2 id of the issuing task"),
+    Column("flags", "<u4", "", 0, "flag bits, see FLAGS"),
+    Column("path", "str", "", "", "file path (syscall/vfs) or device name (block), best effort"),
+)
+
+COLUMN_BY_NAME: dict[str, Column] = {c.name: c for c in COLUMNS}
+STR_COLUMNS: tuple[str, ...] = tuple(c.name for c in COLUMNS if c.is_str)
+
+# Layers and ops are stable numeric codes: never renumber, only append.
+LAYERS: dict[int, str] = {0: "unknown", 1: "syscall", 2: "block", 3: "vfs"}
+
+OPS: dict[int, str] = {
+    0: "unknown",
+    1: "read",
+    2: "write",
+    3: "pread",
+    4: "pwrite",
+    5: "readv",
+    6: "writev",
+    7: "preadv",
+    8: "pwritev",
+    9: "preadv2",
+    10: "pwritev2",
+    11: "fsync",
+    12: "fdatasync",
+    13: "sync_file_range",
+    14: "sendfile",
+    15: "copy_file_range",
+    16: "splice",
+    17: "msync",
+    18: "syncfs",
+    19: "sync",
+    20: "fallocate",
+    32: "flush",
+    33: "discard",
+    34: "write_zeroes",
+    35: "secure_erase",
+    36: "other",
+}
+
+# Flag bits (the ``flags`` column).
+FLAGS: dict[int, str] = {
+    1 << 0: "sync",  # REQ_SYNC / O_DSYNC-like
+    1 << 1: "meta",
+    1 << 2: "fua",
+    1 << 3: "preflush",
+    1 << 4: "rahead",
+    1 << 5: "direct",  # O_DIRECT file
+    1 << 6: "partial",  # block: completed in more than one piece
+    1 << 7: "queued",  # block: insert was seen, queue time is valid
+}
+
+LAYER_CODE: dict[str, int] = {v: k for k, v in LAYERS.items()}
+OP_CODE: dict[str, int] = {v: k for k, v in OPS.items()}
+
+# The numpy view of the kernel's struct aether_event (bpf/aether_event.h).
+# Field order and sizes must match the C header byte for byte; see tests/test_schema.py.
+KERNEL_EVENT_DTYPE = np.dtype(
+    [
+        ("ts", "<u8"),
+        ("lat", "<u8"),
+        ("offset", "<i8"),
+        ("bytes", "<u8"),
+        ("result", "<i8"),
+        ("queue", "<u8"),
+        ("cgroup", "<u8"),
+        ("pid", "<u4"),
+        ("tid", "<u4"),
+        ("dev", "<u4"),
+        ("fd", "<i4"),
+        ("flags", "<u4"),
+        ("cpu", "<u2"),
+        ("layer", "<u1"),
+        ("op", "<u1"),
+        ("comm", "S16"),
+    ]
+)
+assert KERNEL_EVENT_DTYPE.itemsize == 96
+
+
+def layer_name(code: int) -> str:
+    return LAYERS.get(int(code), f"layer{int(code)}")
+
+
+def op_name(code: int) -> str:
+    return OPS.get(int(code), f"op{int(code)}")
+
+
+def dev_name(dev: int) -> str:
+    """``major:minor`` from the kernel's internal dev_t encoding."""
+    dev = int(dev)
+    return f"{dev >> 20}:{dev & 0xFFFFF}"
+
+
+def schema_for_header() -> list[dict[str, str]]:
+    """The column schema as stored in a capture header."""
+    return [{"name": c.name, "type": c.type, "unit": c.unit, "doc": c.doc} for c in COLUMNS]

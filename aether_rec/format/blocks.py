@@ -93,7 +93,7 @@ def parse_trailer(data: bytes) -> int | None:
 
 
 def pack(obj: Any) -> bytes:
-    return msgpack.packb(obj, use_bin_type=True)  # type: ignore[no-any-return]
+    return bytes(msgpack.packb(obj, use_bin_type=True))
 
 
 def unpack(data: bytes, what: str) -> Any:

@@ -27,6 +27,7 @@ class ChunkInfo:
     pid_min: int
     pid_max: int
     pids: list[int] | None  # sorted, None when more than MAX_SUMMARY_PIDS
+    raw: int = 0  # decompressed body size in bytes (0: unknown)
 
     def summary(self) -> dict[str, Any]:
         """The summary map stored at the front of a CHNK payload (format/SPEC.md)."""
@@ -57,21 +58,24 @@ class ChunkInfo:
             pid_min=int(s.get("pid_min", 0)),
             pid_max=int(s.get("pid_max", 0)),
             pids=[int(p) for p in pids] if isinstance(pids, list) else None,
+            raw=int(s.get("raw", 0)),
         )
 
     def to_row(self) -> list[Any]:
         """Compact index entry (format/SPEC.md, INDX)."""
         return [
             self.offset, self.length, self.n, self.t_first, self.t_last, self.lat_max,
-            self.layers, self.ops, self.pid_min, self.pid_max, self.pids,
+            self.layers, self.ops, self.pid_min, self.pid_max, self.pids, self.raw,
         ]
 
     @classmethod
     def from_row(cls, row: Sequence[Any]) -> ChunkInfo:
         pids = row[10]
+        v = [int(x) for x in row[:10]]
         return cls(
-            *(int(v) for v in row[:10]),  # type: ignore[arg-type]
+            v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9],
             pids=[int(p) for p in pids] if isinstance(pids, list) else None,
+            raw=int(row[11]) if len(row) > 11 else 0,
         )
 
 
@@ -116,7 +120,7 @@ class Chunk:
     def strings(self, name: str) -> np.ndarray:
         """A string column decoded to an object array."""
         table = np.array(self.dictionary(name) or [""], dtype=object)
-        return table[self.column(name)]  # type: ignore[no-any-return]
+        return np.asarray(table[self.column(name)])
 
     def is_str(self, name: str) -> bool:
         return name in self.dicts

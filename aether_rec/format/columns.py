@@ -33,7 +33,7 @@ from aether_rec.schema import COLUMN_BY_NAME
 
 U32 = struct.Struct("<I")
 INT_TYPES = ("<u1", "<u2", "<u4", "<u8", "<i1", "<i2", "<i4", "<i8")
-WIDTH_DTYPE = {1: np.dtype("<u1"), 2: np.dtype("<u2"), 4: np.dtype("<u4"), 8: np.dtype("<u8")}
+WIDTH_DTYPE: dict[int, np.dtype[Any]] = {w: np.dtype(f"<u{w}") for w in (1, 2, 4, 8)}
 DELTA_COLUMNS = ("ts",)
 
 
@@ -205,7 +205,7 @@ def encode_chunk(chunk: Chunk, codec: Codec) -> tuple[bytes, ChunkInfo]:
     info = chunk.compute_info()
     summary = info.summary()
     summary["codec"] = codec.name
-    summary["raw"] = len(body)
+    summary["raw"] = info.raw = len(body)
     summary_bytes = pack(summary)
     return U32.pack(len(summary_bytes)) + summary_bytes + codec.compress(body), info
 

@@ -85,6 +85,12 @@ class Capture:
             self.header = self._read_header()
             self.size = self._f.seek(0, os.SEEK_END)
             self.has_index = self._load_index()
+        except CaptureError as exc:
+            self.close()
+            msg = str(exc)
+            if not msg.startswith(self.name):
+                raise type(exc)(f"{self.name}: {msg}") from None
+            raise
         except BaseException:
             self.close()
             raise
@@ -446,4 +452,4 @@ def _seekable(f: IO[bytes]) -> BinaryIO:
     spool = tempfile.TemporaryFile()
     shutil.copyfileobj(f, spool, 1 << 20)
     spool.seek(0)
-    return spool  # type: ignore[return-value]
+    return spool

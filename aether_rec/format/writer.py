@@ -97,7 +97,7 @@ class CaptureWriter:
             raise ValueError(f"chunk_events must be 1..{MAX_CHUNK_EVENTS}")
         self._codec: Codec = get_codec(codec)
         self._owns = not hasattr(out, "write")
-        self._f: BinaryIO = open_output(out, overwrite) if self._owns else out  # type: ignore[arg-type]
+        self._f: BinaryIO = open_output(out, overwrite) if self._owns else out  # type: ignore[arg-type,assignment]
         self.name = str(out) if self._owns else getattr(out, "name", "<stream>")
         self.chunk_events = chunk_events
         self.chunk_bytes = chunk_bytes
@@ -178,11 +178,10 @@ class CaptureWriter:
     # -- tables -------------------------------------------------------------------
     def write_loss(self, cpu: int, count: int, t_first: int, t_last: int, kind: str) -> None:
         """Record ``count`` events lost on ``cpu`` between t_first and t_last (ns)."""
-        rec = {"cpu": int(cpu), "count": int(count), "t0": int(t_first), "t1": int(t_last),
-               "kind": str(kind)}
-        self._losses.append([self.bytes_written, rec["cpu"], rec["count"], rec["t0"], rec["t1"],
-                             rec["kind"]])
-        self.lost += rec["count"]
+        row = [self.bytes_written, int(cpu), int(count), int(t_first), int(t_last), str(kind)]
+        rec = dict(zip(("cpu", "count", "t0", "t1", "kind"), row[1:]))
+        self._losses.append(row)
+        self.lost += int(count)
         self._write(frame(LOSS, pack(rec)))
 
     def write_meta(self, table: str, rows: list[dict[str, Any]]) -> None:

@@ -1,0 +1,47 @@
+"""What every command shares: opening captures, printing warnings, output choice."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import click
+
+from aether_rec.errors import AetherError, UsageError
+from aether_rec.format.reader import Capture
+
+
+def warn(msg: str) -> None:
+    click.echo(f"aether-rec: warning: {msg}", err=True)
+
+
+def note(msg: str) -> None:
+    click.echo(f"aether-rec: {msg}", err=True)
+
+
+def fail(exc: AetherError) -> click.ClickException:
+    """The click exception for a domain error (exit 2 for usage errors, else 1)."""
+    if isinstance(exc, UsageError):
+        err = click.UsageError(str(exc))
+        return err
+    return click.ClickException(str(exc))
+
+
+@contextlib.contextmanager
+def open_capture(path: str, strict: bool = False) -> Iterator[Capture]:
+    """Open a capture for a command ("-" is stdin); its warnings go to stderr at the end."""
+    src: Any = sys.stdin.buffer if path == "-" else path
+    cap = Capture(src, strict=strict)
+    try:
+        yield cap
+    finally:
+        for w in cap.warnings:
+            warn(w)
+        cap.close()
+
+
+def echo_json(obj: Any) -> None:
+    click.echo(json.dumps(obj, indent=2, default=str))

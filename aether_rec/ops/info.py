@@ -1,0 +1,150 @@
+"""``info``: what a capture holds, like capinfos: provenance, span, counts, size, losses."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from typing import Any
+
+import numpy as np
+
+from aether_rec.format.reader import Capture
+from aether_rec.schema import layer_name, op_name
+
+INFO_SCHEMA_VERSION = 1
+
+
+def iso_ns(real_ns: int) -> str:
+    """UTC wall-clock time with microseconds, e.g. 2026-11-26T03:40:15.123456Z."""
+    secs, ns = divmod(int(real_ns), 1_000_000_000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs)) + f".{ns // 1000:06d}Z"
+
+
+def capture_info(cap: Capture, verify: bool = False) -> dict[str, Any]:
+    """A JSON-ready description of ``cap`` (schema version INFO_SCHEMA_VERSION)."""
+    h = cap.header
+    infos = cap.chunk_infos()
+    n = sum(c.n for c in infos)
+    per: Counter[tuple[int, int]] = Counter()
+    for chunk in cap.chunks(columns=["layer", "op"], ordered=False):
+        key = chunk.column("layer").astype(np.uint32) << 8 | chunk.column("op")
+        vals, counts = np.unique(key, return_counts=True)
+        for v, c in zip(vals.tolist(), counts.tolist()):
+            per[(v >> 8, v & 0xFF)] += c
+    t0 = min((c.t_first for c in infos), default=None)
+    t1 = max((c.t_last for c in infos), default=None)
+    losses = cap.losses()
+    lost_by_cpu: Counter[int] = Counter()
+    lost_by_kind: Counter[str] = Counter()
+    for loss in losses:
+        lost_by_cpu[loss.cpu] += loss.count
+        lost_by_kind[loss.kind] += loss.count
+    compressed = sum(c.length for c in infos)
+    raw = sum(c.raw for c in infos)
+    out: dict[str, Any] = {
+        "schema": "aether-rec/info",
+        "schema_version": INFO_SCHEMA_VERSION,
+        "file": cap.name,
+        "file_bytes": cap.size,
+        "format_version": f"{cap.major}.{cap.minor}",
+        "capture_id": h.get("capture_id"),
+        "synthetic": bool(h.get("synthetic", False)),
+        "created": h.get("created"),
+        "tool_version": h.get("tool_version"),
+        "hostname": h.get("hostname"),
+        "kernel": h.get("kernel"),
+        "arch": h.get("arch"),
+        "ncpu": h.get("ncpu"),
+        "command": h.get("command"),
+        "layers": h.get("layers"),
+        "hooks": h.get("hooks"),
+        "transport": h.get("transport"),
+        "filters": h.get("filters"),
+        "codec": h.get("codec"),
+        "redacted": bool(h.get("redacted", False)),
+        "events": n,
+        "chunks": len(infos),
+        "indexed": cap.has_index,
+        "first_ts": t0,
+        "last_ts": t1,
+        "start": iso_ns(int(cap.mono_to_real(t0))) if t0 is not None else None,
+        "end": iso_ns(int(cap.mono_to_real(t1))) if t1 is not None else None,
+        "duration_s": (t1 - t0) / 1e9 if t0 is not None and t1 is not None else 0.0,
+        "bytes_per_event": compressed / n if n else None,
+        "compression_ratio": raw / compressed if compressed and raw else None,
+        "by_layer_op": [
+            {"layer": layer_name(la), "op": op_name(op), "events": c}
+            for (la, op), c in sorted(per.items())
+        ],
+        "lost": sum(lost_by_cpu.values()),
+        "lost_by_cpu": {str(k): v for k, v in sorted(lost_by_cpu.items())},
+        "lost_by_kind": dict(sorted(lost_by_kind.items())),
+        "loss_blocks": len(losses),
+        "recorder_stats": cap.index_stats,
+        "warnings": list(cap.warnings),
+    }
+    if verify:
+        problems = cap.verify()
+        out["verify"] = {"ok": not problems, "problems": problems}
+    return out
+
+
+def format_info(d: dict[str, Any]) -> str:
+    """The text form of ``capture_info``."""
+
+    def row(k: str, v: Any) -> str:
+        return f"{k + ':':<22}{v}"
+
+    lines = [
+        row("File", d["file"]),
+        row("File size", f"{d['file_bytes']:,} bytes"),
+        row("Format version", d["format_version"] + ("  (indexed)" if d["indexed"] else "  (no index)")),
+        row("Capture id", d["capture_id"]),
+    ]
+    if d["synthetic"]:
+        lines.append(row("Synthetic", "yes (generated, not recorded)"))
+    if d["redacted"]:
+        lines.append(row("Redacted", "yes (names and paths are keyed hashes)"))
+    cmd = d.get("command")
+    lines += [
+        row("Recorded on", f"{d['hostname']}  kernel {d['kernel']}  {d['arch']}  {d['ncpu']} CPUs"),
+        row("Recorded by", f"aether-rec {d['tool_version']}: {_cmdline(cmd)}"),
+        row("Created", d["created"]),
+    ]
+    if d.get("hooks"):
+        hooks = ", ".join(
+            str(h.get("hook", h)) if isinstance(h, dict) else str(h) for h in d["hooks"]
+        )
+        lines.append(row("Hooks", hooks))
+    if d.get("filters"):
+        lines.append(row("Filters", d["filters"]))
+    lines += [
+        row("First event", d["start"] or "-"),
+        row("Last event", d["end"] or "-"),
+        row("Duration", f"{d['duration_s']:.3f} s"),
+        row("Events", f"{d['events']:,}"),
+        row("Chunks", f"{d['chunks']:,}  codec {d['codec']}"),
+    ]
+    if d["bytes_per_event"] is not None:
+        lines.append(row("Bytes per event", f"{d['bytes_per_event']:.2f}"))
+    if d["compression_ratio"] is not None:
+        lines.append(row("Compression ratio", f"{d['compression_ratio']:.1f}x"))
+    if d["by_layer_op"]:
+        lines.append("Events by layer and op:")
+        for e in d["by_layer_op"]:
+            lines.append(f"  {e['layer']:<9}{e['op']:<18}{e['events']:>14,}")
+    if d["lost"]:
+        cpus = ", ".join(f"cpu{k}: {v:,}" for k, v in d["lost_by_cpu"].items())
+        kinds = ", ".join(f"{k}: {v:,}" for k, v in d["lost_by_kind"].items())
+        lines.append(row("LOST EVENTS", f"{d['lost']:,} in {d['loss_blocks']} loss blocks ({cpus}; {kinds})"))
+    else:
+        lines.append(row("Lost events", "0"))
+    if "verify" in d:
+        v = d["verify"]
+        lines.append(row("Verify", "ok: every checksum and chunk checks out" if v["ok"] else "FAILED"))
+        lines += [f"  {p}" for p in v["problems"]]
+    return "\n".join(lines)
+
+
+def _cmdline(cmd: Any) -> str:
+    return " ".join(str(c) for c in cmd) if isinstance(cmd, list) else str(cmd)

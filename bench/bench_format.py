@@ -130,7 +130,9 @@ def main() -> None:
             assert int(out[0]) == n
             reads.append(float(out[1]))
             rss.append(float(out[2]))
-        t_rawread = statistics.median(timed(lambda: np.fromfile(raw, KERNEL_EVENT_DTYPE)) for _ in range(args.repeat))
+        t_rawread = statistics.median(
+            timed(lambda: np.fromfile(raw, KERNEL_EVENT_DTYPE)) for _ in range(args.repeat)
+        )
         sizes = {p: os.path.getsize(p) for p in (aio, raw, rawz)}
     med = statistics.median
     print(f"\nFormat benchmark, {n:,} events, median of {args.repeat} ({time.strftime('%Y-%m-%d')}, "

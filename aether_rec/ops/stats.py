@@ -1,0 +1,662 @@
+"""``stats``: summarise one or more captures in one streaming pass.
+
+Everything is accumulated chunk by chunk in mergeable histograms (see histogram.py), so memory
+stays flat whatever the capture size: a few KiB per (layer, op), per ``--by`` group and per open
+``--interval`` bucket, plus the ``--top`` candidates. The result is a JSON-able document (the
+versioned schema in docs/stats-json.md); the terminal view is rendered from that document, so both
+always agree.
+"""
+
+from __future__ import annotations
+
+import errno as _errno
+import heapq
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from aether_rec.errors import UsageError
+from aether_rec.format.chunk import Chunk, ChunkInfo
+from aether_rec.format.reader import Capture
+from aether_rec.ops.expr import ALIASES, FIELDS, MATCH_ALL, Filter, field_values, string_codes
+from aether_rec.ops.histogram import (
+    DEFAULT_PRECISION,
+    PERCENTILES,
+    GroupedHistograms,
+    Histogram,
+    bucket_index,
+    group_slices,
+    relative_error,
+)
+from aether_rec.ops.units import iso_utc
+from aether_rec.schema import FLAGS, LAYER_CODE, dev_name, layer_name, op_name
+
+SCHEMA_NAME = "aether-rec/stats"
+SCHEMA_VERSION = 1
+
+BLOCK = LAYER_CODE["block"]
+F_QUEUED = next(bit for bit, name in FLAGS.items() if name == "queued")
+MAX_INTERVAL_ROWS = 100_000
+BASE_COLUMNS = ("ts", "lat", "layer", "op", "bytes", "result", "queue", "flags")
+
+
+@dataclass
+class StatsOptions:
+    by: Sequence[str] = ()
+    interval_ns: int | None = None
+    top: int = 10
+    where: Filter = MATCH_ALL
+    max_groups: int = 1000
+    precision: int = DEFAULT_PRECISION
+
+
+def check_by(by: Sequence[str]) -> list[str]:
+    """Validate ``--by`` column names (aliases resolved)."""
+    out = []
+    for raw in by:
+        name = ALIASES.get(raw.strip().lower(), raw.strip().lower())
+        if not name:
+            continue
+        if name not in FIELDS or name in ("ts", "end"):
+            ok = ", ".join(sorted(n for n in FIELDS if n not in ("ts", "end")))
+            raise UsageError(f"--by: unknown column {raw.strip()!r} (columns: {ok})")
+        if name not in out:
+            out.append(name)
+    return out
+
+
+# -- per-input bookkeeping ----------------------------------------------------------------------
+
+
+@dataclass
+class _Input:
+    index: int
+    cap: Capture
+    infos: list[ChunkInfo]
+    has_clock: bool
+    source: str
+
+    def to_real(self, mono: np.ndarray) -> np.ndarray:
+        return np.asarray(self.cap.mono_to_real(mono.astype(np.int64)), dtype=np.int64)
+
+
+def _source_name(cap: Capture) -> str:
+    h = cap.header
+    return str(h.get("hostname") or h.get("capture_id") or cap.name)
+
+
+def interleave(
+    inputs: Sequence[_Input], columns: Sequence[str] | None, to_real: bool
+) -> Iterator[tuple[_Input, Chunk, float]]:
+    """Chunks of several captures, interleaved by time; each comes with a watermark (real ns
+    when ``to_real``, else monotonic) below which no event is still to come."""
+    heap: list[tuple[float, int]] = []
+    iters: dict[int, Iterator[Chunk]] = {}
+    suffix: dict[int, np.ndarray] = {}
+    pos: dict[int, dict[int, int]] = {}
+    for inp in inputs:
+        if not inp.infos:
+            continue
+        firsts = np.array([i.t_first for i in inp.infos], dtype=np.int64)
+        if to_real:
+            firsts = inp.to_real(firsts)
+        suffix[inp.index] = np.append(np.minimum.accumulate(firsts[::-1])[::-1], np.iinfo(np.int64).max)
+        offsets = {info.offset: k for k, info in enumerate(inp.infos)}
+        pos[inp.index] = offsets
+        iters[inp.index] = inp.cap.chunks(
+            where=lambda i, o=offsets: i.offset in o,  # type: ignore[misc]
+            columns=columns,
+            ordered=False,
+        )
+        heapq.heappush(heap, (float(suffix[inp.index][0]), inp.index))
+    by_index = {inp.index: inp for inp in inputs}
+    remaining = {k: float(s[0]) for k, s in suffix.items()}
+    while heap:
+        _, k = heapq.heappop(heap)
+        chunk = next(iters[k], None)
+        if chunk is None:
+            remaining.pop(k, None)
+            continue
+        info = chunk.info
+        at = pos[k].get(info.offset, 0) if info is not None else 0
+        nxt = float(suffix[k][at + 1])
+        if nxt >= float(np.iinfo(np.int64).max):
+            remaining.pop(k, None)
+        else:
+            remaining[k] = nxt
+        heapq.heappush(heap, (nxt, k))
+        watermark = min(remaining.values()) if remaining else float("inf")
+        yield by_index[k], chunk, watermark
+
+
+# -- the accumulator ----------------------------------------------------------------------------
+
+
+@dataclass
+class _Group:
+    key: tuple[Any, ...]
+    hist: Histogram
+    events: int = 0
+    bytes: int = 0
+    errors: int = 0
+
+
+@dataclass
+class _Acc:
+    opts: StatsOptions
+    layer_op: GroupedHistograms
+    lo_bytes: dict[int, int] = field(default_factory=dict)
+    lo_errors: dict[int, int] = field(default_factory=dict)
+    errnos: dict[int, int] = field(default_factory=dict)
+    queue: Histogram = field(default_factory=Histogram)
+    service: Histogram = field(default_factory=Histogram)
+    block_events: int = 0
+    events: int = 0
+    bytes: int = 0
+    first_ts: int | None = None  # real (or mono) ns
+    last_end: int | None = None
+    # --by
+    group_ids: dict[tuple[Any, ...], int] = field(default_factory=dict)
+    groups: dict[int, _Group] = field(default_factory=dict)
+    # --interval
+    intervals: GroupedHistograms | None = None
+    iv_bytes: dict[int, int] = field(default_factory=dict)
+    iv_errors: dict[int, int] = field(default_factory=dict)
+    iv_next: int = 0
+    iv_origin: int = 0
+    iv_last: int = -1
+    iv_rows: list[dict[str, Any]] = field(default_factory=list)
+    # --top: heap of (lat, -ts, seq) candidates; rows[seq] = (input, one-event chunk)
+    top: list[tuple[int, int, int]] = field(default_factory=list)
+    top_rows: dict[int, tuple[_Input, Chunk]] = field(default_factory=dict)
+    top_seq: int = 0
+
+
+def _top_update(acc: _Acc, inp: _Input, chunk: Chunk, lat: np.ndarray) -> None:
+    n_top = acc.opts.top
+    if n_top <= 0 or lat.size == 0:
+        return
+    if len(acc.top) >= n_top and int(lat.max()) <= acc.top[0][0]:
+        return
+    if lat.size > n_top:
+        cand = np.argpartition(lat, lat.size - n_top)[lat.size - n_top :]
+    else:
+        cand = np.arange(lat.size)
+    ts = chunk.column("ts")
+    kept: list[tuple[int, int]] = []
+    for c in cand.tolist():
+        item = (int(lat[c]), -int(ts[c]), acc.top_seq)
+        if len(acc.top) < n_top:
+            heapq.heappush(acc.top, item)
+        elif item > acc.top[0]:
+            heapq.heapreplace(acc.top, item)
+        else:
+            continue
+        kept.append((acc.top_seq, c))
+        acc.top_seq += 1
+    if kept:
+        rows = chunk.take(np.array([c for _, c in kept], dtype=np.int64))
+        for k, (seq, _) in enumerate(kept):
+            acc.top_rows[seq] = (inp, rows.take(slice(k, k + 1)))
+    live = {t[2] for t in acc.top}
+    for seq in [q for q in acc.top_rows if q not in live]:
+        del acc.top_rows[seq]
+
+
+def _group_key_arrays(chunk: Chunk, by: Sequence[str], inp: _Input) -> tuple[np.ndarray, list[list[Any]]]:
+    """Dense per-chunk group ids and, per column, the value each local id stands for."""
+    combined = np.zeros(chunk.n, dtype=np.int64)
+    tables: list[list[Any]] = []
+    radix = 1
+    for name in by:
+        if FIELDS[name].kind == "str":
+            if name == "source" and "source" not in chunk.columns:
+                codes, d = np.zeros(chunk.n, dtype=np.uint32), [inp.source]
+            else:
+                codes, d = string_codes(chunk, name)
+            # dictionary codes may repeat a string; collapse them
+            uniq: dict[str, int] = {}
+            remap = np.fromiter((uniq.setdefault(s, len(uniq)) for s in d), dtype=np.int64, count=len(d))
+            local = remap[codes] if len(d) else np.zeros(chunk.n, dtype=np.int64)
+            values: list[Any] = list(uniq)
+        else:
+            col = field_values(chunk, name)
+            ukeys, order, edges = group_slices(col)
+            if order is None:
+                local = np.zeros(chunk.n, dtype=np.int64)
+            else:
+                local = np.empty(chunk.n, dtype=np.int64)
+                local[order] = np.repeat(np.arange(ukeys.size), np.diff(edges))
+            values = ukeys.tolist()
+        combined = combined * max(len(values), 1) + local if radix > 1 else local
+        radix *= max(len(values), 1)
+        tables.append(values)
+    return combined, tables
+
+
+def _decode_key(gid: int, tables: list[list[Any]]) -> tuple[Any, ...]:
+    out = []
+    for values in reversed(tables):
+        k = max(len(values), 1)
+        out.append(values[gid % k] if values else None)
+        gid //= k
+    return tuple(reversed(out))
+
+
+def _process(
+    acc: _Acc,
+    inp: _Input,
+    chunk: Chunk,
+    real_ts: np.ndarray | None,
+    use_real: bool,
+) -> None:
+    opts = acc.opts
+    n = chunk.n
+    lat = chunk.column("lat")
+    idx = bucket_index(lat, opts.precision)
+    layer = chunk.column("layer")
+    op = chunk.column("op")
+    key = (layer.astype(np.uint16) << np.uint16(8)) | op
+    grouping = group_slices(key)
+    acc.layer_op.add_grouped(grouping, idx, lat)
+    nbytes = chunk.column("bytes")
+    ukeys, order, edges = grouping
+    if order is None:
+        k = int(ukeys[0])
+        acc.lo_bytes[k] = acc.lo_bytes.get(k, 0) + int(nbytes.sum(dtype=np.uint64))
+    else:
+        sums = np.add.reduceat(nbytes[order], edges[:-1], dtype=np.uint64)
+        for k, s in zip(ukeys.tolist(), sums.tolist()):
+            acc.lo_bytes[k] = acc.lo_bytes.get(k, 0) + int(s)
+    acc.events += n
+    result = chunk.column("result")
+    err = result < 0
+    n_err = int(np.count_nonzero(err))
+    if n_err:
+        e = (-result[err]).astype(np.int64)
+        for code, c in zip(*np.unique(e, return_counts=True)):
+            acc.errnos[int(code)] = acc.errnos.get(int(code), 0) + int(c)
+        for k, c in zip(*np.unique(key[err], return_counts=True)):
+            acc.lo_errors[int(k)] = acc.lo_errors.get(int(k), 0) + int(c)
+    # block layer: queue vs service
+    if BLOCK in ukeys >> 8:
+        blk = layer == BLOCK
+        q = chunk.column("queue")
+        qb, lb = q[blk], lat[blk]
+        acc.block_events += int(qb.size)
+        queued = ((chunk.column("flags")[blk] & F_QUEUED) != 0) | (qb > 0)
+        if queued.any():
+            acc.queue.add(qb[queued])
+        acc.service.add(np.where(qb <= lb, lb - np.minimum(qb, lb), 0).astype(np.uint64))
+    # span
+    ts = chunk.column("ts")
+    first = ts.min()
+    last_end = (ts + lat).max()
+    if use_real:
+        first_r = int(inp.to_real(np.array([first]))[0])
+        last_r = int(inp.to_real(np.array([last_end]))[0])
+    else:
+        first_r, last_r = int(first), int(last_end)
+    acc.first_ts = first_r if acc.first_ts is None else min(acc.first_ts, first_r)
+    acc.last_end = last_r if acc.last_end is None else max(acc.last_end, last_r)
+    # --by
+    if opts.by:
+        gids, tables = _group_key_arrays(chunk, opts.by, inp)
+        ug, gorder, gedges = group_slices(gids)
+        gsel = gorder if gorder is not None else np.arange(n)
+        for g, gid in enumerate(ug.tolist()):
+            sel = gsel[gedges[g] : gedges[g + 1]]
+            gkey = _decode_key(int(gid), tables)
+            slot = acc.group_ids.get(gkey)
+            if slot is None:
+                if len(acc.group_ids) >= opts.max_groups:
+                    slot = -1
+                else:
+                    slot = len(acc.group_ids)
+                    acc.group_ids[gkey] = slot
+            grp = acc.groups.get(slot)
+            if grp is None:
+                grp = acc.groups[slot] = _Group(
+                    gkey if slot >= 0 else ("(other)",), Histogram(opts.precision)
+                )
+            grp.hist.add_indexed(idx[sel], lat[sel])
+            grp.events += int(sel.size)
+            grp.bytes += int(nbytes[sel].sum(dtype=np.uint64))
+            grp.errors += int(np.count_nonzero(err[sel]))
+    # --interval
+    if opts.interval_ns and acc.intervals is not None and real_ts is not None:
+        b = (real_ts - acc.iv_origin) // opts.interval_ns
+        ivg = group_slices(b)
+        acc.intervals.add_grouped(ivg, idx, lat)
+        bk, border, bedges = ivg
+        if border is None:
+            k0 = int(bk[0])
+            acc.iv_bytes[k0] = acc.iv_bytes.get(k0, 0) + int(nbytes.sum(dtype=np.uint64))
+            acc.iv_errors[k0] = acc.iv_errors.get(k0, 0) + n_err
+        else:
+            bsum = np.add.reduceat(nbytes[border], bedges[:-1], dtype=np.uint64)
+            esum = np.add.reduceat(err[border].astype(np.int64), bedges[:-1])
+            for k0, s, e0 in zip(bk.tolist(), bsum.tolist(), esum.tolist()):
+                acc.iv_bytes[k0] = acc.iv_bytes.get(k0, 0) + int(s)
+                acc.iv_errors[k0] = acc.iv_errors.get(k0, 0) + int(e0)
+    _top_update(acc, inp, chunk, lat)
+
+
+def _finish_intervals(acc: _Acc, upto: float) -> None:
+    """Emit every interval row that ends at or before ``upto`` (real ns)."""
+    assert acc.intervals is not None and acc.opts.interval_ns
+    iv = acc.opts.interval_ns
+    origin, last = acc.iv_origin, acc.iv_last
+    while acc.iv_next <= last and origin + (acc.iv_next + 1) * iv <= upto:
+        b = acc.iv_next
+        h = acc.intervals.groups.pop(b, None) or Histogram(acc.opts.precision)
+        nbytes = acc.iv_bytes.pop(b, 0)
+        row = {
+            "start": iso_utc(origin + b * iv),
+            "start_ns": origin + b * iv,
+            "events": h.total,
+            "bytes": nbytes,
+            "errors": acc.iv_errors.pop(b, 0),
+            "iops": h.total / (iv / 1e9),
+            "bytes_per_s": nbytes / (iv / 1e9),
+            "latency": h.summary(),
+        }
+        acc.iv_rows.append(row)
+        acc.iv_next += 1
+
+
+# -- the entry point ----------------------------------------------------------------------------
+
+
+def compute(
+    caps: Sequence[Capture],
+    opts: StatsOptions | None = None,
+    per_input: Sequence[Filter] | None = None,
+) -> dict[str, Any]:
+    """Summarise ``caps`` together; returns the ``stats --json`` document. ``per_input`` gives
+    each capture its own filter (a time window is relative to each capture), else
+    ``opts.where`` applies to all."""
+    opts = opts or StatsOptions()
+    by = check_by(opts.by)
+    opts.by = by
+    if per_input is not None and len(per_input) != len(caps):
+        raise ValueError("per_input needs one filter per capture")
+    filters = list(per_input) if per_input is not None else [opts.where] * len(caps)
+    inputs: list[_Input] = []
+    for k, cap in enumerate(caps):
+        infos = [i for i in cap.chunk_infos() if i.n and filters[k].can_match(i)]
+        inputs.append(_Input(k, cap, infos, len(cap.clock_pairs()) > 0, _source_name(cap)))
+    use_real = all(inp.has_clock for inp in inputs)
+    acc = _Acc(opts, GroupedHistograms(opts.precision))
+    acc.queue = Histogram(opts.precision)
+    acc.service = Histogram(opts.precision)
+    if opts.interval_ns:
+        if opts.interval_ns <= 0:
+            raise UsageError("--interval must be positive")
+        firsts = [int(inp.to_real(np.array([inp.infos[0].t_first]))[0]) for inp in inputs if inp.infos]
+        lasts = [
+            int(inp.to_real(np.array([max(i.t_last for i in inp.infos)]))[0]) for inp in inputs if inp.infos
+        ]
+        origin = (min(firsts) // opts.interval_ns) * opts.interval_ns if firsts else 0
+        last_b = (max(lasts) - origin) // opts.interval_ns if lasts else -1
+        if last_b + 1 > MAX_INTERVAL_ROWS:
+            raise UsageError(
+                f"--interval gives {last_b + 1:,} rows over this capture (at most "
+                f"{MAX_INTERVAL_ROWS:,}): use a coarser interval"
+            )
+        acc.intervals = GroupedHistograms(opts.precision)
+        acc.iv_origin = origin
+        acc.iv_last = last_b
+    # Decompression dominates the cost of a chunk, and decoding every column costs little more
+    # than decoding a few: decode all, so the --top rows are taken while the chunk is at hand.
+    columns = None
+    for inp, chunk, watermark in interleave(inputs, columns, to_real=bool(opts.interval_ns)):
+        info = chunk.info
+        where = filters[inp.index]
+        if not where.is_trivial and not (info is not None and where.must_match(info)):
+            mask = where.mask(chunk)
+            n_match = int(np.count_nonzero(mask))
+            if n_match == 0:
+                continue
+            if n_match < chunk.n:
+                chunk = chunk.take(mask)
+                chunk.info = info
+        real_ts = inp.to_real(chunk.column("ts")) if opts.interval_ns else None
+        _process(acc, inp, chunk, real_ts, use_real)
+        if opts.interval_ns:
+            _finish_intervals(acc, watermark)
+    if opts.interval_ns:
+        _finish_intervals(acc, float("inf"))
+    return _document(acc, inputs, use_real)
+
+
+def _base_columns(names: Any) -> set[str]:
+    out: set[str] = set()
+    for n in names:
+        if n == "service":
+            out |= {"lat", "queue"}
+        elif n == "errno":
+            out.add("result")
+        elif n == "end":
+            out |= {"ts", "lat"}
+        else:
+            out.add(n)
+    return out
+
+
+# -- the document -------------------------------------------------------------------------------
+
+
+def _rate(x: float, seconds: float | None) -> float | None:
+    return x / seconds if seconds else None
+
+
+def _display(name: str, v: Any) -> Any:
+    if name == "layer":
+        return layer_name(v)
+    if name == "op":
+        return op_name(v)
+    if name == "dev":
+        return dev_name(v)
+    if name == "errno":
+        return _errno.errorcode.get(int(v), str(v)) if v else "ok"
+    return v
+
+
+def _str_at(chunk: Chunk, name: str, i: int, default: str = "") -> str:
+    d = chunk.dicts.get(name)
+    if d is None or name not in chunk.columns:
+        return default
+    return str(d[int(chunk.columns[name][i])])
+
+
+def _event_record(inp: _Input, chunk: Chunk, i: int, use_real: bool) -> dict[str, Any]:
+    ts = int(chunk.column("ts")[i])
+    real = int(inp.to_real(np.array([ts]))[0]) if use_real else None
+    result = int(chunk.column("result")[i])
+    dev = int(chunk.column("dev")[i])
+    return {
+        "time": iso_utc(real) if real is not None else None,
+        "time_ns": real,
+        "ts": ts,
+        "source": _str_at(chunk, "source", i, inp.source),
+        "comm": _str_at(chunk, "comm", i),
+        "pid": int(chunk.column("pid")[i]),
+        "tid": int(chunk.column("tid")[i]),
+        "layer": layer_name(int(chunk.column("layer")[i])),
+        "op": op_name(int(chunk.column("op")[i])),
+        "lat": int(chunk.column("lat")[i]),
+        "queue": int(chunk.column("queue")[i]),
+        "bytes": int(chunk.column("bytes")[i]),
+        "offset": int(chunk.column("offset")[i]),
+        "fd": int(chunk.column("fd")[i]),
+        "dev": dev_name(dev) if dev else None,
+        "path": _str_at(chunk, "path", i),
+        "result": result,
+        "error": _errno.errorcode.get(-result, str(-result)) if result < 0 else None,
+    }
+
+
+def _fetch_top(acc: _Acc, use_real: bool) -> list[dict[str, Any]]:
+    out = []
+    for _lat, _nts, seq in sorted(acc.top, reverse=True):
+        inp, row = acc.top_rows[seq]
+        out.append(_event_record(inp, row, 0, use_real))
+    return out
+
+
+def _losses(inputs: Sequence[_Input], use_real: bool) -> dict[str, Any]:
+    records = []
+    by_cpu: dict[str, int] = {}
+    total = 0
+    for inp in inputs:
+        for loss in inp.cap.losses():
+            total += loss.count
+            by_cpu[str(loss.cpu)] = by_cpu.get(str(loss.cpu), 0) + loss.count
+            if use_real:
+                r = inp.to_real(np.array([loss.t_first, loss.t_last]))
+                first, last = iso_utc(int(r[0])), iso_utc(int(r[1]))
+            else:
+                first = last = None
+            records.append(
+                {
+                    "input": inp.index,
+                    "cpu": loss.cpu,
+                    "count": loss.count,
+                    "kind": loss.kind,
+                    "t_first": loss.t_first,
+                    "t_last": loss.t_last,
+                    "first": first,
+                    "last": last,
+                }
+            )
+    return {"total": total, "by_cpu": by_cpu, "records": records}
+
+
+def _document(acc: _Acc, inputs: Sequence[_Input], use_real: bool) -> dict[str, Any]:
+    opts = acc.opts
+    span_s = None
+    if acc.first_ts is not None and acc.last_end is not None and acc.last_end > acc.first_ts:
+        span_s = (acc.last_end - acc.first_ts) / 1e9
+    all_hist = Histogram(opts.precision)
+    per_layer: dict[str, Histogram] = {}
+    rows = []
+    total_bytes = 0
+    total_errors = 0
+    for k in sorted(acc.layer_op.groups):
+        h = acc.layer_op.groups[k]
+        all_hist.merge(h)
+        lname = layer_name(k >> 8)
+        per_layer.setdefault(lname, Histogram(opts.precision)).merge(h)
+        nbytes = acc.lo_bytes.get(k, 0)
+        nerr = acc.lo_errors.get(k, 0)
+        total_bytes += nbytes
+        total_errors += nerr
+        rows.append(
+            {
+                "layer": lname,
+                "op": op_name(k & 0xFF),
+                "events": h.total,
+                "bytes": nbytes,
+                "errors": nerr,
+                "iops": _rate(h.total, span_s),
+                "bytes_per_s": _rate(nbytes, span_s),
+                "latency": h.summary(),
+            }
+        )
+    doc: dict[str, Any] = {
+        "schema": SCHEMA_NAME,
+        "schema_version": SCHEMA_VERSION,
+        "tool_version": _tool_version(),
+        "inputs": [
+            {
+                "path": inp.cap.name,
+                "capture_id": inp.cap.header.get("capture_id"),
+                "hostname": inp.cap.header.get("hostname"),
+                "kernel": inp.cap.header.get("kernel"),
+                "format_version": inp.cap.header.get("format_version"),
+                "synthetic": bool(inp.cap.header.get("synthetic", False)),
+                "filter": inp.cap.header.get("filter"),
+                "events_in_file": sum(i.n for i in inp.cap.chunk_infos()),
+                "warnings": list(inp.cap.warnings),
+            }
+            for inp in inputs
+        ],
+        "filter": None if opts.where.is_trivial else opts.where.text,
+        "clock": "realtime" if use_real else "monotonic",
+        "span": {
+            "start": iso_utc(acc.first_ts) if use_real else None,
+            "end": iso_utc(acc.last_end) if use_real else None,
+            "start_ns": acc.first_ts,
+            "end_ns": acc.last_end,
+            "seconds": span_s,
+        },
+        "events": acc.events,
+        "bytes": total_bytes,
+        "errors": total_errors,
+        "iops": _rate(acc.events, span_s),
+        "bytes_per_s": _rate(total_bytes, span_s),
+        "relative_error": relative_error(opts.precision),
+        "latency": all_hist.summary(),
+        "by_layer_op": rows,
+        "by_layer": [
+            {"layer": name, "latency": h.summary(), "histogram": h.to_dict()} for name, h in per_layer.items()
+        ],
+        "errnos": [
+            {"errno": code, "name": _errno.errorcode.get(code, str(code)), "count": c}
+            for code, c in sorted(acc.errnos.items(), key=lambda kv: (-kv[1], kv[0]))
+        ],
+        "block": (
+            {
+                "events": acc.block_events,
+                "queued_events": acc.queue.total,
+                "queue": acc.queue.summary(),
+                "service": acc.service.summary(),
+            }
+            if acc.block_events
+            else None
+        ),
+        "top": _fetch_top(acc, use_real),
+        "losses": _losses(inputs, use_real),
+        "groups": None,
+        "intervals": None,
+        "warnings": [w for inp in inputs for w in inp.cap.warnings],
+    }
+    if opts.by:
+        grows = []
+        for grp in sorted(acc.groups.values(), key=lambda g: (-g.events, str(g.key))):
+            if grp.key == ("(other)",):
+                key: dict[str, Any] = {name: "(other)" for name in opts.by}
+            else:
+                key = {name: _display(name, v) for name, v in zip(opts.by, grp.key)}
+            grows.append(
+                {
+                    "key": key,
+                    "events": grp.events,
+                    "bytes": grp.bytes,
+                    "errors": grp.errors,
+                    "iops": _rate(grp.events, span_s),
+                    "bytes_per_s": _rate(grp.bytes, span_s),
+                    "latency": grp.hist.summary(),
+                }
+            )
+        doc["groups"] = {
+            "by": list(opts.by),
+            "max_groups": opts.max_groups,
+            "lumped_events": acc.groups[-1].events if -1 in acc.groups else 0,
+            "rows": grows,
+        }
+    if opts.interval_ns:
+        doc["intervals"] = {"interval_ns": opts.interval_ns, "rows": acc.iv_rows}
+    return doc
+
+
+def _tool_version() -> str:
+    from aether_rec import __version__
+
+    return __version__
+
+
+PERCENTILE_KEYS = tuple(f"p{q:g}".replace(".", "_") for q in PERCENTILES)

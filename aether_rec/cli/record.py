@@ -1,0 +1,182 @@
+"""Commands that talk to the kernel: record and doctor."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from aether_rec.cli.common import echo_json, note
+from aether_rec.ops.units import parse_duration, parse_size
+
+
+def _duration(value: str | None, option: str) -> int | None:
+    if value is None:
+        return None
+    return parse_duration(value, default_unit="s") if option != "--min-latency" else parse_duration(value)
+
+
+@click.command(context_settings={"ignore_unknown_options": False})
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(allow_dash=True),
+    help="Capture file to write ('-': stream to stdout). Created with mode 0600.",
+)
+@click.option("--force", is_flag=True, help="Overwrite OUTPUT if it exists (never through a symlink).")
+@click.option(
+    "--layers",
+    metavar="LIST",
+    help="I/O layers: syscall, block, vfs, or all [default: syscall,block]. "
+    "A layer the kernel cannot offer is an error when named here.",
+)
+@click.option(
+    "--ops",
+    metavar="LIST",
+    help="Only these ops, e.g. pread,pwrite,fsync (syscall hooks not "
+    "attached, block ops filtered in the kernel).",
+)
+@click.option(
+    "-p",
+    "--pid",
+    "pids",
+    multiple=True,
+    type=click.IntRange(1),
+    metavar="PID",
+    help="Only this process and its children (repeatable), filtered in the kernel.",
+)
+@click.option(
+    "--comm", metavar="NAME", help="Only tasks with this name (first 15 bytes, as the kernel keeps)."
+)
+@click.option(
+    "--cgroup",
+    metavar="PATH",
+    help="Only tasks in this cgroup v2 (or below), e.g. system.slice/postgresql.service.",
+)
+@click.option(
+    "--min-latency", metavar="DURATION", help="Only I/Os slower than this (e.g. 2ms), in the kernel."
+)
+@click.option("-d", "--duration", metavar="DURATION", help="Stop after this long (e.g. 30s, 5m, 1h).")
+@click.option("--max-events", type=click.IntRange(1), help="Stop after this many events.")
+@click.option("--max-size", metavar="SIZE", help="Stop once the output reaches this size (e.g. 1G).")
+@click.option(
+    "--rotate-size", metavar="SIZE", help="Start a new numbered file (run.0001.aio, ...) at this size."
+)
+@click.option("--rotate-time", metavar="DURATION", help="Start a new numbered file this often (e.g. 1h).")
+@click.option(
+    "--buffer-pages",
+    type=int,
+    default=64,
+    show_default=True,
+    help="Perf buffer pages per CPU (power of two); more pages, fewer losses at high rates.",
+)
+@click.option(
+    "--wakeup-events",
+    type=click.IntRange(1),
+    default=64,
+    show_default=True,
+    help="Events per perf buffer wakeup (events below it are drained every 250 ms).",
+)
+@click.option(
+    "--status/--no-status",
+    default=None,
+    help="Live status line on stderr [default: when stderr is a terminal].",
+)
+@click.option("--ebpf", is_flag=True, help="Print the BPF program that would be loaded, and exit.")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+def record(
+    output: str,
+    force: bool,
+    layers: str | None,
+    ops: str | None,
+    pids: tuple[int, ...],
+    comm: str | None,
+    cgroup: str | None,
+    min_latency: str | None,
+    duration: str | None,
+    max_events: int | None,
+    max_size: str | None,
+    rotate_size: str | None,
+    rotate_time: str | None,
+    buffer_pages: int,
+    wakeup_events: int,
+    status: bool | None,
+    ebpf: bool,
+    command: tuple[str, ...],
+) -> None:
+    """Record the latency of every I/O into a capture (root, Linux).
+
+    Records until Ctrl-C/SIGTERM, a stop option, or, with `-- CMD ARGS`, until CMD
+    exits; CMD and its children are traced and its exit status is returned. On stop
+    the buffers are drained, the index written and a summary printed on stderr.
+    Losses (full buffers, full maps) are stored in the capture as loss blocks.
+
+    \b
+    Examples:
+      sudo aether-rec record -o run.aio                         # until Ctrl-C
+      sudo aether-rec record -o run.aio --duration 30s --min-latency 1ms
+      sudo aether-rec record -o run.aio --pid 1234 --ops pread,pwrite,fsync
+      sudo aether-rec record -o run.aio -- pg_dump mydb > dump.sql
+      sudo aether-rec record -o day.aio --rotate-time 1h --duration 24h
+      sudo aether-rec record -o - --duration 10s | aether-rec stats -
+      sudo aether-rec record -o x.aio --ebpf                    # show the BPF program
+    """
+    from aether_rec.recorder.session import RecordOptions, prepare
+    from aether_rec.recorder.session import record as do_record
+
+    opts = RecordOptions(
+        output=output,
+        force=force,
+        layers=layers,
+        ops=ops,
+        pids=pids,
+        comm=comm,
+        cgroup=cgroup,
+        min_latency_ns=parse_duration(min_latency) if min_latency else 0,
+        duration_ns=_duration(duration, "--duration"),
+        max_events=max_events,
+        max_size=parse_size(max_size) if max_size else None,
+        rotate_size=parse_size(rotate_size) if rotate_size else None,
+        rotate_time_ns=_duration(rotate_time, "--rotate-time"),
+        command=command,
+        buffer_pages=buffer_pages,
+        wakeup_events=wakeup_events,
+        status=status,
+        argv=tuple(["aether-rec", *sys.argv[1:]]),
+    )
+    prep = prepare(opts, log=note)
+    if ebpf:
+        click.echo(prep.program.render(), nl=False)
+        return
+    result = do_record(opts, log=note, prepared=prep)
+    if result.exit_code:
+        sys.exit(result.exit_code)
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("--no-mount", is_flag=True, help="Do not mount tracefs if it is missing; report it.")
+def doctor(as_json: bool, no_mount: bool) -> None:
+    """Check whether this machine can record, and what recording would use.
+
+    Reports privileges, bcc (version and where it was found), the kernel headers bcc
+    will use, tracefs, for each layer the hooks that would be used or why none can be,
+    and the transports. Exit status 1 when recording cannot run.
+
+    \b
+    Examples:
+      sudo aether-rec doctor
+      sudo aether-rec doctor --json | jq .layers
+    """
+    from aether_rec.recorder.doctor import doctor as run_doctor
+    from aether_rec.recorder.doctor import render
+
+    rep = run_doctor(mount=not no_mount)
+    if as_json:
+        echo_json(rep)
+    else:
+        for line in render(rep):
+            click.echo(line)
+    if not rep["ok"]:
+        sys.exit(1)

@@ -1,0 +1,272 @@
+"""Feature probes: which hooks each I/O layer can use on the running kernel.
+
+Decisions come from what the kernel exposes (tracefs formats, BTF, kernel config,
+available_filter_functions), never from its version number. The result, a
+:class:`LayerPlan` per layer, carries the hooks (written into the capture header), the
+cflags that select them in ``bpf/*.c``, or the reason the layer is unavailable.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import platform
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aether_rec.errors import UsageError
+from aether_rec.recorder.tracefs import TraceFS
+from aether_rec.schema import OP_CODE, OPS
+
+ALL_LAYERS: tuple[str, ...] = ("syscall", "block", "vfs")
+DEFAULT_LAYERS: tuple[str, ...] = ("syscall", "block")
+
+
+@dataclass(frozen=True)
+class SyscallHook:
+    name: str  # as in tracefs: sys_enter_<name>
+    op: str  # schema op name
+    fields: tuple[str, ...]  # sys_enter fields the C code reads
+
+
+SYSCALL_HOOKS: tuple[SyscallHook, ...] = (
+    SyscallHook("read", "read", ("fd", "count")),
+    SyscallHook("write", "write", ("fd", "count")),
+    SyscallHook("pread64", "pread", ("fd", "count", "pos")),
+    SyscallHook("pwrite64", "pwrite", ("fd", "count", "pos")),
+    SyscallHook("readv", "readv", ("fd", "vec", "vlen")),
+    SyscallHook("writev", "writev", ("fd", "vec", "vlen")),
+    SyscallHook("preadv", "preadv", ("fd", "vec", "vlen", "pos_l")),
+    SyscallHook("pwritev", "pwritev", ("fd", "vec", "vlen", "pos_l")),
+    SyscallHook("preadv2", "preadv2", ("fd", "vec", "vlen", "pos_l", "flags")),
+    SyscallHook("pwritev2", "pwritev2", ("fd", "vec", "vlen", "pos_l", "flags")),
+    SyscallHook("fsync", "fsync", ("fd",)),
+    SyscallHook("fdatasync", "fdatasync", ("fd",)),
+    SyscallHook("sync_file_range", "sync_file_range", ("fd", "offset", "nbytes")),
+    SyscallHook("sendfile64", "sendfile", ("in_fd", "count")),
+    SyscallHook("copy_file_range", "copy_file_range", ("fd_in", "len")),
+    SyscallHook("splice", "splice", ("fd_in", "len")),
+    SyscallHook("msync", "msync", ("len",)),
+    SyscallHook("syncfs", "syncfs", ("fd",)),
+    SyscallHook("sync", "sync", ()),
+    SyscallHook("fallocate", "fallocate", ("fd", "offset", "len")),
+)
+
+#: ops the block layer can produce
+BLOCK_OPS: tuple[str, ...] = ("read", "write", "flush", "discard", "write_zeroes", "secure_erase", "other")
+
+_BLK_NEEDED = ("dev", "sector", "nr_sector", "rwbs")
+
+
+@dataclass
+class LayerPlan:
+    layer: str
+    available: bool
+    reason: str = ""  # why unavailable, or a note
+    hooks: list[dict[str, object]] = field(default_factory=list)
+    defines: list[str] = field(default_factory=list)  # cflags
+    sources: list[str] = field(default_factory=list)  # bpf/ files
+    skipped: list[str] = field(default_factory=list)  # hooks this kernel lacks
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "layer": self.layer,
+            "available": self.available,
+            "reason": self.reason,
+            "hooks": self.hooks,
+            "skipped": self.skipped,
+        }
+
+
+def parse_ops(spec: str | None) -> frozenset[str] | None:
+    """``--ops read,pwrite,fsync`` -> the set of op names (None: all)."""
+    if spec is None or spec.strip() in ("", "all"):
+        return None
+    names = frozenset(s.strip() for s in spec.split(",") if s.strip())
+    unknown = sorted(n for n in names if n not in OP_CODE or n == "unknown")
+    if unknown:
+        known = ", ".join(v for k, v in sorted(OPS.items()) if k)
+        raise UsageError(f"unknown op(s) {', '.join(unknown)} in --ops; known ops: {known}")
+    return names
+
+
+def parse_layers(spec: str | None) -> tuple[str, ...]:
+    if spec is None or spec.strip() == "":
+        return DEFAULT_LAYERS
+    if spec.strip() == "all":
+        return ALL_LAYERS
+    out: list[str] = []
+    for s in spec.split(","):
+        s = s.strip()
+        if not s:
+            continue
+        if s not in ALL_LAYERS:
+            raise UsageError(f"unknown layer {s!r} in --layers; layers: {', '.join(ALL_LAYERS)}")
+        if s not in out:
+            out.append(s)
+    return tuple(out)
+
+
+def probe_syscall(tfs: TraceFS, ops: frozenset[str] | None = None) -> LayerPlan:
+    plan = LayerPlan("syscall", True, sources=["syscall.c"])
+    for h in SYSCALL_HOOKS:
+        if ops is not None and h.op not in ops:
+            continue
+        missing = tfs.missing("syscalls", f"sys_enter_{h.name}", h.fields)
+        missing += tfs.missing("syscalls", f"sys_exit_{h.name}", ("ret",))
+        if missing:
+            plan.skipped.append(f"{h.name}: missing {', '.join(missing)}")
+            continue
+        plan.defines.append(f"-DAETHER_SC_{h.name}=1")
+        for kind in ("enter", "exit"):
+            plan.hooks.append(
+                {"layer": "syscall", "hook": f"tracepoint:syscalls:sys_{kind}_{h.name}", "op": h.op}
+            )
+    if not plan.hooks:
+        plan.available = False
+        if ops is not None and not any(h.op in ops for h in SYSCALL_HOOKS):
+            plan.reason = "no syscall op selected by --ops"
+        else:
+            plan.reason = "no syscall tracepoints (syscalls:sys_enter_*) in tracefs: " + "; ".join(
+                plan.skipped[:3]
+            )
+    else:
+        plan.defines.append("-DAETHER_LAYER_SYSCALL_ON=1")
+    return plan
+
+
+def probe_block(tfs: TraceFS, ops: frozenset[str] | None = None) -> LayerPlan:
+    plan = LayerPlan("block", True, sources=["block.c"])
+    if ops is not None:
+        wanted = [o for o in BLOCK_OPS if o in ops]
+        if not wanted:
+            return LayerPlan("block", False, "no block op (read, write, flush, discard...) selected by --ops")
+        mask = 0
+        for o in wanted:
+            mask |= 1 << OP_CODE[o]
+        plan.defines.append(f"-DBLOCK_OP_MASK={mask:#x}ULL")
+    missing = tfs.missing("block", "block_rq_issue", _BLK_NEEDED) + tfs.missing(
+        "block", "block_rq_complete", ("dev", "sector", "nr_sector")
+    )
+    if missing:
+        return LayerPlan("block", False, "block tracepoints unusable: missing " + ", ".join(missing))
+    if tfs.has("block", "block_rq_insert", _BLK_NEEDED):
+        plan.defines.append("-DBLK_HAS_INSERT=1")
+        plan.hooks.append({"layer": "block", "hook": "tracepoint:block:block_rq_insert", "role": "queued"})
+    else:
+        plan.skipped.append("block_rq_insert: absent, queue time not measured")
+    issue = tfs.fields("block", "block_rq_issue") or {}
+    plan.hooks.append({"layer": "block", "hook": "tracepoint:block:block_rq_issue", "role": "issued"})
+    plan.hooks.append({"layer": "block", "hook": "tracepoint:block:block_rq_complete", "role": "completed"})
+    if "bytes" in issue:
+        plan.defines.append("-DBLK_HAS_BYTES=1")
+    if "error" in (tfs.fields("block", "block_rq_complete") or {}):
+        plan.defines.append("-DBLK_HAS_ERROR=1")
+    key = "request" if "rq" in issue else "dev+sector"
+    for h in plan.hooks:
+        h["key"] = key
+    return plan
+
+
+def read_kconfig() -> dict[str, str] | None:
+    """The running kernel's configuration (/proc/config.gz or /boot/config-*), or None."""
+    text: str | None = None
+    try:
+        with gzip.open("/proc/config.gz", "rt") as f:
+            text = f.read()
+    except OSError:
+        try:
+            text = Path(f"/boot/config-{os.uname().release}").read_text()
+        except OSError:
+            return None
+    out: dict[str, str] = {}
+    for line in text.splitlines():
+        if line.startswith("CONFIG_") and "=" in line:
+            k, v = line.split("=", 1)
+            out[k] = v
+        elif line.startswith("# CONFIG_") and line.endswith(" is not set"):
+            out[line[2:-11]] = "n"
+    return out
+
+
+def _filter_functions(tfs: TraceFS) -> tuple[set[str] | None, str]:
+    p = tfs.root / "available_filter_functions"
+    try:
+        with open(p) as f:
+            names = {line.split()[0] for line in f if line.strip()}
+    except OSError as e:
+        return None, f"{p} is unreadable ({e.strerror})"
+    return names, ""
+
+
+VFS_FUNCS: tuple[str, ...] = ("vfs_read", "vfs_write", "vfs_fsync_range")
+
+
+def probe_vfs(tfs: TraceFS) -> LayerPlan:
+    """The vfs layer needs kprobes or fentry. Report exactly why neither is usable."""
+    reasons: list[str] = []
+    cfg = read_kconfig()
+    funcs, why_funcs = _filter_functions(tfs)
+    # kprobes
+    if cfg is not None and cfg.get("CONFIG_KPROBES", "n") != "y":
+        reasons.append("kprobes: the kernel is built without CONFIG_KPROBES")
+    elif not (tfs.root / "kprobe_events").exists():
+        reasons.append("kprobes: no kprobe_events in tracefs")
+    elif funcs is not None and not all(f in funcs for f in VFS_FUNCS):
+        reasons.append("kprobes: vfs functions are not traceable")
+    else:
+        reasons.append("kprobes: available, but the kprobe-based vfs program is not implemented yet")
+    # fentry
+    if platform.machine() != "x86_64":
+        reasons.append("fentry: bcc supports fentry only on x86_64")
+    elif not Path("/sys/kernel/btf/vmlinux").exists():
+        reasons.append("fentry: no kernel BTF (/sys/kernel/btf/vmlinux)")
+    elif cfg is not None and cfg.get("CONFIG_DYNAMIC_FTRACE_WITH_DIRECT_CALLS", "n") != "y":
+        reasons.append("fentry: the kernel lacks CONFIG_DYNAMIC_FTRACE_WITH_DIRECT_CALLS")
+    elif funcs is None:
+        reasons.append(f"fentry: function tracing is locked down ({why_funcs})")
+    elif not all(f in funcs for f in VFS_FUNCS):
+        reasons.append("fentry: vfs functions are not in available_filter_functions")
+    else:
+        reasons.append("fentry: available, but the fentry-based vfs program is not implemented yet")
+    return LayerPlan("vfs", False, "; ".join(reasons))
+
+
+def probe_layers(
+    tfs: TraceFS, layers: tuple[str, ...], ops: frozenset[str] | None = None
+) -> dict[str, LayerPlan]:
+    plans: dict[str, LayerPlan] = {}
+    for layer in layers:
+        if layer == "syscall":
+            plans[layer] = probe_syscall(tfs, ops)
+        elif layer == "block":
+            plans[layer] = probe_block(tfs, ops)
+        elif layer == "vfs":
+            plans[layer] = probe_vfs(tfs)
+    return plans
+
+
+def transport_status(tfs: TraceFS) -> dict[str, object]:
+    """Which transports the kernel offers (perf buffer: every kernel we target)."""
+    cfg = read_kconfig() or {}
+    return {
+        "perf_buffer": {"available": cfg.get("CONFIG_BPF_EVENTS", "y") == "y", "used": True},
+        "ringbuf": {
+            "available": bool(tfs.fields("syscalls", "sys_enter_read")) and _has_ringbuf(),
+            "used": False,
+            "note": "not used yet (transport interface ready)",
+        },
+    }
+
+
+def _has_ringbuf() -> bool:
+    # BPF_MAP_TYPE_RINGBUF arrived with bpf_ringbuf_output in 5.8: look for its helper's BTF
+    # name in kallsyms (readable names only need root; absence of kallsyms -> unknown/False)
+    try:
+        with open("/proc/kallsyms") as f:
+            for line in f:
+                if line.endswith(" bpf_ringbuf_output\n") or " bpf_ringbuf_output " in line:
+                    return True
+    except OSError:
+        return False
+    return False

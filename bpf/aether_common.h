@@ -1,0 +1,103 @@
+/* aether_common.h: maps, filters and helpers shared by every aether-rec BPF program.
+ *
+ * Compile-time parameters (passed by the recorder as cflags, -DNAME=value):
+ *   SELF_TGID=n          the recorder's own process, never traced at the syscall layer
+ *   FILTER_PID=1         only tasks whose tgid is in traced_tgids (filled from user space,
+ *                        followed through sched_process_fork); PID_MAP_SIZE bounds it
+ *   FILTER_COMM=1        only tasks whose comm equals comm_filter[0] (set from user space)
+ *   FILTER_CGROUP=1      only tasks under the cgroup in cgroup_filter[0] (cgroup v2)
+ *   MIN_LAT_NS=n         drop I/Os faster than n ns (0: keep all)
+ */
+#ifndef AETHER_COMMON_H
+#define AETHER_COMMON_H
+
+#include <uapi/linux/ptrace.h>
+#include "aether_event.h"
+
+#ifndef SELF_TGID
+#define SELF_TGID 0
+#endif
+#ifndef MIN_LAT_NS
+#define MIN_LAT_NS 0
+#endif
+#ifndef PID_MAP_SIZE
+#define PID_MAP_SIZE 16384
+#endif
+
+/* per-CPU counters, read by user space (aether_rec.recorder.program.COUNTERS) */
+#define AETHER_C_SC_START_FULL   0 /* syscall entry dropped: start map full */
+#define AETHER_C_SC_UNMATCHED    1 /* syscall exit without a recorded entry */
+#define AETHER_C_BLK_START_FULL  2 /* block request not tracked: map full */
+#define AETHER_C_BLK_UNMATCHED   3 /* block completion without a tracked request */
+#define AETHER_C_PID_MAP_FULL    4 /* a child of a traced process could not be added */
+#define AETHER_C_SUBMIT_FAILED   5 /* perf_submit failed (the perf buffer also reports it) */
+#define AETHER_C_BELOW_MIN_LAT   6 /* I/Os dropped by MIN_LAT_NS (not a loss) */
+#define AETHER_C_SC_OP_MISMATCH  7 /* exit of another syscall than the recorded entry */
+#define AETHER_C_BLK_PARTIAL     8 /* partial block completions seen (not a loss) */
+#define AETHER_NCOUNTERS         9
+
+BPF_PERCPU_ARRAY(counters, u64, AETHER_NCOUNTERS);
+BPF_PERF_OUTPUT(events);
+
+#ifdef FILTER_PID
+BPF_HASH(traced_tgids, u32, u8, PID_MAP_SIZE);
+#endif
+#ifdef FILTER_COMM
+struct aether_comm { char comm[AETHER_COMM_LEN]; };
+BPF_ARRAY(comm_filter, struct aether_comm, 1);
+#endif
+#ifdef FILTER_CGROUP
+BPF_CGROUP_ARRAY(cgroup_filter, 1);
+#endif
+
+static __always_inline void aether_count(int idx)
+{
+    u64 *v = counters.lookup(&idx);
+    if (v)
+        (*v)++;
+}
+
+/* Does the current task pass the task filters (pid, comm, cgroup)? */
+static __always_inline int aether_task_wanted(u32 tgid)
+{
+#ifdef FILTER_PID
+    if (!traced_tgids.lookup(&tgid))
+        return 0;
+#endif
+#ifdef FILTER_COMM
+    {
+        int zero = 0;
+        struct aether_comm *want = comm_filter.lookup(&zero);
+        char cur[AETHER_COMM_LEN] = {};
+        if (!want)
+            return 0;
+        bpf_get_current_comm(&cur, sizeof(cur));
+#pragma unroll
+        for (int i = 0; i < AETHER_COMM_LEN; i++) {
+            if (cur[i] != want->comm[i])
+                return 0;
+            if (cur[i] == 0)
+                break;
+        }
+    }
+#endif
+#ifdef FILTER_CGROUP
+    if (cgroup_filter.check_current_task(0) <= 0)
+        return 0;
+#endif
+    return 1;
+}
+
+#if defined(FILTER_PID) || defined(FILTER_COMM) || defined(FILTER_CGROUP)
+#define AETHER_TASK_FILTERED 1
+#else
+#define AETHER_TASK_FILTERED 0
+#endif
+
+static __always_inline void aether_submit(void *ctx, struct aether_event *ev)
+{
+    if (events.perf_submit(ctx, ev, sizeof(*ev)) < 0)
+        aether_count(AETHER_C_SUBMIT_FAILED);
+}
+
+#endif /* AETHER_COMMON_H */

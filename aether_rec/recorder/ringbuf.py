@@ -39,13 +39,8 @@ class RingBufTransport(Transport):
 
     name = "ringbuf"
 
-    def __init__(
-        self,
-        pages: int = 16384,
-        table: str = "events",
-        counter_table: str = "counters",
-        drop_counter: int = 5,
-    ) -> None:
+    def __init__(self, pages: int = 16384, table: str = "events", counter_table: str = "counters",
+                 drop_counter: int = 5) -> None:
         if pages < 1 or pages & (pages - 1):
             raise RecorderError(f"ring buffer pages must be a power of two, not {pages}")
         self.pages = pages
@@ -75,9 +70,8 @@ class RingBufTransport(Transport):
             cons = mmap.mmap(fd, page, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE, offset=0)
             prod = mmap.mmap(fd, page + 2 * self.size, mmap.MAP_SHARED, mmap.PROT_READ, offset=page)
         except OSError as exc:
-            raise RecorderError(
-                f"cannot map the BPF ring buffer ({exc.strerror}); use --transport perf"
-            ) from None
+            raise RecorderError(f"cannot map the BPF ring buffer ({exc.strerror}); "
+                                "use --transport perf") from None
         self._maps = [cons, prod]
         self._cons_pos = np.frombuffer(cons, np.uint64, 1, 0)
         self._prod_pos = np.frombuffer(prod, np.uint64, 1, 0)

@@ -216,11 +216,12 @@ class Capture:
     def clock_pairs(self) -> np.ndarray:
         """(mono_ns, real_ns) pairs from the header and the ``clock`` table, by mono."""
         pairs: list[tuple[int, int]] = []
-        for p in self.header.get("clock") or []:
-            if isinstance(p, (list, tuple)) and len(p) == 2:
-                pairs.append((int(p[0]), int(p[1])))
+        clock = self.header.get("clock")
+        for p in clock if isinstance(clock, list) else []:
+            if isinstance(p, (list, tuple)) and len(p) == 2 and _i64(p[0]) and _i64(p[1]):
+                pairs.append((p[0], p[1]))
         for row in self.meta("clock"):
-            if isinstance(row.get("mono"), int) and isinstance(row.get("real"), int):
+            if _i64(row.get("mono")) and _i64(row.get("real")):
                 pairs.append((row["mono"], row["real"]))
         if not pairs:
             return np.zeros((0, 2), dtype=np.int64)
@@ -231,11 +232,14 @@ class Capture:
         pairs = self.clock_pairs()
         if len(pairs) == 0:
             return mono
-        if len(pairs) == 1:
-            return np.asarray(mono, dtype=np.int64) + (pairs[0, 1] - pairs[0, 0])
-        off = pairs[:, 1] - pairs[:, 0]
-        arr = np.asarray(mono, dtype=np.int64)
-        return arr + np.interp(arr, pairs[:, 0], off).astype(np.int64)
+        # ts is unsigned; values of 2**63 and more (never real) wrap instead of raising.
+        arr = np.asarray(mono)
+        arr = arr.astype(np.uint64).view(np.int64) if arr.dtype.kind == "u" else arr.astype(np.int64)
+        with np.errstate(over="ignore"):
+            if len(pairs) == 1:
+                return arr + (pairs[0, 1] - pairs[0, 0])
+            off = pairs[:, 1] - pairs[:, 0]
+            return arr + np.interp(arr, pairs[:, 0], off).astype(np.int64)
 
     # -- events -----------------------------------------------------------------
     def chunks(
@@ -419,6 +423,10 @@ def _loss(doc: Any, offset: int) -> Loss:
         raise DamagedCaptureError("loss block is not a map")
     return Loss(int(doc["cpu"]), int(doc["count"]), int(doc["t0"]), int(doc["t1"]),
                 str(doc.get("kind", "")), offset)
+
+
+def _i64(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and -(1 << 63) <= v < 1 << 63
 
 
 def _is_str(name: str) -> bool:

@@ -217,11 +217,14 @@ class Chunk:
                 table: dict[str, int] = {}
                 parts = []
                 for c in chunks:
-                    d = c.dictionary(name)
+                    # A chunk without this string column (or, in a damaged file, with an
+                    # integer column of the same name) contributes empty strings.
+                    d = c.dictionary(name) if c.is_str(name) else [""]
+                    codes = c.columns[name] if c.is_str(name) else np.zeros(c.n, np.uint32)
                     remap = np.fromiter(
                         (table.setdefault(s, len(table)) for s in d), dtype=np.uint32, count=len(d)
                     )
-                    parts.append(remap[c.column(name)])
+                    parts.append(remap[codes])
                 cols[name] = np.concatenate(parts)
                 dicts[name] = list(table)
             else:

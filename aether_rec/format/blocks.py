@@ -157,7 +157,8 @@ def read_block(f: BinaryIO, offset: int) -> Block:
 def scan(f: BinaryIO, offset: int, seekable: bool) -> Iterator[Block | Damage]:
     """Walk blocks from ``offset`` to the end, yielding blocks and damage reports.
 
-    After damage, a seekable file is searched forward for the next valid block
+    After damage (including an apparent truncation, which may be a damaged length
+    field), a seekable file is searched forward for the next valid block
     (resynchronisation); a stream stops at the first damage.
     """
     while True:
@@ -166,10 +167,12 @@ def scan(f: BinaryIO, offset: int, seekable: bool) -> Iterator[Block | Damage]:
         except EOFError:
             return
         except Damage as dmg:
+            nxt = _resync(f, dmg.offset + 1) if seekable else None
+            if nxt is not None and dmg.truncated:
+                # Not the end of the file after all: a damaged length field.
+                dmg = Damage(dmg.offset, "block length runs past the end of the file, yet "
+                             "valid blocks follow (damaged length field)", truncated=False)
             yield dmg
-            if dmg.truncated or not seekable:
-                return
-            nxt = _resync(f, dmg.offset + 1)
             if nxt is None:
                 return
             offset = nxt

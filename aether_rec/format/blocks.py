@@ -92,8 +92,14 @@ def parse_trailer(data: bytes) -> int | None:
     return int(offset) if magic == TRAILER_MAGIC else None
 
 
-def pack(obj: Any) -> bytes:
-    return bytes(msgpack.packb(obj, use_bin_type=True))
+def pack(obj: Any, what: str = "metadata") -> bytes:
+    """msgpack ``obj``; refuse (LimitError) a document readers would refuse to decode."""
+    data = bytes(msgpack.packb(obj, use_bin_type=True))
+    try:
+        msgpack.unpackb(data, raw=False, strict_map_key=False, **MSGPACK_LIMITS)
+    except (ValueError, msgpack.UnpackException) as exc:
+        raise LimitError(f"{what} exceeds the limits every reader enforces ({exc})") from None
+    return data
 
 
 def unpack(data: bytes, what: str) -> Any:

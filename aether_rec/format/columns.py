@@ -23,6 +23,8 @@ from aether_rec.errors import DamagedCaptureError, LimitError
 from aether_rec.format.blocks import pack, unpack
 from aether_rec.format.chunk import Chunk, ChunkInfo
 from aether_rec.format.limits import (
+    MAX_BLOCK_PAYLOAD,
+    MAX_CHUNK_DECODED,
     MAX_CHUNK_EVENTS,
     MAX_CHUNK_RAW,
     MAX_COLUMNS,
@@ -35,6 +37,11 @@ U32 = struct.Struct("<I")
 INT_TYPES = ("<u1", "<u2", "<u4", "<u8", "<i1", "<i2", "<i4", "<i8")
 WIDTH_DTYPE: dict[int, np.dtype[Any]] = {w: np.dtype(f"<u{w}") for w in (1, 2, 4, 8)}
 DELTA_COLUMNS = ("ts",)
+STR_WIDTH = 4  # in-memory bytes per event of a string column (uint32 codes)
+
+
+class ChunkTooLarge(LimitError):
+    """A chunk would break a reader limit; the writer splits it and tries again."""
 
 
 # -- codecs ----------------------------------------------------------------------
@@ -181,33 +188,74 @@ def _u64(v: Any) -> int:
 
 
 # -- chunk bodies --------------------------------------------------------------------
+def _int_type(name: str, arr: np.ndarray) -> str:
+    """The stored type of an integer column: the schema's, else from the array."""
+    col = COLUMN_BY_NAME.get(name)
+    if col is not None:
+        if col.is_str:
+            raise ValueError(f"string column {name!r} given without its dictionary")
+        return col.type
+    if arr.dtype.kind == "b":
+        return "<u1"
+    if arr.dtype.kind in "iu":
+        return f"<{arr.dtype.kind}{arr.dtype.itemsize}"  # "<u1", not numpy's "|u1"
+    raise ValueError(f"column {name!r} has unsupported dtype {arr.dtype}")
+
+
+def compact_dictionary(codes: np.ndarray, words: list[str]) -> tuple[np.ndarray, list[str]]:
+    """Drop dictionary entries no code uses (a slice of a chunk keeps the whole table)."""
+    if len(codes) and int(codes.max()) >= len(words):
+        raise ValueError("string codes outside their dictionary")
+    used = np.bincount(codes, minlength=len(words)).astype(bool)
+    if used.all():
+        return codes, words
+    remap = (np.cumsum(used) - 1).astype(np.uint32)
+    return remap[codes], [w for w, u in zip(words, used.tolist()) if u]
+
+
 def encode_chunk(chunk: Chunk, codec: Codec) -> tuple[bytes, ChunkInfo]:
-    """The CHNK payload for ``chunk`` (which must already be sorted by ts)."""
+    """The CHNK payload for ``chunk`` (which must already be sorted by ts).
+
+    Raises ChunkTooLarge when the chunk would break a limit that splitting it cures,
+    LimitError when a single value does (a string longer than MAX_STR_LEN)."""
     if chunk.n > MAX_CHUNK_EVENTS:
-        raise LimitError(f"chunk of {chunk.n} events exceeds {MAX_CHUNK_EVENTS}")
+        raise ChunkTooLarge(f"chunk of {chunk.n} events exceeds {MAX_CHUNK_EVENTS}")
     directory: list[dict[str, Any]] = []
     parts: list[bytes] = []
+    decoded = 0
     for name, arr in chunk.columns.items():
         if chunk.is_str(name):
-            words = chunk.dicts[name]
+            codes, words = compact_dictionary(arr, chunk.dicts[name])
+            if len(words) > MAX_DICT_ENTRIES:
+                raise ChunkTooLarge(f"dictionary of {len(words)} strings exceeds {MAX_DICT_ENTRIES}")
+            if any(len(word) > MAX_STR_LEN for word in words):
+                raise LimitError(f"column {name!r} holds a string longer than {MAX_STR_LEN} characters")
             w = _width(max(len(words) - 1, 0))
             entry = {"name": name, "type": "str", "enc": "dict", "w": w, "dict": words}
-            data = arr.astype(WIDTH_DTYPE[w]).tobytes() if w else b""
+            data = codes.astype(WIDTH_DTYPE[w]).tobytes() if w else b""
+            decoded += chunk.n * STR_WIDTH
         else:
-            col = COLUMN_BY_NAME.get(name)
-            typ = col.type if col is not None else arr.dtype.newbyteorder("<").str
+            typ = _int_type(name, arr)
             entry, data = _encode_int(name, arr, typ)
+            decoded += chunk.n * np.dtype(typ).itemsize
         entry["size"] = len(data)
         directory.append(entry)
         parts.append(data)
-    dir_bytes = pack(directory)
+    if decoded > MAX_CHUNK_DECODED:
+        raise ChunkTooLarge(f"chunk decodes to {decoded} bytes (limit {MAX_CHUNK_DECODED})")
+    dir_bytes = pack(directory, "chunk directory")
     body = U32.pack(len(dir_bytes)) + dir_bytes + b"".join(parts)
+    if len(body) > MAX_CHUNK_RAW:
+        raise ChunkTooLarge(f"chunk body of {len(body)} bytes exceeds {MAX_CHUNK_RAW}")
     info = chunk.compute_info()
     summary = info.summary()
     summary["codec"] = codec.name
     summary["raw"] = info.raw = len(body)
-    summary_bytes = pack(summary)
-    return U32.pack(len(summary_bytes)) + summary_bytes + codec.compress(body), info
+    summary_bytes = pack(summary, "chunk summary")
+    payload = U32.pack(len(summary_bytes)) + summary_bytes + codec.compress(body)
+    if len(payload) > MAX_BLOCK_PAYLOAD:
+        raise ChunkTooLarge(f"chunk block of {len(payload)} bytes exceeds {MAX_BLOCK_PAYLOAD}")
+    return payload, info
 
 
 def read_summary(payload: bytes) -> tuple[dict[str, Any], int]:
@@ -258,23 +306,34 @@ def decode_chunk(
     pos = 4 + dlen
     cols: dict[str, np.ndarray] = {}
     dicts: dict[str, list[str]] = {}
+    seen: set[str] = set()
+    decoded = 0
     for entry in directory:
         if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
             raise DamagedCaptureError("chunk directory entry is malformed")
         cname = entry["name"]
+        if cname in seen:
+            raise DamagedCaptureError(f"column {cname!r} appears twice in the chunk directory")
+        seen.add(cname)
         size = entry.get("size")
         if not isinstance(size, int) or size < 0 or pos + size > len(raw):
             raise DamagedCaptureError(f"column {cname!r} runs past the chunk body")
-        if columns is not None and cname not in columns:
+        typ = entry.get("type")
+        known = COLUMN_BY_NAME.get(cname)
+        if known is not None and typ != known.type:
+            raise DamagedCaptureError(f"column {cname!r} has type {typ!r}, the schema says {known.type!r}")
+        if (columns is not None and cname not in columns) or (typ != "str" and typ not in INT_TYPES):
+            # Not wanted, or a column type from a later minor version: skipped by its size.
             pos += size
             continue
-        typ = entry.get("type")
+        decoded += n * (STR_WIDTH if typ == "str" else np.dtype(typ).itemsize)
+        if decoded > MAX_CHUNK_DECODED:
+            raise LimitError(f"chunk decodes to more than {MAX_CHUNK_DECODED} bytes")
         if typ == "str":
             cols[cname], dicts[cname] = _decode_str(entry, n, raw, pos, size)
         elif typ in INT_TYPES:
             cols[cname], end = _decode_int(entry, n, raw, pos)
             if end != pos + size:
                 raise DamagedCaptureError(f"column {cname!r} has the wrong size")
-        # else: a column type from a later minor version; skipped by its size.
         pos += size
     return Chunk(n, cols, dicts, info)

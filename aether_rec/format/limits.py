@@ -9,11 +9,12 @@ from __future__ import annotations
 MAX_BLOCK_PAYLOAD = 64 * 1024 * 1024  # bytes, any block
 MAX_CHUNK_RAW = 256 * 1024 * 1024  # bytes, a decompressed chunk body
 MAX_CHUNK_EVENTS = 4 * 1024 * 1024  # events in one chunk
+MAX_CHUNK_DECODED = 512 * 1024 * 1024  # bytes, a chunk's decoded columns (n * sum of widths)
 MAX_COLUMNS = 256  # columns in one chunk
 MAX_DICT_ENTRIES = 1024 * 1024  # strings in one column dictionary
-MAX_STR_LEN = 4096  # bytes, one string (PATH_MAX)
+MAX_STR_LEN = 4096  # characters (code points), one dictionary string (PATH_MAX)
 MAX_META_ROWS = 1024 * 1024  # rows in one metadata block
-MAX_INDEX_ENTRIES = 16 * 1024 * 1024  # entries in the index
+MAX_INDEX_ENTRIES = 1024 * 1024  # rows in each list of the index (msgpack max_array_len)
 MAX_SUMMARY_PIDS = 32  # pids listed in a chunk summary (beyond: none listed)
 
 # msgpack decode limits, used for every msgpack document in a capture.

@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Mapping
 from typing import Any, BinaryIO
 
-from aether_rec.errors import AetherError
+from aether_rec.errors import AetherError, LimitError
 from aether_rec.format.blocks import (
     CHNK,
     HEAD,
@@ -31,8 +31,8 @@ from aether_rec.format.blocks import (
     trailer,
 )
 from aether_rec.format.chunk import Chunk, ChunkInfo
-from aether_rec.format.columns import Codec, get_codec
-from aether_rec.format.limits import MAX_CHUNK_EVENTS, MAX_META_ROWS
+from aether_rec.format.columns import ChunkTooLarge, Codec, compact_dictionary, get_codec
+from aether_rec.format.limits import MAX_CHUNK_EVENTS, MAX_INDEX_ENTRIES, MAX_META_ROWS, MAX_STR_LEN
 from aether_rec.schema import schema_for_header
 
 
@@ -106,10 +106,12 @@ class CaptureWriter:
         self.header.update(header or {})
         self.header["codec"] = self._codec.name
         self.header["columns"] = schema_for_header()
+        head = frame(HEAD, pack(self.header, "header"))  # LimitError before writing anything
         self.bytes_written = 0
         self.events_written = 0
         self.lost = 0
         self.closed = False
+        self.indexed = False  # set by close() once the index and trailer are written
         self._pending: list[Chunk] = []
         self._pending_n = 0
         self._pending_bytes = 0
@@ -118,7 +120,7 @@ class CaptureWriter:
         self._losses: list[list[Any]] = []
         self._metas: list[list[Any]] = []
         self._write(preamble())
-        self._write(frame(HEAD, pack(self.header)))
+        self._write(head)
 
     # -- events -------------------------------------------------------------------
     def write_events(self, batch: Any) -> None:
@@ -148,6 +150,11 @@ class CaptureWriter:
         if n < whole.n:
             head = whole.take(slice(0, n))
             rest = whole.take(slice(n, whole.n))
+            # The slice keeps the whole dictionary; drop the strings it no longer uses,
+            # or the carried-over dictionary grows with every cut.
+            for name in rest.dicts:
+                rest.columns[name], rest.dicts[name] = compact_dictionary(
+                    rest.columns[name], rest.dicts[name])
             self._pending = [rest]
             self._pending_n = rest.n
             self._pending_bytes = sum(a.nbytes for a in rest.columns.values())
@@ -160,10 +167,19 @@ class CaptureWriter:
         self._pending_since = time.monotonic()
 
     def write_chunk(self, chunk: Chunk) -> ChunkInfo:
-        """Encode and write one chunk now (events must be sorted by ts)."""
+        """Encode and write one chunk now (events must be sorted by ts). A chunk that
+        would break a reader limit is written as two halves (the last one's info is
+        returned)."""
         from aether_rec.format.columns import encode_chunk
 
-        payload, info = encode_chunk(chunk, self._codec)
+        try:
+            payload, info = encode_chunk(chunk, self._codec)
+        except ChunkTooLarge:
+            if chunk.n < 2:
+                raise
+            half = chunk.n // 2
+            self.write_chunk(chunk.take(slice(0, half)))
+            return self.write_chunk(chunk.take(slice(half, chunk.n)))
         return self.copy_chunk_block(frame(CHNK, payload), info)
 
     def copy_chunk_block(self, block: bytes, info: ChunkInfo) -> ChunkInfo:
@@ -185,14 +201,34 @@ class CaptureWriter:
         self._write(frame(LOSS, pack(rec)))
 
     def write_meta(self, table: str, rows: list[dict[str, Any]]) -> None:
-        """Append rows to metadata table ``table`` (procs, fds, devices, clock, ...)."""
+        """Append rows to metadata table ``table`` (procs, fds, devices, clock, ...).
+
+        Metadata is best effort: string values longer than MAX_STR_LEN characters (a
+        huge command line) are cut to that length, and rows are spread over as many
+        blocks as the block limit needs."""
+        rows = [_clip(r) for r in rows]
         for i in range(0, len(rows), MAX_META_ROWS):
-            self._metas.append([self.bytes_written, table])
-            self._write(frame(META, pack({"table": table, "rows": rows[i : i + MAX_META_ROWS]})))
+            self._write_meta(table, rows[i : i + MAX_META_ROWS])
+
+    def _write_meta(self, table: str, rows: list[dict[str, Any]]) -> None:
+        try:
+            block = frame(META, pack({"table": table, "rows": rows}, "metadata block"))
+        except LimitError:
+            if len(rows) < 2:
+                raise
+            half = len(rows) // 2
+            self._write_meta(table, rows[:half])
+            self._write_meta(table, rows[half:])
+            return
+        self._metas.append([self.bytes_written, table])
+        self._write(block)
 
     # -- end ------------------------------------------------------------------------
     def close(self, stats: Mapping[str, Any] | None = None) -> None:
-        """Flush, write the index and the trailer, close the file if we opened it."""
+        """Flush, write the index and the trailer, close the file if we opened it.
+
+        An index that would break a reader limit (a very long recording) is left out:
+        the file is then read by scanning, like one whose recorder was killed."""
         if self.closed:
             return
         try:
@@ -205,8 +241,16 @@ class CaptureWriter:
                 "stats": dict(stats or {}),
             }
             offset = self.bytes_written
-            self._write(frame(INDX, pack(index)))
-            self._write(trailer(offset))
+            try:
+                if max(len(self._chunks), len(self._losses), len(self._metas)) > MAX_INDEX_ENTRIES:
+                    raise LimitError("index too long")
+                block = frame(INDX, pack(index, "index"))
+            except LimitError:
+                block = b""
+            if block:
+                self._write(block)
+                self._write(trailer(offset))
+                self.indexed = True
         finally:
             self.closed = True
             if self._owns:
@@ -253,3 +297,8 @@ class CaptureWriter:
             raise WriteError(f"{self.name}: write failed ({exc.strerror or exc})") from None
         self.bytes_written += len(data)
 
+
+def _clip(row: Any) -> Any:
+    if not isinstance(row, dict):
+        return row
+    return {k: v[:MAX_STR_LEN] if isinstance(v, str) and len(v) > MAX_STR_LEN else v for k, v in row.items()}

@@ -38,7 +38,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from aether_rec.errors import UsageError
-from aether_rec.ops.units import duration_factor, size_factor
+from aether_rec.ops.units import duration_factor, parse_duration, size_factor
 from aether_rec.schema import COLUMN_BY_NAME, FLAGS, LAYER_CODE, LAYERS, OP_CODE, OPS
 
 # -- the chunk protocol the expressions need ---------------------------------------------------
@@ -879,7 +879,8 @@ def shortcuts(
     if comms:
         parts.append("comm in (" + ", ".join(quote(c) for c in comms) + ")")
     if min_latency:
-        parts.append(f"lat >= {min_latency}")
+        parse_duration(min_latency)  # a unit is required here: "5" alone is ambiguous
+        parts.append(f"lat >= {min_latency.strip()}")
     lay = [x.strip() for v in layers for x in v.split(",") if x.strip()]
     if lay:
         parts.append("layer in (" + ", ".join(lay) + ")")

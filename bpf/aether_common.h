@@ -7,6 +7,9 @@
  *   FILTER_COMM=1        only tasks whose comm equals comm_filter[0] (set from user space)
  *   FILTER_CGROUP=1      only tasks under the cgroup in cgroup_filter[0] (cgroup v2)
  *   MIN_LAT_NS=n         drop I/Os faster than n ns (0: keep all)
+ *   AETHER_RINGBUF=1     emit into a BPF ring buffer of AETHER_RB_PAGES pages (kernel 5.8+)
+ *                        instead of a perf buffer; a failed reservation is counted in
+ *                        AETHER_C_SUBMIT_FAILED, the ring transport's loss count
  */
 #ifndef AETHER_COMMON_H
 #define AETHER_COMMON_H
@@ -30,14 +33,22 @@
 #define AETHER_C_BLK_START_FULL  2 /* block request not tracked: map full */
 #define AETHER_C_BLK_UNMATCHED   3 /* block completion without a tracked request */
 #define AETHER_C_PID_MAP_FULL    4 /* a child of a traced process could not be added */
-#define AETHER_C_SUBMIT_FAILED   5 /* perf_submit failed (the perf buffer also reports it) */
+#define AETHER_C_SUBMIT_FAILED   5 /* submit failed: perf buffer full (also reported by its
+                                    * lost callback) or ring buffer full (the ring's loss count) */
 #define AETHER_C_BELOW_MIN_LAT   6 /* I/Os dropped by MIN_LAT_NS (not a loss) */
 #define AETHER_C_SC_OP_MISMATCH  7 /* exit of another syscall than the recorded entry */
 #define AETHER_C_BLK_PARTIAL     8 /* partial block completions seen (not a loss) */
 #define AETHER_NCOUNTERS         9
 
 BPF_PERCPU_ARRAY(counters, u64, AETHER_NCOUNTERS);
+#ifdef AETHER_RINGBUF
+#ifndef AETHER_RB_PAGES
+#define AETHER_RB_PAGES 16384
+#endif
+BPF_RINGBUF_OUTPUT(events, AETHER_RB_PAGES);
+#else
 BPF_PERF_OUTPUT(events);
+#endif
 
 #ifdef FILTER_PID
 BPF_HASH(traced_tgids, u32, u8, PID_MAP_SIZE);
@@ -96,8 +107,13 @@ static __always_inline int aether_task_wanted(u32 tgid)
 
 static __always_inline void aether_submit(void *ctx, struct aether_event *ev)
 {
+#ifdef AETHER_RINGBUF
+    if (events.ringbuf_output(ev, sizeof(*ev), 0) != 0)
+        aether_count(AETHER_C_SUBMIT_FAILED);
+#else
     if (events.perf_submit(ctx, ev, sizeof(*ev)) < 0)
         aether_count(AETHER_C_SUBMIT_FAILED);
+#endif
 }
 
 #endif /* AETHER_COMMON_H */

@@ -65,11 +65,18 @@ def _duration(value: str | None, option: str) -> int | None:
 )
 @click.option("--rotate-time", metavar="DURATION", help="Start a new numbered file this often (e.g. 1h).")
 @click.option(
+    "--transport",
+    type=click.Choice(["auto", "perf", "ringbuf"]),
+    default="auto",
+    show_default=True,
+    help="How events leave the kernel: perf buffer (every kernel), BPF ring buffer (5.8+, "
+    "read in bulk: far fewer losses), or auto: the ring buffer where the kernel has it.",
+)
+@click.option(
     "--buffer-pages",
     type=int,
-    default=64,
-    show_default=True,
-    help="Perf buffer pages per CPU (power of two); more pages, fewer losses at high rates.",
+    help="Buffer size in pages, a power of two: per CPU for perf [64], in all for ringbuf [16384]. "
+    "More pages, fewer losses at high rates.",
 )
 @click.option(
     "--wakeup-events",
@@ -99,7 +106,8 @@ def record(
     max_size: str | None,
     rotate_size: str | None,
     rotate_time: str | None,
-    buffer_pages: int,
+    transport: str,
+    buffer_pages: int | None,
     wakeup_events: int,
     status: bool | None,
     ebpf: bool,
@@ -140,6 +148,7 @@ def record(
         rotate_size=parse_size(rotate_size) if rotate_size else None,
         rotate_time_ns=_duration(rotate_time, "--rotate-time"),
         command=command,
+        transport=transport,
         buffer_pages=buffer_pages,
         wakeup_events=wakeup_events,
         status=status,

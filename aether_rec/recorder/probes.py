@@ -249,24 +249,41 @@ def probe_layers(
 def transport_status(tfs: TraceFS) -> dict[str, object]:
     """Which transports the kernel offers (perf buffer: every kernel we target)."""
     cfg = read_kconfig() or {}
+    rb = has_ringbuf()
     return {
-        "perf_buffer": {"available": cfg.get("CONFIG_BPF_EVENTS", "y") == "y", "used": True},
-        "ringbuf": {
-            "available": bool(tfs.fields("syscalls", "sys_enter_read")) and _has_ringbuf(),
-            "used": False,
-            "note": "not used yet (transport interface ready)",
+        "ringbuf": {"available": rb, "used": rb, "note": "--transport auto uses it"},
+        "perf": {
+            "available": cfg.get("CONFIG_BPF_EVENTS", "y") == "y",
+            "used": not rb,
+            "note": "" if not rb else "--transport perf",
         },
     }
 
 
-def _has_ringbuf() -> bool:
-    # BPF_MAP_TYPE_RINGBUF arrived with bpf_ringbuf_output in 5.8: look for its helper's BTF
-    # name in kallsyms (readable names only need root; absence of kallsyms -> unknown/False)
-    try:
-        with open("/proc/kallsyms") as f:
-            for line in f:
-                if line.endswith(" bpf_ringbuf_output\n") or " bpf_ringbuf_output " in line:
-                    return True
-    except OSError:
+_NR_BPF = {"x86_64": 321, "aarch64": 280, "ppc64le": 361, "s390x": 351, "riscv64": 280}
+_BPF_MAP_CREATE = 0
+_BPF_MAP_TYPE_RINGBUF = 27
+
+
+def has_ringbuf() -> bool:
+    """Whether the kernel creates BPF ring buffer maps (5.8+): create one and close it."""
+    import ctypes
+
+    nr = _NR_BPF.get(platform.machine())
+    if nr is None:
         return False
-    return False
+    attr = (ctypes.c_uint32 * 32)()  # union bpf_attr, map_create: type, key, value, max
+    attr[0] = _BPF_MAP_TYPE_RINGBUF
+    attr[3] = mmap_page_size()
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = libc.syscall(nr, _BPF_MAP_CREATE, ctypes.byref(attr), ctypes.sizeof(attr))
+    if fd < 0:
+        return False
+    os.close(fd)
+    return True
+
+
+def mmap_page_size() -> int:
+    import mmap
+
+    return mmap.PAGESIZE

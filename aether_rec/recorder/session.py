@@ -25,6 +25,7 @@ from aether_rec.recorder.headers import HeaderSource, apply_headers, find_header
 from aether_rec.recorder.privileges import check_privileges
 from aether_rec.recorder.probes import (
     LayerPlan,
+    has_ringbuf,
     parse_layers,
     parse_ops,
     probe_layers,
@@ -38,7 +39,7 @@ from aether_rec.recorder.program import (
     build_program,
 )
 from aether_rec.recorder.tracefs import TraceFS, ensure_tracefs
-from aether_rec.recorder.transport import PerfBufferTransport, Transport
+from aether_rec.recorder.transport import Transport, make_transport
 
 Log = Callable[[str], None]
 
@@ -82,7 +83,8 @@ class RecordOptions:
     rotate_size: int | None = None
     rotate_time_ns: int | None = None
     command: tuple[str, ...] = ()
-    buffer_pages: int = 64
+    transport: str = "auto"  # auto: ring buffer where the kernel has it, else perf buffer
+    buffer_pages: int | None = None  # None: the transport's default
     wakeup_events: int = 64
     drain_interval_s: float = 0.25
     map_size: int = 16384
@@ -115,6 +117,7 @@ class Prepared:
     program: Program
     ops: frozenset[str] | None
     cgroup_path: Path | None
+    transport: Transport
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -148,7 +151,8 @@ def _validate(opts: RecordOptions) -> None:
             raise UsageError(f"{name} must be positive")
     if opts.min_latency_ns < 0:
         raise UsageError("--min-latency must not be negative")
-    if opts.buffer_pages < 1 or opts.buffer_pages & (opts.buffer_pages - 1):
+    bp = opts.buffer_pages
+    if bp is not None and (bp < 1 or bp & (bp - 1)):
         raise UsageError(f"--buffer-pages must be a power of two, not {opts.buffer_pages}")
     if opts.wakeup_events < 1:
         raise UsageError("--wakeup-events must be at least 1")
@@ -212,6 +216,12 @@ def prepare(opts: RecordOptions, log: Log = _default_log) -> Prepared:
         log(hs.note)
         notes.append(hs.note)
     apply_headers(hs)
+    transport = make_transport(
+        opts.transport,
+        opts.buffer_pages,
+        opts.wakeup_events,
+        ringbuf_ok=opts.transport == "auto" and has_ringbuf(),
+    )
     popts = ProgramOptions(
         self_tgid=os.getpid(),
         filter_pid=bool(opts.pids or opts.command),
@@ -221,9 +231,10 @@ def prepare(opts: RecordOptions, log: Log = _default_log) -> Prepared:
         sc_map_size=opts.map_size,
         blk_map_size=opts.map_size,
         pid_map_size=opts.map_size,
+        extra_cflags=transport.cflags(),
     )
     prog = build_program(plans, popts)
-    return Prepared(bcc, root, hs, plans, prog, ops, cg, notes)
+    return Prepared(bcc, root, hs, plans, prog, ops, cg, transport, notes)
 
 
 class _Output:
@@ -248,7 +259,7 @@ class Session:
         self.log = log
         self.err = err or sys.stderr
         self.bpf: Any = None
-        self.transport: Transport = PerfBufferTransport(opts.buffer_pages, opts.wakeup_events)
+        self.transport: Transport = prep.transport
         self.names = Names()
         self.child: subprocess.Popen[bytes] | None = None
         self.out: _Output | None = None
@@ -535,10 +546,7 @@ class Session:
             if self.child is not None and self.child.poll() is None and self.out is None and not self.files:
                 self.child.kill()
             if self.bpf is not None:
-                try:
-                    self.bpf.cleanup()
-                except Exception:  # noqa: BLE001
-                    pass
+                detach(self.bpf)
                 self.bpf = None
 
     def _run(self) -> RecordResult:
@@ -628,6 +636,24 @@ class Session:
             exit_code=code,
             stop_reason=self.stop_reason,
         )
+
+
+def detach(bpf: Any) -> None:
+    """Detach every probe and free the program. Closing a tracepoint's perf event waits for
+    an RCU grace period (~75 ms here, 3 s for 43 hooks one after the other), so the
+    closes run in parallel threads (ctypes releases the GIL) and share grace periods."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    lib = sys.modules["bcc"].lib
+    fds = list(bpf.tracepoint_fds.values())
+    if fds:
+        with ThreadPoolExecutor(max_workers=min(32, len(fds))) as ex:
+            list(ex.map(lib.bpf_close_perf_event_fd, fds))
+        bpf.tracepoint_fds.clear()
+    try:
+        bpf.cleanup()
+    except Exception:  # noqa: BLE001 - tearing down must not hide the recording's result
+        pass
 
 
 def real_losses(lost: dict[str, int]) -> dict[str, int]:

@@ -62,6 +62,45 @@ class Transport(ABC):
     def describe(self) -> dict[str, object]:
         return {"name": self.name}
 
+    def cflags(self) -> list[str]:
+        """What the BPF program needs to emit into this transport (-D flags)."""
+        return []
+
+
+TRANSPORTS: tuple[str, ...] = ("auto", "perf", "ringbuf")
+
+
+def _merge_losses(losses: list[Loss]) -> list[Loss]:
+    """One loss per (CPU, kind) for a batch: the lost callback fires once per
+    PERF_RECORD_LOST, which can be thousands of times a second under a storm."""
+    merged: dict[tuple[int, str], Loss] = {}
+    for x in losses:
+        key = (x.cpu, x.kind)
+        m = merged.get(key)
+        if m is None:
+            merged[key] = Loss(x.cpu, x.count, x.t_first, x.t_last, x.kind)
+        else:
+            m.count += x.count
+            m.t_first = min(m.t_first, x.t_first)
+            m.t_last = max(m.t_last, x.t_last)
+    return list(merged.values())
+
+
+def make_transport(
+    name: str, pages: int | None = None, wakeup_events: int = 64, ringbuf_ok: bool = False
+) -> Transport:
+    """``perf`` (perf buffer, every kernel), ``ringbuf`` (BPF ring buffer, 5.8+), or
+    ``auto``: the ring buffer when the kernel has it (``ringbuf_ok``), else perf."""
+    if name == "auto":
+        name = "ringbuf" if ringbuf_ok else "perf"
+    if name in ("perf", "perf_buffer"):
+        return PerfBufferTransport(pages or 64, wakeup_events)
+    if name == "ringbuf":
+        from aether_rec.recorder.ringbuf import RingBufTransport
+
+        return RingBufTransport(pages or 16384)
+    raise RecorderError(f"unknown transport {name!r}: choose perf or ringbuf")
+
 
 class PerfBufferTransport(Transport):
     """bcc perf buffers, one per online CPU, with a lost-samples callback per CPU."""
@@ -145,7 +184,7 @@ class PerfBufferTransport(Transport):
 
     def take(self) -> tuple[np.ndarray, list[Loss]]:
         chunks, self._chunks[:] = list(self._chunks), []
-        losses, self._losses[:] = list(self._losses), []
+        losses, self._losses[:] = _merge_losses(self._losses), []
         self.samples += len(chunks)
         self.lost += sum(x.count for x in losses)
         if not chunks:

@@ -116,7 +116,10 @@ class Capture:
             return False
         self._f.seek(self.size - TRAILER_SIZE)
         offset = parse_trailer(self._f.read(TRAILER_SIZE))
-        if offset is None or not self._first_block <= offset < self.size - TRAILER_SIZE:
+        if offset is None:
+            return False  # no trailer: a file whose recorder was killed, or a cut one
+        if not self._first_block <= offset < self.size - TRAILER_SIZE:
+            self._warn("trailer points outside the file; reading by scanning")
             return False
         self._f.seek(offset)
         try:
@@ -131,11 +134,11 @@ class Capture:
             ]
             metas = [(int(r[0]), str(r[1])) for r in _rows(index, "meta")]
         except (Damage, DamagedCaptureError, TypeError, ValueError, IndexError, KeyError) as exc:
-            self._warn(f"index unusable ({exc}); reading by scanning", hard=False)
+            self._warn(f"index unusable ({exc}); reading by scanning")
             return False
         for c in chunks:
             if not self._first_block <= c.offset < offset or c.offset + c.length > offset:
-                self._warn("index points outside the file; reading by scanning", hard=False)
+                self._warn("index points outside the file; reading by scanning")
                 return False
         self._chunks, self._losses, self._metas = chunks, losses, metas
         stats = index.get("stats") if isinstance(index, dict) else None

@@ -179,7 +179,7 @@ def test_filter_output_is_the_selection(tmp_path: Path, cap_path: Path, data: di
         assert h["clock"] == orig.header["clock"]
         assert h["derived_from"][0]["capture_id"] == orig.header["capture_id"]
         assert h["capture_id"] != orig.header["capture_id"]
-        assert "lat > 2ms" in h["filter"] and h["filters"] == [h["filter"]]
+        assert "lat > 2ms" in h["filter"] and h["filter_history"] == [h["filter"]]
         lo, hi = t0 + 500_000_000, t0 + 1_200_000_000
         want_losses = [x for x in orig.losses() if x.t_last >= lo and x.t_first < hi]
         assert [(x.cpu, x.count) for x in cap.losses()] == [(x.cpu, x.count) for x in want_losses]
@@ -226,4 +226,4 @@ def test_filter_a_then_b_equals_a_and_b(tmp_path: Path, a: str, b: str) -> None:
     for k in x:
         np.testing.assert_array_equal(x[k], y[k], err_msg=k)
     with aether_rec.open(str(tmp_path / "ab.aio")) as cap:
-        assert cap.header["filters"] == [a, b]
+        assert cap.header["filter_history"] == [a, b]

@@ -92,12 +92,14 @@ def filter_capture(
     rep.chunks_total = len(infos)
     rep.events_in = sum(i.n for i in infos)
     f = sel.filter
-    previous = list(cap.header.get("filters") or [])
+    # ("filters" in a header is the recorder's own selection, a map: kept as provenance)
+    previous = cap.header.get("filter_history")
+    previous = list(previous) if isinstance(previous, list) else []
     text = sel.text
     header = derived_header(
         [cap],
         filter=text,
-        filters=previous + ([text] if text else []),
+        filter_history=previous + ([text] if text else []),
         window={"t_min": sel.t_min, "t_max": sel.t_max},
     )
     with CaptureWriter(out, header, overwrite=overwrite) as w:

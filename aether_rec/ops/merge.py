@@ -1,0 +1,315 @@
+"""``merge``: k-way merge of captures by time into one capture, streaming.
+
+- **Bounded memory.** Each input holds at most one decoded chunk; every round emits all buffered
+  events up to the smallest "last buffered ts" among the inputs still open (no input can later
+  produce an earlier event), so memory grows with the number of inputs, not their size.
+- **Clocks.** Output ``ts`` is on the monotonic clock of a reference input (the one whose clock
+  started first, so every shift is >= 0); its clock mapping becomes the output's. Inputs from the
+  same host whose wall-clock offsets agree within ``SAME_BOOT_NS`` share that monotonic clock and
+  are not shifted (rotated pieces of one recording merge back exactly). Other inputs are aligned
+  on wall-clock time through their own clock mapping. ``align=False`` shifts nothing;
+  ``offsets`` adds a manual shift per input.
+- **Source.** A ``source`` string column says where each event came from: the host name, or
+  ``host/capture-id`` when one host's inputs overlap in time. An input that already has a source
+  column (a merge of merges) keeps it.
+- **Duplicates.** A chunk whose (capture id, index summary) was already taken from an earlier
+  input is skipped, so the same capture given twice, or overlapping copies of one recording, are
+  not counted twice. Loss records and metadata rows are de-duplicated the same way.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO
+
+import numpy as np
+
+from aether_rec.errors import UsageError
+from aether_rec.format.chunk import Chunk, ChunkInfo
+from aether_rec.format.reader import Capture
+from aether_rec.format.writer import CaptureWriter
+from aether_rec.ops.filter import derived_header, meta_tables
+from aether_rec.ops.units import parse_offset
+
+SAME_BOOT_NS = 1_000_000_000
+
+
+@dataclass
+class MergeInput:
+    cap: Capture
+    label: str  # the path as the user gave it (for --offset and messages)
+    index: int = 0
+    wall_offset: int | None = None  # real - mono at the first event (None: no clock mapping)
+    shift: int = 0  # added to every ts
+    source: str = ""
+    t_first: int = 0
+    t_last: int = 0
+    events: int = 0
+    duplicate_chunks: int = 0
+    duplicate_events: int = 0
+
+
+@dataclass
+class MergeReport:
+    inputs: list[MergeInput] = field(default_factory=list)
+    events_out: int = 0
+    duplicate_chunks: int = 0
+    duplicate_events: int = 0
+    losses: int = 0
+    reference: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+
+def parse_offsets(specs: Sequence[str], labels: Sequence[str]) -> dict[int, int]:
+    """``["b.aio=+12ms"]`` -> ``{input index: ns}``; FILE must name one of the inputs."""
+    out: dict[int, int] = {}
+    for spec in specs:
+        name, sep, value = spec.rpartition("=")
+        if not sep or not name:
+            raise UsageError(f"--offset {spec!r}: expected FILE=+DURATION (e.g. b.aio=+12ms)")
+        hits = [i for i, lab in enumerate(labels) if lab == name]
+        if not hits:
+            hits = [i for i, lab in enumerate(labels) if os.path.basename(lab) == os.path.basename(name)]
+        if len(hits) != 1:
+            what = "is not one of the inputs" if not hits else "matches several inputs"
+            raise UsageError(f"--offset {spec!r}: {name!r} {what}")
+        out[hits[0]] = out.get(hits[0], 0) + parse_offset(value)
+    return out
+
+
+def _chunk_key(cap_id: Any, info: ChunkInfo) -> tuple[Any, ...]:
+    return (
+        cap_id,
+        info.n,
+        info.t_first,
+        info.t_last,
+        info.lat_max,
+        info.layers,
+        info.ops,
+        info.pid_min,
+        info.pid_max,
+    )
+
+
+def plan(inputs: Sequence[MergeInput], *, align: bool = True, offsets: dict[int, int] | None = None) -> int:
+    """Fill in shifts and source names; returns the index of the reference input."""
+    offsets = offsets or {}
+    for k, inp in enumerate(inputs):
+        inp.index = k
+        infos = [i for i in inp.cap.chunk_infos() if i.n]
+        inp.events = sum(i.n for i in infos)
+        inp.t_first = min((i.t_first for i in infos), default=0)
+        inp.t_last = max((i.t_last for i in infos), default=0)
+        if len(inp.cap.clock_pairs()):
+            inp.wall_offset = (
+                int(inp.cap.mono_to_real(np.array([inp.t_first], dtype=np.int64))[0]) - inp.t_first
+            )
+    with_clock = [inp for inp in inputs if inp.wall_offset is not None]
+    ref = min(with_clock, key=lambda i: i.wall_offset or 0).index if with_clock else 0
+    if align and with_clock and len(with_clock) < len(inputs):
+        missing = ", ".join(inp.label for inp in inputs if inp.wall_offset is None)
+        raise UsageError(f"cannot align on wall-clock time: no clock mapping in {missing} (use --no-align)")
+    # clock domains: same host and wall offsets within SAME_BOOT_NS share one monotonic clock
+    domain_offset: dict[int, int] = {}
+    if align and with_clock:
+        ref_inp = inputs[ref]
+        assert ref_inp.wall_offset is not None
+        domains: list[tuple[str, int]] = []  # (hostname, wall offset of the domain's first input)
+        for inp in sorted(with_clock, key=lambda i: i.wall_offset or 0):
+            host = str(inp.cap.header.get("hostname") or "")
+            assert inp.wall_offset is not None
+            dom = next(
+                (d for d in domains if d[0] == host and host and abs(inp.wall_offset - d[1]) < SAME_BOOT_NS),
+                None,
+            )
+            if dom is None:
+                dom = (host, inp.wall_offset)
+                domains.append(dom)
+            domain_offset[inp.index] = dom[1]
+        ref_dom = domain_offset[ref]
+        for inp in inputs:
+            inp.shift = domain_offset[inp.index] - ref_dom
+    for k, extra in offsets.items():
+        inputs[k].shift += extra
+    for inp in inputs:
+        if inp.events and inp.t_first + inp.shift < 0:
+            raise UsageError(f"{inp.label}: the offset moves events before time zero; use a smaller offset")
+    # source names: hostname, or host/capture-id when one host's inputs overlap in time
+    by_host: dict[str, list[MergeInput]] = {}
+    for inp in inputs:
+        by_host.setdefault(str(inp.cap.header.get("hostname") or inp.label), []).append(inp)
+    for host, group in by_host.items():
+        ids = {g.cap.header.get("capture_id") for g in group}
+        spans = sorted((g.t_first + g.shift, g.t_last + g.shift) for g in group if g.events)
+        overlap = any(b[0] <= a[1] for a, b in zip(spans, spans[1:]))
+        for g in group:
+            cid = str(g.cap.header.get("capture_id") or g.index)
+            g.source = f"{host}/{cid[:8]}" if overlap and len(ids) > 1 else host
+    return ref
+
+
+def _with_source(chunk: Chunk, source: str, shift: int) -> Chunk:
+    cols = dict(chunk.columns)
+    if shift:
+        cols["ts"] = (chunk.column("ts").astype(np.int64) + shift).astype(np.uint64)
+    dicts = dict(chunk.dicts)
+    if "source" not in cols:
+        cols["source"] = np.zeros(chunk.n, dtype=np.uint32)
+        dicts["source"] = [source]
+    return Chunk(chunk.n, cols, dicts)
+
+
+def merge_chunks(inputs: Sequence[MergeInput], seen: set[tuple[Any, ...]] | None = None) -> Iterator[Chunk]:
+    """The events of every input, shifted and tagged, in global ts order, as chunks."""
+    seen = set() if seen is None else seen
+    iters: list[Iterator[Chunk] | None] = []
+    for inp in inputs:
+        cid = inp.cap.header.get("capture_id")
+
+        def fresh(info: ChunkInfo, inp: MergeInput = inp, cid: Any = cid) -> bool:
+            key = _chunk_key(cid, info)
+            if key in seen:
+                inp.duplicate_chunks += 1
+                inp.duplicate_events += info.n
+                return False
+            seen.add(key)
+            return True
+
+        # decide duplicates now, in input order, so the earlier input wins
+        allowed = {i.offset for i in inp.cap.chunk_infos() if i.n and fresh(i)}
+        iters.append(inp.cap.chunks(where=lambda i, a=allowed: i.offset in a))  # type: ignore[misc]
+    buffers: list[Chunk | None] = [None] * len(inputs)
+
+    def refill(k: int) -> None:
+        it = iters[k]
+        while buffers[k] is None and it is not None:
+            nxt = next(it, None)
+            if nxt is None:
+                iters[k] = None
+                return
+            if nxt.n:
+                buffers[k] = _with_source(nxt, inputs[k].source, inputs[k].shift)
+
+    while True:
+        for k in range(len(inputs)):
+            refill(k)
+        live = [k for k in range(len(inputs)) if buffers[k] is not None]
+        if not live:
+            return
+        open_ends = [int(buffers[k].column("ts")[-1]) for k in live if iters[k] is not None]  # type: ignore[union-attr]
+        watermark = min(open_ends) if open_ends else None
+        parts: list[Chunk] = []
+        for k in live:
+            buf = buffers[k]
+            assert buf is not None
+            if watermark is None:
+                cut = buf.n
+            else:
+                cut = int(np.searchsorted(buf.column("ts"), watermark, side="right"))
+            if cut == 0:
+                continue
+            if cut == buf.n:
+                parts.append(buf)
+                buffers[k] = None
+            else:
+                parts.append(buf.take(slice(0, cut)))
+                buffers[k] = buf.take(slice(cut, buf.n))
+        if not parts:
+            continue
+        out = parts[0] if len(parts) == 1 else Chunk.concat(parts)
+        if len(parts) > 1:
+            ts = out.column("ts")
+            if not bool(np.all(ts[:-1] <= ts[1:])):
+                out = out.take(np.argsort(ts, kind="stable"))
+        yield out
+
+
+def merge_captures(
+    inputs: Sequence[MergeInput],
+    out: str | os.PathLike[str] | BinaryIO,
+    *,
+    align: bool = True,
+    offsets: dict[int, int] | None = None,
+    overwrite: bool = False,
+) -> MergeReport:
+    if not inputs:
+        raise UsageError("merge needs at least one input")
+    rep = MergeReport(inputs=list(inputs))
+    ref = plan(inputs, align=align, offsets=offsets)
+    rep.reference = ref
+    caps = [inp.cap for inp in inputs]
+    ids = [inp.cap.header.get("capture_id") for inp in inputs]
+    for inp in inputs:
+        for parent in inp.cap.header.get("derived_from") or []:
+            pid = parent.get("capture_id") if isinstance(parent, dict) else None
+            if pid is not None and pid in ids and pid != inp.cap.header.get("capture_id"):
+                rep.warnings.append(
+                    f"{inp.label} was made from another input ({pid[:12]}): its events may be counted twice"
+                )
+    reference = inputs[ref].cap
+    sources = [
+        {
+            "path": inp.label,
+            "source": inp.source,
+            "capture_id": inp.cap.header.get("capture_id"),
+            "hostname": inp.cap.header.get("hostname"),
+            "kernel": inp.cap.header.get("kernel"),
+            "shift_ns": inp.shift,
+            "wall_offset_ns": inp.wall_offset,
+            "rotation": inp.cap.header.get("rotation"),
+        }
+        for inp in inputs
+    ]
+    header = derived_header(
+        [reference] + [c for c in caps if c is not reference],
+        sources=sources,
+        merge={"aligned": align, "reference": ref, "same_boot_ns": SAME_BOOT_NS},
+        clock=reference.header.get("clock"),
+    )
+    header.pop("rotation", None)
+    seen_rows: set[tuple[str, str]] = set()
+    with CaptureWriter(out, header, overwrite=overwrite) as w:
+        ref_domain = {k for k, inp in enumerate(inputs) if inp.shift == inputs[ref].shift}
+        for inp in inputs:
+            for name in meta_tables(inp.cap):
+                if name == "clock" and inp.index not in ref_domain:
+                    continue  # another clock domain: its mapping no longer applies
+                rows = []
+                for row in inp.cap.meta(name):
+                    tagged = dict(row)
+                    if name != "clock":
+                        tagged.setdefault("source", inp.source)
+                    key = (name, repr(sorted(tagged.items())))
+                    if key not in seen_rows:
+                        seen_rows.add(key)
+                        rows.append(tagged)
+                if rows:
+                    w.write_meta(name, rows)
+        for chunk in merge_chunks(inputs):
+            rep.events_out += chunk.n
+            w.write_events(chunk)
+        seen_losses: set[tuple[Any, ...]] = set()
+        for inp in inputs:
+            for loss in inp.cap.losses():
+                lkey = (
+                    inp.cap.header.get("capture_id"),
+                    loss.cpu,
+                    loss.count,
+                    loss.t_first,
+                    loss.t_last,
+                    loss.kind,
+                )
+                if lkey in seen_losses:
+                    continue
+                seen_losses.add(lkey)
+                w.write_loss(
+                    loss.cpu, loss.count, loss.t_first + inp.shift, loss.t_last + inp.shift, loss.kind
+                )
+                rep.losses += 1
+    rep.duplicate_chunks = sum(i.duplicate_chunks for i in inputs)
+    rep.duplicate_events = sum(i.duplicate_events for i in inputs)
+    for inp in inputs:
+        rep.warnings.extend(inp.cap.warnings)
+    return rep

@@ -94,12 +94,30 @@ def parse_trailer(data: bytes) -> int | None:
 
 def pack(obj: Any, what: str = "metadata") -> bytes:
     """msgpack ``obj``; refuse (LimitError) a document readers would refuse to decode."""
-    data = bytes(msgpack.packb(obj, use_bin_type=True))
+    try:
+        data = bytes(msgpack.packb(obj, use_bin_type=True))
+    except UnicodeEncodeError:
+        # A str from os.readlink/os.fsdecode carries undecodable bytes as lone
+        # surrogates, which UTF-8 cannot hold: store U+FFFD for them instead.
+        data = bytes(msgpack.packb(_utf8_clean(obj), use_bin_type=True))
     try:
         msgpack.unpackb(data, raw=False, strict_map_key=False, **MSGPACK_LIMITS)
     except (ValueError, msgpack.UnpackException) as exc:
         raise LimitError(f"{what} exceeds the limits every reader enforces ({exc})") from None
     return data
+
+
+def _utf8_clean(obj: Any) -> Any:
+    if isinstance(obj, str):
+        try:
+            return obj.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+        except UnicodeEncodeError:
+            return "".join("\ufffd" if 0xD800 <= ord(c) < 0xE000 else c for c in obj)
+    if isinstance(obj, dict):
+        return {_utf8_clean(k): _utf8_clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_utf8_clean(v) for v in obj]
+    return obj
 
 
 def unpack(data: bytes, what: str) -> Any:

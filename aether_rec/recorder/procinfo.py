@@ -1,9 +1,10 @@
 """Best-effort names from /proc and /sys, so a capture reads well on another machine:
 processes (comm, cmdline), fd -> path (and O_DIRECT/O_SYNC from fdinfo), device names.
 
-Everything is cached; fd entries are re-resolved at most once per ``fd_ttl`` seconds
-(a descriptor can be closed and reused). Lookups of processes that already exited
-simply fail and keep what was known.
+fd entries are re-resolved for every batch they appear in (``fd_ttl`` 0; a descriptor can
+be closed and its number reused). Events of a batch are named after what the descriptor
+points to when the batch is read, so a number reused within one batch (~0.1-0.25 s) is
+attributed to its latest file; a process that already exited keeps what was last known.
 """
 
 from __future__ import annotations
@@ -113,7 +114,7 @@ def descendants(pids: list[int]) -> list[int]:
 class Names:
     """Caches and new-row queues for the procs, fds and devices metadata tables."""
 
-    def __init__(self, fd_ttl: float = 1.0) -> None:
+    def __init__(self, fd_ttl: float = 0.0) -> None:
         self.fd_ttl = fd_ttl
         self.procs: dict[int, dict[str, object]] = {}
         self.fds: dict[tuple[int, int], FdInfo] = {}
@@ -132,8 +133,8 @@ class Names:
     def fd(self, pid: int, fd: int, now: float) -> FdInfo:
         key = (pid, fd)
         cur = self.fds.get(key)
-        if cur is not None and now - cur.checked < self.fd_ttl:
-            return cur
+        if cur is not None and cur.path and now - cur.checked < self.fd_ttl:
+            return cur  # unresolved ones are retried every batch
         got = read_fd(pid, fd) if fd >= 0 else None
         if got is None:
             if cur is None:

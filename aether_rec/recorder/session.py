@@ -284,7 +284,11 @@ class Session:
         # release signal cannot arrive before it waits for it.
         old = signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGUSR1])
         try:
-            self.child = subprocess.Popen([sys.executable, "-I", "-S", "-c", _LAUNCHER, *self.opts.command])
+            # with -o -, stdout carries the capture: the command's stdout goes to stderr
+            stdout = sys.stderr.fileno() if self.opts.output == "-" else None
+            self.child = subprocess.Popen(
+                [sys.executable, "-I", "-S", "-c", _LAUNCHER, *self.opts.command], stdout=stdout
+            )
         except OSError as e:
             raise RecorderError(f"cannot start {self.opts.command[0]}: {e.strerror}") from None
         finally:

@@ -1,0 +1,128 @@
+"""A process that does an exactly known set of I/Os, for the real-kernel recorder tests.
+
+Run as ``python tests/recorder_helper.py ACTION [options]``; it prints one JSON line on
+stdout describing what it did (pid, tid, fd, CLOCK_MONOTONIC bounds around the I/O),
+which the tests compare with the capture. Only the standard library is used, so it
+starts fast and does no I/O of its own between the bounds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import mmap
+import os
+import sys
+import threading
+import time
+
+
+def _emit(doc: dict[str, object]) -> None:
+    sys.stdout.write(json.dumps(doc) + "\n")
+    sys.stdout.flush()
+
+
+def exact(a: argparse.Namespace) -> None:
+    """N preads of K bytes, M writes of W bytes, F fsyncs on one file."""
+    fd = os.open(a.file, os.O_RDWR)
+    time.sleep(a.settle)  # fd numbers of start-up files are reused: let their batch go by
+    t0 = time.monotonic_ns()
+    for i in range(a.n_pread):
+        os.pread(fd, a.size, i * a.size)
+    buf = b"w" * a.write_size
+    for _ in range(a.n_write):
+        os.write(fd, buf)
+    for _ in range(a.n_fsync):
+        os.fsync(fd)
+    t1 = time.monotonic_ns()
+    _emit({"pid": os.getpid(), "tid": threading.get_native_id(), "fd": fd, "t0": t0, "t1": t1})
+    time.sleep(a.linger)  # keep the fd open so the recorder can resolve its path
+    os.close(fd)
+
+
+def direct(a: argparse.Namespace) -> None:
+    """C O_DIRECT writes of S bytes at distinct aligned offsets."""
+    fd = os.open(a.file, os.O_RDWR | os.O_CREAT | os.O_DIRECT, 0o600)
+    buf = mmap.mmap(-1, a.size)
+    buf.write(b"d" * a.size)
+    t0 = time.monotonic_ns()
+    for i in range(a.count):
+        os.pwrite(fd, buf, i * a.size)
+    t1 = time.monotonic_ns()
+    st = os.fstat(fd)
+    _emit(
+        {
+            "pid": os.getpid(),
+            "tid": threading.get_native_id(),
+            "fd": fd,
+            "t0": t0,
+            "t1": t1,
+            "st_dev": st.st_dev,
+        }
+    )
+    time.sleep(a.linger)
+    os.close(fd)
+
+
+def slow(a: argparse.Namespace) -> None:
+    """n_fast preads on a file, then n_slow pipe reads that each wait sleep_ms."""
+    fd = os.open(a.file, os.O_RDONLY)
+    r, w = os.pipe()
+    for i in range(a.n_fast):
+        os.pread(fd, 512, (i % 8) * 512)
+
+    def writer() -> None:
+        for _ in range(a.n_slow):
+            time.sleep(a.sleep_ms / 1000)
+            os.write(w, b"x")
+
+    t = threading.Thread(target=writer)
+    t.start()
+    for _ in range(a.n_slow):
+        os.read(r, 1)
+    t.join()
+    _emit({"pid": os.getpid(), "tid": threading.get_native_id(), "pipe_fd": r, "file_fd": fd})
+
+
+def loop(a: argparse.Namespace) -> None:
+    """A pread every interval until killed (or for seconds): a process to attach to."""
+    fd = os.open(a.file, os.O_RDONLY)
+    _emit({"pid": os.getpid(), "fd": fd})
+    end = time.monotonic() + a.seconds
+    while time.monotonic() < end:
+        os.pread(fd, 512, 0)
+        time.sleep(a.interval)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    sub = p.add_subparsers(dest="action", required=True)
+    e = sub.add_parser("exact")
+    e.add_argument("--file", required=True)
+    e.add_argument("--n-pread", type=int, default=0)
+    e.add_argument("--size", type=int, default=4096)
+    e.add_argument("--n-write", type=int, default=0)
+    e.add_argument("--write-size", type=int, default=100)
+    e.add_argument("--n-fsync", type=int, default=0)
+    e.add_argument("--linger", type=float, default=0.0)
+    e.add_argument("--settle", type=float, default=0.0)
+    d = sub.add_parser("direct")
+    d.add_argument("--file", required=True)
+    d.add_argument("--count", type=int, default=8)
+    d.add_argument("--size", type=int, default=4096)
+    d.add_argument("--linger", type=float, default=0.0)
+    s = sub.add_parser("slow")
+    s.add_argument("--file", required=True)
+    s.add_argument("--n-fast", type=int, default=200)
+    s.add_argument("--n-slow", type=int, default=3)
+    s.add_argument("--sleep-ms", type=float, default=30.0)
+    lp = sub.add_parser("loop")
+    lp.add_argument("--file", required=True)
+    lp.add_argument("--seconds", type=float, default=30.0)
+    lp.add_argument("--interval", type=float, default=0.01)
+    a = p.parse_args()
+    {"exact": exact, "direct": direct, "slow": slow, "loop": loop}[a.action](a)
+
+
+if __name__ == "__main__":
+    main()

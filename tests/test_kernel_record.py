@@ -1,0 +1,283 @@
+"""Real-kernel tests: what `aether-rec record` captures matches what a process did.
+
+These need root, bcc and a live kernel; under CI a skip is a failure (tests/conftest.py).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from kernel_util import (
+    block_dir,
+    capture_info,
+    helper,
+    helper_doc,
+    kernel,  # noqa: F401 - the fixture
+    layer_code,
+    load,
+    op_code,
+    rec,
+)
+
+pytestmark = [pytest.mark.kernel, pytest.mark.usefixtures("kernel")]
+
+
+def _scratch(tmp_path: Path, size: int = 1 << 20) -> Path:
+    f = tmp_path / "data.bin"
+    f.write_bytes(os.urandom(size))
+    return f
+
+
+@pytest.mark.parametrize("transport", ["perf", "ringbuf"])
+def test_exact_syscalls_of_a_helper(tmp_path: Path, transport: str) -> None:
+    n_pread, size, n_write, wsize, n_fsync = 37, 4096, 23, 100, 5
+    data = _scratch(tmp_path)
+    out = tmp_path / "exact.aio"
+    r = rec(
+        [
+            "record",
+            "-o",
+            str(out),
+            "--transport",
+            transport,
+            "--",
+            *helper(
+                "exact",
+                "--file",
+                str(data),
+                "--n-pread",
+                str(n_pread),
+                "--size",
+                str(size),
+                "--n-write",
+                str(n_write),
+                "--write-size",
+                str(wsize),
+                "--n-fsync",
+                str(n_fsync),
+                "--settle",
+                "0.6",
+                "--linger",
+                "0.8",
+            ),
+        ]
+    )
+    assert r.rc == 0, r.stderr
+    doc = helper_doc(r.stdout)
+    cap, ev = load(out)
+    # the fd number may have served Python's start-up before: look inside the helper's window
+    window = (ev["ts"] >= doc["t0"]) & (ev["ts"] <= doc["t1"])
+    mine = (
+        (ev["tid"] == doc["tid"]) & (ev["fd"] == doc["fd"]) & (ev["layer"] == layer_code("syscall")) & window
+    )
+    ops = ev["op"][mine]
+    assert int((ops == op_code("pread")).sum()) == n_pread
+    assert int((ops == op_code("write")).sum()) == n_write
+    assert int((ops == op_code("fsync")).sum()) == n_fsync
+    assert len(ops) == n_pread + n_write + n_fsync  # nothing else on that fd
+    pr = mine & (ev["op"] == op_code("pread"))
+    assert (ev["bytes"][pr] == size).all() and (ev["result"][pr] == size).all()
+    assert sorted(ev["offset"][pr].tolist()) == [i * size for i in range(n_pread)]
+    wr = mine & (ev["op"] == op_code("write"))
+    assert (ev["bytes"][wr] == wsize).all() and (ev["result"][wr] == wsize).all()
+    fs = mine & (ev["op"] == op_code("fsync"))
+    assert (ev["result"][fs] == 0).all()
+    assert (ev["pid"][mine] == doc["pid"]).all()
+    # latencies are real and inside the wall-clock window the helper measured
+    ts, lat = ev["ts"][mine].astype(np.int64), ev["lat"][mine].astype(np.int64)
+    assert (lat > 0).all()
+    assert (ts + lat <= doc["t1"]).all()
+    assert int(lat.sum()) <= doc["t1"] - doc["t0"]
+    # and nothing of that thread is missing: every syscall it made in the window is there
+    sc = ev["layer"] == layer_code("syscall")
+    assert int(((ev["tid"] == doc["tid"]) & window & sc & (ev["fd"] != doc["fd"])).sum()) == 0
+    # fd -> path resolved from /proc while the helper lingered
+    paths = set(ev["path"][mine].tolist())
+    assert paths == {str(data)}
+    info = capture_info(out)
+    assert any(r["path"] == str(data) and r["fd"] == doc["fd"] for r in info["fds"])
+    assert any(p["pid"] == doc["pid"] for p in info["procs"])
+    assert info["header"]["transport"] == {"perf": "perf_buffer", "ringbuf": "ringbuf"}[transport]
+    hooks = {h["hook"] for h in info["header"]["hooks"]}
+    assert "tracepoint:syscalls:sys_enter_pread64" in hooks
+    assert info["header"]["filters"]["follow_children"] is True
+    assert len(info["clock"]) >= 1  # clock mapping at the end
+
+
+def test_direct_writes_make_block_events_on_the_right_device(tmp_path: Path) -> None:
+    where = block_dir(tmp_path)
+    assert where is not None, "no writable directory on a block device"
+    d, dev, name = where
+    try:
+        count, size = 12, 4096
+        out = tmp_path / "direct.aio"
+        target = d / "direct.bin"
+        r = rec(
+            [
+                "record",
+                "-o",
+                str(out),
+                "--",
+                *helper(
+                    "direct",
+                    "--file",
+                    str(target),
+                    "--count",
+                    str(count),
+                    "--size",
+                    str(size),
+                    "--linger",
+                    "0.5",
+                ),
+            ]
+        )
+        assert r.rc == 0, r.stderr
+        doc = helper_doc(r.stdout)
+        cap, ev = load(out)
+        blk = (ev["layer"] == layer_code("block")) & (ev["pid"] == doc["pid"])
+        wr = blk & (ev["op"] == op_code("write")) & (ev["bytes"] == size)
+        assert int(wr.sum()) == count, (name, ev["op"][blk], ev["bytes"][blk])
+        assert (ev["dev"][wr] == dev).all()
+        assert set(ev["path"][wr].tolist()) == {name}
+        assert (ev["result"][wr] == size).all()
+        offs = ev["offset"][wr]
+        assert len(set(offs.tolist())) == count and (offs % 512 == 0).all()
+        lat, queue = ev["lat"][wr].astype(np.int64), ev["queue"][wr].astype(np.int64)
+        assert (lat > 0).all() and (queue >= 0).all() and (queue < lat).all()  # service > 0
+        ts = ev["ts"][wr].astype(np.int64)
+        assert (ts >= doc["t0"]).all() and (ts + lat <= doc["t1"]).all()
+        # the syscall layer saw the same writes, each at least as long as its block I/O
+        sc = (
+            (ev["layer"] == layer_code("syscall")) & (ev["fd"] == doc["fd"]) & (ev["op"] == op_code("pwrite"))
+        )
+        assert int(sc.sum()) == count
+        assert ev["lat"][sc].astype(np.int64).sum() >= lat.sum()
+        assert (ev["flags"][sc] & (1 << 5)).all()  # O_DIRECT, from fdinfo
+        info = capture_info(out)
+        assert any(x["dev"] == dev and x["name"] == name for x in info["devices"])
+    finally:
+        if d != tmp_path:
+            shutil.rmtree(d, ignore_errors=True)
+
+
+def test_command_exit_status_and_children(tmp_path: Path) -> None:
+    data = _scratch(tmp_path)
+    out = tmp_path / "cmd.aio"
+    script = f"{' '.join(helper('exact', '--file', str(data), '--n-pread', '9'))}; exit 7"
+    r = rec(["record", "-o", str(out), "--", "sh", "-c", script])
+    assert r.rc == 7, r.stderr
+    doc = helper_doc(r.stdout)
+    cap, ev = load(out)
+    child = (ev["pid"] == doc["pid"]) & (ev["ts"] >= doc["t0"]) & (ev["ts"] <= doc["t1"])
+    assert int(((ev["op"] == op_code("pread")) & child & (ev["fd"] == doc["fd"])).sum()) == 9
+    pids = set(ev["pid"].tolist())
+    assert doc["pid"] in pids and len(pids) >= 2  # sh and its child python
+    assert os.getpid() not in pids
+
+
+def test_pid_filter_follows_only_that_process(tmp_path: Path) -> None:
+    data = _scratch(tmp_path)
+    import subprocess
+
+    a = subprocess.Popen(
+        helper("loop", "--file", str(data), "--seconds", "20"), stdout=subprocess.PIPE, text=True
+    )
+    b = subprocess.Popen(
+        helper("loop", "--file", str(data), "--seconds", "20"), stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert a.stdout is not None and b.stdout is not None
+        da = helper_doc(a.stdout.readline())
+        db = helper_doc(b.stdout.readline())
+        out = tmp_path / "pid.aio"
+        r = rec(["record", "-o", str(out), "--pid", str(da["pid"]), "--duration", "1.5s"])
+        assert r.rc == 0, r.stderr
+        cap, ev = load(out)
+        assert len(ev["pid"]) > 20
+        assert set(ev["pid"].tolist()) == {da["pid"]}
+        assert db["pid"] not in set(ev["pid"].tolist())
+        info = capture_info(out)
+        assert info["header"]["filters"]["pid"] == [da["pid"]]
+    finally:
+        a.kill()
+        b.kill()
+        a.wait()
+        b.wait()
+
+
+def test_min_latency_filters_in_the_kernel(tmp_path: Path) -> None:
+    data = _scratch(tmp_path)
+    out = tmp_path / "slow.aio"
+    r = rec(
+        [
+            "record",
+            "-o",
+            str(out),
+            "--min-latency",
+            "10ms",
+            "--",
+            *helper("slow", "--file", str(data), "--n-fast", "300", "--n-slow", "4", "--sleep-ms", "40"),
+        ]
+    )
+    assert r.rc == 0, r.stderr
+    doc = helper_doc(r.stdout)
+    cap, ev = load(out)
+    assert (ev["lat"] >= 10_000_000).all()
+    slow_reads = (ev["pid"] == doc["pid"]) & (ev["fd"] == doc["pipe_fd"]) & (ev["op"] == op_code("read"))
+    assert int(slow_reads.sum()) == 4
+    assert (ev["lat"][slow_reads] >= 30_000_000).all()
+    assert int((ev["fd"] == doc["file_fd"]).sum()) == 0  # the fast preads were dropped
+    info = capture_info(out)
+    assert info["stats"]["counters"]["below_min_latency"] >= 300
+    assert info["header"]["filters"]["min_latency_ns"] == 10_000_000
+
+
+def test_comm_and_ops_filters(tmp_path: Path) -> None:
+    data = _scratch(tmp_path)
+    out = tmp_path / "ops.aio"
+    r = rec(
+        [
+            "record",
+            "-o",
+            str(out),
+            "--ops",
+            "pread,fsync",
+            "--comm",
+            "python3",
+            "--",
+            *helper("exact", "--file", str(data), "--n-pread", "5", "--n-write", "3", "--n-fsync", "2"),
+        ]
+    )
+    assert r.rc == 0, r.stderr
+    doc = helper_doc(r.stdout)
+    cap, ev = load(out)
+    assert set(ev["op"].tolist()) <= {op_code("pread"), op_code("fsync")}
+    mine = (ev["fd"] == doc["fd"]) & (ev["ts"] >= doc["t0"]) & (ev["ts"] <= doc["t1"])
+    assert int((mine & (ev["op"] == op_code("pread"))).sum()) == 5
+    assert int((mine & (ev["op"] == op_code("fsync"))).sum()) == 2
+    assert set(ev["comm"].tolist()) <= {"python3"}
+    assert "block" not in cap.header["layers"]  # no block op selected
+
+
+def test_stream_to_stdout_is_a_valid_capture(tmp_path: Path) -> None:
+    import subprocess
+
+    from kernel_util import CLI
+
+    data = _scratch(tmp_path)
+    p = subprocess.run(
+        [*CLI, "record", "-o", "-", "--", *helper("exact", "--file", str(data), "--n-pread", "11")],
+        capture_output=True,
+        timeout=120,
+    )
+    assert p.returncode == 0, p.stderr.decode()
+    doc = helper_doc(p.stderr.decode())  # with -o -, the command's stdout goes to stderr
+    out = tmp_path / "stream.aio"
+    out.write_bytes(p.stdout)
+    cap, ev = load(out)
+    win = (ev["ts"] >= doc["t0"]) & (ev["ts"] <= doc["t1"])
+    assert int(((ev["op"] == op_code("pread")) & (ev["fd"] == doc["fd"]) & win).sum()) == 11

@@ -303,9 +303,10 @@ def decode_chunk(
     directory = unpack(raw[4 : 4 + dlen], "chunk directory")
     if not isinstance(directory, list) or len(directory) > MAX_COLUMNS:
         raise DamagedCaptureError("chunk directory is not a list of columns")
+    # First check the whole directory, so that nothing is allocated for a chunk that
+    # is refused; then decode the wanted columns of known types.
     pos = 4 + dlen
-    cols: dict[str, np.ndarray] = {}
-    dicts: dict[str, list[str]] = {}
+    wanted: list[tuple[dict[str, Any], int, int]] = []  # (entry, offset, size)
     seen: set[str] = set()
     decoded = 0
     for entry in directory:
@@ -322,18 +323,22 @@ def decode_chunk(
         known = COLUMN_BY_NAME.get(cname)
         if known is not None and typ != known.type:
             raise DamagedCaptureError(f"column {cname!r} has type {typ!r}, the schema says {known.type!r}")
-        if (columns is not None and cname not in columns) or (typ != "str" and typ not in INT_TYPES):
-            # Not wanted, or a column type from a later minor version: skipped by its size.
-            pos += size
-            continue
-        decoded += n * (STR_WIDTH if typ == "str" else np.dtype(typ).itemsize)
-        if decoded > MAX_CHUNK_DECODED:
-            raise LimitError(f"chunk decodes to more than {MAX_CHUNK_DECODED} bytes")
-        if typ == "str":
+        # Unwanted columns, and columns of a type from a later minor version, are
+        # skipped by their size.
+        if (columns is None or cname in columns) and (typ == "str" or typ in INT_TYPES):
+            wanted.append((entry, pos, size))
+            decoded += n * (STR_WIDTH if typ == "str" else np.dtype(typ).itemsize)
+        pos += size
+    if decoded > MAX_CHUNK_DECODED:
+        raise LimitError(f"chunk decodes to {decoded} bytes (limit {MAX_CHUNK_DECODED})")
+    cols: dict[str, np.ndarray] = {}
+    dicts: dict[str, list[str]] = {}
+    for entry, pos, size in wanted:
+        cname = entry["name"]
+        if entry["type"] == "str":
             cols[cname], dicts[cname] = _decode_str(entry, n, raw, pos, size)
-        elif typ in INT_TYPES:
+        else:
             cols[cname], end = _decode_int(entry, n, raw, pos)
             if end != pos + size:
                 raise DamagedCaptureError(f"column {cname!r} has the wrong size")
-        pos += size
     return Chunk(n, cols, dicts, info)

@@ -245,6 +245,7 @@ class _Output:
         self.name = name
         self.lost: dict[str, int] = {}
         self.opened = time.monotonic()
+        self.events = 0  # handed to the writer
 
     def add_loss(self, kind: str, n: int) -> None:
         self.lost[kind] = self.lost.get(kind, 0) + n
@@ -459,6 +460,7 @@ class Session:
                 cols["path"] = paths
                 w.write_events(cols)
                 self.events += len(ev)
+                self.out.events += len(ev)
         for table, rows in self.names.take_new().items():
             w.write_meta(table, rows)
 
@@ -485,6 +487,18 @@ class Session:
                 self.out.add_loss(kind, n)
                 self.lost[kind] = self.lost.get(kind, 0) + n
         self.t_tick_ns = now
+
+    def _file_bytes(self, limit: int) -> int:
+        """Bytes of the current file, counting events still pending in the writer: when
+        they would reach ``limit``, they are cut into a chunk now so the size is real."""
+        assert self.out is not None
+        w = self.out.writer
+        pending = self.out.events - w.events_written
+        if pending > 0:
+            per = w.bytes_written / w.events_written if w.events_written else 8.0
+            if w.bytes_written + pending * per >= limit:
+                w.flush()
+        return int(w.bytes_written)
 
     def _bytes_total(self) -> int:
         return self.bytes_closed + (self.out.writer.bytes_written if self.out else 0)
@@ -521,7 +535,11 @@ class Session:
         if o.duration_ns is not None and (now - self.t_start) * 1e9 >= o.duration_ns:
             self.stop_reason = "--duration"
             return True
-        if o.max_size is not None and self._bytes_total() >= o.max_size:
+        if (
+            o.max_size is not None
+            and self.out is not None
+            and (self.bytes_closed + self._file_bytes(o.max_size - self.bytes_closed) >= o.max_size)
+        ):
             self.stop_reason = "--max-size"
             return True
         return False
@@ -529,7 +547,7 @@ class Session:
     def _maybe_rotate(self, now: float) -> None:
         assert self.out is not None
         o = self.opts
-        due = (o.rotate_size is not None and self.out.writer.bytes_written >= o.rotate_size) or (
+        due = (o.rotate_size is not None and self._file_bytes(o.rotate_size) >= o.rotate_size) or (
             o.rotate_time_ns is not None and (now - self.out.opened) * 1e9 >= o.rotate_time_ns
         )
         if due:

@@ -58,9 +58,10 @@ def _version_key(name: str) -> tuple[int, ...]:
     return tuple(int(x) for x in re.findall(r"\d+", name))
 
 
-def distro_header_dirs(src: Path = SRC_DIR) -> list[Path] | None:
+def distro_header_dirs(src: Path | None = None) -> list[Path] | None:
     """The newest distribution header package for this architecture, as the list of
     directories to merge (base first, flavour last), or None."""
+    src = src or SRC_DIR
     if not src.is_dir():
         return None
     flavours = _FLAVOURS.get(platform.machine(), ())

@@ -1,0 +1,351 @@
+"""Recorder pieces that need no kernel: tracefs parsing, feature probes on a fake tracefs,
+program assembly, the header tree, bcc discovery, names from /proc, event layout."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from aether_rec.errors import EnvironmentProblem, UsageError
+from aether_rec.recorder import bccload, headers, probes, program, session, transport
+from aether_rec.recorder.procinfo import Names
+from aether_rec.recorder.tracefs import TraceFS, parse_format
+from aether_rec.schema import KERNEL_EVENT_DTYPE, LAYER_CODE, OP_CODE
+
+ROOT = Path(__file__).resolve().parents[1]
+
+PREAD_FORMAT = """name: sys_enter_pread64
+ID: 838
+format:
+\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;
+\tfield:int common_pid;\toffset:4;\tsize:4;\tsigned:1;
+
+\tfield:int __syscall_nr;\toffset:8;\tsize:4;\tsigned:1;
+\tfield:unsigned int fd;\toffset:16;\tsize:8;\tsigned:0;
+\tfield:char * buf;\toffset:24;\tsize:8;\tsigned:0;
+\tfield:size_t count;\toffset:32;\tsize:8;\tsigned:0;
+\tfield:loff_t pos;\toffset:40;\tsize:8;\tsigned:0;
+
+print fmt: "fd: 0x%08lx", ((unsigned long)(REC->fd))
+"""
+
+
+def _fake_tracefs(root: Path, events: dict[str, list[str]]) -> TraceFS:
+    """A tracefs tree whose events/<cat>/<name>/format hold the given field names."""
+    for key, fields in events.items():
+        d = root / "events" / key
+        d.mkdir(parents=True)
+        lines = [f"\tfield:long {f};\toffset:{8 + 8 * i};\tsize:8;\tsigned:0;" for i, f in enumerate(fields)]
+        (d / "format").write_text("format:\n" + "\n".join(lines) + "\n")
+    return TraceFS(root)
+
+
+def test_parse_format_reads_fields_and_skips_common() -> None:
+    f = parse_format(PREAD_FORMAT)
+    assert list(f) == ["__syscall_nr", "fd", "buf", "count", "pos"]
+    assert f["pos"].offset == 40 and f["pos"].size == 8
+    assert f["buf"].decl == "char * buf"
+
+
+def test_syscall_probe_uses_what_tracefs_has(tmp_path: Path) -> None:
+    tfs = _fake_tracefs(
+        tmp_path,
+        {
+            "syscalls/sys_enter_read": ["fd", "count"],
+            "syscalls/sys_exit_read": ["ret"],
+            "syscalls/sys_enter_pread64": ["fd", "count"],  # no pos: unusable
+            "syscalls/sys_exit_pread64": ["ret"],
+            "syscalls/sys_enter_fsync": ["fd"],
+            "syscalls/sys_exit_fsync": ["ret"],
+        },
+    )
+    plan = probes.probe_syscall(tfs)
+    assert plan.available
+    assert "-DAETHER_SC_read=1" in plan.defines and "-DAETHER_SC_fsync=1" in plan.defines
+    assert "-DAETHER_SC_pread64=1" not in plan.defines
+    assert any("pread64" in s and "pos" in s for s in plan.skipped)
+    assert {h["hook"] for h in plan.hooks} == {
+        "tracepoint:syscalls:sys_enter_read",
+        "tracepoint:syscalls:sys_exit_read",
+        "tracepoint:syscalls:sys_enter_fsync",
+        "tracepoint:syscalls:sys_exit_fsync",
+    }
+    only = probes.probe_syscall(tfs, frozenset({"fsync"}))
+    assert [d for d in only.defines if d.startswith("-DAETHER_SC_")] == ["-DAETHER_SC_fsync=1"]
+    none = probes.probe_syscall(_fake_tracefs(tmp_path / "empty", {}))
+    assert not none.available and "syscalls:sys_enter" in none.reason
+
+
+def test_block_probe_keys_and_optional_fields(tmp_path: Path) -> None:
+    base = ["dev", "sector", "nr_sector", "rwbs"]
+    tfs = _fake_tracefs(
+        tmp_path,
+        {
+            "block/block_rq_issue": [*base, "bytes"],
+            "block/block_rq_complete": [*base, "error"],
+        },
+    )
+    plan = probes.probe_block(tfs)
+    assert plan.available
+    assert "-DBLK_HAS_INSERT=1" not in plan.defines  # no insert: queue time not measured
+    assert any("block_rq_insert" in s for s in plan.skipped)
+    assert "-DBLK_HAS_BYTES=1" in plan.defines and "-DBLK_HAS_ERROR=1" in plan.defines
+    assert all(h["key"] == "dev+sector" for h in plan.hooks)
+    ops = probes.probe_block(tfs, frozenset({"write", "flush"}))
+    mask = [d for d in ops.defines if d.startswith("-DBLOCK_OP_MASK=")][0]
+    assert int(mask.split("=")[1].rstrip("UL"), 16) == (1 << OP_CODE["write"]) | (1 << OP_CODE["flush"])
+    assert not probes.probe_block(tfs, frozenset({"pread"})).available
+    gone = probes.probe_block(_fake_tracefs(tmp_path / "none", {}))
+    assert not gone.available and "block_rq_issue" in gone.reason
+
+
+def test_vfs_layer_always_has_a_reason(tmp_path: Path) -> None:
+    plan = probes.probe_vfs(_fake_tracefs(tmp_path, {}))
+    assert not plan.available
+    assert "kprobes:" in plan.reason and "fentry:" in plan.reason
+
+
+def test_parse_layers_and_ops() -> None:
+    assert probes.parse_layers(None) == ("syscall", "block")
+    assert probes.parse_layers("all") == ("syscall", "block", "vfs")
+    assert probes.parse_layers("block,syscall,block") == ("block", "syscall")
+    with pytest.raises(UsageError):
+        probes.parse_layers("network")
+    assert probes.parse_ops(None) is None
+    assert probes.parse_ops("pread, fsync") == frozenset({"pread", "fsync"})
+    with pytest.raises(UsageError, match="known ops"):
+        probes.parse_ops("pread,teleport")
+
+
+def _plans(tmp_path: Path) -> dict[str, probes.LayerPlan]:
+    tfs = _fake_tracefs(
+        tmp_path,
+        {
+            "syscalls/sys_enter_read": ["fd", "count"],
+            "syscalls/sys_exit_read": ["ret"],
+            "block/block_rq_insert": ["dev", "sector", "nr_sector", "rwbs", "bytes"],
+            "block/block_rq_issue": ["dev", "sector", "nr_sector", "rwbs", "bytes"],
+            "block/block_rq_complete": ["dev", "sector", "nr_sector", "rwbs", "error"],
+        },
+    )
+    return probes.probe_layers(tfs, ("syscall", "block", "vfs"))
+
+
+def test_program_is_parameterised_by_cflags_only(tmp_path: Path) -> None:
+    plans = _plans(tmp_path)
+    a = program.build_program(plans, program.ProgramOptions(self_tgid=11))
+    b = program.build_program(
+        plans, program.ProgramOptions(self_tgid=22, filter_pid=True, min_latency_ns=5_000_000)
+    )
+    assert "-DFILTER_PID=1" in b.cflags and "-DMIN_LAT_NS=5000000ULL" in b.cflags
+    assert "-DAETHER_SC_read=1" in a.cflags and "-DBLK_HAS_INSERT=1" in a.cflags
+    # the C text differs only in its first comment, which lists the cflags
+    body = [x for x in a.text.split("*/", 1)[1].splitlines()]
+    assert body == [x for x in b.text.split("*/", 1)[1].splitlines()]
+    assert a.layers == ["syscall", "block"]  # vfs unavailable, not compiled in
+    # local headers are inlined once (bcc rewrites map calls only in the main file)
+    assert '#include "' not in a.text
+    assert a.text.count("struct aether_event {") == 1
+    assert a.text.count("/* ---- aether_common.h ---- */") == 1
+    assert a.render() == a.text
+
+
+def test_event_struct_matches_numpy_dtype(tmp_path: Path) -> None:
+    """offsetof/sizeof of struct aether_event, compiled from bpf/aether_event.h, equal
+    KERNEL_EVENT_DTYPE's offsets and itemsize."""
+    cc = shutil.which("gcc") or shutil.which("cc") or shutil.which("clang")
+    if cc is None:
+        pytest.skip("no C compiler (apt-get install gcc)")
+    names = KERNEL_EVENT_DTYPE.names or ()
+    src = tmp_path / "layout.c"
+    src.write_text(
+        textwrap.dedent("""\
+        #include <stdio.h>
+        #include <stddef.h>
+        #include <stdint.h>
+        typedef uint64_t u64; typedef int64_t s64; typedef uint32_t u32; typedef int32_t s32;
+        typedef uint16_t u16; typedef uint8_t u8;
+        #include "aether_event.h"
+        int main(void) {
+            printf("size %zu\\n", sizeof(struct aether_event));
+        """)
+        + "".join(
+            f'    printf("{n} %zu %zu\\n", offsetof(struct aether_event, {n}), '
+            f"sizeof(((struct aether_event *)0)->{n}));\n"
+            for n in names
+        )
+        + "    return 0;\n}\n"
+    )
+    exe = tmp_path / "layout"
+    subprocess.run([cc, f"-I{ROOT / 'bpf'}", "-o", str(exe), str(src)], check=True)
+    out = subprocess.run([str(exe)], capture_output=True, text=True, check=True).stdout.split("\n")
+    got = dict((x.split()[0], tuple(int(v) for v in x.split()[1:])) for x in out if x)
+    assert got["size"] == (KERNEL_EVENT_DTYPE.itemsize,)
+    for n in names:
+        off = KERNEL_EVENT_DTYPE.fields[n][1]  # type: ignore[index]
+        size = KERNEL_EVENT_DTYPE.fields[n][0].itemsize  # type: ignore[index]
+        assert got[n] == (off, size), n
+
+
+def test_header_tree_merges_flavour_over_common(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    src = tmp_path / "src"
+    common = src / "linux-headers-6.1.0-9-common"
+    flavour = src / "linux-headers-6.1.0-9-amd64"
+    older = src / "linux-headers-5.10.0-1-amd64"
+    for d in (
+        common / "include/linux",
+        common / "arch/x86/include/asm",
+        flavour / "include/generated",
+        flavour / "arch/x86/include/generated",
+        older / "include",
+    ):
+        d.mkdir(parents=True)
+    (common / "include/linux/fs.h").write_text("common fs\n")
+    (common / "include/linux/kconfig.h").write_text("common kconfig\n")
+    (flavour / "include/linux").mkdir()
+    (flavour / "include/linux/kconfig.h").write_text("flavour kconfig\n")
+    (flavour / "include/generated/autoconf.h").write_text("auto\n")
+    monkeypatch.setattr(headers.platform, "machine", lambda: "x86_64")
+    dirs = headers.distro_header_dirs(src)
+    assert dirs == [common, flavour]  # newest version; common first
+    tree = headers.build_merged_tree(dirs, tmp_path / "cache")
+    assert (tree / "include/linux/fs.h").read_text() == "common fs\n"
+    assert (tree / "include/linux/kconfig.h").read_text() == "flavour kconfig\n"
+    assert (tree / "include/generated/autoconf.h").exists()
+    assert (tree / "arch/x86/include/asm").is_dir() and (tree / "arch/x86/include/generated").is_dir()
+    assert headers.build_merged_tree(dirs, tmp_path / "cache") == tree  # built once
+
+
+def test_find_headers_without_any_says_what_to_install(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("BCC_KERNEL_SOURCE", raising=False)
+    monkeypatch.setattr(headers, "SRC_DIR", tmp_path)
+    monkeypatch.setattr(headers, "KHEADERS", tmp_path / "kheaders.tar.xz")
+    with pytest.raises(EnvironmentProblem, match="apt-get install linux-headers"):
+        headers.find_headers(release="0.0.0-nonexistent")
+    monkeypatch.setenv("BCC_KERNEL_SOURCE", "/somewhere")
+    assert headers.find_headers(release="0.0.0-nonexistent").kind == "env"
+
+
+def test_bcc_missing_or_broken_is_an_environment_problem(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(bccload, "_cached", None)
+    monkeypatch.delitem(sys.modules, "bcc", raising=False)
+    monkeypatch.setenv("AETHER_REC_BCC_PATH", str(tmp_path / "none"))
+    with pytest.raises(EnvironmentProblem, match="python3-bpfcc"):
+        bccload.load_bcc()
+    assert bccload.bcc_status()["ok"] is False
+    broken = tmp_path / "broken"
+    (broken / "bcc").mkdir(parents=True)
+    (broken / "bcc" / "__init__.py").write_text("raise OSError('libbcc.so.0: cannot open')\n")
+    monkeypatch.setenv("AETHER_REC_BCC_PATH", str(broken))
+    with pytest.raises(EnvironmentProblem, match="failed to load"):
+        bccload.load_bcc()
+    assert "bcc" not in sys.modules or sys.modules["bcc"] is not None
+
+
+def test_bcc_is_loaded_alone_from_its_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = tmp_path / "site"
+    (fake / "bcc").mkdir(parents=True)
+    (fake / "bcc" / "__init__.py").write_text("__version__ = '9.9'\nBPF = object\n")
+    (fake / "other_pkg").mkdir()
+    (fake / "other_pkg" / "__init__.py").write_text("")
+    monkeypatch.setattr(bccload, "_cached", None)
+    monkeypatch.delitem(sys.modules, "bcc", raising=False)
+    monkeypatch.setenv("AETHER_REC_BCC_PATH", str(fake))
+    before = list(sys.path)
+    info = bccload.load_bcc()
+    assert info.version == "9.9" and info.location == str(fake)
+    assert sys.path == before  # nothing else of that directory became importable
+    monkeypatch.setattr(bccload, "_cached", None)
+
+
+def test_names_resolve_fds_devices_and_open_flags(tmp_path: Path) -> None:
+    f = tmp_path / "x.bin"
+    f.write_bytes(b"x" * 4096)
+    fd = os.open(f, os.O_RDONLY | getattr(os, "O_DIRECT", 0))
+    try:
+        ev = np.zeros(3, KERNEL_EVENT_DTYPE)
+        ev["pid"] = os.getpid()
+        ev["layer"] = [LAYER_CODE["syscall"], LAYER_CODE["syscall"], LAYER_CODE["block"]]
+        ev["fd"] = [fd, -1, -1]
+        ev["dev"] = [0, 0, (7 << 20) | 0]
+        names = Names()
+        paths, flags = names.annotate(ev)
+        assert paths[0] == str(f) and paths[1] == ""
+        assert paths[2] in ("loop0", "7:0")
+        if getattr(os, "O_DIRECT", 0):
+            assert flags[0] & (1 << 5)
+        new = names.take_new()
+        assert new["fds"][0]["path"] == str(f)
+        assert new["procs"][0]["pid"] == os.getpid()
+        assert names.take_new() == {}  # nothing new the second time
+        names.annotate(ev)
+        assert names.take_new() == {}
+    finally:
+        os.close(fd)
+
+
+def test_losses_are_merged_per_cpu_and_kind() -> None:
+    L = transport.Loss
+    merged = transport._merge_losses(
+        [L(0, 5, 10, 20, "perf_buffer"), L(1, 1, 12, 13, "perf_buffer"), L(0, 7, 5, 30, "perf_buffer")]
+    )
+    got = {(x.cpu, x.kind): (x.count, x.t_first, x.t_last) for x in merged}
+    assert got == {(0, "perf_buffer"): (12, 5, 30), (1, "perf_buffer"): (1, 12, 13)}
+
+
+def test_rotated_names() -> None:
+    assert session.rotated_name("run.aio", 1) == "run.0001.aio"
+    assert session.rotated_name("/a/b/day", 12) == "/a/b/day.0012.aio"
+
+
+def test_usage_errors_before_touching_the_kernel(tmp_path: Path) -> None:
+    with pytest.raises(UsageError):
+        session.prepare(session.RecordOptions(output="-", rotate_size=10))
+    with pytest.raises(UsageError):
+        session.prepare(session.RecordOptions(output=str(tmp_path / "x"), buffer_pages=3))
+    existing = tmp_path / "e.aio"
+    existing.write_bytes(b"")
+    from aether_rec.errors import RecorderError
+
+    with pytest.raises(RecorderError, match="--force"):
+        session.prepare(session.RecordOptions(output=str(existing)))
+    with pytest.raises(RecorderError, match="not found"):
+        session.prepare(session.RecordOptions(output=str(tmp_path / "y"), command=("no-such-cmd-xyz",)))
+
+
+def test_record_and_doctor_have_help_with_examples() -> None:
+    from aether_rec.cli.record import doctor, record
+
+    for cmd in (record, doctor):
+        r = CliRunner().invoke(cmd, ["--help"])
+        assert r.exit_code == 0
+        assert "Examples:" in r.output
+    r = CliRunner().invoke(record, ["--help"])
+    for opt in (
+        "--pid",
+        "--comm",
+        "--cgroup",
+        "--min-latency",
+        "--ops",
+        "--duration",
+        "--max-events",
+        "--max-size",
+        "--rotate-size",
+        "--rotate-time",
+        "--ebpf",
+        "--transport",
+        "--force",
+    ):
+        assert opt in r.output

@@ -241,8 +241,11 @@ class Capture:
         with np.errstate(over="ignore"):
             if len(pairs) == 1:
                 return arr + (pairs[0, 1] - pairs[0, 0])
+            # Interpolate the offsets relative to the first one: absolute offsets (~1.8e18)
+            # are only exact to 256 ns in float64, their differences to well under 1 ns.
             off = pairs[:, 1] - pairs[:, 0]
-            return arr + np.interp(arr, pairs[:, 0], off).astype(np.int64)
+            rel = np.interp(arr, pairs[:, 0], (off - off[0]).astype(np.float64))
+            return arr + off[0] + np.rint(rel).astype(np.int64)
 
     # -- events -----------------------------------------------------------------
     def chunks(

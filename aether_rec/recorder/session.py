@@ -24,6 +24,7 @@ from aether_rec.recorder.bccload import BccInfo, load_bcc
 from aether_rec.recorder.headers import HeaderSource, apply_headers, find_headers
 from aether_rec.recorder.privileges import check_privileges
 from aether_rec.recorder.probes import (
+    ALL_LAYERS,
     LayerPlan,
     has_ringbuf,
     parse_layers,
@@ -119,6 +120,7 @@ class Prepared:
     cgroup_path: Path | None
     transport: Transport
     notes: list[str] = field(default_factory=list)
+    not_asked: dict[str, str] = field(default_factory=dict)  # unrequested layers the kernel lacks
 
     @property
     def hooks(self) -> list[dict[str, object]]:
@@ -197,6 +199,12 @@ def prepare(opts: RecordOptions, log: Log = _default_log) -> Prepared:
     tfs = TraceFS(root)
     plans = probe_layers(tfs, layers, ops)
     unavailable = {k: p for k, p in plans.items() if not p.available}
+    # layers not asked for: why they are absent goes into the header too (provenance)
+    not_asked = {
+        k: v.reason
+        for k, v in probe_layers(tfs, tuple(x for x in ALL_LAYERS if x not in layers)).items()
+        if not v.available
+    }
     if explicit and unavailable:
         name, p = next(iter(unavailable.items()))
         others = [k for k in layers if k not in unavailable]
@@ -234,7 +242,7 @@ def prepare(opts: RecordOptions, log: Log = _default_log) -> Prepared:
         extra_cflags=transport.cflags(),
     )
     prog = build_program(plans, popts)
-    return Prepared(bcc, root, hs, plans, prog, ops, cg, transport, notes)
+    return Prepared(bcc, root, hs, plans, prog, ops, cg, transport, notes, not_asked)
 
 
 class _Output:
@@ -354,7 +362,10 @@ class Session:
             "command": list(o.argv) or ["aether-rec", "record"],
             "hooks": p.hooks,
             "layers": [k for k, v in p.plans.items() if v.available],
-            "layers_unavailable": {k: v.reason for k, v in p.plans.items() if not v.available},
+            "layers_unavailable": {
+                **p.not_asked,
+                **{k: v.reason for k, v in p.plans.items() if not v.available},
+            },
             "filters": filters,
             "clock": [[time.monotonic_ns(), time.time_ns()]],
             "transport": self.transport.name,

@@ -7,6 +7,7 @@ parameters), so nobody mistakes them for recordings.
 from __future__ import annotations
 
 import os
+from collections import Counter
 from typing import Any, BinaryIO
 
 import numpy as np
@@ -71,7 +72,9 @@ def generate(
         w.write_meta("procs", [{"pid": p[1], "comm": p[0]} for p in PROCS])
         w.write_meta("devices", [{"dev": d, "name": nm} for d, nm in zip(DEVS, DEV_NAMES)])
         t = start_ns
-        loss_at = set(rng.integers(0, max(n_events // batch, 1), losses).tolist()) if losses else set()
+        # batch index -> loss blocks after it (several may land after the same batch)
+        loss_at: Counter[int] = Counter(
+            rng.integers(0, max(n_events // batch, 1), losses).tolist() if losses else [])
         done = 0
         k = 0
         while done < n_events:
@@ -79,7 +82,7 @@ def generate(
             chunk, t = _batch(rng, n, t, rate, block_share, share, len(paths))
             chunk.dicts = {"comm": comms, "path": paths}
             w.write_events(chunk)
-            if k in loss_at:
+            for _ in range(loss_at[k]):
                 w.write_loss(int(rng.integers(0, 2)), int(rng.integers(1, 1000)), t - 1000, t, "perf_buffer")
             done += n
             k += 1

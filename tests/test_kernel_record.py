@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -281,3 +282,38 @@ def test_stream_to_stdout_is_a_valid_capture(tmp_path: Path) -> None:
     cap, ev = load(out)
     win = (ev["ts"] >= doc["t0"]) & (ev["ts"] <= doc["t1"])
     assert int(((ev["op"] == op_code("pread")) & (ev["fd"] == doc["fd"]) & win).sum()) == 11
+
+
+def test_cgroup_filter(tmp_path: Path) -> None:
+    import subprocess
+
+    from aether_rec.recorder.session import cgroup2_root
+
+    root = cgroup2_root()
+    assert root is not None, "no cgroup v2 hierarchy mounted"
+    cg = root / f"aether-test-{os.getpid()}"
+    cg.mkdir()
+    data = _scratch(tmp_path)
+    inside = subprocess.Popen(helper("loop", "--file", str(data), "--seconds", "20"), stdout=subprocess.PIPE)
+    outside = subprocess.Popen(helper("loop", "--file", str(data), "--seconds", "20"), stdout=subprocess.PIPE)
+    try:
+        (cg / "cgroup.procs").write_text(str(inside.pid))
+        out = tmp_path / "cg.aio"
+        r = rec(["record", "-o", str(out), "--cgroup", cg.name, "--duration", "1.5s"])
+        assert r.rc == 0, r.stderr
+        cap, ev = load(out)
+        assert len(ev["pid"]) > 20
+        assert set(ev["pid"].tolist()) == {inside.pid}
+        assert set(ev["cgroup"].tolist()) == {os.stat(cg).st_ino}
+        assert cap.header["filters"]["cgroup"] == str(cg)
+    finally:
+        inside.kill()
+        outside.kill()
+        inside.wait()
+        outside.wait()
+        for _ in range(50):
+            try:
+                cg.rmdir()
+                break
+            except OSError:
+                time.sleep(0.1)

@@ -44,7 +44,6 @@ from aether_rec.recorder.transport import Transport, make_transport
 
 Log = Callable[[str], None]
 
-CGROUP_ROOT = Path("/sys/fs/cgroup")
 CLOCK_EVERY_S = 10.0
 TICK_S = 1.0
 STATUS_EVERY_S = 0.5
@@ -173,12 +172,30 @@ def _validate(opts: RecordOptions) -> None:
             raise RecorderError(f"{first}: already exists (use --force to overwrite)")
 
 
+def cgroup2_root() -> Path | None:
+    """Where the cgroup v2 hierarchy is mounted (/sys/fs/cgroup, or .../unified on hybrid
+    systems), or None."""
+    try:
+        with open("/proc/self/mounts") as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) > 2 and parts[2] == "cgroup2":
+                    return Path(parts[1])
+    except OSError:
+        pass
+    return None
+
+
 def _cgroup_path(spec: str) -> Path:
+    root = cgroup2_root()
+    if root is None:
+        raise RecorderError(f"--cgroup {spec}: no cgroup v2 hierarchy is mounted")
     p = Path(spec)
     if not p.is_absolute():
-        p = CGROUP_ROOT / spec.lstrip("/")
-    if not p.is_dir() or not (p / "cgroup.procs").exists():
-        raise RecorderError(f"--cgroup {spec}: {p} is not a cgroup v2 directory")
+        p = root / spec.lstrip("/")
+    p = p.resolve()
+    if root.resolve() not in (p, *p.parents) or not (p / "cgroup.procs").exists():
+        raise RecorderError(f"--cgroup {spec}: {p} is not a cgroup v2 directory (under {root})")
     return p
 
 
@@ -318,7 +335,15 @@ class Session:
                 f"the BPF program failed to load ({msg}); the compiler's messages are above, "
                 "'aether-rec doctor' checks the environment"
             ) from None
-        if self.prep.program and "-DFILTER_PID=1" in prog.cflags:
+        try:
+            self._fill_filters()
+        except Exception as e:  # noqa: BLE001 - bcc raises bare Exception
+            raise RecorderError(f"could not set up the in-kernel filters: {e}") from None
+        self.transport.open(self.bpf)
+
+    def _fill_filters(self) -> None:
+        """Put the pid, comm and cgroup filters into the program's maps."""
+        if "-DFILTER_PID=1" in self.prep.program.cflags:
             table = self.bpf["traced_tgids"]
             pids = descendants(list(self.opts.pids)) if self.opts.pids else []
             if self.child is not None:
@@ -333,11 +358,9 @@ class Session:
         if self.prep.cgroup_path is not None:
             fd = os.open(self.prep.cgroup_path, os.O_RDONLY | os.O_DIRECTORY)
             try:
-                table = self.bpf["cgroup_filter"]
-                table[table.Key(0)] = table.Leaf(fd)
+                self.bpf["cgroup_filter"][0] = fd
             finally:
                 os.close(fd)
-        self.transport.open(self.bpf)
 
     def _header(self) -> dict[str, Any]:
         p = self.prep
@@ -516,7 +539,7 @@ class Session:
 
     def _show_status(self, now: float) -> None:
         elapsed = max(now - self.t_start, 1e-9)
-        lost = sum(self.lost.values())
+        lost = sum(real_losses(self.lost).values())
         line = (
             f"\raether-rec: {self.events:,} events  {self.events / elapsed:,.0f}/s  "
             f"lost {lost:,}  written {self._bytes_total() / 1048576:.1f} MiB  {elapsed:.0f}s "

@@ -325,3 +325,161 @@ def merge(
         if inp.shift:
             note(f"{inp.label}: shifted by {inp.shift / 1e6:+.3f} ms (source {inp.source})")
     note(f"merged {fmt_count(rep.events_out)} events from {len(files)} captures")
+
+
+# -- replay ---------------------------------------------------------------------------------------
+
+
+@click.command()
+@click.argument("src", metavar="FILE", type=click.Path(allow_dash=True))
+@click.argument("expression", metavar="[EXPR]", required=False)
+@click.option(
+    "--format", "fmt", type=click.Choice(["text", "jsonl", "csv"]), default="text", show_default=True
+)
+@click.option(
+    "--speed",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Replay with the original pacing scaled by X (2 = twice as fast); 0 = as fast as possible.",
+)
+@click.option(
+    "--follow", "-f", is_flag=True, help="Keep reading a capture that is still being recorded (like tail -f)."
+)
+@click.option("--no-header", is_flag=True, help="Leave out the header line (text, csv).")
+@click.option("--strict", is_flag=True, help="Treat any damage in FILE as an error.")
+@selection_options
+def replay(
+    src: str,
+    expression: str | None,
+    fmt: str,
+    speed: float,
+    follow: bool,
+    no_header: bool,
+    strict: bool,
+    **kw: Any,
+) -> None:
+    """Print events in time order, one line each (or jsonl/csv), optionally paced.
+
+    Text lines show wall-clock time (UTC), comm, pid/tid, layer, op, latency, bytes,
+    offset, result and the file or device. EXPR and the options select events as for
+    `filter`.
+
+    \b
+    Examples:
+      aether-rec replay run.aio | less
+      aether-rec replay run.aio 'lat > 10ms' --format jsonl | jq .
+      aether-rec replay run.aio --speed 1 --since +5s      # in real time
+      aether-rec replay live.aio --follow --layer block    # while recording
+    """
+    from aether_rec.ops.replay import follow as follow_capture
+    from aether_rec.ops.replay import replay as replay_capture
+
+    out = sys.stdout
+    if follow:
+        if speed:
+            raise UsageError("--speed cannot be combined with --follow (events are shown as they arrive)")
+        if kw.get("since") or kw.get("until"):
+            raise UsageError("--since/--until cannot be combined with --follow")
+        if src == "-":
+            raise UsageError("--follow needs a file, not stdin")
+    with open_captures([src], strict=strict) as caps:
+        cap = caps[0]
+        if follow:
+            where = expr_mod.combine(*_expressions(kw))
+            follow_capture(cap, out, where, fmt=fmt, header=not no_header)
+        else:
+            sel = _selection(cap, kw, expression)
+            replay_capture(cap, out, sel, fmt=fmt, speed=speed, header=not no_header)
+
+
+# -- export ---------------------------------------------------------------------------------------
+
+
+@click.command()
+@click.argument("src", metavar="FILE", type=click.Path(allow_dash=True))
+@click.argument("expression", metavar="[EXPR]", required=False)
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv", "perfetto", "parquet"]), required=True)
+@click.option(
+    "-o",
+    "--output",
+    default="-",
+    show_default=True,
+    type=click.Path(allow_dash=True),
+    help="Output file ('-' for stdout; parquet needs a file).",
+)
+@click.option(
+    "--max-events",
+    type=click.IntRange(1),
+    default=1_000_000,
+    show_default=True,
+    help="perfetto: refuse (or, with --sample, thin out) beyond this many slices.",
+)
+@click.option("--sample", is_flag=True, help="perfetto: keep every k-th event to stay within --max-events.")
+@click.option("--force", is_flag=True, help="Overwrite OUTPUT if it exists.")
+@click.option("--strict", is_flag=True, help="Treat any damage in FILE as an error.")
+@selection_options
+def export(
+    src: str,
+    expression: str | None,
+    fmt: str,
+    output: str,
+    max_events: int,
+    sample: bool,
+    force: bool,
+    strict: bool,
+    **kw: Any,
+) -> None:
+    """Export events for other tools: jsonl, csv, perfetto (Chrome JSON), parquet.
+
+    perfetto opens in ui.perfetto.dev: a track per process and thread, a slice per
+    I/O (block requests as async slices), losses as instant events. parquet needs
+    pyarrow (pip install 'aether-rec[parquet]').
+
+    \b
+    Examples:
+      aether-rec export run.aio --format perfetto -o run.json
+      aether-rec export run.aio --format csv 'layer == block' > block.csv
+      aether-rec export run.aio --format parquet -o run.parquet
+      aether-rec export big.aio --format perfetto --sample --max-events 500000 -o big.json
+    """
+    import os
+
+    from aether_rec.ops.export import export_parquet, export_perfetto, export_rows
+
+    if output != "-":
+        if src != "-" and _same_file(src, output):
+            raise UsageError("the output would overwrite the input; choose another -o")
+        if os.path.exists(output) and not force:
+            raise click.ClickException(f"{output}: already exists (use --force to overwrite)")
+    elif fmt == "parquet":
+        raise UsageError("parquet is written to a file: give -o FILE.parquet")
+    with open_captures([src], strict=strict) as caps:
+        cap = caps[0]
+        sel = _selection(cap, kw, expression)
+        try:
+            if fmt == "parquet":
+                rep = export_parquet(cap, output, sel)
+            else:
+                with _text_output(output) as out:
+                    if fmt == "perfetto":
+                        rep = export_perfetto(cap, out, sel, max_events=max_events, sample=sample)
+                    else:
+                        rep = export_rows(cap, out, sel, fmt)
+        except BaseException:
+            if output != "-" and os.path.exists(output):
+                os.unlink(output)  # no half-written export left behind
+            raise
+    for w in rep.warnings:
+        warn(w)
+    if output != "-":
+        note(f"exported {fmt_count(rep.events)} events to {output}")
+
+
+@contextlib.contextmanager
+def _text_output(path: str) -> Iterator[Any]:
+    if path == "-":
+        yield sys.stdout
+        return
+    with open(path, "w", encoding="utf-8", newline="") as f:
+        yield f

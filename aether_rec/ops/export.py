@@ -1,0 +1,319 @@
+"""``export``: captures to formats other tools read.
+
+- ``jsonl``, ``csv``: one row per event (the fields of rows.py), streamed chunk by chunk.
+- ``perfetto``: Chrome trace-event JSON that opens in ui.perfetto.dev: a track per process and
+  thread, a complete slice (``ph: X``) per syscall/VFS I/O, an async slice (``ph: b/e``) per
+  block request (they overlap, so they get async tracks of the issuing process), and an instant
+  event per loss record. Timestamps are microseconds from the first event (ns precision kept in
+  the decimals); the wall-clock start is in ``otherData``. JSON traces are loaded whole by the
+  viewer, so the export refuses more than ``max_events`` slices unless ``sample`` is given, in
+  which case it keeps every k-th event and says so.
+- ``parquet``: through pyarrow (optional: ``pip install 'aether-rec[parquet]'``), one row group per
+  chunk, string columns dictionary-encoded, plus ``time`` (UTC timestamp) and layer/op names, so
+  DuckDB, Spark or Trino can query captures of a whole fleet.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import IO, Any, BinaryIO
+
+import numpy as np
+
+from aether_rec.errors import AetherError, UsageError
+from aether_rec.format.chunk import Chunk
+from aether_rec.format.reader import Capture
+from aether_rec.ops.rows import columns, header_line, lines
+from aether_rec.ops.units import fmt_count, iso_utc
+from aether_rec.ops.window import Selection
+from aether_rec.schema import COLUMNS, LAYER_CODE, LAYERS, OPS
+
+EXPORT_FORMATS = ("jsonl", "csv", "perfetto", "parquet")
+DEFAULT_MAX_EVENTS = 1_000_000  # ~250 MB of JSON: about what the Perfetto UI loads comfortably
+BLOCK = LAYER_CODE["block"]
+
+
+class MissingDependencyError(AetherError):
+    """An optional package a feature needs is not installed."""
+
+
+@dataclass
+class ExportReport:
+    events: int = 0
+    slices: int = 0
+    instants: int = 0
+    sampled_every: int = 1
+    matched: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+
+def _to_real(cap: Capture) -> Callable[[np.ndarray], np.ndarray] | None:
+    if len(cap.clock_pairs()) == 0:
+        return None
+    return lambda ts: np.asarray(cap.mono_to_real(ts), dtype=np.int64)
+
+
+def export_rows(cap: Capture, out: IO[str], sel: Selection, fmt: str) -> ExportReport:
+    """jsonl or csv rows."""
+    rep = ExportReport()
+    to_real = _to_real(cap)
+    src = str(cap.header.get("hostname") or "")
+    head = header_line(fmt)
+    if head and fmt == "csv":
+        out.write(head)
+    for chunk in sel.chunks(cap):
+        out.write("".join(lines(fmt, chunk, to_real, src)))
+        rep.events += chunk.n
+    out.flush()
+    return rep
+
+
+# -- perfetto -------------------------------------------------------------------------------------
+
+
+def count_matches(cap: Capture, sel: Selection) -> int:
+    """Exact number of selected events (index only when the selection is a window or nothing)."""
+    f = sel.filter
+    infos = [i for i in cap.chunk_infos() if i.n and (f.is_trivial or f.can_match(i))]
+    if all(f.is_trivial or f.must_match(i) for i in infos):
+        return sum(i.n for i in infos)
+    return sum(c.n for c in sel.chunks(cap))
+
+
+def _us(ns: int) -> float:
+    return round(ns / 1000.0, 3)
+
+
+def export_perfetto(
+    cap: Capture,
+    out: IO[str],
+    sel: Selection,
+    *,
+    max_events: int = DEFAULT_MAX_EVENTS,
+    sample: bool = False,
+) -> ExportReport:
+    rep = ExportReport()
+    matched = count_matches(cap, sel)
+    rep.matched = matched
+    every = 1
+    if matched > max_events:
+        if not sample:
+            raise UsageError(
+                f"{fmt_count(matched)} events are more than a Chrome/Perfetto JSON trace handles well "
+                f"(--max-events {fmt_count(max_events)}): narrow the selection (an expression, --since/"
+                "--until, --min-latency), raise --max-events, or add --sample to keep every k-th event"
+            )
+        every = math.ceil(matched / max_events)
+        rep.warnings.append(f"sampled: kept every {every}th of {fmt_count(matched)} events")
+    rep.sampled_every = every
+    infos = [i for i in cap.chunk_infos() if i.n]
+    t0 = min((i.t_first for i in infos), default=0)
+    to_real = _to_real(cap)
+    start_real = int(to_real(np.array([t0], dtype=np.int64))[0]) if to_real is not None else None
+    enc = json.JSONEncoder(separators=(",", ":")).encode
+    out.write('{"traceEvents":[\n')
+    first = True
+
+    def emit(ev: dict[str, Any]) -> None:
+        nonlocal first
+        out.write(("" if first else ",\n") + enc(ev))
+        first = False
+
+    procs: dict[int, str] = {}
+    threads: dict[tuple[int, int], str] = {}
+    seq = 0  # global event index, for sampling
+    async_id = 0
+    for chunk in sel.chunks(cap):
+        if every > 1:
+            keep = (np.arange(seq, seq + chunk.n) % every) == 0
+            seq += chunk.n
+            if not keep.any():
+                continue
+            chunk = chunk.take(keep)
+        c = columns(chunk, None)
+        for i in range(chunk.n):
+            pid, tid, comm = c["pid"][i], c["tid"][i], c["comm"][i]
+            if pid not in procs or (pid == tid and procs[pid] != comm):
+                procs[pid] = comm
+            threads.setdefault((pid, tid), comm)
+            args: dict[str, Any] = {"bytes": c["bytes"][i], "result": c["result"][i]}
+            if c["error"][i]:
+                args["error"] = c["error"][i]
+            if c["path"][i]:
+                args["path"] = c["path"][i]
+            if c["fd"][i] >= 0:
+                args["fd"] = c["fd"][i]
+            if c["offset"][i] >= 0:
+                args["offset"] = c["offset"][i]
+            if c["dev"][i]:
+                args["dev"] = c["dev"][i]
+            if c["queue"][i]:
+                args["queue_us"] = _us(c["queue"][i])
+            ts = _us(c["ts"][i] - t0)
+            name = c["op"][i]
+            if c["layer"][i] == LAYERS[BLOCK]:
+                async_id += 1
+                base = {"name": name, "cat": "block", "id": async_id, "pid": pid, "tid": tid}
+                emit({**base, "ph": "b", "ts": ts, "args": args})
+                emit({**base, "ph": "e", "ts": _us(c["ts"][i] + c["lat"][i] - t0)})
+            else:
+                emit(
+                    {
+                        "name": name,
+                        "cat": c["layer"][i],
+                        "ph": "X",
+                        "ts": ts,
+                        "dur": _us(c["lat"][i]),
+                        "pid": pid,
+                        "tid": tid,
+                        "args": args,
+                    }
+                )
+            rep.slices += 1
+        rep.events += chunk.n
+    for loss in cap.losses():
+        if sel.t_min is not None and loss.t_last < sel.t_min:
+            continue
+        if sel.t_max is not None and loss.t_first >= sel.t_max:
+            continue
+        emit(
+            {
+                "name": f"lost {loss.count} events",
+                "cat": "loss",
+                "ph": "i",
+                "s": "g",
+                "ts": _us(max(loss.t_first - t0, 0)),
+                "pid": 0,
+                "tid": 0,
+                "args": {
+                    "cpu": loss.cpu,
+                    "count": loss.count,
+                    "kind": loss.kind,
+                    "until_us": _us(max(loss.t_last - t0, 0)),
+                },
+            }
+        )
+        rep.instants += 1
+    for pid, comm in sorted(procs.items()):
+        emit({"name": "process_name", "ph": "M", "pid": pid, "tid": 0, "args": {"name": f"{comm} ({pid})"}})
+    for (pid, tid), comm in sorted(threads.items()):
+        emit({"name": "thread_name", "ph": "M", "pid": pid, "tid": tid, "args": {"name": f"{comm} ({tid})"}})
+    h = cap.header
+    other = {
+        "tool": "aether-rec",
+        "capture_id": h.get("capture_id"),
+        "hostname": h.get("hostname"),
+        "kernel": h.get("kernel"),
+        "start": iso_utc(start_real) if start_real is not None else None,
+        "start_ts_ns": t0,
+        "filter": sel.text,
+        "sampled_every": every,
+        "events_selected": matched,
+        "synthetic": bool(h.get("synthetic", False)),
+    }
+    out.write('\n],"displayTimeUnit":"ns","otherData":' + enc(other) + "}\n")
+    out.flush()
+    return rep
+
+
+# -- parquet --------------------------------------------------------------------------------------
+
+
+def _pyarrow() -> Any:
+    try:
+        import pyarrow  # noqa: F401
+        import pyarrow.parquet  # noqa: F401
+    except ImportError:
+        raise MissingDependencyError(
+            "parquet export needs pyarrow, which is not installed: pip install 'aether-rec[parquet]' "
+            "(or pip install pyarrow)"
+        ) from None
+    import pyarrow as pa
+
+    return pa
+
+
+def _arrow_schema(pa: Any, with_source: bool) -> Any:
+    fields = [pa.field("time", pa.timestamp("ns", tz="UTC"))]
+    for col in COLUMNS:
+        if col.is_str:
+            fields.append(pa.field(col.name, pa.dictionary(pa.int32(), pa.string())))
+        else:
+            fields.append(pa.field(col.name, pa.from_numpy_dtype(col.dtype)))
+    fields.append(pa.field("layer_name", pa.dictionary(pa.int32(), pa.string())))
+    fields.append(pa.field("op_name", pa.dictionary(pa.int32(), pa.string())))
+    if with_source:
+        fields.append(pa.field("source", pa.dictionary(pa.int32(), pa.string())))
+    return pa.schema(fields)
+
+
+def _dict_array(pa: Any, codes: np.ndarray, words: list[str]) -> Any:
+    return pa.DictionaryArray.from_arrays(pa.array(codes.astype(np.int32)), pa.array(words, pa.string()))
+
+
+def _enum_array(pa: Any, codes: np.ndarray, table: dict[int, str], prefix: str) -> Any:
+    uniq, inv = np.unique(codes, return_inverse=True)
+    words = [table.get(int(u), f"{prefix}{int(u)}") for u in uniq]
+    return _dict_array(pa, inv.reshape(-1), words)
+
+
+def export_parquet(cap: Capture, out: str | BinaryIO, sel: Selection) -> ExportReport:
+    pa = _pyarrow()
+    import pyarrow.parquet as pq
+
+    rep = ExportReport()
+    to_real = _to_real(cap)
+    with_source = False  # decided by the first chunk
+    writer = None
+    schema = None
+    meta = {
+        b"aether_rec": json.dumps(
+            {
+                "capture_id": cap.header.get("capture_id"),
+                "hostname": cap.header.get("hostname"),
+                "filter": sel.text,
+                "synthetic": bool(cap.header.get("synthetic", False)),
+            }
+        ).encode()
+    }
+    try:
+        for chunk in sel.chunks(cap):
+            if schema is None:
+                with_source = "source" in chunk.dicts
+                schema = _arrow_schema(pa, with_source).with_metadata(meta)
+                writer = pq.ParquetWriter(out, schema, compression="zstd")
+            arrays = [_time_array(pa, chunk, to_real)]
+            for col in COLUMNS:
+                if col.is_str:
+                    if col.name in chunk.dicts and col.name in chunk.columns:
+                        arrays.append(_dict_array(pa, chunk.columns[col.name], chunk.dicts[col.name]))
+                    else:
+                        arrays.append(_dict_array(pa, np.zeros(chunk.n, np.int32), [""]))
+                else:
+                    arrays.append(pa.array(chunk.column(col.name)))
+            arrays.append(_enum_array(pa, chunk.column("layer"), LAYERS, "layer"))
+            arrays.append(_enum_array(pa, chunk.column("op"), OPS, "op"))
+            if with_source:
+                if "source" in chunk.dicts:
+                    arrays.append(_dict_array(pa, chunk.columns["source"], chunk.dicts["source"]))
+                else:
+                    arrays.append(_dict_array(pa, np.zeros(chunk.n, np.int32), [""]))
+            assert writer is not None
+            writer.write_table(pa.Table.from_arrays(arrays, schema=schema))
+            rep.events += chunk.n
+        if writer is None:  # no events: still a valid, empty file
+            schema = _arrow_schema(pa, False).with_metadata(meta)
+            writer = pq.ParquetWriter(out, schema, compression="zstd")
+    finally:
+        if writer is not None:
+            writer.close()
+    return rep
+
+
+def _time_array(pa: Any, chunk: Chunk, to_real: Callable[[np.ndarray], np.ndarray] | None) -> Any:
+    ts = chunk.column("ts").astype(np.int64)
+    real = to_real(ts) if to_real is not None else ts
+    return pa.array(real, pa.timestamp("ns", tz="UTC"))

@@ -9,11 +9,16 @@ match are never decompressed; chunks it proves match entirely are copied without
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
+import numpy as np
+
+from aether_rec.format.chunk import Chunk, ChunkInfo
 from aether_rec.format.reader import Capture
 from aether_rec.format.writer import CaptureWriter
+from aether_rec.ops.rawcopy import RawChunks, copy_chunk, isolated
 from aether_rec.ops.window import Selection
 
 # Header fields the writer sets itself for every new capture.
@@ -36,6 +41,7 @@ class FilterReport:
     events_out: int = 0
     chunks_total: int = 0
     chunks_read: int = 0
+    chunks_copied: int = 0  # copied whole, without decoding
     losses_kept: int = 0
     losses_dropped: int = 0
     warnings: list[str] = field(default_factory=list)
@@ -107,7 +113,12 @@ def filter_capture(
             rows = cap.meta(name)
             if rows:
                 w.write_meta(name, rows)
-        for chunk in sel.chunks(cap):
+        for chunk, raw_info in _selected(cap, sel, w):
+            if raw_info is not None:
+                rep.events_out += raw_info.n
+                rep.chunks_copied += 1
+                continue
+            assert chunk is not None
             rep.events_out += chunk.n
             w.write_events(chunk)
         for loss in cap.losses():
@@ -122,3 +133,52 @@ def filter_capture(
     rep.chunks_read = sum(1 for i in infos if f.is_trivial or f.can_match(i))
     rep.warnings = list(cap.warnings)
     return rep
+
+
+def _selected(
+    cap: Capture, sel: Selection, w: CaptureWriter
+) -> Iterator[tuple[Chunk | None, ChunkInfo | None]]:
+    """The selected events in time order: decoded chunks to write, or (None, info) for a chunk
+    already copied to ``w`` whole. The copy path needs chunks that do not overlap in time and sit
+    in the file in time order (what a recorder writes); otherwise everything is decoded."""
+    f = sel.filter
+    infos = [i for i in cap.chunk_infos() if i.n]
+    raw = RawChunks(cap)
+    in_order = all(a.t_first <= b.t_first for a, b in zip(infos, infos[1:]))
+    if not raw.available or not in_order or not all(isolated(infos)):
+        for chunk in sel.chunks(cap):
+            yield chunk, None
+        return
+    wanted = [i for i in infos if f.can_match(i)]
+    whole = {i.offset for i in wanted if f.must_match(i)}
+    decode = {i.offset for i in wanted if i.offset not in whole}
+    decoded = cap.chunks(where=lambda i: i.offset in decode, ordered=False)
+    position = {i.offset: k for k, i in enumerate(infos)}
+    ahead: Chunk | None = None
+    try:
+        for info in wanted:
+            if info.offset in whole:
+                block = raw.block(info)
+                if block is not None:
+                    copy_chunk(w, block, info)
+                    yield None, info
+                    continue
+                # unreadable as a block: decode it, so the reader reports the damage
+                for chunk in cap.chunks(where=lambda i, o=info.offset: i.offset == o, ordered=False):  # type: ignore[misc]
+                    yield chunk, None
+                continue
+            if ahead is None:
+                ahead = next(decoded, None)
+            if ahead is None or ahead.info is None:
+                continue
+            if position[ahead.info.offset] > position[info.offset]:
+                continue  # the reader skipped this one (damaged) with a warning
+            chunk, ahead = ahead, None
+            mask = f.mask(chunk)
+            n = int(np.count_nonzero(mask))
+            if n == chunk.n:
+                yield chunk, None
+            elif n:
+                yield chunk.take(mask), None
+    finally:
+        raw.close()

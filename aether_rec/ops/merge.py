@@ -19,6 +19,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ from aether_rec.format.chunk import Chunk, ChunkInfo
 from aether_rec.format.reader import Capture
 from aether_rec.format.writer import CaptureWriter
 from aether_rec.ops.filter import derived_header, meta_tables
+from aether_rec.ops.rawcopy import RawChunks, copy_chunk, isolated_ranges
 from aether_rec.ops.units import parse_offset
 
 SAME_BOOT_NS = 1_000_000_000
@@ -55,6 +57,7 @@ class MergeInput:
 class MergeReport:
     inputs: list[MergeInput] = field(default_factory=list)
     events_out: int = 0
+    chunks_copied: int = 0  # copied whole, without decoding
     duplicate_chunks: int = 0
     duplicate_events: int = 0
     losses: int = 0
@@ -150,36 +153,52 @@ def plan(inputs: Sequence[MergeInput], *, align: bool = True, offsets: dict[int,
     return ref
 
 
-def _with_source(chunk: Chunk, source: str, shift: int) -> Chunk:
+def _with_source(chunk: Chunk, source: str, shift: int, add_source: bool) -> Chunk:
+    if not shift and (not add_source or "source" in chunk.columns):
+        return chunk
     cols = dict(chunk.columns)
     if shift:
         cols["ts"] = (chunk.column("ts").astype(np.int64) + shift).astype(np.uint64)
     dicts = dict(chunk.dicts)
-    if "source" not in cols:
+    if add_source and "source" not in cols:
         cols["source"] = np.zeros(chunk.n, dtype=np.uint32)
         dicts["source"] = [source]
     return Chunk(chunk.n, cols, dicts)
 
 
-def merge_chunks(inputs: Sequence[MergeInput], seen: set[tuple[Any, ...]] | None = None) -> Iterator[Chunk]:
-    """The events of every input, shifted and tagged, in global ts order, as chunks."""
-    seen = set() if seen is None else seen
-    iters: list[Iterator[Chunk] | None] = []
+def dedupe(inputs: Sequence[MergeInput]) -> list[list[ChunkInfo]]:
+    """Per input, the chunks to take: a chunk whose (capture id, summary) an earlier input
+    already has is counted as a duplicate and left out."""
+    seen: set[tuple[Any, ...]] = set()
+    out: list[list[ChunkInfo]] = []
     for inp in inputs:
         cid = inp.cap.header.get("capture_id")
-
-        def fresh(info: ChunkInfo, inp: MergeInput = inp, cid: Any = cid) -> bool:
+        keep = []
+        for info in inp.cap.chunk_infos():
+            if not info.n:
+                continue
             key = _chunk_key(cid, info)
             if key in seen:
                 inp.duplicate_chunks += 1
                 inp.duplicate_events += info.n
-                return False
+                continue
             seen.add(key)
-            return True
+            keep.append(info)
+        out.append(keep)
+    return out
 
-        # decide duplicates now, in input order, so the earlier input wins
-        allowed = {i.offset for i in inp.cap.chunk_infos() if i.n and fresh(i)}
-        iters.append(inp.cap.chunks(where=lambda i, a=allowed: i.offset in a))  # type: ignore[misc]
+
+def merge_chunks(
+    inputs: Sequence[MergeInput], allowed: Sequence[set[int]], add_source: bool = True
+) -> Iterator[Chunk]:
+    """The events of the ``allowed`` chunks (offsets, per input), shifted and tagged, in global
+    ts order, as chunks."""
+    iters: list[Iterator[Chunk] | None] = []
+    for inp, offsets in zip(inputs, allowed):
+        if not offsets:
+            iters.append(None)
+            continue
+        iters.append(inp.cap.chunks(where=lambda i, a=offsets: i.offset in a))  # type: ignore[misc]
     buffers: list[Chunk | None] = [None] * len(inputs)
 
     def refill(k: int) -> None:
@@ -190,7 +209,7 @@ def merge_chunks(inputs: Sequence[MergeInput], seen: set[tuple[Any, ...]] | None
                 iters[k] = None
                 return
             if nxt.n:
-                buffers[k] = _with_source(nxt, inputs[k].source, inputs[k].shift)
+                buffers[k] = _with_source(nxt, inputs[k].source, inputs[k].shift, add_source)
 
     while True:
         for k in range(len(inputs)):
@@ -198,7 +217,11 @@ def merge_chunks(inputs: Sequence[MergeInput], seen: set[tuple[Any, ...]] | None
         live = [k for k in range(len(inputs)) if buffers[k] is not None]
         if not live:
             return
-        open_ends = [int(buffers[k].column("ts")[-1]) for k in live if iters[k] is not None]  # type: ignore[union-attr]
+        open_ends = [
+            int(buffers[k].column("ts")[-1])  # type: ignore[union-attr]
+            for k in live
+            if iters[k] is not None
+        ]
         watermark = min(open_ends) if open_ends else None
         parts: list[Chunk] = []
         for k in live:
@@ -224,6 +247,40 @@ def merge_chunks(inputs: Sequence[MergeInput], seen: set[tuple[Any, ...]] | None
             if not bool(np.all(ts[:-1] <= ts[1:])):
                 out = out.take(np.argsort(ts, kind="stable"))
         yield out
+
+
+Segment = tuple[str, Any, Any]
+
+
+def segments(
+    inputs: Sequence[MergeInput], keep: Sequence[Sequence[ChunkInfo]], copyable: Sequence[bool]
+) -> list[Segment]:
+    """Cut the merged timeline into ``("copy", k, info)`` chunks, which overlap nothing and can be
+    copied whole, and ``("merge", allowed, None)`` runs that must be decoded and merged."""
+    entries = sorted(
+        (
+            (info.t_first + inputs[k].shift, info.t_last + inputs[k].shift, k, info)
+            for k in range(len(inputs))
+            for info in keep[k]
+        ),
+        key=lambda e: (e[0], e[2], e[3].offset),
+    )
+    alone = isolated_ranges([(e[0], e[1]) for e in entries])
+    out: list[Segment] = []
+    run: list[set[int]] | None = None
+    for (_, _, k, info), ok in zip(entries, alone):
+        if ok and copyable[k]:
+            if run is not None:
+                out.append(("merge", run, None))
+                run = None
+            out.append(("copy", k, info))
+        else:
+            if run is None:
+                run = [set() for _ in inputs]
+            run[k].add(info.offset)
+    if run is not None:
+        out.append(("merge", run, None))
+    return out
 
 
 def merge_captures(
@@ -270,7 +327,19 @@ def merge_captures(
     )
     header.pop("rotation", None)
     seen_rows: set[tuple[str, str]] = set()
-    with CaptureWriter(out, header, overwrite=overwrite) as w:
+    keep = dedupe(inputs)
+    carries = [bool((inp.cap.header.get("merge") or {}).get("source_column")) for inp in inputs]
+    add_source = len({inp.source for inp in inputs}) > 1 or any(carries)
+    header["merge"]["source_column"] = add_source
+    raws = [RawChunks(inp.cap) for inp in inputs]
+    # a chunk is copied whole when it needs no shift and no new column
+    copyable = [
+        raws[k].available and inp.shift == 0 and (not add_source or carries[k])
+        for k, inp in enumerate(inputs)
+    ]
+    with contextlib.ExitStack() as stack, CaptureWriter(out, header, overwrite=overwrite) as w:
+        for r in raws:
+            stack.callback(r.close)
         ref_domain = {k for k, inp in enumerate(inputs) if inp.shift == inputs[ref].shift}
         for inp in inputs:
             for name in meta_tables(inp.cap):
@@ -287,9 +356,21 @@ def merge_captures(
                         rows.append(tagged)
                 if rows:
                     w.write_meta(name, rows)
-        for chunk in merge_chunks(inputs):
-            rep.events_out += chunk.n
-            w.write_events(chunk)
+        for kind, a, b in segments(inputs, keep, copyable):
+            if kind == "copy":
+                block = raws[a].block(b)
+                if block is not None:
+                    copy_chunk(w, block, b)
+                    rep.events_out += b.n
+                    rep.chunks_copied += 1
+                    continue
+                allowed: list[set[int]] = [set() for _ in inputs]
+                allowed[a].add(b.offset)
+            else:
+                allowed = a
+            for chunk in merge_chunks(inputs, allowed, add_source):
+                rep.events_out += chunk.n
+                w.write_events(chunk)
         seen_losses: set[tuple[Any, ...]] = set()
         for inp in inputs:
             for loss in inp.cap.losses():

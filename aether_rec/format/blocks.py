@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import os
 import struct
 import zlib
 from collections.abc import Iterator
@@ -18,7 +19,12 @@ from typing import Any, BinaryIO
 import msgpack
 
 from aether_rec.errors import DamagedCaptureError, LimitError, NotACaptureError, VersionError
-from aether_rec.format.limits import MAX_BLOCK_PAYLOAD, MSGPACK_LIMITS
+from aether_rec.format.limits import (
+    MAX_BLOCK_PAYLOAD,
+    MSGPACK_LIMITS,
+    RESYNC_READ_FACTOR,
+    msgpack_limits,
+)
 
 MAGIC = b"\x89AIO\r\n\x1a\n"
 VERSION_MAJOR = 1
@@ -123,9 +129,19 @@ def _utf8_clean(obj: Any) -> Any:
 def unpack(data: bytes, what: str) -> Any:
     """Decode a msgpack document from a capture, with limits; damage -> DamagedCaptureError."""
     try:
-        return msgpack.unpackb(data, raw=False, strict_map_key=False, **MSGPACK_LIMITS)
+        return msgpack.unpackb(data, raw=False, strict_map_key=False, **msgpack_limits(len(data)))
     except (ValueError, msgpack.UnpackException, TypeError) as exc:
-        raise DamagedCaptureError(f"{what}: undecodable metadata ({exc})") from None
+        reason = str(exc) or ("nested too deeply" if isinstance(exc, msgpack.StackError)
+                              else type(exc).__name__)
+        raise DamagedCaptureError(f"{what}: undecodable metadata ({reason})") from None
+
+
+def checked_int(v: Any, what: str) -> int:
+    """An integer field read from a file: a msgpack int in the 64-bit range and nothing
+    else (no float, string or bool), so that later arithmetic cannot fail."""
+    if type(v) is not int or not -(1 << 63) <= v < (1 << 64):
+        raise DamagedCaptureError(f"field {what!r} is not an integer")
+    return v
 
 
 @dataclass
@@ -183,21 +199,32 @@ def scan(f: BinaryIO, offset: int, seekable: bool) -> Iterator[Block | Damage]:
 
     After damage (including an apparent truncation, which may be a damaged length
     field), a seekable file is searched forward for the next valid block
-    (resynchronisation); a stream stops at the first damage.
+    (resynchronisation); a stream stops at the first damage. The search reads at most
+    RESYNC_READ_FACTOR times the file's size in whole candidate blocks (plus one
+    maximal block), so that a file full of false block starts cannot take quadratic time.
     """
+    budget = [0]
+    if seekable:
+        here = f.tell()
+        budget[0] = RESYNC_READ_FACTOR * f.seek(0, os.SEEK_END) + MAX_BLOCK_PAYLOAD
+        f.seek(here)
     while True:
         try:
             block = read_block(f, offset)
         except EOFError:
             return
         except Damage as dmg:
-            nxt = _resync(f, dmg.offset + 1) if seekable else None
-            if nxt is not None and dmg.truncated:
+            nxt = _resync(f, dmg.offset + 1, budget) if seekable else None
+            if nxt is not None and nxt >= 0 and dmg.truncated:
                 # Not the end of the file after all: a damaged length field.
                 dmg = Damage(dmg.offset, "block length runs past the end of the file, yet "
                              "valid blocks follow (damaged length field)", truncated=False)
             yield dmg
             if nxt is None:
+                return
+            if nxt < 0:
+                yield Damage(-nxt, "too much damage: stopped searching for further blocks",
+                             truncated=True)
                 return
             offset = nxt
             f.seek(offset)
@@ -206,17 +233,33 @@ def scan(f: BinaryIO, offset: int, seekable: bool) -> Iterator[Block | Damage]:
         offset += block.length
 
 
-def _resync(f: BinaryIO, start: int) -> int | None:
-    """Offset of the next block at or after ``start`` whose framing and checksum verify."""
+def _resync(f: BinaryIO, start: int, budget: list[int]) -> int | None:
+    """Offset of the next block at or after ``start`` whose framing and checksum verify;
+    None at the end of the file; minus the offset reached when ``budget`` (bytes that
+    may still be read in whole candidate blocks) runs out."""
     window = 1 << 20
     pos = start
     while True:
         f.seek(pos)
-        buf = f.read(window + 4)
+        buf = f.read(window + BLOCK_HEAD.size)
         if len(buf) < BLOCK_OVERHEAD:
             return None
         candidates = sorted(i for t in KNOWN_TYPES for i in _find_all(buf, t) if i < window)
         for i in candidates:
+            if i + BLOCK_HEAD.size > len(buf):
+                break
+            _, length = BLOCK_HEAD.unpack_from(buf, i)
+            if length > MAX_BLOCK_PAYLOAD:
+                continue
+            # Cheap test first: the length repeated in the block's last field.
+            tail_at = pos + i + BLOCK_HEAD.size + length + 4
+            f.seek(tail_at)
+            tail = f.read(4)
+            if len(tail) < 4 or struct.unpack("<I", tail)[0] != length + BLOCK_OVERHEAD:
+                continue
+            budget[0] -= length + BLOCK_OVERHEAD
+            if budget[0] < 0:
+                return -(pos + i)
             f.seek(pos + i)
             try:
                 read_block(f, pos + i)

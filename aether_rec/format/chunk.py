@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from aether_rec.errors import DamagedCaptureError
+from aether_rec.format.blocks import checked_int
 from aether_rec.format.limits import MAX_SUMMARY_PIDS
 from aether_rec.schema import COLUMN_BY_NAME, Column
 
@@ -45,20 +47,20 @@ class ChunkInfo:
 
     @classmethod
     def from_summary(cls, s: Mapping[str, Any], offset: int, length: int) -> ChunkInfo:
-        pids = s.get("pids")
+        """From a chunk summary read from a file; malformed fields -> DamagedCaptureError."""
         return cls(
             offset=offset,
             length=length,
-            n=int(s["n"]),
-            t_first=int(s["t0"]),
-            t_last=int(s["t1"]),
-            lat_max=int(s.get("lat_max", 0)),
-            layers=int(s.get("layers", 0)),
-            ops=int(s.get("ops", 0)),
-            pid_min=int(s.get("pid_min", 0)),
-            pid_max=int(s.get("pid_max", 0)),
-            pids=[int(p) for p in pids] if isinstance(pids, list) else None,
-            raw=int(s.get("raw", 0)),
+            n=checked_int(s.get("n"), "n"),
+            t_first=checked_int(s.get("t0"), "t0"),
+            t_last=checked_int(s.get("t1"), "t1"),
+            lat_max=checked_int(s.get("lat_max", 0), "lat_max"),
+            layers=checked_int(s.get("layers", 0), "layers"),
+            ops=checked_int(s.get("ops", 0), "ops"),
+            pid_min=checked_int(s.get("pid_min", 0), "pid_min"),
+            pid_max=checked_int(s.get("pid_max", 0), "pid_max"),
+            pids=_pids(s.get("pids")),
+            raw=checked_int(s.get("raw", 0), "raw"),
         )
 
     def to_row(self) -> list[Any]:
@@ -70,13 +72,23 @@ class ChunkInfo:
 
     @classmethod
     def from_row(cls, row: Sequence[Any]) -> ChunkInfo:
-        pids = row[10]
-        v = [int(x) for x in row[:10]]
+        """From an index entry read from a file; malformed -> DamagedCaptureError."""
+        if not isinstance(row, list) or len(row) < 11:
+            raise DamagedCaptureError("index entry for a chunk is malformed")
+        v = [checked_int(x, "index entry") for x in row[:10]]
         return cls(
             v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9],
-            pids=[int(p) for p in pids] if isinstance(pids, list) else None,
-            raw=int(row[11]) if len(row) > 11 else 0,
+            pids=_pids(row[10]),
+            raw=checked_int(row[11], "raw") if len(row) > 11 else 0,
         )
+
+
+def _pids(v: Any) -> list[int] | None:
+    if v is None:
+        return None
+    if not isinstance(v, list) or len(v) > MAX_SUMMARY_PIDS:
+        raise DamagedCaptureError("chunk summary field 'pids' is malformed")
+    return [checked_int(p, "pids") for p in v]
 
 
 def _bitmask(codes: np.ndarray) -> int:

@@ -31,6 +31,7 @@ from aether_rec.format.blocks import (
     Block,
     Damage,
     check_preamble,
+    checked_int,
     parse_trailer,
     read_block,
     scan,
@@ -38,7 +39,7 @@ from aether_rec.format.blocks import (
 )
 from aether_rec.format.chunk import Chunk, ChunkInfo
 from aether_rec.format.columns import Codec, decode_chunk, read_summary
-from aether_rec.format.limits import MAX_INDEX_ENTRIES
+from aether_rec.format.limits import MAX_INDEX_ENTRIES, MAX_MERGE_BYTES
 from aether_rec.schema import COLUMN_BY_NAME
 
 
@@ -129,15 +130,17 @@ class Capture:
             index = unpack(block.payload, "index")
             chunks = [ChunkInfo.from_row(r) for r in _rows(index, "chunks")]
             losses = [
-                Loss(int(r[1]), int(r[2]), int(r[3]), int(r[4]), str(r[5]), int(r[0]))
+                Loss(checked_int(r[1], "index loss entry"), checked_int(r[2], "index loss entry"),
+                     checked_int(r[3], "index loss entry"), checked_int(r[4], "index loss entry"),
+                     str(r[5]), checked_int(r[0], "index loss entry"))
                 for r in _rows(index, "losses")
             ]
-            metas = [(int(r[0]), str(r[1])) for r in _rows(index, "meta")]
+            metas = [(checked_int(r[0], "index meta entry"), str(r[1])) for r in _rows(index, "meta")]
         except (Damage, DamagedCaptureError, TypeError, ValueError, IndexError, KeyError) as exc:
             self._warn(f"index unusable ({exc}); reading by scanning")
             return False
-        for c in chunks:
-            if not self._first_block <= c.offset < offset or c.offset + c.length > offset:
+        for where, length in [(c.offset, c.length) for c in chunks] + [(m[0], 16) for m in metas]:
+            if not self._first_block <= where < offset or where + length > offset:
                 self._warn("index points outside the file; reading by scanning")
                 return False
         self._chunks, self._losses, self._metas = chunks, losses, metas
@@ -150,10 +153,10 @@ class Capture:
         chunks: list[ChunkInfo] = []
         losses: list[Loss] = []
         metas: list[tuple[int, str]] = []
+        kept = 0
         self._f.seek(self._first_block)
         for item in scan(self._f, self._first_block, seekable=True):
             if isinstance(item, Damage):
-                kept = sum(c.n for c in chunks)
                 self._warn(
                     f"{item.reason} at offset {item.offset}; "
                     + ("dropped it" if item.truncated else "skipped it")
@@ -164,8 +167,9 @@ class Capture:
                 if item.type == CHNK:
                     summary, _ = read_summary(item.payload)
                     chunks.append(ChunkInfo.from_summary(summary, item.offset, item.length))
+                    kept += chunks[-1].n
                 elif item.type == LOSS:
-                    losses.append(_loss(unpack(item.payload, "loss block"), item.offset))
+                    losses.append(parse_loss(unpack(item.payload, "loss block"), item.offset))
                 elif item.type == META:
                     doc = unpack(item.payload, "meta block")
                     self._scanned_meta[item.offset] = doc
@@ -276,11 +280,23 @@ class Capture:
             return
         infos.sort(key=lambda c: (c.t_first, c.offset))
         pending: Chunk | None = None
+        merge_warned = False
         for i, info in enumerate(infos):
             watermark = infos[i + 1].t_first if i + 1 < len(infos) else None
             chunk = self._decode(info, columns)
             if chunk is None:
                 continue
+            if pending is not None and _nbytes(pending) + _nbytes(chunk) > MAX_MERGE_BYTES:
+                # Bounded memory before exact order: a capture whose chunks overlap in
+                # time by more than this (hostile, or an I/O stuck for very long) comes
+                # out in order only piecewise from here.
+                if not merge_warned:
+                    merge_warned = True
+                    self._warn(f"chunks overlap in time by more than {MAX_MERGE_BYTES >> 20} MB of "
+                               f"events; from offset {info.offset} events are in time order "
+                               "only piecewise", hard=False)
+                yield pending
+                pending = None
             if pending is None and (watermark is None or info.t_last < watermark):
                 yield chunk
                 continue
@@ -311,6 +327,9 @@ class Capture:
         return chunk
 
     def _block_at(self, offset: int, btype: bytes) -> Block | None:
+        if not self._first_block <= offset < self.size:
+            self._warn(f"block offset {offset} is outside the file; skipped it")
+            return None
         self._f.seek(offset)
         try:
             block = read_block(self._f, offset)
@@ -394,7 +413,7 @@ class Capture:
                 info = ChunkInfo.from_summary(summary, block.offset, block.length)
                 yield decode_chunk(block.payload, info, self._codecs)
             elif block.type == LOSS:
-                yield _loss(unpack(block.payload, "loss block"), block.offset)
+                yield parse_loss(unpack(block.payload, "loss block"), block.offset)
             elif block.type in (INDX, TRLR):
                 return
 
@@ -424,15 +443,20 @@ def _rows(index: Any, key: str) -> list[Any]:
     return rows
 
 
-def _loss(doc: Any, offset: int) -> Loss:
+def parse_loss(doc: Any, offset: int) -> Loss:
+    """A LOSS block's document, checked field by field."""
     if not isinstance(doc, dict):
         raise DamagedCaptureError("loss block is not a map")
-    return Loss(int(doc["cpu"]), int(doc["count"]), int(doc["t0"]), int(doc["t1"]),
-                str(doc.get("kind", "")), offset)
+    cpu, count, t0, t1 = (checked_int(doc.get(k), f"loss {k}") for k in ("cpu", "count", "t0", "t1"))
+    return Loss(cpu, count, t0, t1, str(doc.get("kind", "")), offset)
 
 
 def _i64(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and -(1 << 63) <= v < 1 << 63
+
+
+def _nbytes(chunk: Chunk) -> int:
+    return sum(a.nbytes for a in chunk.columns.values())
 
 
 def _is_str(name: str) -> bool:

@@ -93,7 +93,7 @@ def format_info(d: dict[str, Any]) -> str:
     """The text form of ``capture_info``."""
 
     def row(k: str, v: Any) -> str:
-        return f"{k + ':':<22}{v}"
+        return f"{k + ':':<22}{printable(str(v))}"
 
     lines = [
         row("File", d["file"]),
@@ -112,8 +112,9 @@ def format_info(d: dict[str, Any]) -> str:
         row("Created", d["created"]),
     ]
     if d.get("hooks"):
+        hooks_list = d["hooks"] if isinstance(d["hooks"], list) else [d["hooks"]]
         hooks = ", ".join(
-            str(h.get("hook", h)) if isinstance(h, dict) else str(h) for h in d["hooks"]
+            str(h.get("hook", h)) if isinstance(h, dict) else str(h) for h in hooks_list
         )
         lines.append(row("Hooks", hooks))
     if d.get("filters"):
@@ -144,6 +145,14 @@ def format_info(d: dict[str, Any]) -> str:
         lines.append(row("Verify", "ok: every checksum and chunk checks out" if v["ok"] else "FAILED"))
         lines += [f"  {p}" for p in v["problems"]]
     return "\n".join(lines)
+
+
+def printable(text: str) -> str:
+    """``text`` with control characters (terminal escapes, newlines, NUL...) shown as
+    escapes: header strings come from the file, which may be hostile."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
 
 
 def _cmdline(cmd: Any) -> str:

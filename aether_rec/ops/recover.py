@@ -25,6 +25,7 @@ from aether_rec.format.blocks import (
 )
 from aether_rec.format.chunk import ChunkInfo
 from aether_rec.format.columns import read_summary
+from aether_rec.format.reader import parse_loss
 from aether_rec.format.writer import CaptureWriter
 
 
@@ -87,8 +88,8 @@ def _copy(item: Any, writer: CaptureWriter, report: RecoverReport) -> None:
             report.chunks += 1
             report.events += info.n
         elif item.type == LOSS:
-            d = unpack(item.payload, "loss block")
-            writer.write_loss(d["cpu"], d["count"], d["t0"], d["t1"], d.get("kind", ""))
+            loss = parse_loss(unpack(item.payload, "loss block"), item.offset)
+            writer.write_loss(loss.cpu, loss.count, loss.t_first, loss.t_last, loss.kind)
             report.losses += 1
         elif item.type == META:
             d = unpack(item.payload, "meta block")

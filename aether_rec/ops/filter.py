@@ -18,6 +18,7 @@ import numpy as np
 from aether_rec.format.chunk import Chunk, ChunkInfo
 from aether_rec.format.reader import Capture
 from aether_rec.format.writer import CaptureWriter
+from aether_rec.ops.pipeline import prefetch
 from aether_rec.ops.rawcopy import RawChunks, copy_chunk, isolated
 from aether_rec.ops.window import Selection
 
@@ -146,13 +147,14 @@ def _selected(
     raw = RawChunks(cap)
     in_order = all(a.t_first <= b.t_first for a, b in zip(infos, infos[1:]))
     if not raw.available or not in_order or not all(isolated(infos)):
-        for chunk in sel.chunks(cap):
+        for chunk in prefetch(sel.chunks(cap)):
             yield chunk, None
         return
     wanted = [i for i in infos if f.can_match(i)]
     whole = {i.offset for i in wanted if f.must_match(i)}
     decode = {i.offset for i in wanted if i.offset not in whole}
-    decoded = cap.chunks(where=lambda i: i.offset in decode, ordered=False)
+    # decoded in a helper thread (it owns the capture's file); raw blocks come through RawChunks' own
+    decoded = prefetch(cap.chunks(where=lambda i: i.offset in decode, ordered=False))
     position = {i.offset: k for k, i in enumerate(infos)}
     ahead: Chunk | None = None
     try:
@@ -163,9 +165,8 @@ def _selected(
                     copy_chunk(w, block, info)
                     yield None, info
                     continue
-                # unreadable as a block: decode it, so the reader reports the damage
-                for chunk in cap.chunks(where=lambda i, o=info.offset: i.offset == o, ordered=False):  # type: ignore[misc]
-                    yield chunk, None
+                # a damaged block: skipped with a warning, as the reader does
+                cap.warnings.append(f"{cap.name}: chunk at offset {info.offset} is damaged; skipped it")
                 continue
             if ahead is None:
                 ahead = next(decoded, None)
@@ -181,4 +182,5 @@ def _selected(
             elif n:
                 yield chunk.take(mask), None
     finally:
+        decoded.close()  # stops the helper thread if we leave early
         raw.close()

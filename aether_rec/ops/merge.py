@@ -32,10 +32,12 @@ from aether_rec.format.chunk import Chunk, ChunkInfo
 from aether_rec.format.reader import Capture
 from aether_rec.format.writer import CaptureWriter
 from aether_rec.ops.filter import derived_header, meta_tables
+from aether_rec.ops.pipeline import prefetch
 from aether_rec.ops.rawcopy import RawChunks, copy_chunk, isolated_ranges
 from aether_rec.ops.units import parse_offset
 
 SAME_BOOT_NS = 1_000_000_000
+PREFETCH_INPUTS = 8
 
 
 @dataclass
@@ -198,7 +200,9 @@ def merge_chunks(
         if not offsets:
             iters.append(None)
             continue
-        iters.append(inp.cap.chunks(where=lambda i, a=offsets: i.offset in a))  # type: ignore[misc]
+        it = inp.cap.chunks(where=lambda i, a=offsets: i.offset in a)  # type: ignore[misc]
+        # a helper thread per input decompresses ahead (bounded: one chunk each)
+        iters.append(prefetch(it, depth=1) if len(inputs) <= PREFETCH_INPUTS else it)
     buffers: list[Chunk | None] = [None] * len(inputs)
 
     def refill(k: int) -> None:

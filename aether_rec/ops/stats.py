@@ -30,6 +30,7 @@ from aether_rec.ops.histogram import (
     group_slices,
     relative_error,
 )
+from aether_rec.ops.pipeline import prefetch
 from aether_rec.ops.units import iso_utc
 from aether_rec.schema import FLAGS, LAYER_CODE, dev_name, layer_name, op_name
 
@@ -77,9 +78,21 @@ class _Input:
     infos: list[ChunkInfo]
     has_clock: bool
     source: str
+    pairs: np.ndarray | None = None  # (mono, real) clock pairs, read once
 
     def to_real(self, mono: np.ndarray) -> np.ndarray:
-        return np.asarray(self.cap.mono_to_real(mono.astype(np.int64)), dtype=np.int64)
+        """Wall-clock ns, as Capture.mono_to_real, from pairs read once (no file access: safe
+        while a helper thread reads chunks)."""
+        if self.pairs is None:
+            self.pairs = self.cap.clock_pairs()
+        pairs = self.pairs
+        arr = np.asarray(mono).astype(np.int64)
+        if len(pairs) == 0:
+            return arr
+        if len(pairs) == 1:
+            return arr + int(pairs[0, 1] - pairs[0, 0])
+        off = pairs[:, 1] - pairs[:, 0]
+        return arr + np.interp(arr, pairs[:, 0], off).astype(np.int64)
 
 
 def _source_name(cap: Capture) -> str:
@@ -387,7 +400,8 @@ def compute(
     inputs: list[_Input] = []
     for k, cap in enumerate(caps):
         infos = [i for i in cap.chunk_infos() if i.n and filters[k].can_match(i)]
-        inputs.append(_Input(k, cap, infos, len(cap.clock_pairs()) > 0, _source_name(cap)))
+        pairs = cap.clock_pairs()
+        inputs.append(_Input(k, cap, infos, len(pairs) > 0, _source_name(cap), pairs))
     use_real = all(inp.has_clock for inp in inputs)
     acc = _Acc(opts, GroupedHistograms(opts.precision))
     acc.queue = Histogram(opts.precision)
@@ -412,7 +426,8 @@ def compute(
     # Decompression dominates the cost of a chunk, and decoding every column costs little more
     # than decoding a few: decode all, so the --top rows are taken while the chunk is at hand.
     columns = None
-    for inp, chunk, watermark in interleave(inputs, columns, to_real=bool(opts.interval_ns)):
+    # a helper thread decompresses the next chunks while this one is analysed
+    for inp, chunk, watermark in prefetch(interleave(inputs, columns, to_real=bool(opts.interval_ns))):
         info = chunk.info
         where = filters[inp.index]
         if not where.is_trivial and not (info is not None and where.must_match(info)):

@@ -1,0 +1,54 @@
+"""The prefetching helper thread and the overlap test that decides what is copied whole."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from aether_rec.ops.pipeline import prefetch
+from aether_rec.ops.rawcopy import isolated_ranges
+
+
+def test_prefetch_yields_everything_in_order() -> None:
+    assert list(prefetch(iter(range(1000)), depth=3)) == list(range(1000))
+
+
+def test_prefetch_reraises_and_stops_early() -> None:
+    def boom() -> Iterator[int]:
+        yield 1
+        raise ValueError("bad chunk")
+
+    with pytest.raises(ValueError, match="bad chunk"):
+        list(prefetch(boom()))
+    produced = []
+
+    def endless() -> Iterator[int]:
+        i = 0
+        while True:
+            produced.append(i)
+            yield i
+            i += 1
+
+    before = threading.active_count()
+    g = prefetch(endless(), depth=2)
+    assert next(g) == 0
+    g.close()
+    assert threading.active_count() == before  # the helper is gone
+    assert len(produced) <= 5  # bounded read-ahead
+
+
+@pytest.mark.parametrize(
+    "ranges,want",
+    [
+        ([], []),
+        ([(0, 10)], [True]),
+        ([(0, 10), (11, 20), (21, 30)], [True, True, True]),
+        ([(0, 10), (10, 20)], [False, False]),  # a shared instant counts as overlap
+        ([(0, 100), (5, 6), (50, 60), (101, 110)], [False, False, False, True]),
+        ([(0, 5), (6, 50), (7, 8), (60, 70)], [True, False, False, True]),
+    ],
+)
+def test_isolated_ranges(ranges: list[tuple[int, int]], want: list[bool]) -> None:
+    assert isolated_ranges(ranges) == want

@@ -129,9 +129,9 @@ PROCS = [
     {"pid": 4410, "ppid": 4400, "comm": "rsync", "cmdline": "rsync -a /srv/db /backup/"},
 ]
 DEVICES = [{"dev": VDA, "name": "vda"}, {"dev": NVME, "name": "nvme0n1"}]
-FDS = [
-    {"pid": 2201, "fd": 7, "path": "/var/lib/postgresql/16/main/base/16384/2619", "flags": 0o140002},
-    {"pid": 1830, "fd": 12, "path": "/var/log/nginx/access.log", "flags": 0o2001},
+FDS = [  # flags: the event flag bits the open flags imply (O_DIRECT -> direct)
+    {"pid": 2201, "fd": 7, "path": "/var/lib/postgresql/16/main/base/16384/2619", "flags": DIRECT},
+    {"pid": 1830, "fd": 12, "path": "/var/log/nginx/access.log", "flags": 0},
 ]
 
 

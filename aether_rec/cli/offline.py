@@ -189,8 +189,10 @@ def stats(
     exprs = _expressions(kw)
     since, until = kw.pop("since", None), kw.pop("until", None)
     with open_captures(files, strict=strict) as caps:
-        filters = [select(cap, exprs, since, until).filter for cap in caps]
+        sels = [select(cap, exprs, since, until) for cap in caps]
+        filters = [sel.filter for sel in sels]
         opts = StatsOptions(
+            filter_text=sels[0].text if sels else None,
             by=by_cols,
             interval_ns=interval_ns,
             top=top,

@@ -96,7 +96,10 @@ def export_perfetto(
     sample: bool = False,
 ) -> ExportReport:
     rep = ExportReport()
-    matched = count_matches(cap, sel)
+    f = sel.filter
+    upper = sum(i.n for i in cap.chunk_infos() if i.n and (f.is_trivial or f.can_match(i)))
+    # count exactly (a decoding pass) only when the index alone cannot rule out the cap
+    matched = upper if upper <= max_events else count_matches(cap, sel)
     rep.matched = matched
     every = 1
     if matched > max_events:
@@ -211,7 +214,7 @@ def export_perfetto(
         "start_ts_ns": t0,
         "filter": sel.text,
         "sampled_every": every,
-        "events_selected": matched,
+        "events_selected": matched if every > 1 else rep.events,
         "synthetic": bool(h.get("synthetic", False)),
     }
     out.write('\n],"displayTimeUnit":"ns","otherData":' + enc(other) + "}\n")

@@ -390,7 +390,11 @@ def merge_captures(
                     continue
                 seen_losses.add(lkey)
                 w.write_loss(
-                    loss.cpu, loss.count, loss.t_first + inp.shift, loss.t_last + inp.shift, loss.kind
+                    loss.cpu,
+                    loss.count,
+                    max(0, loss.t_first + inp.shift),
+                    max(0, loss.t_last + inp.shift),
+                    loss.kind,
                 )
                 rep.losses += 1
     rep.duplicate_chunks = sum(i.duplicate_chunks for i in inputs)

@@ -51,6 +51,7 @@ class StatsOptions:
     where: Filter = MATCH_ALL
     max_groups: int = 1000
     precision: int = DEFAULT_PRECISION
+    filter_text: str | None = None  # how to show the selection (default: the expression's text)
 
 
 def check_by(by: Sequence[str]) -> list[str]:
@@ -599,7 +600,7 @@ def _document(acc: _Acc, inputs: Sequence[_Input], use_real: bool) -> dict[str, 
             }
             for inp in inputs
         ],
-        "filter": None if opts.where.is_trivial else opts.where.text,
+        "filter": opts.filter_text or (None if opts.where.is_trivial else opts.where.text),
         "clock": "realtime" if use_real else "monotonic",
         "span": {
             "start": iso_utc(acc.first_ts) if use_real else None,

@@ -529,6 +529,7 @@ def exercise(path: str) -> Outcome:
     from aether_rec.ops.recover import recover
 
     warned = False
+    first: list[str] = []
     try:
         with Capture(path) as cap:
             infos = cap.chunk_infos()
@@ -547,6 +548,7 @@ def exercise(path: str) -> Outcome:
             format_info(d)
             json.dumps(d, default=str)
             warned = bool(cap.warnings or problems or d["warnings"])
+            first = (cap.warnings + problems)[:1]
             del infos
         with Capture(path, strict=True) as cap:
             cap.chunk_infos()
@@ -565,7 +567,7 @@ def exercise(path: str) -> Outcome:
         return Outcome("crash", "MemoryError\n" + traceback.format_exc(limit=8))
     except Exception:
         return Outcome("crash", traceback.format_exc(limit=12))
-    return Outcome("partial" if warned else "ok")
+    return Outcome("partial", first[0][:300]) if warned else Outcome("ok")
 
 
 def vm_hwm_kb() -> int:
@@ -763,8 +765,9 @@ def _summ(n: int, raw: int, **kw: Any) -> dict[str, Any]:
     return s
 
 
-def bombs() -> list[tuple[str, bytes, int]]:
-    """(name, capture bytes, memory budget in MB) for each crafted bomb."""
+def bombs(heavy: bool = False) -> Iterator[tuple[str, bytes, int]]:
+    """(name, capture bytes, memory budget in MB) for each crafted bomb; ``heavy`` adds
+    those that take seconds and up to a GB (within the limits) to run."""
     gb10 = 10 << 30
     zc = zstandard.ZstdCompressor(level=3, write_content_size=True)
     out: list[tuple[str, bytes, int]] = []
@@ -812,6 +815,15 @@ def bombs() -> list[tuple[str, bytes, int]]:
     out.append(("msgpack 1000 nested arrays each declaring 10**6 items",
                 preamble() + reframe(HEAD, b"\xdd\x00\x0f\x42\x40" * 1000), 300))
 
+    # Chunks that all overlap in time: ordered reading holds events back to sort them,
+    # up to MAX_MERGE_BYTES, then gives up exact order (with a warning).
+    n = 4 * 1024 * 1024
+    body = _body([{"name": "ts", "type": "<u8", "enc": "delta", "first": 0, "base": 200, "w": 0,
+                   "size": 0}])
+    blk = _chunk_block(_summ(n, len(body), t1=200 * (n - 1)), zc.compress(body))
+    if heavy:
+        out.append(("12 chunks of 4M events overlapping in time", _capture_with([blk] * 12), 1200))
+
     # Resynchronisation storm: 4 MB of block starts whose length fields agree but
     # whose checksums do not, each pointing far ahead.
     n = 4 << 20
@@ -822,16 +834,16 @@ def bombs() -> list[tuple[str, bytes, int]]:
         storm[pos : pos + 8] = BLOCK_HEAD.pack(CHNK, length)
     out.append(("resynchronisation storm (4 MB of false block starts)",
                 _capture_with([bytes(storm)]), 300))
-    return out
+    return iter(out)
 
 
-def run_bombs() -> None:
+def run_bombs(heavy: bool = False) -> None:
     """Run every bomb here, one JSON line each (run in a fresh process: VmHWM is ours)."""
     resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))
     tmp = tempfile.mkdtemp(prefix="aether-bombs-")
     path = os.path.join(tmp, "bomb.aio")
     try:
-        for name, data, budget in bombs():
+        for name, data, budget in bombs(heavy):
             with open(path, "wb") as f:
                 f.write(data)
             del data
@@ -860,8 +872,8 @@ def dump_case(seed: int, case: int, path: str) -> str:
 if __name__ == "__main__":
     if len(sys.argv) == 5 and sys.argv[1] == "worker":
         worker(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
-    elif sys.argv[1:] == ["bombs"]:
-        run_bombs()
+    elif sys.argv[1:2] == ["bombs"]:
+        run_bombs(heavy=sys.argv[2:] == ["--heavy"])
     else:
         sys.exit("usage: python -m aether_rec.fuzz worker CORPUS_DIR SEED AS_LIMIT "
                  "(see bench/fuzz_captures.py)")

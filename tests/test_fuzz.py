@@ -17,6 +17,7 @@ import sys
 from typing import Any
 
 import msgpack
+import numpy as np
 import pytest
 
 from aether_rec.errors import CaptureError
@@ -198,3 +199,27 @@ def test_clean_error_class_for_a_non_capture(tmp_path: Any) -> None:
     p.write_bytes(b"GIF89a" + b"\0" * 100)
     with pytest.raises(CaptureError):
         Capture(str(p))
+
+
+def test_ordered_reading_caps_what_it_holds_back(monkeypatch: Any) -> None:
+    """Chunks that all overlap in time: past MAX_MERGE_BYTES held back, the reader yields
+    what it holds (order becomes piecewise, with a warning) instead of growing without
+    bound. (The full-size version is in ``python -m aether_rec.fuzz bombs --heavy``.)"""
+    import aether_rec.format.reader as reader_mod
+    from aether_rec.format.chunk import Chunk
+    from aether_rec.format.writer import CaptureWriter
+
+    monkeypatch.setattr(reader_mod, "MAX_MERGE_BYTES", 64 * 1024)
+    buf = io.BytesIO()
+    with CaptureWriter(buf, {}) as w:
+        for k in range(10):
+            ts = np.arange(k, 10_000_000, 2500, dtype=np.uint64)  # every chunk spans it all
+            w.write_chunk(Chunk.from_columns({"ts": ts, "lat": np.ones(len(ts), np.uint64)}))
+    with Capture(io.BytesIO(buf.getvalue())) as cap:
+        sizes = [c.n for c in cap.chunks()]
+        assert sum(sizes) == cap.n_events
+        assert any("overlap in time" in w for w in cap.warnings)
+    monkeypatch.setattr(reader_mod, "MAX_MERGE_BYTES", 1 << 30)
+    with Capture(io.BytesIO(buf.getvalue())) as cap:
+        ts = np.concatenate([c.column("ts") for c in cap.chunks()])
+        assert bool(np.all(ts[1:] >= ts[:-1])) and not cap.warnings

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import struct
+from pathlib import Path
 from typing import Any
 
 import hypothesis.extra.numpy as hnp
@@ -287,11 +288,14 @@ def test_overlong_event_string_is_refused() -> None:
         write([{"ts": np.zeros(1, np.uint64), "path": np.array(["x" * (MAX_STR_LEN + 1)], object)}])
 
 
-def test_header_beyond_limits_is_refused_before_writing() -> None:
+def test_header_beyond_limits_is_refused_before_writing(tmp_path: Path) -> None:
     out = io.BytesIO()
     with pytest.raises(LimitError, match="header"):
         CaptureWriter(out, {"note": "x" * 20000})
     assert out.getvalue() == b""
+    with pytest.raises(LimitError, match="header"):
+        CaptureWriter(tmp_path / "a.aio", {"note": "x" * 20000})
+    assert not (tmp_path / "a.aio").exists()  # not even created
 
 
 def test_metadata_strings_are_clipped_and_big_tables_split(monkeypatch: pytest.MonkeyPatch) -> None:

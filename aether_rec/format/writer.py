@@ -96,17 +96,17 @@ class CaptureWriter:
         if not 1 <= chunk_events <= MAX_CHUNK_EVENTS:
             raise ValueError(f"chunk_events must be 1..{MAX_CHUNK_EVENTS}")
         self._codec: Codec = get_codec(codec)
+        self.header: dict[str, Any] = base_header()
+        self.header.update(header or {})
+        self.header["codec"] = self._codec.name
+        self.header["columns"] = schema_for_header()
+        head = frame(HEAD, pack(self.header, "header"))  # LimitError before creating the output
         self._owns = not hasattr(out, "write")
         self._f: BinaryIO = open_output(out, overwrite) if self._owns else out  # type: ignore[arg-type,assignment]
         self.name = str(out) if self._owns else getattr(out, "name", "<stream>")
         self.chunk_events = chunk_events
         self.chunk_bytes = chunk_bytes
         self.chunk_age = chunk_age
-        self.header: dict[str, Any] = base_header()
-        self.header.update(header or {})
-        self.header["codec"] = self._codec.name
-        self.header["columns"] = schema_for_header()
-        head = frame(HEAD, pack(self.header, "header"))  # LimitError before writing anything
         self.bytes_written = 0
         self.events_written = 0
         self.lost = 0

@@ -52,3 +52,23 @@ def test_prefetch_reraises_and_stops_early() -> None:
 )
 def test_isolated_ranges(ranges: list[tuple[int, int]], want: list[bool]) -> None:
     assert isolated_ranges(ranges) == want
+
+
+def test_background_writer_keeps_order_and_reports_errors() -> None:
+    from aether_rec.ops.pipeline import BackgroundWriter
+
+    seen: list[int] = []
+    with BackgroundWriter() as bw:
+        for i in range(100):
+            bw.submit(lambda i=i: seen.append(i))
+    assert seen == list(range(100))
+
+    def fail() -> None:
+        raise OSError("disk full")
+
+    bw = BackgroundWriter()
+    bw.submit(fail)
+    with pytest.raises(OSError, match="disk full"):
+        for i in range(50):
+            bw.submit(lambda i=i: seen.append(i))
+        bw.close()

@@ -8,6 +8,7 @@ match are never decompressed; chunks it proves match entirely are copied without
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ import numpy as np
 from aether_rec.format.chunk import Chunk, ChunkInfo
 from aether_rec.format.reader import Capture
 from aether_rec.format.writer import CaptureWriter
-from aether_rec.ops.pipeline import prefetch
+from aether_rec.ops.pipeline import BackgroundWriter, prefetch
 from aether_rec.ops.rawcopy import RawChunks, copy_chunk, isolated
 from aether_rec.ops.window import Selection
 
@@ -114,14 +115,18 @@ def filter_capture(
             rows = cap.meta(name)
             if rows:
                 w.write_meta(name, rows)
-        for chunk, raw_info in _selected(cap, sel, w):
-            if raw_info is not None:
-                rep.events_out += raw_info.n
-                rep.chunks_copied += 1
-                continue
-            assert chunk is not None
-            rep.events_out += chunk.n
-            w.write_events(chunk)
+        # compression runs on a helper thread while the next chunk is selected
+        with BackgroundWriter() as bw:
+            for chunk, raw in _selected(cap, sel):
+                if raw is not None:
+                    info, block = raw
+                    bw.submit(functools.partial(copy_chunk, w, block, info))
+                    rep.events_out += info.n
+                    rep.chunks_copied += 1
+                    continue
+                assert chunk is not None
+                bw.submit(functools.partial(w.write_events, chunk))
+                rep.events_out += chunk.n
         for loss in cap.losses():
             inside = (sel.t_min is None or loss.t_last >= sel.t_min) and (
                 sel.t_max is None or loss.t_first < sel.t_max
@@ -136,11 +141,9 @@ def filter_capture(
     return rep
 
 
-def _selected(
-    cap: Capture, sel: Selection, w: CaptureWriter
-) -> Iterator[tuple[Chunk | None, ChunkInfo | None]]:
-    """The selected events in time order: decoded chunks to write, or (None, info) for a chunk
-    already copied to ``w`` whole. The copy path needs chunks that do not overlap in time and sit
+def _selected(cap: Capture, sel: Selection) -> Iterator[tuple[Chunk | None, tuple[ChunkInfo, bytes] | None]]:
+    """The selected events in time order: decoded chunks to write, or (None, (info, block)) for
+    a chunk to copy whole. The copy path needs chunks that do not overlap in time and sit
     in the file in time order (what a recorder writes); otherwise everything is decoded."""
     f = sel.filter
     infos = [i for i in cap.chunk_infos() if i.n]
@@ -162,8 +165,7 @@ def _selected(
             if info.offset in whole:
                 block = raw.block(info)
                 if block is not None:
-                    copy_chunk(w, block, info)
-                    yield None, info
+                    yield None, (info, block)
                     continue
                 # a damaged block: skipped with a warning, as the reader does
                 cap.warnings.append(f"{cap.name}: chunk at offset {info.offset} is damaged; skipped it")

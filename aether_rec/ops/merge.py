@@ -20,6 +20,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -32,7 +33,7 @@ from aether_rec.format.chunk import Chunk, ChunkInfo
 from aether_rec.format.reader import Capture
 from aether_rec.format.writer import CaptureWriter
 from aether_rec.ops.filter import derived_header, meta_tables
-from aether_rec.ops.pipeline import prefetch
+from aether_rec.ops.pipeline import BackgroundWriter, prefetch
 from aether_rec.ops.rawcopy import RawChunks, copy_chunk, isolated_ranges
 from aether_rec.ops.units import parse_offset
 
@@ -360,21 +361,23 @@ def merge_captures(
                         rows.append(tagged)
                 if rows:
                     w.write_meta(name, rows)
-        for kind, a, b in segments(inputs, keep, copyable):
-            if kind == "copy":
-                block = raws[a].block(b)
-                if block is not None:
-                    copy_chunk(w, block, b)
-                    rep.events_out += b.n
-                    rep.chunks_copied += 1
-                    continue
-                allowed: list[set[int]] = [set() for _ in inputs]
-                allowed[a].add(b.offset)
-            else:
-                allowed = a
-            for chunk in merge_chunks(inputs, allowed, add_source):
-                rep.events_out += chunk.n
-                w.write_events(chunk)
+        # compression runs on a helper thread while the next batch is merged
+        with BackgroundWriter() as bw:
+            for kind, a, b in segments(inputs, keep, copyable):
+                if kind == "copy":
+                    block = raws[a].block(b)
+                    if block is not None:
+                        bw.submit(functools.partial(copy_chunk, w, block, b))
+                        rep.events_out += b.n
+                        rep.chunks_copied += 1
+                        continue
+                    allowed: list[set[int]] = [set() for _ in inputs]
+                    allowed[a].add(b.offset)
+                else:
+                    allowed = a
+                for chunk in merge_chunks(inputs, allowed, add_source):
+                    rep.events_out += chunk.n
+                    bw.submit(functools.partial(w.write_events, chunk))
         seen_losses: set[tuple[Any, ...]] = set()
         for inp in inputs:
             for loss in inp.cap.losses():

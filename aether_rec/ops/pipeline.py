@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Generator, Iterator
-from typing import TypeVar
+from collections.abc import Callable, Generator, Iterator
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -61,3 +61,53 @@ def prefetch(source: Iterator[T], depth: int = 2) -> Generator[T, None, None]:
     finally:
         stop.set()
         t.join()
+
+
+class BackgroundWriter:
+    """Runs write operations (closures over one CaptureWriter) in order on a helper thread, so
+    compressing one chunk overlaps with merging or filtering the next. ``submit`` re-raises a
+    failure of an earlier operation; ``close`` drains the queue and joins the thread. Nothing
+    else may use the writer between the first ``submit`` and ``close``."""
+
+    def __init__(self, depth: int = 2) -> None:
+        self._q: queue.Queue[Callable[[], None] | None] = queue.Queue(maxsize=depth)
+        self._error: BaseException | None = None
+        self._t = threading.Thread(target=self._run, name="aether-writer", daemon=True)
+        self._t.start()
+
+    def _run(self) -> None:
+        while True:
+            op = self._q.get()
+            if op is None:
+                return
+            if self._error is not None:
+                continue  # drain without writing after a failure
+            try:
+                op()
+            except BaseException as exc:
+                self._error = exc
+
+    def submit(self, op: Callable[[], None]) -> None:
+        if self._error is not None:
+            self.close()
+        self._q.put(op)
+
+    def close(self) -> None:
+        if self._t.is_alive():
+            self._q.put(None)
+            self._t.join()
+        if self._error is not None:
+            err, self._error = self._error, None
+            raise err
+
+    def __enter__(self) -> BackgroundWriter:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            try:
+                self.close()
+            except BaseException:
+                pass  # the first error is the one to report

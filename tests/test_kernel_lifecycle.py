@@ -194,3 +194,26 @@ def test_tiny_buffer_under_a_storm_records_losses(tmp_path: Path, transport: str
     shown = subprocess.run([*CLI, "info", str(out)], capture_output=True, text=True)
     assert shown.returncode == 0
     assert "lost" in shown.stdout.lower()
+
+
+def test_max_size_stops_near_the_limit(tmp_path: Path) -> None:
+    out = tmp_path / "ms.aio"
+    r = rec(
+        [
+            "record",
+            "-o",
+            str(out),
+            "--max-size",
+            "60K",
+            "--",
+            "dd",
+            "if=/dev/zero",
+            "of=/dev/null",
+            "bs=512",
+            "count=400000",
+        ]
+    )
+    assert r.rc == 0, r.stderr
+    assert "stopped by --max-size" in r.stderr
+    load(out)
+    assert out.stat().st_size < 2 * 60 * 1024  # the index and the last chunk may go a little over

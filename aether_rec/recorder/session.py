@@ -458,6 +458,7 @@ class Session:
             "duration_ns": int((time.monotonic() - out.opened) * 1e9),
             "final": final,
             "stop_reason": self.stop_reason if final else "rotated",
+            "recorder": _self_usage(),
         }
         w.close(stats=stats)
         self.bytes_closed += w.bytes_written
@@ -482,11 +483,7 @@ class Session:
             self.out.add_loss(loss.kind, loss.count)
             self.lost[loss.kind] = self.lost.get(loss.kind, 0) + loss.count
         if len(ev):
-            if self.opts.max_events is not None:
-                room = self.opts.max_events - self.events
-                if len(ev) >= room:
-                    ev = ev[:room]
-                    self.stop_reason = self.stop_reason or f"--max-events {self.opts.max_events}"
+            ev = self._limit(ev)
             if len(ev):
                 paths, flags = self.names.annotate(ev)
                 cols: dict[str, Any] = {name: ev[name] for name in ev.dtype.names or ()}
@@ -497,6 +494,29 @@ class Session:
                 self.out.events += len(ev)
         for table, rows in self.names.take_new().items():
             w.write_meta(table, rows)
+
+    def _limit(self, ev: np.ndarray) -> np.ndarray:
+        """Cut a batch at --max-events, or where --max-size would be reached (estimated from
+        the bytes per event so far), keeping the earliest events; then stop."""
+        o = self.opts
+        room = len(ev)
+        reason = ""
+        if o.max_events is not None and o.max_events - self.events <= room:
+            room, reason = o.max_events - self.events, f"--max-events {o.max_events}"
+        if o.max_size is not None and self.out is not None:
+            w = self.out.writer
+            per = w.bytes_written / w.events_written if w.events_written > 1000 else 4.0
+            budget = o.max_size - self._bytes_total() - int((self.out.events - w.events_written) * per)
+            fit = max(0, int(budget / per))
+            if fit < room:
+                room, reason = fit, "--max-size"
+        if room >= len(ev):
+            return ev
+        self.stop_reason = self.stop_reason or reason
+        if room <= 0:
+            return ev[:0]
+        order = np.argsort(ev["ts"], kind="stable")
+        return ev[np.sort(order[:room])]
 
     def _read_counters(self) -> None:
         """Per-CPU counter deltas since the last tick: losses become loss blocks."""
@@ -692,6 +712,14 @@ class Session:
             exit_code=code,
             stop_reason=self.stop_reason,
         )
+
+
+def _self_usage() -> dict[str, float]:
+    """The recorder's own cost so far: CPU seconds and peak RSS (for the footer)."""
+    import resource
+
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return {"cpu_s": round(ru.ru_utime + ru.ru_stime, 3), "peak_rss_mb": round(ru.ru_maxrss / 1024, 1)}
 
 
 def detach(bpf: Any) -> None:

@@ -45,7 +45,7 @@ def main() -> None:
 
 
 def _register() -> None:
-    for mod in ("capture", "record", "offline"):
+    for mod in ("capture", "record", "offline", "redact"):
         try:
             m = importlib.import_module(f"aether_rec.cli.{mod}")
         except ModuleNotFoundError as exc:

@@ -168,3 +168,23 @@ def test_merge_cli(tmp_path: Path, whole: Path) -> None:
         main, ["merge", str(whole), str(tmp_path / "nope.aio"), "-o", str(tmp_path / "e.aio")]
     )
     assert r.exit_code == 1 and "no such file" in r.stderr
+
+
+def test_merge_parts_equals_concat_then_stable_sort() -> None:
+    from ops_common import random_chunk
+
+    from aether_rec.format.chunk import Chunk
+    from aether_rec.ops.merge import merge_parts
+
+    rng = np.random.default_rng(2)
+    parts = [random_chunk(rng, n) for n in (50, 1, 200)]
+    parts[1].columns.pop("path")  # a part without a string column reads as ""
+    parts[1].dicts.pop("path")
+    got = merge_parts(parts)
+    whole = Chunk.concat(parts)
+    want = whole.take(np.argsort(whole.column("ts"), kind="stable"))
+    for name in want.columns:
+        if name in want.dicts:
+            np.testing.assert_array_equal(got.strings(name), want.strings(name), err_msg=name)
+        else:
+            np.testing.assert_array_equal(got.column(name), want.column(name), err_msg=name)

@@ -246,12 +246,69 @@ def merge_chunks(
                 buffers[k] = buf.take(slice(cut, buf.n))
         if not parts:
             continue
-        out = parts[0] if len(parts) == 1 else Chunk.concat(parts)
-        if len(parts) > 1:
-            ts = out.column("ts")
-            if not bool(np.all(ts[:-1] <= ts[1:])):
-                out = out.take(np.argsort(ts, kind="stable"))
-        yield out
+        yield parts[0] if len(parts) == 1 else merge_parts(parts)
+
+
+def merge_parts(parts: Sequence[Chunk]) -> Chunk:
+    """Several ts-sorted chunks as one ts-sorted chunk (ties keep the order of ``parts``).
+
+    Each event is scattered straight to its place in the output (one pass per column), instead
+    of concatenating and then gathering (two passes)."""
+    sizes = [p.n for p in parts]
+    total = sum(sizes)
+    starts = np.concatenate(([0], np.cumsum(sizes)))
+    ts_all = np.concatenate([p.column("ts") for p in parts])
+    if bool(np.all(ts_all[:-1] <= ts_all[1:])):
+        dest = None  # already in order: plain concatenation
+    else:
+        perm = np.argsort(ts_all, kind="stable")
+        dest = np.empty(total, dtype=np.int64)
+        dest[perm] = np.arange(total)
+    names: list[str] = []
+    for p in parts:
+        names.extend(k for k in p.columns if k not in names)
+    cols: dict[str, np.ndarray] = {}
+    dicts: dict[str, list[str]] = {}
+    for name in names:
+        is_str = any(name in p.dicts for p in parts)
+        pieces: list[np.ndarray] = []
+        if is_str:
+            table: dict[str, int] = {}
+            for p in parts:
+                d = p.dicts.get(name) if name in p.columns else None
+                if d is None:
+                    pieces.append(np.full(p.n, table.setdefault("", len(table)), dtype=np.uint32))
+                    continue
+                remap = np.fromiter(
+                    (table.setdefault(x, len(table)) for x in d), dtype=np.uint32, count=len(d)
+                )
+                pieces.append(remap[p.columns[name]])
+            dicts[name] = list(table)
+        else:
+            pieces = [p.column(name) for p in parts]
+        if name == "ts" and dest is not None:
+            cols[name] = ts_all[perm]
+            continue
+        if dest is None:
+            cols[name] = np.concatenate(pieces)
+            continue
+        out = np.empty(total, dtype=np.result_type(*[x.dtype for x in pieces]))
+        for k, piece in enumerate(pieces):
+            out[dest[starts[k] : starts[k + 1]]] = piece
+        cols[name] = out
+    return Chunk(total, cols, dicts)
+
+
+def write_batch(w: CaptureWriter, chunk: Chunk) -> None:
+    """Write a merged batch: big ones straight as chunks (no re-concatenation in the writer's
+    queue), small ones queued to be cut with what follows."""
+    if chunk.n < w.chunk_events // 2:
+        w.write_events(chunk)
+        return
+    w.flush()  # whatever was queued goes first
+    step = w.chunk_events * 2
+    for a in range(0, chunk.n, step):
+        w.write_chunk(chunk if chunk.n <= step else chunk.take(slice(a, a + step)))
 
 
 Segment = tuple[str, Any, Any]
@@ -377,7 +434,7 @@ def merge_captures(
                     allowed = a
                 for chunk in merge_chunks(inputs, allowed, add_source):
                     rep.events_out += chunk.n
-                    bw.submit(functools.partial(w.write_events, chunk))
+                    bw.submit(functools.partial(write_batch, w, chunk))
         seen_losses: set[tuple[Any, ...]] = set()
         for inp in inputs:
             for loss in inp.cap.losses():

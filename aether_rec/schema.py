@@ -98,6 +98,23 @@ FLAGS: dict[int, str] = {
     1 << 7: "queued",  # block: insert was seen, queue time is valid
 }
 
+# Loss kinds (LOSS blocks): what was lost and whether it means I/Os of the recording
+# window are missing from the capture.
+LOSS_KINDS: dict[str, str] = {
+    "perf_buffer": "kernel perf buffer overflow: events dropped before user space read them",
+    "ringbuf": "BPF ring buffer full: events dropped before user space read them",
+    "start_map_full": "start-time map full: I/Os not tracked",
+    "pid_map_full": "traced-pid map full: a child process was not followed",
+    "unmatched": "completion without a recorded start (mostly I/Os in flight when recording began)",
+}
+NOT_A_LOSS: frozenset[str] = frozenset({"unmatched"})
+
+
+def is_real_loss(kind: str) -> bool:
+    """Does a loss of this kind mean I/Os of the recording window are missing?"""
+    return kind not in NOT_A_LOSS
+
+
 LAYER_CODE: dict[str, int] = {v: k for k, v in LAYERS.items()}
 OP_CODE: dict[str, int] = {v: k for k, v in OPS.items()}
 

@@ -1,7 +1,7 @@
 /* aether_event.h: the one event record every aether-rec BPF program emits.
  *
  * Shared by all programs in bpf/ and mirrored byte for byte by
- * aether_rec.schema.KERNEL_EVENT_DTYPE (checked by tests/test_schema.py).
+ * aether_rec.schema.KERNEL_EVENT_DTYPE (checked by tests/test_recorder_units.py).
  * All fields little-endian on the machines we target; 96 bytes, 8-aligned.
  */
 #ifndef AETHER_EVENT_H

@@ -40,7 +40,7 @@ from aether_rec.format.blocks import (
 from aether_rec.format.chunk import Chunk, ChunkInfo
 from aether_rec.format.columns import Codec, decode_chunk, read_summary
 from aether_rec.format.limits import MAX_INDEX_ENTRIES, MAX_MERGE_BYTES
-from aether_rec.schema import COLUMN_BY_NAME
+from aether_rec.schema import COLUMN_BY_NAME, is_real_loss
 
 
 @dataclass
@@ -198,7 +198,13 @@ class Capture:
 
     @property
     def lost(self) -> int:
-        return sum(loss.count for loss in self.losses())
+        """Events of the recording window that are missing (see schema.LOSS_KINDS)."""
+        return sum(loss.count for loss in self.losses() if is_real_loss(loss.kind))
+
+    @property
+    def unmatched(self) -> int:
+        """Completions seen without their start (I/Os in flight when recording began)."""
+        return sum(loss.count for loss in self.losses() if not is_real_loss(loss.kind))
 
     def meta(self, table: str) -> list[dict[str, Any]]:
         """All rows of metadata table ``table``, in file order."""

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from aether_rec.format.reader import Capture
-from aether_rec.schema import layer_name, op_name
+from aether_rec.schema import is_real_loss, layer_name, op_name
 
 INFO_SCHEMA_VERSION = 1
 
@@ -36,9 +36,14 @@ def capture_info(cap: Capture, verify: bool = False) -> dict[str, Any]:
     losses = cap.losses()
     lost_by_cpu: Counter[int] = Counter()
     lost_by_kind: Counter[str] = Counter()
+    unmatched = 0
     for loss in losses:
+        if not is_real_loss(loss.kind):
+            unmatched += loss.count
+            continue
         lost_by_cpu[loss.cpu] += loss.count
         lost_by_kind[loss.kind] += loss.count
+    lost_windows = [(x.t_first, x.t_last) for x in losses if is_real_loss(x.kind) and x.count]
     compressed = sum(c.length for c in infos)
     raw = sum(c.raw for c in infos)
     out: dict[str, Any] = {
@@ -80,6 +85,9 @@ def capture_info(cap: Capture, verify: bool = False) -> dict[str, Any]:
         "lost_by_cpu": {str(k): v for k, v in sorted(lost_by_cpu.items())},
         "lost_by_kind": dict(sorted(lost_by_kind.items())),
         "loss_blocks": len(losses),
+        "lost_first": iso_ns(int(cap.mono_to_real(min(w[0] for w in lost_windows)))) if lost_windows else None,
+        "lost_last": iso_ns(int(cap.mono_to_real(max(w[1] for w in lost_windows)))) if lost_windows else None,
+        "unmatched": unmatched,
         "recorder_stats": cap.index_stats,
         "warnings": list(cap.warnings),
     }
@@ -112,13 +120,12 @@ def format_info(d: dict[str, Any]) -> str:
         row("Created", d["created"]),
     ]
     if d.get("hooks"):
-        hooks_list = d["hooks"] if isinstance(d["hooks"], list) else [d["hooks"]]
-        hooks = ", ".join(
-            str(h.get("hook", h)) if isinstance(h, dict) else str(h) for h in hooks_list
-        )
-        lines.append(row("Hooks", hooks))
+        lines.append(row("Hooks", summarize_hooks(d["hooks"])))
     if d.get("filters"):
-        lines.append(row("Filters", d["filters"]))
+        f = d["filters"]
+        lines.append(row("Filters", ", ".join(
+            f"{k}={' '.join(map(str, v)) if isinstance(v, list) else v}" for k, v in f.items()
+        ) if isinstance(f, dict) else f))
     lines += [
         row("First event", d["start"] or "-"),
         row("Last event", d["end"] or "-"),
@@ -137,9 +144,13 @@ def format_info(d: dict[str, Any]) -> str:
     if d["lost"]:
         cpus = ", ".join(f"cpu{k}: {v:,}" for k, v in d["lost_by_cpu"].items())
         kinds = ", ".join(f"{k}: {v:,}" for k, v in d["lost_by_kind"].items())
-        lines.append(row("LOST EVENTS", f"{d['lost']:,} in {d['loss_blocks']} loss blocks ({cpus}; {kinds})"))
+        lines.append(row("LOST EVENTS", f"{d['lost']:,} ({cpus}; {kinds})"))
+        lines.append(row("Lost between", f"{d['lost_first']} and {d['lost_last']}"))
     else:
         lines.append(row("Lost events", "0"))
+    if d.get("unmatched"):
+        lines.append(row("Unmatched completions", f"{d['unmatched']:,} (I/Os in flight when recording began; "
+                         "not losses)"))
     if "verify" in d:
         v = d["verify"]
         lines.append(row("Verify", "ok: every checksum and chunk checks out" if v["ok"] else "FAILED"))
@@ -153,6 +164,20 @@ def printable(text: str) -> str:
     if text.isprintable():
         return text
     return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
+
+
+def summarize_hooks(hooks: Any) -> str:
+    """'tracepoint:syscalls (read write ...); tracepoint:block (...)'."""
+    groups: dict[str, list[str]] = {}
+    for h in hooks if isinstance(hooks, list) else [hooks]:
+        name = str(h.get("hook", "")) if isinstance(h, dict) else str(h)
+        where, _, leaf = name.rpartition(":")
+        for prefix in ("sys_enter_", "sys_exit_"):
+            leaf = leaf.removeprefix(prefix)
+        g = groups.setdefault(where or "hook", [])
+        if leaf not in g:
+            g.append(leaf)
+    return "; ".join(f"{k} ({' '.join(v)})" for k, v in groups.items())
 
 
 def _cmdline(cmd: Any) -> str:

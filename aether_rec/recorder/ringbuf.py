@@ -3,10 +3,14 @@
 bcc's own ring-buffer reader calls back into Python once per record, which caps the
 rate near a million events a second. This transport maps the ring itself, exactly as
 libbpf does (the consumer page read-write at offset 0; the producer page and the data
-area, mapped twice back to back, read-only after it), and reads every committed record
+area read-only after it), and reads every committed record
 between the consumer and producer positions as one numpy view: every aether-rec record
 has the same size (an 8-byte ring header and a 96-byte ``struct aether_event``), so no
 Python runs per event.
+
+The kernel maps the data area twice back to back so that a record crossing the end is
+contiguous; we map it once (touching the second copy would count the ring twice in the
+recorder's resident memory) and join the two pieces of the few records that cross.
 
 Records are submitted with adaptive wakeups (flags 0: the kernel wakes the reader only
 when it had caught up), so a busy ring costs no wakeups and a quiet one delivers within
@@ -68,14 +72,14 @@ class RingBufTransport(Transport):
         page = mmap.PAGESIZE
         try:
             cons = mmap.mmap(fd, page, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE, offset=0)
-            prod = mmap.mmap(fd, page + 2 * self.size, mmap.MAP_SHARED, mmap.PROT_READ, offset=page)
+            prod = mmap.mmap(fd, page + self.size, mmap.MAP_SHARED, mmap.PROT_READ, offset=page)
         except OSError as exc:
             raise RecorderError(f"cannot map the BPF ring buffer ({exc.strerror}); "
                                 "use --transport perf") from None
         self._maps = [cons, prod]
         self._cons_pos = np.frombuffer(cons, np.uint64, 1, 0)
         self._prod_pos = np.frombuffer(prod, np.uint64, 1, 0)
-        self._data = np.frombuffer(prod, np.uint8, 2 * self.size, page)
+        self._data = np.frombuffer(prod, np.uint8, self.size, page)
         self._epoll = select.epoll()
         self._epoll.register(fd, select.EPOLLIN)
 
@@ -95,7 +99,11 @@ class RingBufTransport(Transport):
             if n == 0:
                 break
             off = cons % self.size
-            rows = self._data[off : off + n * RECORD].reshape(n, RECORD)
+            end = off + n * RECORD
+            if end <= self.size:
+                rows = self._data[off:end].reshape(n, RECORD)
+            else:  # crosses the end of the ring: join the two pieces
+                rows = np.concatenate((self._data[off:], self._data[: end - self.size])).reshape(n, RECORD)
             hdr = rows[:, :4].copy().view("<u4").reshape(-1)
             busy = (hdr & BUSY_BIT) != 0
             if busy.any():

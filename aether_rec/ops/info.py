@@ -85,8 +85,8 @@ def capture_info(cap: Capture, verify: bool = False) -> dict[str, Any]:
         "lost_by_cpu": {str(k): v for k, v in sorted(lost_by_cpu.items())},
         "lost_by_kind": dict(sorted(lost_by_kind.items())),
         "loss_blocks": len(losses),
-        "lost_first": iso_ns(int(cap.mono_to_real(min(w[0] for w in lost_windows)))) if lost_windows else None,
-        "lost_last": iso_ns(int(cap.mono_to_real(max(w[1] for w in lost_windows)))) if lost_windows else None,
+        "lost_first": _wall(cap, min(w[0] for w in lost_windows)) if lost_windows else None,
+        "lost_last": _wall(cap, max(w[1] for w in lost_windows)) if lost_windows else None,
         "unmatched": unmatched,
         "recorder_stats": cap.index_stats,
         "warnings": list(cap.warnings),
@@ -164,6 +164,10 @@ def printable(text: str) -> str:
     if text.isprintable():
         return text
     return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
+
+
+def _wall(cap: Capture, mono: int) -> str:
+    return iso_ns(int(cap.mono_to_real(mono)))
 
 
 def summarize_hooks(hooks: Any) -> str:

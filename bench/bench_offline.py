@@ -35,7 +35,14 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 OUT = HERE / "out"
 
-TARGETS = {"stats": 10e6, "stats --by": None, "filter": 5e6, "filter (all)": 5e6, "merge": 5e6}
+TARGETS = {
+    "stats": 10e6,
+    "stats --by": None,
+    "filter": 5e6,
+    "filter (all)": 5e6,
+    "merge (hosts)": 5e6,
+    "merge (pieces)": 5e6,
+}
 MEM_LIMIT_MB = 300
 
 
@@ -65,7 +72,7 @@ def child(op: str, args: list[str]) -> None:
             exprs = [] if op == "filter (all)" else ["lat > 1ms and op in (read, write, pread)"]
             filter_capture(cap, dst, select(cap, exprs), overwrite=True)
             events = cap.n_events  # events scanned
-    elif op == "merge":
+    elif op.startswith("merge"):
         dst, *srcs = args
         caps = [aether_rec.open(p) for p in srcs]
         rep = merge_captures([MergeInput(c, p) for c, p in zip(caps, srcs)], dst, overwrite=True)
@@ -115,6 +122,26 @@ def ensure_capture(path: Path, n: int, seed: int = 0, **kw: Any) -> Path:
     return path
 
 
+def pieces(src: Path, k: int) -> list[Path]:
+    """``src`` cut into ``k`` consecutive pieces, as rotation would (cached)."""
+    out = [OUT / f"{src.stem}-piece{i}of{k}.aio" for i in range(k)]
+    if all(p.exists() for p in out):
+        return out
+    sys.path.insert(0, str(ROOT))
+    import aether_rec
+    from aether_rec.ops.filter import filter_capture
+    from aether_rec.ops.window import select
+
+    with aether_rec.open(str(src)) as cap:
+        infos = cap.chunk_infos()
+        t0, t1 = infos[0].t_first, max(i.t_last for i in infos)
+        cuts = [(t1 - t0) * i // k for i in range(1, k)]
+        bounds = [None, *[f"+{c}ns" for c in cuts], None]
+        for i, p in enumerate(out):
+            filter_capture(cap, str(p), select(cap, [], bounds[i], bounds[i + 1]), overwrite=True)
+    return out
+
+
 def perf_peer(perf_data: str | None, perf_events: int | None) -> dict[str, Any] | None:
     """Time `perf report --stdio --sort comm` on a perf.data recorded from the same I/Os."""
     if not perf_data:
@@ -143,8 +170,9 @@ def main() -> None:
     )
     ap.add_argument(
         "--ops",
-        default="stats,stats --by,filter,filter (all),merge",
-        help="comma list of: stats, stats --by, filter, filter (all), merge, export jsonl",
+        default="stats,stats --by,filter,filter (all),merge (hosts),merge (pieces)",
+        help="comma list of: stats, stats --by, filter, filter (all), merge (hosts), merge (pieces), "
+        "export jsonl",
     )
     ap.add_argument("--perf-data", help="perf.data of the same I/Os, to time `perf report` as a peer")
     ap.add_argument("--perf-events", type=int, help="number of I/Os in --perf-data (for its rate)")
@@ -172,8 +200,10 @@ def main() -> None:
                 res = run_child(op, [str(main_cap)])
             elif op.startswith("filter"):
                 res = run_child(op, [str(main_cap), os.path.join(tmp, "f.aio")])
-            elif op == "merge":
+            elif op == "merge (hosts)":  # two hosts interleaved in time: every event is re-sorted
                 res = run_child(op, [os.path.join(tmp, "m.aio"), str(host_a), str(host_b)])
+            elif op == "merge (pieces)":  # rotated pieces of one recording
+                res = run_child(op, [os.path.join(tmp, "m.aio"), *map(str, pieces(main_cap, 4))])
             elif op == "export jsonl":
                 res = run_child(op, [str(main_cap), os.path.join(tmp, "e.jsonl")])
             else:

@@ -1,0 +1,115 @@
+"""No path from file content to code execution, and every limit in one place.
+
+These read the package's source with the tokenizer (so comments and docstrings do not
+count): no pickle, marshal, shelve, eval, exec, compile, __import__, yaml or shell=True
+anywhere; ``str.format``/``format_map`` only on string literals or on reviewed
+constants; msgpack decoding only through format/blocks.py (which applies the limits of
+format/limits.py) and decompression only through format/columns.py (bounded by the
+chunk's checked ``raw``); limit constants defined only in format/limits.py. The values
+in format/SPEC.md section 18 are checked against limits.py by tests/test_format_spec.py.
+"""
+
+from __future__ import annotations
+
+import io
+import tokenize
+from pathlib import Path
+
+import pytest
+
+PKG = Path(__file__).resolve().parents[1] / "aether_rec"
+FILES = sorted(p for p in PKG.rglob("*.py"))
+
+FORBIDDEN_NAMES = {"pickle", "cPickle", "marshal", "shelve", "eval", "exec", "__import__", "yaml",
+                   "dill", "cloudpickle", "jsonpickle"}
+# Reviewed uses: (file relative to aether_rec/, name) -> why it is safe.
+ALLOWED = {
+    ("cli/__init__.py", "import_module"): "imports aether_rec.cli.<name> for a fixed tuple of names",
+    ("recorder/bccload.py", "format"): "pattern from the constant SYSTEM_BCC_DIRS",
+    ("fuzz.py", "unpackb"): "test tooling: decodes its own seed captures to mutate them",
+    ("fuzz.py", "ZstdDecompressor"): "test tooling: decompresses its own seeds to mutate them",
+}
+MSGPACK_DECODERS = {"unpackb", "Unpacker", "unpack"}  # `unpack` only as msgpack.unpack
+DECOMPRESSORS = {"ZstdDecompressor", "decompressobj", "BZ2Decompressor", "LZMADecompressor"}
+
+
+def _tokens(path: Path) -> list[tokenize.TokenInfo]:
+    src = path.read_text(encoding="utf-8")
+    return [t for t in tokenize.generate_tokens(io.StringIO(src).readline)
+            if t.type not in (tokenize.COMMENT, tokenize.NL, tokenize.NEWLINE)]
+
+
+def _rel(path: Path) -> str:
+    return path.relative_to(PKG).as_posix()
+
+
+@pytest.mark.parametrize("path", FILES, ids=_rel)
+def test_no_code_execution_from_data(path: Path) -> None:
+    toks = _tokens(path)
+    rel = _rel(path)
+    bad = []
+    for i, t in enumerate(toks):
+        prev = toks[i - 1] if i else None
+        nxt = toks[i + 1] if i + 1 < len(toks) else None
+        where = f"{rel}:{t.start[0]}"
+        if t.type != tokenize.NAME:
+            continue
+        if t.string in FORBIDDEN_NAMES:
+            bad.append(f"{where}: {t.string}")
+        if t.string == "compile" and not (prev and prev.string == "."):
+            bad.append(f"{where}: builtin compile")
+        if t.string == "shell" and nxt and nxt.string == "=" and toks[i + 2].string != "False":
+            bad.append(f"{where}: shell=")
+        if t.string == "import_module" and (rel, "import_module") not in ALLOWED:
+            bad.append(f"{where}: dynamic import")
+        called = nxt is not None and nxt.string == "("
+        if t.string in ("format", "format_map") and prev and prev.string == "." and called and i >= 2:
+            receiver = toks[i - 2]
+            if receiver.type != tokenize.STRING and (rel, "format") not in ALLOWED:
+                bad.append(f"{where}: .{t.string}() on a non-literal (a format string from data?)")
+    assert not bad, "\n".join(bad)
+
+
+@pytest.mark.parametrize("path", FILES, ids=_rel)
+def test_decoding_goes_through_the_limits(path: Path) -> None:
+    """msgpack is decoded only in format/blocks.py, decompression only in format/columns.py."""
+    toks = _tokens(path)
+    rel = _rel(path)
+    bad = []
+    for i, t in enumerate(toks):
+        if t.type != tokenize.NAME:
+            continue
+        prev = toks[i - 2].string if i >= 2 and toks[i - 1].string == "." else ""
+        if t.string in MSGPACK_DECODERS and (t.string != "unpack" or prev == "msgpack"):
+            if rel != "format/blocks.py" and (rel, t.string) not in ALLOWED:
+                bad.append(f"{rel}:{t.start[0]}: msgpack {t.string} outside format/blocks.py")
+        stdlib = t.string == "decompress" and prev in ("zlib", "gzip", "lzma", "bz2")
+        if t.string in DECOMPRESSORS or stdlib:
+            if rel != "format/columns.py" and (rel, t.string) not in ALLOWED:
+                bad.append(f"{rel}:{t.start[0]}: {t.string} outside format/columns.py")
+    assert not bad, "\n".join(bad)
+
+
+def test_limits_are_defined_only_in_limits_py() -> None:
+    from aether_rec.format import limits
+
+    names = {n for n in dir(limits) if n.startswith(("MAX_", "MSGPACK_", "RESYNC_"))}
+    bad = []
+    for path in FILES:
+        if _rel(path) == "format/limits.py":
+            continue
+        toks = _tokens(path)
+        for i, t in enumerate(toks[:-1]):
+            assigned = t.start[1] == 0 and toks[i + 1].string == "="
+            if t.type == tokenize.NAME and t.string in names and assigned:
+                bad.append(f"{_rel(path)}:{t.start[0]}: {t.string} redefined")
+    assert not bad, "\n".join(bad)
+
+
+def test_the_checker_catches_what_it_should(tmp_path: Path) -> None:
+    """The token checks above are not vacuous."""
+    sample = tmp_path / "x.py"
+    sample.write_text("import pickle\nfmt = row['fmt']\nprint(fmt.format(1))\nmsgpack.unpackb(b'')\n"
+                      "subprocess.run('x', shell=True)\n")
+    names = [t.string for t in _tokens(sample) if t.type == tokenize.NAME]
+    assert "pickle" in names and "format" in names and "unpackb" in names and "shell" in names

@@ -295,18 +295,25 @@ def _process(
         for k, c in zip(*np.unique(key[err], return_counts=True)):
             acc.lo_errors[int(k)] = acc.lo_errors.get(int(k), 0) + int(c)
     # block layer: queue vs service
-    if BLOCK in ukeys >> 8:
-        blk = layer == BLOCK
-        q = chunk.column("queue")
-        qb, lb = q[blk], lat[blk]
+    is_blk = (ukeys >> 8) == BLOCK
+    if is_blk.any():
+        # keys sort by layer first: the block events are one contiguous run of the grouping
+        bg = np.flatnonzero(is_blk)
+        if order is None:
+            blk: Any = slice(None)
+        else:
+            blk = order[edges[bg[0]] : edges[bg[-1] + 1]]
+        qb, lb = chunk.column("queue")[blk], lat[blk]
         acc.block_events += int(qb.size)
         queued = ((chunk.column("flags")[blk] & F_QUEUED) != 0) | (qb > 0)
-        if queued.any():
+        if queued.all():
+            acc.queue.add(qb)
+        elif queued.any():
             acc.queue.add(qb[queued])
-        acc.service.add(np.where(qb <= lb, lb - np.minimum(qb, lb), 0).astype(np.uint64))
+        acc.service.add(lb - np.minimum(qb, lb))
     # span
     ts = chunk.column("ts")
-    first = ts.min()
+    first = ts[0]  # events of a chunk are in ts order
     last_end = (ts + lat).max()
     if use_real:
         first_r = int(inp.to_real(np.array([first]))[0])

@@ -281,7 +281,8 @@ def test_names_resolve_fds_devices_and_open_flags(tmp_path: Path) -> None:
         ev["fd"] = [fd, -1, -1]
         ev["dev"] = [0, 0, (7 << 20) | 0]
         names = Names()
-        paths, flags = names.annotate(ev)
+        codes, words, flags = names.annotate(ev)
+        paths = [words[c] for c in codes]
         assert paths[0] == str(f) and paths[1] == ""
         assert paths[2] in ("loop0", "7:0")
         if getattr(os, "O_DIRECT", 0):

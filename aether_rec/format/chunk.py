@@ -244,9 +244,31 @@ class Chunk:
         return cls(sum(c.n for c in chunks), cols, dicts)
 
 
+def _encode_short_bytes(arr: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """(first index of each distinct value, inverse) for a bytes array of at most 16
+    bytes per item, by sorting one 64-bit hash per item instead of the strings; every
+    item is then checked against its representative, so a collision only costs the
+    slow path (None)."""
+    n = len(arr)
+    padded = np.zeros(n, "S16")
+    padded[:] = arr
+    halves = padded.view("<u8").reshape(n, 2)
+    key = halves[:, 0] * np.uint64(0x9E3779B97F4A7C15) ^ halves[:, 1]
+    _, first, inv = np.unique(key, return_index=True, return_inverse=True)
+    inv = inv.reshape(-1)
+    rep = halves[first][inv]
+    if not np.array_equal(rep, halves):
+        return None
+    return first, inv
+
+
 def encode_strings(arr: np.ndarray) -> tuple[np.ndarray, list[str]]:
     """Dictionary-code a bytes/str/object array: (uint32 codes, strings)."""
-    if arr.dtype.kind == "S":
+    fast = _encode_short_bytes(arr) if arr.dtype.kind == "S" and arr.dtype.itemsize <= 16 else None
+    if fast is not None:
+        first, inv = fast
+        words = [bytes(b).decode("utf-8", "replace") for b in arr[first].tolist()]
+    elif arr.dtype.kind == "S":
         uniq, inv = np.unique(arr, return_inverse=True)
         words = [u.decode("utf-8", "replace") for u in uniq.tolist()]
     else:

@@ -158,14 +158,17 @@ class Names:
             self.new_devices.append({"dev": dev, "name": name})
         return name
 
-    def annotate(self, ev: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(path column, flags column) for a batch: fd paths for syscall events, device
-        names for block events; O_DIRECT/O_SYNC of the fd added to the flags."""
+    def annotate(self, ev: np.ndarray) -> tuple[np.ndarray, list[str], np.ndarray]:
+        """(path codes, path dictionary, flags column) for a batch: fd paths for syscall
+        events, device names for block events, dictionary-coded as the capture stores
+        them (one lookup per distinct pid/fd or device, none per event); O_DIRECT/O_SYNC
+        of the fd added to the flags."""
         n = len(ev)
-        paths = np.full(n, "", dtype=object)
+        codes = np.zeros(n, dtype=np.uint32)
+        words = [""]
         flags = ev["flags"].copy()
         if n == 0:
-            return paths, flags
+            return codes, words, flags
         self.note_pids(ev["pid"])
         now = time.monotonic()
         sc = np.flatnonzero((ev["layer"] == SYSCALL) & (ev["fd"] >= 0))
@@ -174,20 +177,21 @@ class Names:
                 np.uint64
             )
             uniq, inv = np.unique(keys, return_inverse=True)
-            upaths = np.empty(len(uniq), dtype=object)
             uflags = np.zeros(len(uniq), dtype=np.uint32)
+            base = len(words)
             for i, k in enumerate(uniq.tolist()):
                 info = self.fd(k >> 32, int(np.int32(np.uint32(k & 0xFFFFFFFF))), now)
-                upaths[i] = info.path
+                words.append(info.path)
                 uflags[i] = info.flags
-            paths[sc] = upaths[inv]
-            flags[sc] |= uflags[inv]
+            codes[sc] = base + inv.reshape(-1).astype(np.uint32)
+            flags[sc] |= uflags[inv.reshape(-1)]
         blk = np.flatnonzero(ev["layer"] == BLOCK)
         if len(blk):
             uniq, inv = np.unique(ev["dev"][blk], return_inverse=True)
-            names = np.array([self.device(int(d)) for d in uniq.tolist()], dtype=object)
-            paths[blk] = names[inv]
-        return paths, flags
+            base = len(words)
+            words.extend(self.device(int(d)) for d in uniq.tolist())
+            codes[blk] = base + inv.reshape(-1).astype(np.uint32)
+        return codes, words, flags
 
     def take_new(self) -> dict[str, list[dict[str, object]]]:
         out = {"procs": self.new_procs, "fds": self.new_fds, "devices": self.new_devices}

@@ -20,6 +20,7 @@ from typing import IO, Any, Callable
 import numpy as np
 
 from aether_rec.errors import AetherError, RecorderError, UsageError
+from aether_rec.format.chunk import Chunk, encode_strings
 from aether_rec.recorder.bccload import BccInfo, load_bcc
 from aether_rec.recorder.headers import HeaderSource, apply_headers, find_headers
 from aether_rec.recorder.privileges import check_privileges
@@ -485,11 +486,12 @@ class Session:
         if len(ev):
             ev = self._limit(ev)
             if len(ev):
-                paths, flags = self.names.annotate(ev)
-                cols: dict[str, Any] = {name: ev[name] for name in ev.dtype.names or ()}
+                codes, words, flags = self.names.annotate(ev)
+                cols: dict[str, Any] = {name: ev[name] for name in ev.dtype.names or () if name != "comm"}
                 cols["flags"] = flags
-                cols["path"] = paths
-                w.write_events(cols)
+                cols["comm"], comms = encode_strings(ev["comm"])
+                cols["path"] = codes
+                w.write_events(Chunk(len(ev), cols, {"comm": comms, "path": words}))
                 self.events += len(ev)
                 self.out.events += len(ev)
         for table, rows in self.names.take_new().items():

@@ -11,7 +11,8 @@ hostile values, chunk bodies recompressed after damage, trailers pointing anywhe
 
 Each case is run through what a stranger opening the file would run (``exercise``):
 open, chunk_infos, chunks (ordered and not), losses, meta, verify, the ``info`` code
-path (as text and JSON), strict open, and ``recover`` (whose output must open again).
+path (as text and JSON), strict open, ``recover`` and ``redact`` (whose outputs must
+open again).
 The outcome is one of
 
     ok        read completely, no warning (the mutation hit something unchecked, e.g.
@@ -553,12 +554,13 @@ def exercise(path: str) -> Outcome:
         with Capture(path, strict=True) as cap:
             cap.chunk_infos()
             cap.losses()
-        out = io.BytesIO()
-        recover(path, out)
-        with Capture(io.BytesIO(out.getvalue())) as cap:
-            cap.chunk_infos()
-            for _ in cap.chunks(ordered=False):
-                pass
+        for fix in (recover, _redact):
+            out = io.BytesIO()
+            fix(path, out)
+            with Capture(io.BytesIO(out.getvalue())) as cap:
+                cap.chunk_infos()
+                for _ in cap.chunks(ordered=False):
+                    pass
     except CaptureError as exc:
         if not warned:
             return Outcome("error", str(exc)[:300])
@@ -568,6 +570,12 @@ def exercise(path: str) -> Outcome:
     except Exception:
         return Outcome("crash", traceback.format_exc(limit=12))
     return Outcome("partial", first[0][:300]) if warned else Outcome("ok")
+
+
+def _redact(path: str, out: io.BytesIO) -> None:
+    from aether_rec.ops.redact import redact
+
+    redact(path, out, b"fuzz-key-0123456789")
 
 
 def vm_hwm_kb() -> int:

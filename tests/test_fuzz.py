@@ -121,6 +121,7 @@ def _run(tmp_path: Any, data: bytes) -> str:
     {"lat_max": 1e308},
     {"layers": "7"},
     {"t1": 2**64 - 1},          # mono_to_real of a ts beyond int64
+    {"n": True},                # isinstance(True, int): np.empty(True) raised TypeError
 ])
 def test_hostile_chunk_summary_fields_skip_the_chunk(tmp_path: Any, fields: dict[str, Any]) -> None:
     data = _edit(_capture(), CHNK, _summary_edit(**fields), which=1)
@@ -223,3 +224,14 @@ def test_ordered_reading_caps_what_it_holds_back(monkeypatch: Any) -> None:
     with Capture(io.BytesIO(buf.getvalue())) as cap:
         ts = np.concatenate([c.column("ts") for c in cap.chunks()])
         assert bool(np.all(ts[1:] >= ts[:-1])) and not cap.warnings
+
+
+def test_summary_true_as_event_count_through_the_index(tmp_path: Any) -> None:
+    """Found by the long fuzz run (seed 11, case 12413): the index is intact, the chunk's
+    own summary says n=true; decode_chunk's np.empty(True) raised TypeError."""
+    # n: 500 (3 bytes) -> true (1 byte) plus "": nil (2 bytes): the index stays right.
+    data = _edit(_capture(), CHNK, _summary_edit(n=True, **{"": None}), which=0, drop_index=False)
+    assert len(data) == len(_capture())
+    with Capture(io.BytesIO(data)) as cap:
+        assert cap.has_index
+    assert _run(tmp_path, data) == "partial"

@@ -270,7 +270,7 @@ def read_summary(payload: bytes) -> tuple[dict[str, Any], int]:
         raise DamagedCaptureError("chunk summary is not a map")
     for key in ("n", "t0", "t1", "raw"):
         v = summary.get(key)
-        if not isinstance(v, int) or v < 0:
+        if type(v) is not int or v < 0:  # not isinstance: msgpack's true is an int there
             raise DamagedCaptureError(f"chunk summary field {key!r} is missing or invalid")
     if summary["n"] > MAX_CHUNK_EVENTS:
         raise LimitError(f"chunk declares {summary['n']} events (limit {MAX_CHUNK_EVENTS})")

@@ -44,7 +44,7 @@ class RingBufTransport(Transport):
     name = "ringbuf"
 
     def __init__(self, pages: int = 16384, table: str = "events", counter_table: str = "counters",
-                 drop_counter: int = 5) -> None:
+                 drop_counter: int = 5, batch: int = 65536) -> None:
         if pages < 1 or pages & (pages - 1):
             raise RecorderError(f"ring buffer pages must be a power of two, not {pages}")
         self.pages = pages
@@ -52,6 +52,7 @@ class RingBufTransport(Transport):
         self.table_name = table
         self.counter_table = counter_table
         self.drop_counter = drop_counter
+        self.batch = batch  # records copied out per poll/drain: bounds memory and latency
         self._parts: list[np.ndarray] = []
         self._losses: list[Loss] = []
         self._bpf: Any = None
@@ -91,11 +92,13 @@ class RingBufTransport(Transport):
         self.drain()
 
     def drain(self) -> None:
-        """Copy every committed record out of the ring and release the space."""
+        """Copy up to ``batch`` committed records out of the ring and release their space
+        (the session calls again until nothing is left)."""
         cons = int(self._cons_pos[0])
         prod = int(self._prod_pos[0])
-        while prod > cons:
-            n = min(prod - cons, self.size) // RECORD
+        budget = self.batch
+        while prod > cons and budget > 0:
+            n = min(min(prod - cons, self.size) // RECORD, budget)
             if n == 0:
                 break
             off = cons % self.size
@@ -115,6 +118,7 @@ class RingBufTransport(Transport):
             events = rows[:, RINGBUF_HDR:][keep] if not keep.all() else rows[:, RINGBUF_HDR:]
             self._parts.append(np.ascontiguousarray(events).view(KERNEL_EVENT_DTYPE).reshape(-1))
             cons += n * RECORD
+            budget -= n
             self._cons_pos[0] = cons  # release the space to the producers
         self._check_drops()
 

@@ -48,6 +48,7 @@ Log = Callable[[str], None]
 CLOCK_EVERY_S = 10.0
 TICK_S = 1.0
 STATUS_EVERY_S = 0.5
+FINAL_DRAIN_S = 5.0  # at stop, keep draining batches for at most this long
 
 # Runs the traced command: waits (in rt_sigtimedwait, which no hook traces, so the wait
 # leaves no half-seen syscall behind) until the recorder has added its pid to the traced
@@ -475,7 +476,8 @@ class Session:
                 except OSError:
                     pass
 
-    def _ingest(self) -> None:
+    def _ingest(self) -> int:
+        """Write what the transport gathered; return how many events it was."""
         assert self.out is not None
         ev, losses = self.transport.take()
         w = self.out.writer
@@ -496,6 +498,7 @@ class Session:
                 self.out.events += len(ev)
         for table, rows in self.names.take_new().items():
             w.write_meta(table, rows)
+        return len(ev)
 
     def _limit(self, ev: np.ndarray) -> np.ndarray:
         """Cut a batch at --max-events, or where --max-size would be reached (estimated from
@@ -687,8 +690,11 @@ class Session:
             if self.child is not None and self.child.poll() is None and self.signals >= 2:
                 pass  # leave the command running: the user asked twice
             time.sleep(0.05)
-            self.transport.drain()
-            self._ingest()
+            deadline = time.monotonic() + FINAL_DRAIN_S
+            while True:  # transports hand out bounded batches: drain until dry
+                self.transport.drain()
+                if not self._ingest() or time.monotonic() > deadline:
+                    break
             self._read_counters()
             self._close_output(final=True)
         except AetherError:

@@ -233,3 +233,17 @@ def test_cli_redact_errors(tmp_path: Path, args: list[str], code: int, msg: str)
     assert len(r.stderr.strip().splitlines()) == (4 if "Missing" in msg else 1)
     if code == 1:
         assert not (tmp_path / "o.aio").exists() or (tmp_path / "o.aio").stat().st_size == 0
+
+
+def test_header_for_a_recording_fills_in_and_hashes_this_machine() -> None:
+    """record --redact: the writer would add this machine's hostname; header(local=True)
+    adds it first and hashes it. Redacting a file never adds the redacting machine's."""
+    import socket
+
+    r = Redactor(KEY)
+    h = r.header({"command": ["aether-rec", "record", "-o", "/srv/x.aio"],
+                  "recorder": {"bcc_location": "/home/alice/venv/site-packages", "bcc_version": "0.26"}},
+                 local=True)
+    assert h["hostname"] == r.host(socket.gethostname()) and h["redacted"] is True
+    assert h["recorder"]["bcc_version"] == "0.26" and "alice" not in h["recorder"]["bcc_location"]
+    assert Redactor(KEY).header({})["hostname"] is None

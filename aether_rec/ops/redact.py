@@ -211,14 +211,24 @@ class Redactor:
             return self.host(obj)
         return self.text(obj)
 
-    def header(self, h: dict[str, Any]) -> dict[str, Any]:
-        """The header with names hashed, marked redacted (call last: it lists what the
-        other methods redacted so far, plus the columns and tables every capture has)."""
+    def header(self, h: dict[str, Any], local: bool = False) -> dict[str, Any]:
+        """The header with names hashed and marked redacted; it lists what was redacted
+        (what every capture has, plus what this header had).
+
+        ``local``: the capture is being recorded here (``record --redact``): provenance
+        fields the writer would add from this machine (hostname...) are filled in first,
+        then redacted. Otherwise (redacting a file) missing fields are set to nil so that
+        the writer cannot add the redacting machine's."""
+        if local:
+            h = {**base_header(), **h}
         out: dict[str, Any] = {}
         for k, v in h.items():
             if not isinstance(k, str):
                 continue  # a damaged header: nothing useful, maybe something private
-            if k in SAFE_HEADER_KEYS:
+            if k == "recorder" and isinstance(v, dict) and isinstance(v.get("bcc_location"), str):
+                self.redacted.add("recorder.bcc_location")
+                out[k] = {**v, "bcc_location": self.path(v["bcc_location"])}
+            elif k in SAFE_HEADER_KEYS:
                 out[k] = v
             elif k in HOST_KEYS and isinstance(v, str):
                 self.redacted.add(k)

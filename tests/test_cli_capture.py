@@ -46,7 +46,8 @@ def test_info_text() -> None:
     assert "First event:          2026-01-01T00:00:00.000100Z" in out
     assert "Events:               10" in out
     assert "Chunks:               3  codec zstd" in out
-    assert "LOST EVENTS:          17 in 1 loss blocks (cpu1: 17; perf_buffer: 17)" in out
+    assert "LOST EVENTS:          17 (cpu1: 17; perf_buffer: 17)" in out
+    assert "Lost between:         2026-01-01T00:00:00.000132Z and 2026-01-01T00:00:00.000149Z" in out
     assert "  syscall  pread" in out and "  block    flush" in out
 
 

@@ -829,8 +829,6 @@ def bombs(heavy: bool = False) -> Iterator[tuple[str, bytes, int]]:
     body = _body([{"name": "ts", "type": "<u8", "enc": "delta", "first": 0, "base": 200, "w": 0,
                    "size": 0}])
     blk = _chunk_block(_summ(n, len(body), t1=200 * (n - 1)), zc.compress(body))
-    if heavy:
-        out.append(("12 chunks of 4M events overlapping in time", _capture_with([blk] * 12), 1200))
 
     # Resynchronisation storm: 4 MB of block starts whose length fields agree but
     # whose checksums do not, each pointing far ahead.
@@ -842,6 +840,8 @@ def bombs(heavy: bool = False) -> Iterator[tuple[str, bytes, int]]:
         storm[pos : pos + 8] = BLOCK_HEAD.pack(CHNK, length)
     out.append(("resynchronisation storm (4 MB of false block starts)",
                 _capture_with([bytes(storm)]), 300))
+    if heavy:  # last: VmHWM is the process's peak so far
+        out.append(("12 chunks of 4M events overlapping in time", _capture_with([blk] * 12), 1200))
     return iter(out)
 
 

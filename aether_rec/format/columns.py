@@ -62,7 +62,7 @@ class Codec:
 class ZstdCodec(Codec):
     name = "zstd"
 
-    def __init__(self, level: int = 3) -> None:
+    def __init__(self, level: int = 1) -> None:
         self._c = zstandard.ZstdCompressor(level=level, write_content_size=True)
         self._d = zstandard.ZstdDecompressor()
 
@@ -85,17 +85,18 @@ class ZstdCodec(Codec):
         return out
 
 
-CODECS: dict[str, Callable[[], Codec]] = {"zstd": ZstdCodec, "none": Codec}
+CODECS: dict[str, Callable[..., Codec]] = {"zstd": ZstdCodec, "none": Codec}
 
 
-def get_codec(name: str) -> Codec:
+def get_codec(name: str, level: int | None = None) -> Codec:
+    """The codec ``name``; ``level`` is a compression level for codecs that have one."""
     factory = CODECS.get(name)
     if factory is None:
         raise DamagedCaptureError(
             f"capture uses codec {name!r}, which this reader does not know "
             f"(known: {', '.join(sorted(CODECS))})"
         )
-    return factory()
+    return factory(level) if level is not None and factory is ZstdCodec else factory()
 
 
 # -- integer coding ----------------------------------------------------------------

@@ -32,6 +32,7 @@ from aether_rec.format.blocks import (
     Damage,
     check_preamble,
     checked_int,
+    frame,
     parse_trailer,
     read_block,
     scan,
@@ -225,6 +226,20 @@ class Capture:
             if isinstance(got, list):
                 rows.extend(r for r in got if isinstance(r, dict))
         return rows
+
+    def meta_tables(self) -> list[str]:
+        """Names of the metadata tables present, in first-seen order."""
+        if self._metas is None:
+            self._scan()
+        assert self._metas is not None
+        return list(dict.fromkeys(name for _, name in self._metas))
+
+    def raw_chunk(self, info: ChunkInfo) -> bytes | None:
+        """The framed CHNK block of ``info`` as stored (checksum verified), for copying
+        it to another capture without decoding; None (with a warning) if damaged.
+        Like every Capture method, not for use from two threads at once."""
+        block = self._block_at(info.offset, CHNK)
+        return None if block is None else frame(CHNK, block.payload)
 
     def clock_pairs(self) -> np.ndarray:
         """(mono_ns, real_ns) pairs from the header and the ``clock`` table, by mono."""

@@ -88,6 +88,7 @@ class CaptureWriter:
         header: Mapping[str, Any] | None = None,
         *,
         codec: str = "zstd",
+        level: int | None = None,
         chunk_events: int = 131072,
         chunk_bytes: int = 16 << 20,
         chunk_age: float = 1.0,
@@ -95,7 +96,7 @@ class CaptureWriter:
     ) -> None:
         if not 1 <= chunk_events <= MAX_CHUNK_EVENTS:
             raise ValueError(f"chunk_events must be 1..{MAX_CHUNK_EVENTS}")
-        self._codec: Codec = get_codec(codec)
+        self._codec: Codec = get_codec(codec, level)
         self.header: dict[str, Any] = base_header()
         self.header.update(header or {})
         self.header["codec"] = self._codec.name

@@ -34,7 +34,6 @@ WRITER_OWNED = {
     "codec",
     "columns",
 }
-KNOWN_META_TABLES = ("procs", "fds", "devices", "clock", "cgroups", "hooks", "sources")
 
 
 @dataclass
@@ -51,19 +50,7 @@ class FilterReport:
 
 def meta_tables(cap: Capture) -> list[str]:
     """Names of the metadata tables of a capture, in first-seen order."""
-    names = getattr(cap, "meta_tables", None)
-    if callable(names):
-        return list(names())
-    cap.chunk_infos()  # makes sure the index or a scan has been read
-    seen: list[str] = []
-    for entry in getattr(cap, "_metas", None) or []:
-        name = entry[1] if isinstance(entry, (list, tuple)) else None
-        if isinstance(name, str) and name not in seen:
-            seen.append(name)
-    for name in KNOWN_META_TABLES:
-        if name not in seen and cap.meta(name):
-            seen.append(name)
-    return seen
+    return cap.meta_tables()
 
 
 def derived_header(caps: list[Capture], **extra: Any) -> dict[str, Any]:

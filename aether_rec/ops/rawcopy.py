@@ -20,18 +20,17 @@ from aether_rec.format.writer import CaptureWriter
 
 
 class RawChunks:
-    """Reads framed CHNK blocks of one capture by offset (None when it cannot)."""
+    """Reads framed CHNK blocks of one capture by offset (None when it cannot).
+
+    It reads through its own file handle, not ``Capture.raw_chunk``: the capture's
+    handle is busy in the thread that decodes the other chunks."""
 
     def __init__(self, cap: Capture) -> None:
         self.cap = cap
         self._f: BinaryIO | None = None
-        self.available = callable(getattr(cap, "raw_chunk", None)) or os.path.isfile(cap.name)
+        self.available = os.path.isfile(cap.name)
 
     def block(self, info: ChunkInfo) -> bytes | None:
-        fn = getattr(self.cap, "raw_chunk", None)
-        if callable(fn):
-            raw = fn(info)
-            return raw if isinstance(raw, bytes) else None
         if not self.available:
             return None
         if self._f is None:

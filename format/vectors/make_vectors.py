@@ -164,7 +164,8 @@ def write(build: Callable[[CaptureWriter], None], header: dict[str, Any], *, cod
           chunk_events: int = 4, close: bool = True) -> bytes:
     """Run ``build`` against the real writer; return the file's bytes."""
     out = io.BytesIO()
-    w = CaptureWriter(out, header, codec=codec, chunk_events=chunk_events)
+    # zstd level pinned: the golden bytes must not follow the writer's default
+    w = CaptureWriter(out, header, codec=codec, level=3, chunk_events=chunk_events)
     build(w)
     if close:
         w.close()
@@ -232,7 +233,7 @@ def edit_chunk(payload: bytes, summary_extra: dict[str, Any] | None = None,
     """Re-encode a CHNK payload with extra summary keys and/or an extra column inserted
     at a position of the directory (with its data at the matching place of the body)."""
     summary, at = read_summary(payload)
-    codec = get_codec(summary["codec"])
+    codec = get_codec(summary["codec"], 3 if summary["codec"] == "zstd" else None)
     raw = codec.decompress(payload[at:], summary["raw"])
     (dlen,) = U32.unpack_from(raw)
     directory = unpack(raw[4 : 4 + dlen], "directory")

@@ -20,6 +20,7 @@ from aether_rec.ops.filter import filter_capture
 from aether_rec.ops.report import render_stats
 from aether_rec.ops.stats import StatsOptions, check_by
 from aether_rec.ops.stats import compute as compute_stats
+from aether_rec.ops.text import printable_doc
 from aether_rec.ops.units import fmt_count, parse_duration
 from aether_rec.ops.window import Selection, select
 
@@ -204,7 +205,7 @@ def stats(
     if as_json:
         click.echo(json.dumps(doc, indent=2))
     else:
-        click.echo(render_stats(doc, histograms=not no_histogram))
+        click.echo(render_stats(printable_doc(doc), histograms=not no_histogram))
 
 
 # -- filter ---------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from aether_rec.format.reader import Capture
+from aether_rec.ops.text import printable
 from aether_rec.schema import is_real_loss, layer_name, op_name
 
 INFO_SCHEMA_VERSION = 1
@@ -156,14 +157,6 @@ def format_info(d: dict[str, Any]) -> str:
         lines.append(row("Verify", "ok: every checksum and chunk checks out" if v["ok"] else "FAILED"))
         lines += [f"  {p}" for p in v["problems"]]
     return "\n".join(lines)
-
-
-def printable(text: str) -> str:
-    """``text`` with control characters (terminal escapes, newlines, NUL...) shown as
-    escapes: header strings come from the file, which may be hostile."""
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
 
 
 def _wall(cap: Capture, mono: int) -> str:

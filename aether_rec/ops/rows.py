@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from aether_rec.format.chunk import Chunk
+from aether_rec.ops.text import printable
 from aether_rec.ops.units import fmt_bytes, fmt_duration, iso_utc
 from aether_rec.schema import FLAGS, LAYERS, OPS, dev_name
 
@@ -47,10 +48,11 @@ def _names(table: dict[int, str], codes: np.ndarray, prefix: str) -> list[str]:
     return [lut[c] for c in codes.tolist()]
 
 
-def _strs(chunk: Chunk, name: str) -> list[str]:
+def _strs(chunk: Chunk, name: str, safe: bool = False) -> list[str]:
+    """A string column as a list; ``safe``: control characters escaped (text, csv)."""
     if name not in chunk.dicts or name not in chunk.columns:
         return [""] * chunk.n
-    d = chunk.dicts[name]
+    d = [printable(s) for s in chunk.dicts[name]] if safe else chunk.dicts[name]
     return [d[c] for c in chunk.columns[name].tolist()]
 
 
@@ -62,26 +64,32 @@ def _flag_names(v: int) -> str:
     return ",".join(name for bit, name in FLAGS.items() if v & bit)
 
 
-def columns(chunk: Chunk, to_real: ToReal | None, source: str = "") -> dict[str, list[Any]]:
-    """Python lists of display-ready values for every row field."""
+def columns(
+    chunk: Chunk, to_real: ToReal | None, source: str = "", safe: bool = False
+) -> dict[str, list[Any]]:
+    """Python lists of display-ready values for every row field; ``safe`` escapes control
+    characters in strings (for text and csv; json escapes them itself)."""
     ts = chunk.column("ts")
     real = to_real(ts.astype(np.int64)) if to_real is not None else None
     dev = chunk.column("dev")
     devs = {int(d): (dev_name(int(d)) if d else None) for d in np.unique(dev)}
     result = chunk.column("result").tolist()
-    src = _strs(chunk, "source") if "source" in chunk.dicts else [source] * chunk.n
+    if "source" in chunk.dicts:
+        src = _strs(chunk, "source", safe)
+    else:
+        src = [printable(source) if safe else source] * chunk.n
     return {
         "time_ns": real.tolist() if real is not None else [None] * chunk.n,
         "ts": ts.tolist(),
         "source": src,
-        "comm": _strs(chunk, "comm"),
+        "comm": _strs(chunk, "comm", safe),
         "pid": chunk.column("pid").tolist(),
         "tid": chunk.column("tid").tolist(),
         "cpu": chunk.column("cpu").tolist(),
         "layer": _names(LAYERS, chunk.column("layer"), "layer"),
         "op": _names(OPS, chunk.column("op"), "op"),
         "fd": chunk.column("fd").tolist(),
-        "path": _strs(chunk, "path"),
+        "path": _strs(chunk, "path", safe),
         "dev": [devs[d] for d in dev.tolist()],
         "offset": chunk.column("offset").tolist(),
         "bytes": chunk.column("bytes").tolist(),
@@ -110,7 +118,7 @@ TEXT_HEADER = (
 def text_lines(
     chunk: Chunk, to_real: ToReal | None, source: str = "", with_source: bool = False
 ) -> list[str]:
-    c = columns(chunk, to_real, source)
+    c = columns(chunk, to_real, source, safe=True)
     out = []
     for i in range(chunk.n):
         where = c["path"][i] or (f"dev {c['dev'][i]}" if c["dev"][i] else "")
@@ -150,7 +158,7 @@ def csv_header() -> str:
 
 
 def csv_lines(chunk: Chunk, to_real: ToReal | None, source: str = "") -> list[str]:
-    c = columns(chunk, to_real, source)
+    c = columns(chunk, to_real, source, safe=True)
     times = [iso_utc(t) if t is not None else "" for t in c["time_ns"]]
     cols = [times] + [["" if v is None else v for v in c[k]] for k in CSV_FIELDS[1:]]
     buf = io.StringIO()

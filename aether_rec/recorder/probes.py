@@ -260,27 +260,11 @@ def transport_status(tfs: TraceFS) -> dict[str, object]:
     }
 
 
-_NR_BPF = {"x86_64": 321, "aarch64": 280, "ppc64le": 361, "s390x": 351, "riscv64": 280}
-_BPF_MAP_CREATE = 0
-_BPF_MAP_TYPE_RINGBUF = 27
-
-
 def has_ringbuf() -> bool:
     """Whether the kernel creates BPF ring buffer maps (5.8+): create one and close it."""
-    import ctypes
+    from aether_rec.recorder.bpfsys import BPF_MAP_TYPE_RINGBUF, can_create_map
 
-    nr = _NR_BPF.get(platform.machine())
-    if nr is None:
-        return False
-    attr = (ctypes.c_uint32 * 32)()  # union bpf_attr, map_create: type, key, value, max
-    attr[0] = _BPF_MAP_TYPE_RINGBUF
-    attr[3] = mmap_page_size()
-    libc = ctypes.CDLL(None, use_errno=True)
-    fd = libc.syscall(nr, _BPF_MAP_CREATE, ctypes.byref(attr), ctypes.sizeof(attr))
-    if fd < 0:
-        return False
-    os.close(fd)
-    return True
+    return can_create_map(BPF_MAP_TYPE_RINGBUF, 0, 0, mmap_page_size())
 
 
 def mmap_page_size() -> int:

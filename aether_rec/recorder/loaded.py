@@ -1,0 +1,163 @@
+"""A loaded, attached BPF program, as the recording session sees it.
+
+Two kinds:
+
+* :class:`RemoteProgram`: compiled, loaded and attached by a short-lived helper process
+  (``python -m aether_rec.recorder.loader``), which hands the attachment and map file
+  descriptors over a Unix socket and exits. The recorder itself never loads bcc, clang
+  or LLVM: that keeps about 120 MB (the compiler's libraries and its working memory)
+  out of the recorder's resident memory for the whole recording. The ring buffer
+  transport only needs map descriptors, so it uses this kind.
+* :class:`InProcessProgram`: bcc's ``BPF`` object in this process; the perf buffer
+  transport needs it (bcc's perf reader).
+
+Closing either detaches every probe.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+from typing import Any
+
+from aether_rec.errors import RecorderError
+from aether_rec.recorder.bpfsys import lookup_percpu_u64, possible_cpus
+
+MAX_FDS = 250  # SCM_RIGHTS carries at most 253 descriptors per message
+
+
+class LoadedProgram:
+    """What the session and transports use of a loaded program."""
+
+    bcc: Any = None  # bcc's BPF object, when in this process
+
+    def map_fd(self, name: str) -> int:
+        raise NotImplementedError
+
+    def percpu_u64(self, name: str, key: int) -> list[int]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+
+class InProcessProgram(LoadedProgram):
+    def __init__(self, bpf: Any) -> None:
+        self.bcc = bpf
+
+    def map_fd(self, name: str) -> int:
+        return int(self.bcc[name].map_fd)
+
+    def percpu_u64(self, name: str, key: int) -> list[int]:
+        table = self.bcc[name]
+        return [int(v) for v in table.getvalue(table.Key(key))]
+
+    def close(self) -> None:
+        bpf, self.bcc = self.bcc, None
+        if bpf is not None:
+            detach_in_parallel(list(getattr(bpf, "tracepoint_fds", {}).values())
+                               + list(getattr(bpf, "raw_tracepoint_fds", {}).values()))
+            for attr in ("tracepoint_fds", "raw_tracepoint_fds"):
+                getattr(bpf, attr, {}).clear()
+            bpf.cleanup()
+
+
+class RemoteProgram(LoadedProgram):
+    def __init__(self, maps: dict[str, int], links: list[int]) -> None:
+        self._maps = maps
+        self._links = links
+        self._ncpu = possible_cpus()
+
+    def map_fd(self, name: str) -> int:
+        try:
+            return self._maps[name]
+        except KeyError:
+            raise RecorderError(f"the loaded program has no map {name!r}") from None
+
+    def percpu_u64(self, name: str, key: int) -> list[int]:
+        return lookup_percpu_u64(self.map_fd(name), key, self._ncpu)
+
+    def close(self) -> None:
+        links, self._links = self._links, []
+        detach_in_parallel(links)
+        maps, self._maps = self._maps, {}
+        for fd in maps.values():
+            _close(fd)
+
+
+def detach_in_parallel(fds: list[int], threads: int = 8) -> None:
+    """Close attachment descriptors: each detach waits for an RCU grace period, so doing
+    them one after another takes seconds."""
+    if not fds:
+        return
+    parts = [fds[i::threads] for i in range(min(threads, len(fds)))]
+    workers = [threading.Thread(target=_close_all, args=(p,)) for p in parts]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+
+
+def _close_all(fds: list[int]) -> None:
+    for fd in fds:
+        _close(fd)
+
+
+def _close(fd: int) -> None:
+    try:
+        os.close(fd)
+    except OSError:
+        pass
+
+
+def load_remote(text: str, cflags: list[str], maps: list[str], filters: dict[str, Any]) -> RemoteProgram:
+    """Compile, load and attach in a helper process; return the descriptors it hands over.
+
+    The helper's compiler messages go to our stderr; its one-line error, if any, is
+    raised here as RecorderError."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    request = json.dumps({"text": text, "cflags": cflags, "maps": maps, "filters": filters})
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "aether_rec.recorder.loader", str(theirs.fileno())],
+            pass_fds=[theirs.fileno()], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+        )
+    except OSError as exc:
+        ours.close()
+        theirs.close()
+        raise RecorderError(f"cannot start the BPF loader ({exc.strerror})") from None
+    theirs.close()
+    try:
+        assert proc.stdin is not None
+        try:
+            proc.stdin.write(request.encode())
+            proc.stdin.close()
+        except BrokenPipeError:
+            pass
+        msg, fds, _flags, _addr = socket.recv_fds(ours, 1 << 20, MAX_FDS)
+        if not msg:
+            proc.wait()
+            raise RecorderError(f"the BPF loader exited ({proc.returncode}) without a program")
+        reply = json.loads(msg.decode())
+        if "error" in reply:
+            for fd in fds:
+                _close(fd)
+            raise RecorderError(reply["error"])
+        names: list[str] = reply["maps"]
+        prog = RemoteProgram(dict(zip(names, fds[: len(names)])), list(fds[len(names):]))
+        if len(fds) != len(names) + int(reply["links"]):
+            prog.close()
+            raise RecorderError("the BPF loader handed over the wrong number of descriptors")
+        ours.sendall(b"ok")  # the helper may exit now: the probes stay attached through us
+        return prog
+    finally:
+        ours.close()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

@@ -1,0 +1,60 @@
+"""The BPF loader helper: ``python -m aether_rec.recorder.loader SOCKET_FD``.
+
+Reads a JSON request on stdin (program text, cflags, maps wanted, filters), compiles,
+loads and attaches it with bcc, fills the filter maps, then sends the map descriptors
+and the attachment descriptors to the recorder over the Unix socket, waits for its
+"ok" and exits without bcc's clean-up (which would disable the probes the recorder now
+holds). See aether_rec.recorder.loaded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+from typing import Any
+
+from aether_rec.errors import AetherError
+from aether_rec.recorder.bccload import load_bcc
+from aether_rec.recorder.filters import fill_filters
+
+
+def serve(sock: socket.socket, request: dict[str, Any]) -> None:
+    bcc = load_bcc().module
+    try:
+        bpf = bcc.BPF(text=request["text"], cflags=list(request["cflags"]))
+    except Exception as e:  # noqa: BLE001 - bcc raises bare Exception
+        msg = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+        raise AetherError(
+            f"the BPF program failed to load ({msg}); the compiler's messages are above, "
+            "'aether-rec doctor' checks the environment"
+        ) from None
+    try:
+        fill_filters(bpf, request.get("filters") or {})
+    except Exception as e:  # noqa: BLE001 - bcc raises bare Exception
+        raise AetherError(f"could not set up the in-kernel filters: {e}") from None
+    names = [n for n in request["maps"]]
+    map_fds = [int(bpf[n].map_fd) for n in names]
+    links = [int(fd) for fd in bpf.tracepoint_fds.values()]
+    links += [int(fd) for fd in getattr(bpf, "raw_tracepoint_fds", {}).values()]
+    reply = json.dumps({"maps": names, "links": len(links)}).encode()
+    socket.send_fds(sock, [reply], map_fds + links)
+    sock.recv(16)  # the recorder holds them now
+
+
+def main(argv: list[str]) -> int:
+    sock = socket.socket(fileno=int(argv[1]))
+    try:
+        serve(sock, json.loads(sys.stdin.read()))
+    except AetherError as exc:
+        sock.sendall(json.dumps({"error": str(exc)}).encode())
+    except Exception as exc:  # noqa: BLE001 - report, never a traceback
+        sock.sendall(json.dumps({"error": f"BPF loader failed: {exc}"}).encode())
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)  # skip bcc's atexit clean-up: it would disable the handed-over probes
+
+
+if __name__ == "__main__":
+    main(sys.argv)

@@ -16,7 +16,7 @@ MAX_STR_LEN = 4096  # characters (code points), one dictionary string (PATH_MAX)
 MAX_META_ROWS = 1024 * 1024  # rows in one metadata block
 MAX_INDEX_ENTRIES = 1024 * 1024  # rows in each list of the index (msgpack max_array_len)
 MAX_SUMMARY_PIDS = 32  # pids listed in a chunk summary (beyond: none listed)
-MAX_MERGE_BYTES = 256 * 1024 * 1024  # bytes held back to put overlapping chunks in time order
+MAX_MERGE_BYTES = 64 * 1024 * 1024  # bytes held back to put overlapping chunks in time order
 RESYNC_READ_FACTOR = 2  # after damage, blocks read in search of the next good one: this x file size
 
 # msgpack decode limits, used for every msgpack document in a capture.

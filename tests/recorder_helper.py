@@ -94,6 +94,47 @@ def loop(a: argparse.Namespace) -> None:
         time.sleep(a.interval)
 
 
+def steady(a: argparse.Namespace) -> None:
+    """A pread every interval until SIGTERM; then the CLOCK_MONOTONIC time after each
+    pread (ns), so a test can tell exactly which I/Os a capture should hold."""
+    import signal
+
+    signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGTERM])
+    fd = os.open(a.file, os.O_RDONLY)
+    _emit({"pid": os.getpid(), "fd": fd})
+    times: list[int] = []
+    step = int(a.interval * 1e9)
+    nxt = time.monotonic_ns()
+    while not signal.sigpending():
+        os.pread(fd, 1, 0)
+        times.append(time.monotonic_ns())
+        nxt += step
+        delay = nxt - time.monotonic_ns()
+        if delay > 0:
+            time.sleep(delay / 1e9)
+    _emit({"pid": os.getpid(), "fd": fd, "times": times})
+
+
+def storm(a: argparse.Namespace) -> None:
+    """Bursts of exactly --count one-byte preads each (repeat --count for several), each
+    started by a SIGUSR1 (so a recorder can attach to this pid first; the wait itself is
+    no pread); one JSON line per burst, then the total, then exit at once."""
+    import signal
+
+    signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGUSR1])
+    fd = os.open(a.file, os.O_RDONLY)
+    _emit({"pid": os.getpid(), "fd": fd, "ready": True})
+    pread = os.pread
+    for n in a.count:
+        signal.sigwait([signal.SIGUSR1])
+        t0 = time.monotonic_ns()
+        for _ in range(n):
+            pread(fd, 1, 0)
+        _emit({"burst": n, "t0": t0, "t1": time.monotonic_ns()})
+    _emit({"pid": os.getpid(), "fd": fd, "count": sum(a.count)})
+    os._exit(0)
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     sub = p.add_subparsers(dest="action", required=True)
@@ -120,8 +161,15 @@ def main() -> None:
     lp.add_argument("--file", required=True)
     lp.add_argument("--seconds", type=float, default=30.0)
     lp.add_argument("--interval", type=float, default=0.01)
+    sd = sub.add_parser("steady")
+    sd.add_argument("--file", required=True)
+    sd.add_argument("--interval", type=float, default=0.001)
+    st = sub.add_parser("storm")
+    st.add_argument("--file", required=True)
+    st.add_argument("--count", type=int, action="append", required=True)
     a = p.parse_args()
-    {"exact": exact, "direct": direct, "slow": slow, "loop": loop}[a.action](a)
+    actions = {"exact": exact, "direct": direct, "slow": slow, "loop": loop, "steady": steady, "storm": storm}
+    actions[a.action](a)
 
 
 if __name__ == "__main__":

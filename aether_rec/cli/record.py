@@ -22,9 +22,15 @@ def _duration(value: str | None, option: str) -> int | None:
     "--output",
     required=True,
     type=click.Path(allow_dash=True),
-    help="Capture file to write ('-': stream to stdout). Created with mode 0600.",
+    help="Capture file to write ('-': stream to stdout). Created with mode 0600, exclusively, "
+    "never through a symbolic link.",
 )
-@click.option("--force", is_flag=True, help="Overwrite OUTPUT if it exists (never through a symlink).")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Replace OUTPUT (and rotated names) if it exists: the old name is removed and a new "
+    "0600 file made. A symbolic link is refused even so.",
+)
 @click.option(
     "--layers",
     metavar="LIST",
@@ -90,6 +96,28 @@ def _duration(value: str | None, option: str) -> int | None:
     default=None,
     help="Live status line on stderr [default: when stderr is a terminal].",
 )
+@click.option(
+    "-u",
+    "--user",
+    metavar="NAME",
+    help="Once the probes are attached and OUTPUT is open, drop root for good and go on as "
+    "NAME (its groups, no capabilities), like tcpdump -Z. OUTPUT is handed to NAME; a traced "
+    "CMD runs as NAME too. With --rotate-*, NAME must be able to create files in OUTPUT's "
+    "directory.",
+)
+@click.option(
+    "--redact",
+    is_flag=True,
+    help="Write names, paths, the hostname and command lines as keyed hashes, as "
+    "'aether-rec redact' does (random key unless --redact-key-file).",
+)
+@click.option(
+    "--redact-key-file",
+    type=click.Path(dir_okay=False),
+    metavar="FILE",
+    help="HMAC key for --redact (at least 16 bytes; implies --redact): the same key hashes "
+    "names the same way as 'aether-rec redact --key-file'.",
+)
 @click.option("--ebpf", is_flag=True, help="Print the BPF program that would be loaded, and exit.")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def record(
@@ -110,6 +138,9 @@ def record(
     buffer_pages: int | None,
     wakeup_events: int,
     status: bool | None,
+    user: str | None,
+    redact: bool,
+    redact_key_file: str | None,
     ebpf: bool,
     command: tuple[str, ...],
 ) -> None:
@@ -121,6 +152,26 @@ def record(
     Losses (full buffers, full maps) are stored in the capture as loss blocks.
 
     \b
+    Signals and failures:
+      SIGINT, SIGTERM  drain, write the index, print the summary; exit 0. With CMD the
+                       signal is passed on (Ctrl-C reaches it from the terminal) and the
+                       recording ends when CMD does: exit = CMD's status; a second
+                       signal stops at once and leaves CMD running.
+      SIGHUP           start the next numbered file now (run.aio, run.0002.aio, ...);
+                       each file is complete. Ignored with -o -. If the next file
+                       cannot be made, one warning and recording goes on.
+      CMD dies         by a signal N: recording stops, exit 128+N (like a shell).
+      kill -9, crash   the file reads up to its last chunk (one is written at least
+                       every second: about 1 s of events is lost); 'aether-rec
+                       recover' indexes it.
+      disk full, any   one line on stderr, exit 1; the file keeps every complete
+      write error      chunk; probes are detached; a running CMD goes on untraced
+                       and is waited for.
+      -o - slow reader writes block; meanwhile the kernel buffer fills and what does
+                       not fit is counted as lost (loss blocks, summary, 'info').
+      -o - reader gone one line ("broken pipe"), exit 1.
+
+    \b
     Examples:
       sudo aether-rec record -o run.aio                         # until Ctrl-C
       sudo aether-rec record -o run.aio --duration 30s --min-latency 1ms
@@ -130,6 +181,7 @@ def record(
       sudo aether-rec record -o - --duration 10s | aether-rec stats -
       sudo aether-rec record -o x.aio --ebpf                    # show the BPF program
     """
+    from aether_rec.ops.redact import load_key
     from aether_rec.recorder.session import RecordOptions, prepare
     from aether_rec.recorder.session import record as do_record
 
@@ -153,6 +205,9 @@ def record(
         wakeup_events=wakeup_events,
         status=status,
         argv=tuple(["aether-rec", *sys.argv[1:]]),
+        user=user,
+        redact=redact or redact_key_file is not None,
+        redact_key=load_key(redact_key_file) if redact_key_file else None,
     )
     prep = prepare(opts, log=note)
     if ebpf:

@@ -19,11 +19,19 @@ from typing import IO, Any, Callable
 
 import numpy as np
 
-from aether_rec.errors import AetherError, RecorderError, UsageError
+from aether_rec.errors import AetherError, EnvironmentProblem, RecorderError, UsageError
 from aether_rec.format.chunk import Chunk, encode_strings
+from aether_rec.format.writer import WriteError
 from aether_rec.recorder.bccload import BccInfo, load_bcc
 from aether_rec.recorder.headers import HeaderSource, apply_headers, find_headers
-from aether_rec.recorder.privileges import check_privileges
+from aether_rec.recorder.output import create_output, refuse_reason, stdout_stream
+from aether_rec.recorder.privileges import (
+    User,
+    can_create_in,
+    check_privileges,
+    drop_privileges,
+    resolve_user,
+)
 from aether_rec.recorder.probes import (
     ALL_LAYERS,
     LayerPlan,
@@ -49,19 +57,28 @@ CLOCK_EVERY_S = 10.0
 TICK_S = 1.0
 STATUS_EVERY_S = 0.5
 FINAL_DRAIN_S = 5.0  # at stop, keep draining batches for at most this long
+FLUSH_SLACK_S = 0.15  # a pending chunk is written this much before it is chunk_age old
 
 # Runs the traced command: waits (in rt_sigtimedwait, which no hook traces, so the wait
 # leaves no half-seen syscall behind) until the recorder has added its pid to the traced
 # set and attached, then execs the command under the same pid, so none of its I/O is missed.
+# With --user (argv[1] "uid:gid:g1,g2", else ""), it becomes that user just before the exec.
 _LAUNCHER = (
-    "import os,signal,sys\n"
+    "import os,signal,sys,warnings\n"  # warnings: execvp imports it, maybe after the drop
     "parent=os.getppid()\n"
     "while not signal.sigtimedwait([signal.SIGUSR1],0.5):\n"
     " if os.getppid()!=parent:os._exit(125)\n"
     "signal.pthread_sigmask(signal.SIG_UNBLOCK,[signal.SIGUSR1])\n"
-    "try:os.execvp(sys.argv[1],sys.argv[1:])\n"
+    "u,a=sys.argv[1],sys.argv[2:]\n"
+    "try:\n"
+    " if u:\n"
+    "  i,g,s=u.split(':');os.setgroups([int(x) for x in s.split(',') if x])\n"
+    "  os.setgid(int(g));os.setuid(int(i))\n"
     "except OSError as e:\n"
-    " sys.stderr.write('aether-rec: cannot run %s: %s\\n'%(sys.argv[1],e.strerror));os._exit(127)\n"
+    " sys.stderr.write('aether-rec: cannot become uid %s: %s\\n'%(u,e.strerror));os._exit(126)\n"
+    "try:os.execvp(a[0],a)\n"
+    "except OSError as e:\n"
+    " sys.stderr.write('aether-rec: cannot run %s: %s\\n'%(a[0],e.strerror));os._exit(127)\n"
 )
 
 
@@ -94,6 +111,9 @@ class RecordOptions:
     chunk_age_s: float = 1.0
     status: bool | None = None  # None: when stderr is a terminal
     argv: tuple[str, ...] = ()
+    user: str | None = None  # --user: drop to this user once attached and open
+    redact: bool = False  # --redact: names and paths hashed on the way out
+    redact_key: bytes | None = None  # None with redact: a random key, not stored
 
 
 @dataclass
@@ -122,6 +142,7 @@ class Prepared:
     transport: Transport
     notes: list[str] = field(default_factory=list)
     not_asked: dict[str, str] = field(default_factory=dict)  # unrequested layers the kernel lacks
+    user: User | None = None
 
     @property
     def hooks(self) -> list[dict[str, object]]:
@@ -168,10 +189,11 @@ def _validate(opts: RecordOptions) -> None:
             raise RecorderError(f"--pid {pid}: no such process")
     if opts.command and "/" not in opts.command[0] and shutil.which(opts.command[0]) is None:
         raise RecorderError(f"cannot run {opts.command[0]}: command not found in PATH")
-    if opts.output != "-" and not opts.force:
+    if opts.output != "-":
         first = rotated_name(opts.output, 1) if rotating else opts.output
-        if os.path.lexists(first):
-            raise RecorderError(f"{first}: already exists (use --force to overwrite)")
+        why = refuse_reason(first, opts.force)
+        if why:
+            raise RecorderError(why)
 
 
 def cgroup2_root() -> Path | None:
@@ -209,6 +231,7 @@ def prepare(opts: RecordOptions, log: Log = _default_log) -> Prepared:
     ops = parse_ops(opts.ops)
     cg = _cgroup_path(opts.cgroup) if opts.cgroup else None
     check_privileges()
+    user = _check_user(opts) if opts.user is not None else None
     bcc = load_bcc()
     root, note = ensure_tracefs(mount=True)
     notes: list[str] = []
@@ -261,15 +284,36 @@ def prepare(opts: RecordOptions, log: Log = _default_log) -> Prepared:
         extra_cflags=transport.cflags(),
     )
     prog = build_program(plans, popts)
-    return Prepared(bcc, root, hs, plans, prog, ops, cg, transport, notes, not_asked)
+    return Prepared(bcc, root, hs, plans, prog, ops, cg, transport, notes, not_asked, user)
+
+
+def _check_user(opts: RecordOptions) -> User:
+    """The --user to drop to. Files made after the drop (rotation) are created as that
+    user, so --rotate-* needs an output directory the user can write to."""
+    assert opts.user is not None
+    user = resolve_user(opts.user)
+    if os.geteuid() != 0:
+        raise EnvironmentProblem(f"--user {user.name} needs the recorder to start as root")
+    rotating = opts.rotate_size is not None or opts.rotate_time_ns is not None
+    if rotating and opts.output != "-":
+        d = os.path.dirname(os.path.abspath(opts.output))
+        if not can_create_in(user, d):
+            raise UsageError(
+                f"--user {user.name} with --rotate-size/--rotate-time: {user.name} cannot create "
+                f"files in {d}, and the next files are created after the drop; "
+                f"record into a directory {user.name} can write to"
+            )
+    return user
 
 
 class _Output:
     """The current capture file (or stdout) and its per-file counters."""
 
-    def __init__(self, writer: Any, name: str) -> None:
+    def __init__(self, writer: Any, name: str, f: Any, index: int) -> None:
         self.writer = writer
         self.name = name
+        self.f = f  # the file object under the writer (closed with it, unless stdout)
+        self.index = index
         self.lost: dict[str, int] = {}
         self.opened = time.monotonic()
         self.events = 0  # handed to the writer
@@ -305,6 +349,19 @@ class Session:
         self.t_tick_ns = 0
         self.status = opts.status if opts.status is not None else self.err.isatty()
         self._status_shown = False
+        self.hups = 0  # SIGHUPs not yet acted on (each: rotate now)
+        self.fatal: AetherError | None = None  # ends the recording with exit 1 once closed
+        self.creds: dict[str, Any] | None = None  # after --user's drop
+        self._oldest_end_ns: int | None = None  # completion time of the oldest unwritten event
+        self.redactor: Any = None
+        if opts.redact:
+            from aether_rec.ops.redact import Redactor
+
+            key = opts.redact_key
+            self.redactor = Redactor(
+                key if key is not None else os.urandom(32),
+                key_source="key-file" if key is not None else "random",
+            )
 
     # -- set-up ----------------------------------------------------------------------
     def _spawn(self) -> None:
@@ -314,8 +371,11 @@ class Session:
         try:
             # with -o -, stdout carries the capture: the command's stdout goes to stderr
             stdout = sys.stderr.fileno() if self.opts.output == "-" else None
+            # with --user the command runs as that user too (so it can still be signalled)
+            u = self.prep.user
+            who = f"{u.uid}:{u.gid}:{','.join(map(str, u.groups))}" if u is not None else ""
             self.child = subprocess.Popen(
-                [sys.executable, "-I", "-S", "-c", _LAUNCHER, *self.opts.command], stdout=stdout
+                [sys.executable, "-I", "-S", "-c", _LAUNCHER, who, *self.opts.command], stdout=stdout
             )
         except OSError as e:
             raise RecorderError(f"cannot start {self.opts.command[0]}: {e.strerror}") from None
@@ -364,7 +424,7 @@ class Session:
             finally:
                 os.close(fd)
 
-    def _header(self) -> dict[str, Any]:
+    def _header(self, index: int) -> dict[str, Any]:
         p = self.prep
         o = self.opts
         filters: dict[str, Any] = {}
@@ -403,56 +463,94 @@ class Session:
                 "cflags": p.program.cflags,
                 "pid": os.getpid(),
                 "notes": p.notes,
+                **({"user": p.user.name} if p.user is not None else {}),
             },
-            "rotation": {"index": self.file_index} if self._rotating() else None,
+            "rotation": {"index": index} if self._rotating() or index > 1 else None,
         }
 
     def _rotating(self) -> bool:
         return self.opts.rotate_size is not None or self.opts.rotate_time_ns is not None
 
-    def _open_output(self) -> None:
+    def _name(self, index: int) -> str:
+        """File ``index`` (from 1): OUTPUT itself, or numbered when rotating (and for the
+        files a SIGHUP starts: run.aio, then run.0002.aio, ...)."""
+        if self.opts.output == "-":
+            return "<stdout>"
+        if self._rotating() or index > 1:
+            return rotated_name(self.opts.output, index)
+        return self.opts.output
+
+    def _new_output(self, index: int) -> _Output:
+        """Create file ``index`` and write its header (WriteError if it cannot be made)."""
         from aether_rec.format.writer import CaptureWriter
 
-        self.file_index += 1
-        if self.opts.output == "-":
-            target: Any = sys.stdout.buffer
-            name = "<stdout>"
-        else:
-            name = rotated_name(self.opts.output, self.file_index) if self._rotating() else self.opts.output
-            target = name
-        w = CaptureWriter(
-            target,
-            header=self._header(),
-            chunk_events=self.opts.chunk_events,
-            chunk_age=self.opts.chunk_age_s,
-            overwrite=self.opts.force,
-        )
-        self.out = _Output(w, name)
-        self.files.append(name)
-        # each file is complete on its own: repeat the names known so far
-        n = self.names
-        for table, rows in (
-            ("procs", list(n.procs.values())),
-            (
-                "fds",
-                [
-                    {"pid": k[0], "fd": k[1], "path": v.path, "flags": v.flags}
-                    for k, v in n.fds.items()
-                    if v.path
-                ],
-            ),
-            ("devices", [{"dev": d, "name": s} for d, s in n.devices.items()]),
-        ):
-            if rows and self.file_index > 1:
-                w.write_meta(table, rows)
+        name = self._name(index)
+        to_stdout = self.opts.output == "-"
+        f = stdout_stream() if to_stdout else create_output(name, self.opts.force)
+        try:
+            u = self.prep.user
+            if u is not None and not to_stdout and os.geteuid() == 0:
+                os.fchown(f.fileno(), u.uid, u.gid)  # like tcpdump -Z: the files are the user's
+            header = self._header(index)
+            if self.redactor is not None:
+                header = self.redactor.header(header, local=True)
+            try:
+                w = CaptureWriter(
+                    f, header=header, chunk_events=self.opts.chunk_events, chunk_age=self.opts.chunk_age_s
+                )
+            except WriteError as exc:  # the writer names a stream it did not open by its fd
+                raise WriteError(f"{name}: {str(exc).split(': ', 1)[-1]}") from None
+            w.name = name
+        except BaseException:
+            if not to_stdout:
+                f.close()
+                try:
+                    os.unlink(name)  # ours, just made, without a single event
+                except OSError:
+                    pass
+            raise
+        out = _Output(w, name, None if to_stdout else f, index)
+        if index > 1:
+            # each file is complete on its own: repeat the names known so far
+            n = self.names
+            for table, rows in (
+                ("procs", list(n.procs.values())),
+                (
+                    "fds",
+                    [
+                        {"pid": k[0], "fd": k[1], "path": v.path, "flags": v.flags}
+                        for k, v in n.fds.items()
+                        if v.path
+                    ],
+                ),
+                ("devices", [{"dev": d, "name": s} for d, s in n.devices.items()]),
+            ):
+                if rows:
+                    self._meta(out, table, rows)
+        return out
 
-    def _close_output(self, final: bool) -> None:
-        if self.out is None:
+    def _open_output(self) -> None:
+        self.out = self._new_output(self.file_index + 1)
+        self.file_index = self.out.index
+        self.files.append(self.out.name)
+
+    def _meta(self, out: _Output, table: str, rows: list[dict[str, Any]]) -> None:
+        if self.redactor is not None:
+            rows = self.redactor.meta(table, rows)
+        out.writer.write_meta(table, rows)
+
+    def _close_output(self, final: bool, out: _Output | None = None) -> None:
+        """Write the last clock row, the footer statistics and the index; close."""
+        if out is None:
+            out, self.out = self.out, None
+        if out is None:
             return
-        out, self.out = self.out, None
         w = out.writer
-        w.write_meta("clock", [{"mono": time.monotonic_ns(), "real": time.time_ns()}])
-        stats = {
+        self._meta(out, "clock", [{"mono": time.monotonic_ns(), "real": time.time_ns()}])
+        usage: dict[str, Any] = dict(_self_usage())
+        if self.creds is not None:
+            usage["credentials"] = self.creds
+        stats: dict[str, Any] = {
             "events": w.events_written,
             "lost": dict(out.lost),
             "lost_total": sum(out.lost.values()),
@@ -460,13 +558,78 @@ class Session:
             "duration_ns": int((time.monotonic() - out.opened) * 1e9),
             "final": final,
             "stop_reason": self.stop_reason if final else "rotated",
-            "recorder": _self_usage(),
+            "recorder": usage,
         }
-        w.close(stats=stats)
+        if self.redactor is not None:
+            stats = self.redactor.stats(stats)
+        try:
+            w.close(stats=stats)
+        finally:
+            if out.f is not None:
+                out.f.close()
         self.bytes_closed += w.bytes_written
+
+    def _abort_output(self) -> None:
+        """Stop writing without an index: every complete block stays readable."""
+        out, self.out = self.out, None
+        if out is None:
+            return
+        out.writer.abort()
+        if out.f is not None:
+            try:
+                out.f.close()
+            except OSError:
+                pass
+
+    def _rotate(self) -> None:
+        """Start the next numbered file now. The new file is created first: if it cannot
+        be (WriteError), the current one goes on untouched."""
+        assert self.out is not None
+        new = self._new_output(self.file_index + 1)
+        self._read_counters()  # losses up to now belong to the file being closed
+        old, self.out = self.out, new
+        self.file_index = new.index
+        self.files.append(new.name)
+        self._oldest_end_ns = None
+        self._close_output(final=False, out=old)
+
+    def _on_hup(self) -> None:
+        assert self.out is not None
+        if self.opts.output == "-":
+            self.log("SIGHUP: a capture on stdout cannot be rotated; ignored")
+            return
+        try:
+            self._rotate()
+        except WriteError as exc:
+            self.log(f"SIGHUP: cannot start the next file ({exc}); going on with {self.out.name}")
+            return
+        self.log(f"SIGHUP: rotated to {self.out.name}")
+
+    def _drop(self) -> None:
+        """--user: become the user now that the probes are attached and the output open."""
+        u = self.prep.user
+        assert u is not None
+        # The interpreter may live where the user cannot read (a root-only pyenv): import
+        # now everything the rest of the run imports lazily.
+        import concurrent.futures.thread  # noqa: F401 - detach()
+        import resource  # noqa: F401 - _self_usage()
+        import traceback  # noqa: F401 - AETHER_REC_DEBUG
+
+        self.creds = drop_privileges(u)
+        try:  # the loop reads the counters map: the kernel must still allow it
+            table = self.bpf["counters"]
+            table.getvalue(table.Key(0))
+        except Exception as exc:  # noqa: BLE001 - bcc raises bare Exception
+            raise RecorderError(
+                f"--user {u.name}: once root is dropped the kernel refuses to read the BPF maps "
+                f"({exc}; kernels before 6.5 with unprivileged BPF disabled do): record without --user"
+            ) from None
 
     # -- the loop --------------------------------------------------------------------
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        if signum == signal.SIGHUP:
+            self.hups += 1  # rotate now (acted on by the loop); never forwarded
+            return
         self.signals += 1
         self.last_signal = signum
         if self.child is not None and self.child.poll() is None and self.signals == 1:
@@ -493,11 +656,17 @@ class Session:
                 cols["flags"] = flags
                 cols["comm"], comms = encode_strings(ev["comm"])
                 cols["path"] = codes
-                w.write_events(Chunk(len(ev), cols, {"comm": comms, "path": words}))
+                chunk = Chunk(len(ev), cols, {"comm": comms, "path": words})
+                if self.redactor is not None:
+                    chunk = self.redactor.chunk(chunk)
+                end = int((ev["ts"] + ev["lat"]).min())
+                if self._oldest_end_ns is None or end < self._oldest_end_ns:
+                    self._oldest_end_ns = end
+                w.write_events(chunk)
                 self.events += len(ev)
                 self.out.events += len(ev)
         for table, rows in self.names.take_new().items():
-            w.write_meta(table, rows)
+            self._meta(self.out, table, rows)
         return len(ev)
 
     def _limit(self, ev: np.ndarray) -> np.ndarray:
@@ -547,6 +716,18 @@ class Session:
                 self.lost[kind] = self.lost.get(kind, 0) + n
         self.t_tick_ns = now
 
+    def _unreported_losses(self) -> None:
+        """At stop: losses the transport never reported (perf buffer: the last ones of a
+        storm), from the program's per-CPU count of failed submits."""
+        assert self.out is not None
+        counted = self.counters_prev.get("submit_failed")
+        if counted is None:
+            return
+        for loss in self.transport.unreported_losses([int(v) for v in counted]):
+            self.out.writer.write_loss(loss.cpu, loss.count, loss.t_first, loss.t_last, loss.kind)
+            self.out.add_loss(loss.kind, loss.count)
+            self.lost[loss.kind] = self.lost.get(loss.kind, 0) + loss.count
+
     def _file_bytes(self, limit: int) -> int:
         """Bytes of the current file, counting events still pending in the writer: when
         they would reach ``limit``, they are cut into a chunk now so the size is real."""
@@ -589,7 +770,15 @@ class Session:
             self.stop_reason = f"signal {signal.Signals(self.last_signal).name}"
             return True
         if self.child is not None and self.child.poll() is not None:
-            self.stop_reason = "command exited"
+            rc = self.child.returncode
+            if rc < 0:
+                try:
+                    what = signal.Signals(-rc).name
+                except ValueError:
+                    what = f"signal {-rc}"
+                self.stop_reason = f"command killed by {what}"
+            else:
+                self.stop_reason = "command exited" + (f" with status {rc}" if rc else "")
             return True
         if o.duration_ns is not None and (now - self.t_start) * 1e9 >= o.duration_ns:
             self.stop_reason = "--duration"
@@ -610,9 +799,26 @@ class Session:
             o.rotate_time_ns is not None and (now - self.out.opened) * 1e9 >= o.rotate_time_ns
         )
         if due:
-            self._read_counters()
-            self._close_output(final=False)
-            self._open_output()
+            try:
+                self._rotate()
+            except WriteError as exc:
+                # the current file is closed normally (complete, indexed), then exit 1
+                self.stop_reason = "rotation failed"
+                self.fatal = RecorderError(f"{exc}; recording stopped, {self.out.name} is complete")
+
+    def _flush_old(self) -> None:
+        """Write the pending events as a chunk once the oldest of them completed
+        ``chunk_age`` ago (less one loop tick): a recorder killed at any moment loses at
+        most about ``chunk_age`` of events."""
+        assert self.out is not None
+        w = self.out.writer
+        if self.out.events == w.events_written:
+            self._oldest_end_ns = None
+        elif self._oldest_end_ns is not None:
+            age = time.monotonic_ns() - self._oldest_end_ns
+            if age >= (self.opts.chunk_age_s - FLUSH_SLACK_S) * 1e9:
+                w.flush()
+                self._oldest_end_ns = None
 
     def run(self) -> RecordResult:
         handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
@@ -626,9 +832,60 @@ class Session:
             self._clear_status()
             if self.child is not None and self.child.poll() is None and self.out is None and not self.files:
                 self.child.kill()
-            if self.bpf is not None:
-                detach(self.bpf)
-                self.bpf = None
+            self._detach()
+
+    def _detach(self) -> None:
+        if self.bpf is not None:
+            bpf, self.bpf = self.bpf, None
+            detach(bpf)
+        try:
+            self.transport.close()
+        except Exception:  # noqa: BLE001 - tearing down must not hide the recording's result
+            pass
+
+    def _stopped_by_error(self, exc: BaseException) -> BaseException:
+        """What a failure in the loop becomes: the file was aborted (every complete block
+        kept, no index), the probes are detached, a traced command still running is
+        waited for (it goes on untraced; a signal is forwarded to it, a second one stops
+        waiting). Returns the exception to raise: one line for the user."""
+        name = self.out.name if self.out is not None else (self.files[-1] if self.files else "")
+        self._abort_output()
+        self._detach()
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            return exc
+        if os.environ.get("AETHER_REC_DEBUG"):
+            import traceback
+
+            traceback.print_exception(exc)
+        if self.opts.output == "-":
+            if isinstance(exc, WriteError) and "broken pipe" in str(exc):
+                err: AetherError = RecorderError(
+                    "the reader of the capture on stdout went away (broken pipe); recording stopped"
+                )
+            elif isinstance(exc, AetherError):
+                err = RecorderError(f"{str(exc).split(': ', 1)[-1]}; recording stopped")
+            else:
+                err = RecorderError(f"recording failed ({type(exc).__name__}: {exc})")
+        else:
+            tail = (
+                "the file is readable up to its last complete chunk ('aether-rec recover' indexes it)"
+                if name
+                else "nothing was written"
+            )
+            if isinstance(exc, AetherError):
+                err = RecorderError(f"{exc}; recording stopped: {tail}")
+            else:
+                err = RecorderError(f"recording failed ({type(exc).__name__}: {exc}); {tail}")
+        self._wait_child()
+        return err
+
+    def _wait_child(self) -> int | None:
+        """The traced command's status, waiting for it unless asked to stop twice."""
+        if self.child is None:
+            return None
+        while self.child.poll() is None and self.signals < 2:
+            time.sleep(0.05)
+        return self.child.poll()
 
     def _run(self) -> RecordResult:
         o = self.opts
@@ -637,7 +894,13 @@ class Session:
         try:
             self._load()
             self._open_output()
+            self.t_start = time.monotonic()
+            self.t_tick_ns = time.monotonic_ns()
+            self._release()  # before the drop: the launcher is root until it execs
+            if self.prep.user is not None:
+                self._drop()
         except BaseException:
+            self._abort_output()
             if self.child is not None:
                 self.child.kill()
                 self.child.wait()
@@ -648,13 +911,12 @@ class Session:
             if o.command
             else ("pid " + ",".join(map(str, o.pids)) if o.pids else "all processes")
         )
+        u = self.prep.user
         self.log(
             f"recording {layers} I/O of {what} to {self.files[-1]} ({len(self.prep.hooks)} hooks)"
+            + (f"; running as {u.name} (uid {u.uid}, gid {u.gid}), root dropped" if u else "")
             + ("" if o.command else "; Ctrl-C to stop")
         )
-        self.t_start = time.monotonic()
-        self.t_tick_ns = time.monotonic_ns()
-        self._release()
         next_drain = self.t_start + o.drain_interval_s
         next_tick = self.t_start + TICK_S
         next_clock = self.t_start + CLOCK_EVERY_S
@@ -672,23 +934,23 @@ class Session:
                     next_drain = now + o.drain_interval_s
                 self._ingest()
                 assert self.out is not None
+                self._flush_old()
                 self.out.writer.maybe_flush()
                 if now >= next_tick:
                     self._read_counters()
                     next_tick = now + TICK_S
                 if now >= next_clock:
-                    self.out.writer.write_meta(
-                        "clock", [{"mono": time.monotonic_ns(), "real": time.time_ns()}]
-                    )
+                    self._meta(self.out, "clock", [{"mono": time.monotonic_ns(), "real": time.time_ns()}])
                     next_clock = now + CLOCK_EVERY_S
                 if self.status and now >= next_status:
                     self._show_status(now)
                     next_status = now + STATUS_EVERY_S
+                if self.hups:
+                    self.hups = 0
+                    self._on_hup()
                 if self._rotating():
                     self._maybe_rotate(now)
             # stop: let in-flight completions land, then drain everything
-            if self.child is not None and self.child.poll() is None and self.signals >= 2:
-                pass  # leave the command running: the user asked twice
             time.sleep(0.05)
             deadline = time.monotonic() + FINAL_DRAIN_S
             while True:  # transports hand out bounded batches: drain until dry
@@ -696,20 +958,19 @@ class Session:
                 if not self._ingest() or time.monotonic() > deadline:
                     break
             self._read_counters()
+            self._unreported_losses()
             self._close_output(final=True)
-        except AetherError:
-            if self.out is not None:
-                self.out.writer.abort()
-                self.out = None
-            raise
+        except BaseException as exc:
+            raise self._stopped_by_error(exc) from None
         elapsed = time.monotonic() - self.t_start
+        if self.fatal is not None:
+            self._detach()
+            self._wait_child()
+            raise self.fatal
         code = 0
-        if self.child is not None:
-            rc = self.child.poll()
-            if rc is None and self.signals < 2:
-                rc = self.child.wait()
-            if rc is not None:
-                code = rc if rc >= 0 else 128 - rc
+        rc = self._wait_child()
+        if rc is not None:
+            code = rc if rc >= 0 else 128 - rc
         return RecordResult(
             files=self.files,
             events=self.events,

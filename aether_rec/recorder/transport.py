@@ -59,6 +59,11 @@ class Transport(ABC):
     @abstractmethod
     def close(self) -> None: ...
 
+    def unreported_losses(self, submit_failed: list[int]) -> list[Loss]:
+        """At the end of a recording: losses the program counted (its per-CPU count of
+        failed submits) that the transport has not reported yet."""
+        return []
+
     def describe(self) -> dict[str, object]:
         return {"name": self.name}
 
@@ -120,6 +125,7 @@ class PerfBufferTransport(Transport):
         self._keep: list[Any] = []  # ctypes callbacks must outlive the readers
         self.samples = 0
         self.lost = 0
+        self.lost_by_cpu: dict[int, int] = {}
 
     def open(self, bpf: Any) -> None:
         from bcc.libbcc import (
@@ -187,12 +193,29 @@ class PerfBufferTransport(Transport):
         losses, self._losses[:] = _merge_losses(self._losses), []
         self.samples += len(chunks)
         self.lost += sum(x.count for x in losses)
+        for x in losses:
+            self.lost_by_cpu[x.cpu] = self.lost_by_cpu.get(x.cpu, 0) + x.count
         if not chunks:
             return np.empty(0, KERNEL_EVENT_DTYPE), losses
         return np.frombuffer(b"".join(chunks), dtype=KERNEL_EVENT_DTYPE), losses
 
     def close(self) -> None:
         self._bpf = None
+
+    def unreported_losses(self, submit_failed: list[int]) -> list[Loss]:
+        """The kernel reports lost samples (PERF_RECORD_LOST) only when the buffer has room
+        for the report, i.e. with the next sample that fits: losses at the very end of a
+        storm are never reported. The program counts every failed submit per CPU; what it
+        counted beyond the reports is lost too."""
+        now = time.monotonic_ns()
+        out: list[Loss] = []
+        for cpu, total in enumerate(submit_failed):
+            missing = int(total) - self.lost_by_cpu.get(cpu, 0)
+            if missing > 0:
+                out.append(Loss(cpu, missing, self._last_read.get(cpu, now), now, "perf_buffer"))
+                self.lost_by_cpu[cpu] = int(total)
+                self.lost += missing
+        return out
 
     def describe(self) -> dict[str, object]:
         return {"name": self.name, "pages_per_cpu": self.page_cnt, "wakeup_events": self.wakeup_events}

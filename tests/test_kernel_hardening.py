@@ -24,6 +24,7 @@ import json
 import os
 import pwd
 import queue
+import random
 import shutil
 import signal
 import socket
@@ -39,6 +40,7 @@ import numpy as np
 import pytest
 from kernel_util import (
     CLI,
+    capture_info,
     helper,
     helper_doc,
     kernel,  # noqa: F401 - the fixture
@@ -204,7 +206,7 @@ def test_kill_9_loses_about_a_second_and_recover_indexes(tmp_path: Path) -> None
                     "--ops", "pread"])
         p.wait_recording()
         ids = prog_ids(p.pid)
-        time.sleep(2.6)  # a steady 1 kHz for a little over two chunk ages
+        time.sleep(2.0 + random.random())  # a steady 1 kHz; the kill at any phase of a chunk
         t_kill = time.monotonic_ns()
         p.kill()
         p.finish(timeout=30)
@@ -506,7 +508,8 @@ def test_user_drops_root_and_goes_on_recording() -> None:
         os.chown(d, nobody.pw_uid, nobody.pw_gid)
         out = d / "u.aio"
         who = d / "who"
-        script = ("i=0; while [ $i -lt 25 ]; do dd if=/dev/zero of=/dev/null bs=512 count=100 status=none; "
+        script = ("dd if=/dev/zero of=/dev/null bs=1 count=400000 status=none; "  # lives long enough
+                  "i=0; while [ $i -lt 20 ]; do dd if=/dev/zero of=/dev/null bs=512 count=100 status=none; "
                   f"sleep 0.1; i=$((i+1)); done; id -u > {who}")
         p = Rec(["record", "-o", str(out), "--user", "nobody", "--rotate-time", "1s", "--layers",
                     "syscall", "--", "sh", "-c", script], cwd="/")
@@ -528,15 +531,18 @@ def test_user_drops_root_and_goes_on_recording() -> None:
         files = sorted(d.glob("u.*.aio"))
         assert len(files) >= 2  # rotation after the drop: files created as nobody
         total = 0
+        paths: set[str] = set()
         for f in files:
             s = f.stat()
             assert (s.st_uid, s.st_gid, s.st_mode & 0o777) == (nobody.pw_uid, nobody.pw_gid, 0o600)
             cap, ev = load(f)
+            paths.update(r["path"] for r in capture_info(f)["fds"])
             assert cap.header["recorder"]["user"] == "nobody"
             creds = cap.index_stats["recorder"]["credentials"]
             assert creds["uid"] == [nobody.pw_uid] * 4 and creds["capeff"] == 0 and creds["capprm"] == 0
             total += len(ev["ts"])
         assert total > 2000  # it went on recording
+        assert "/dev/zero" in paths  # and naming the command's files (its own, as nobody)
     finally:
         shutil.rmtree(d, ignore_errors=True)
 
@@ -616,3 +622,45 @@ def test_record_redact_hashes_names_on_the_way_out(tmp_path: Path) -> None:
                              sorted({str(x) for x in got["ev"]["comm"].tolist()})], default=str)
     for plain in ("secret-project", "payroll", socket.gethostname(), "recorder_helper"):
         assert plain not in everything, plain
+
+
+# -- a failure inside the loop -------------------------------------------------------------
+def test_a_failure_in_the_loop_keeps_the_file_readable_and_detaches(tmp_path: Path) -> None:
+    """In this process: a bug in the loop (injected into the transport) still leaves every
+    complete chunk readable (no index) and frees every BPF program, with one line."""
+    from aether_rec.errors import RecorderError
+    from aether_rec.recorder.session import RecordOptions, Session, prepare
+
+    data = _data(tmp_path)
+    work = subprocess.Popen(helper("loop", "--file", str(data), "--seconds", "60", "--interval", "0.002"),
+                            stdout=subprocess.PIPE, text=True)
+    out = tmp_path / "boom.aio"
+    held: set[int] = set()
+    try:
+        _read_json(work)
+        opts = RecordOptions(output=str(out), layers="syscall", pids=(work.pid,))
+        sess = Session(opts, prepare(opts, log=lambda _m: None), log=lambda _m: None)
+        take = sess.transport.take
+        t_fail = time.monotonic() + 2.5  # compile time included: the loop runs >1 s before
+
+        def failing_take() -> Any:
+            if time.monotonic() > t_fail and sess.events > 0:
+                held.update(prog_ids(os.getpid()))
+                raise RuntimeError("injected")
+            return take()
+
+        sess.transport.take = failing_take  # type: ignore[method-assign]
+        before = signal.getsignal(signal.SIGTERM)
+        with pytest.raises(RecorderError) as exc:
+            sess.run()
+        assert signal.getsignal(signal.SIGTERM) == before
+    finally:
+        work.kill()
+    msg = str(exc.value)
+    assert "\n" not in msg and "recording failed (RuntimeError: injected)" in msg
+    assert "readable up to its last complete chunk" in msg
+    assert sess.bpf is None
+    assert_detached(held)  # this process is alive: the programs were really freed
+    got = _info(out)
+    assert not got["has_index"] and not got["warnings"]
+    assert len(got["ev"]["ts"]) > 100

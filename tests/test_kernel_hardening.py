@@ -504,7 +504,12 @@ def test_user_drops_root_and_goes_on_recording() -> None:
     nobody = pwd.getpwnam("nobody")
     groups = sorted(set(os.getgrouplist("nobody", nobody.pw_gid)))
     d = Path(tempfile.mkdtemp(prefix="aether-user-", dir="/tmp"))
+    data = _data(d)
+    # a root process traced too (--pid): nobody cannot read its /proc/PID/fd
+    root_work = subprocess.Popen(helper("loop", "--file", str(data), "--seconds", "60"),
+                                 stdout=subprocess.PIPE, text=True)
     try:
+        _read_json(root_work)
         os.chown(d, nobody.pw_uid, nobody.pw_gid)
         out = d / "u.aio"
         who = d / "who"
@@ -512,7 +517,7 @@ def test_user_drops_root_and_goes_on_recording() -> None:
                   "i=0; while [ $i -lt 20 ]; do dd if=/dev/zero of=/dev/null bs=512 count=100 status=none; "
                   f"sleep 0.1; i=$((i+1)); done; id -u > {who}")
         p = Rec(["record", "-o", str(out), "--user", "nobody", "--rotate-time", "1s", "--layers",
-                    "syscall", "--", "sh", "-c", script], cwd="/")
+                 "syscall", "--pid", str(root_work.pid), "--", "sh", "-c", script], cwd="/")
         lines = p.wait_recording()
         assert "running as nobody" in lines[-1], lines
         st = _status(p.pid)  # the drop happens before the 'recording' line
@@ -532,6 +537,7 @@ def test_user_drops_root_and_goes_on_recording() -> None:
         assert len(files) >= 2  # rotation after the drop: files created as nobody
         total = 0
         paths: set[str] = set()
+        root_paths: set[str] = set()
         for f in files:
             s = f.stat()
             assert (s.st_uid, s.st_gid, s.st_mode & 0o777) == (nobody.pw_uid, nobody.pw_gid, 0o600)
@@ -541,9 +547,12 @@ def test_user_drops_root_and_goes_on_recording() -> None:
             creds = cap.index_stats["recorder"]["credentials"]
             assert creds["uid"] == [nobody.pw_uid] * 4 and creds["capeff"] == 0 and creds["capprm"] == 0
             total += len(ev["ts"])
+            root_paths.update(str(x) for x in ev["path"][ev["pid"] == root_work.pid].tolist())
         assert total > 2000  # it went on recording
         assert "/dev/zero" in paths  # and naming the command's files (its own, as nobody)
+        assert root_paths == {""}  # root's files: recorded, their names not readable: left empty
     finally:
+        root_work.kill()
         shutil.rmtree(d, ignore_errors=True)
 
 
@@ -625,6 +634,7 @@ def test_record_redact_hashes_names_on_the_way_out(tmp_path: Path) -> None:
 
 
 # -- a failure inside the loop -------------------------------------------------------------
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # bcc's, about str map names
 def test_a_failure_in_the_loop_keeps_the_file_readable_and_detaches(tmp_path: Path) -> None:
     """In this process: a bug in the loop (injected into the transport) still leaves every
     complete chunk readable (no index) and frees every BPF program, with one line."""

@@ -435,6 +435,35 @@ def test_slow_reader_on_a_pipe_blocks_and_counts_every_loss(tmp_path: Path) -> N
     assert f"lost {lost['ringbuf']:,}" in err  # and the summary says so
 
 
+def test_a_reader_that_never_reads_blocks_until_a_second_signal(tmp_path: Path) -> None:
+    """The first SIGTERM waits for the reader (the capture would be cut otherwise); the
+    second gives up: one line, exit 1, probes detached."""
+    work = _storm(tmp_path, 50_000)
+    try:
+        p = Rec(["record", "-o", "-", "--pid", str(work.pid), "--layers", "syscall", "--ops", "pread"])
+        assert p.p.stdout is not None
+        fcntl.fcntl(p.p.stdout.fileno(), F_SETPIPE_SZ, 16384)
+        p.wait_recording()
+        ids = prog_ids(p.pid)
+        work.send_signal(signal.SIGUSR1)
+        end = time.monotonic() + 20
+        while "pipe_write" not in _wchan(p.pid):
+            assert time.monotonic() < end, f"recorder never blocked on the pipe ({_wchan(p.pid)})"
+            time.sleep(0.05)
+        p.send_signal(signal.SIGTERM)
+        time.sleep(1.0)
+        assert p.p.poll() is None and "pipe_write" in _wchan(p.pid)  # still waiting for the reader
+        p.send_signal(signal.SIGTERM)
+        rc, err = p.finish(timeout=30)
+    finally:
+        work.kill()
+    assert_detached(ids)
+    assert rc == 1, err
+    _no_traceback(err)
+    after = _after_start(err)
+    assert len(after) == 1 and "second signal while the reader of stdout was not reading" in after[0], after
+
+
 def test_reader_that_goes_away_is_one_line_exit_1(tmp_path: Path) -> None:
     data = _data(tmp_path)
     work = subprocess.Popen(helper("loop", "--file", str(data), "--seconds", "60", "--interval", "0.002"),

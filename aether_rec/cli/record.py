@@ -168,7 +168,9 @@ def record(
       write error      chunk; probes are detached; a running CMD goes on untraced
                        and is waited for.
       -o - slow reader writes block; meanwhile the kernel buffer fills and what does
-                       not fit is counted as lost (loss blocks, summary, 'info').
+                       not fit is counted as lost (loss blocks, summary, 'info'). A
+                       stop signal waits for the reader; a second one gives up
+                       (one line, exit 1, the stream ends without an index).
       -o - reader gone one line ("broken pipe"), exit 1.
 
     \b

@@ -18,9 +18,10 @@ Rotated files (``run.0002.aio`` ...) are created the same way when they are due.
 from __future__ import annotations
 
 import errno
+import io
 import os
 import stat
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from aether_rec.format.writer import WriteError
 
@@ -71,8 +72,31 @@ def create_output(path: str, force: bool = False) -> BinaryIO:
     return os.fdopen(fd, "wb", buffering=0)
 
 
-def stdout_stream() -> BinaryIO:
-    """Unbuffered file object over fd 1 (not closed with it): a write that fails (a
-    reader that went away) leaves nothing in a buffer for the interpreter to trip over
-    at exit."""
-    return os.fdopen(1, "wb", buffering=0, closefd=False)
+class StdoutStream(io.RawIOBase):
+    """Unbuffered writes to fd 1 (never closed here): a write that fails (a reader that
+    went away) leaves nothing in a buffer for the interpreter to trip over at exit.
+    ``blocked`` is true while a write waits for the reader, so that a second stop signal
+    can give up on a reader that does not read (see Session._on_signal)."""
+
+    name = "<stdout>"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.blocked = False
+
+    def writable(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        return 1
+
+    def write(self, b: Any) -> int:
+        self.blocked = True
+        try:
+            return os.write(1, b)
+        finally:
+            self.blocked = False
+
+
+def stdout_stream() -> StdoutStream:
+    return StdoutStream()

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import IO, Any, Callable
+from typing import IO, Any, BinaryIO, Callable, cast
 
 import numpy as np
 
@@ -24,7 +24,7 @@ from aether_rec.format.chunk import Chunk, encode_strings
 from aether_rec.format.writer import WriteError
 from aether_rec.recorder.bccload import BccInfo, load_bcc
 from aether_rec.recorder.headers import HeaderSource, apply_headers, find_headers
-from aether_rec.recorder.output import create_output, refuse_reason, stdout_stream
+from aether_rec.recorder.output import StdoutStream, create_output, refuse_reason, stdout_stream
 from aether_rec.recorder.privileges import (
     User,
     can_create_in,
@@ -80,6 +80,10 @@ _LAUNCHER = (
     "except OSError as e:\n"
     " sys.stderr.write('aether-rec: cannot run %s: %s\\n'%(a[0],e.strerror));os._exit(127)\n"
 )
+
+
+class _GiveUpOnReader(Exception):
+    """Raised by a second stop signal while a write to stdout waits for its reader."""
 
 
 def _default_log(msg: str) -> None:
@@ -486,7 +490,7 @@ class Session:
 
         name = self._name(index)
         to_stdout = self.opts.output == "-"
-        f = stdout_stream() if to_stdout else create_output(name, self.opts.force)
+        f = cast(BinaryIO, stdout_stream()) if to_stdout else create_output(name, self.opts.force)
         try:
             u = self.prep.user
             if u is not None and not to_stdout and os.geteuid() == 0:
@@ -509,7 +513,7 @@ class Session:
                 except OSError:
                     pass
             raise
-        out = _Output(w, name, None if to_stdout else f, index)
+        out = _Output(w, name, f, index)
         if index > 1:
             # each file is complete on its own: repeat the names known so far
             n = self.names
@@ -565,7 +569,7 @@ class Session:
         try:
             w.close(stats=stats)
         finally:
-            if out.f is not None:
+            if not isinstance(out.f, StdoutStream):
                 out.f.close()
         self.bytes_closed += w.bytes_written
 
@@ -575,7 +579,7 @@ class Session:
         if out is None:
             return
         out.writer.abort()
-        if out.f is not None:
+        if not isinstance(out.f, StdoutStream):
             try:
                 out.f.close()
             except OSError:
@@ -632,6 +636,9 @@ class Session:
             return
         self.signals += 1
         self.last_signal = signum
+        f = self.out.f if self.out is not None else None
+        if self.signals >= 2 and isinstance(f, StdoutStream) and f.blocked:
+            raise _GiveUpOnReader()  # interrupts the blocked write (it is not retried)
         if self.child is not None and self.child.poll() is None and self.signals == 1:
             if signum != signal.SIGINT:  # Ctrl-C already reached the child's process group
                 try:
@@ -858,8 +865,13 @@ class Session:
 
             traceback.print_exception(exc)
         if self.opts.output == "-":
-            if isinstance(exc, WriteError) and "broken pipe" in str(exc):
+            if isinstance(exc, _GiveUpOnReader):
                 err: AetherError = RecorderError(
+                    "stopped by a second signal while the reader of stdout was not reading: "
+                    "the capture on stdout ends without its last blocks and index"
+                )
+            elif isinstance(exc, WriteError) and "broken pipe" in str(exc):
+                err = RecorderError(
                     "the reader of the capture on stdout went away (broken pipe); recording stopped"
                 )
             elif isinstance(exc, AetherError):

@@ -877,7 +877,7 @@ class Session:
             elif isinstance(exc, AetherError):
                 err = RecorderError(f"{str(exc).split(': ', 1)[-1]}; recording stopped")
             else:
-                err = RecorderError(f"recording failed ({type(exc).__name__}: {exc})")
+                err = RecorderError(f"recording failed ({_one_line(exc)})")
         else:
             tail = (
                 "the file is readable up to its last complete chunk ('aether-rec recover' indexes it)"
@@ -887,7 +887,7 @@ class Session:
             if isinstance(exc, AetherError):
                 err = RecorderError(f"{exc}; recording stopped: {tail}")
             else:
-                err = RecorderError(f"recording failed ({type(exc).__name__}: {exc}); {tail}")
+                err = RecorderError(f"recording failed ({_one_line(exc)}); {tail}")
         self._wait_child()
         return err
 
@@ -911,11 +911,16 @@ class Session:
             self._release()  # before the drop: the launcher is root until it execs
             if self.prep.user is not None:
                 self._drop()
-        except BaseException:
+        except BaseException as exc:
             self._abort_output()
+            self._detach()
             if self.child is not None:
                 self.child.kill()
                 self.child.wait()
+            if isinstance(exc, _GiveUpOnReader):
+                raise RecorderError("stopped by a second signal: the reader of stdout read nothing") from None
+            if isinstance(exc, Exception) and not isinstance(exc, AetherError):
+                raise RecorderError(f"recording could not start ({_one_line(exc)})") from None
             raise
         layers = ", ".join(self.prep.program.layers)
         what = (
@@ -993,6 +998,11 @@ class Session:
             exit_code=code,
             stop_reason=self.stop_reason,
         )
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def _self_usage() -> dict[str, float]:

@@ -698,7 +698,7 @@ def test_a_failure_in_the_loop_keeps_the_file_readable_and_detaches(tmp_path: Pa
     msg = str(exc.value)
     assert "\n" not in msg and "recording failed (RuntimeError: injected)" in msg
     assert "readable up to its last complete chunk" in msg
-    assert sess.bpf is None
+    assert sess.prog is None
     assert_detached(held)  # this process is alive: the programs were really freed
     got = _info(out)
     assert not got["has_index"] and not got["warnings"]

@@ -81,7 +81,7 @@ def _duration(value: str | None, option: str) -> int | None:
 @click.option(
     "--buffer-pages",
     type=int,
-    help="Buffer size in pages, a power of two: per CPU for perf [64], in all for ringbuf [16384]. "
+    help="Buffer size in pages, a power of two: per CPU for perf [64], in all for ringbuf [8192 = 32 MiB]. "
     "More pages, fewer losses at high rates.",
 )
 @click.option(

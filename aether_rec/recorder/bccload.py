@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +38,7 @@ INSTALL_HINT = (
 
 @dataclass(frozen=True)
 class BccInfo:
-    module: ModuleType
+    module: ModuleType | None  # None: located, not imported (see locate_bcc)
     version: str
     location: str  # directory the package was loaded from
 
@@ -77,6 +78,24 @@ def find_bcc_dir() -> Path | None:
         if (d / "bcc" / "__init__.py").is_file():
             return d
     return None
+
+
+def locate_bcc() -> BccInfo:
+    """Where bcc is and its version, without importing it (importing maps clang and LLVM
+    into the process: the recorder leaves that to its loader helper)."""
+    if _cached is not None:
+        return _cached
+    d = find_bcc_dir()
+    if d is None:
+        raise EnvironmentProblem(f"bcc (the BPF compiler collection) is not installed: {INSTALL_HINT}")
+    version = "unknown"
+    try:
+        m = re.search(r"__version__\s*=\s*['\"]([^'\"]+)", (d / "bcc" / "version.py").read_text())
+        if m:
+            version = m.group(1)
+    except OSError:
+        pass
+    return BccInfo(module=None, version=version, location=str(d))
 
 
 def load_bcc() -> BccInfo:

@@ -22,6 +22,7 @@ from aether_rec.recorder.filters import fill_filters
 
 def serve(sock: socket.socket, request: dict[str, Any]) -> None:
     bcc = load_bcc().module
+    assert bcc is not None
     try:
         bpf = bcc.BPF(text=request["text"], cflags=list(request["cflags"]))
     except Exception as e:  # noqa: BLE001 - bcc raises bare Exception
@@ -38,6 +39,9 @@ def serve(sock: socket.socket, request: dict[str, Any]) -> None:
     map_fds = [int(bpf[n].map_fd) for n in names]
     links = [int(fd) for fd in bpf.tracepoint_fds.values()]
     links += [int(fd) for fd in getattr(bpf, "raw_tracepoint_fds", {}).values()]
+    # the programs too: the attachments hold them anyway, and holding them makes the
+    # recorder's /proc/PID/fd say which programs it runs
+    links += [int(fn.fd) for fn in bpf.funcs.values()]
     reply = json.dumps({"maps": names, "links": len(links)}).encode()
     socket.send_fds(sock, [reply], map_fds + links)
     sock.recv(16)  # the recorder holds them now

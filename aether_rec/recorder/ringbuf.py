@@ -43,7 +43,7 @@ class RingBufTransport(Transport):
 
     name = "ringbuf"
 
-    def __init__(self, pages: int = 16384, table: str = "events", counter_table: str = "counters",
+    def __init__(self, pages: int = 8192, table: str = "events", counter_table: str = "counters",
                  drop_counter: int = 5, batch: int = 65536) -> None:
         if pages < 1 or pages & (pages - 1):
             raise RecorderError(f"ring buffer pages must be a power of two, not {pages}")
@@ -55,7 +55,7 @@ class RingBufTransport(Transport):
         self.batch = batch  # records copied out per poll/drain: bounds memory and latency
         self._parts: list[np.ndarray] = []
         self._losses: list[Loss] = []
-        self._bpf: Any = None
+        self._prog: Any = None
         self._maps: list[mmap.mmap] = []
         self._epoll: select.epoll | None = None
         self._drops_seen: dict[int, int] = {}
@@ -67,9 +67,9 @@ class RingBufTransport(Transport):
         """What the BPF programs need to emit into a ring buffer of this size."""
         return ["-DAETHER_RINGBUF=1", f"-DAETHER_RB_PAGES={self.pages}"]
 
-    def open(self, bpf: Any) -> None:
-        self._bpf = bpf
-        fd = int(bpf[self.table_name].map_fd)
+    def open(self, prog: Any) -> None:
+        self._prog = prog
+        fd = prog.map_fd(self.table_name)
         page = mmap.PAGESIZE
         try:
             cons = mmap.mmap(fd, page, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE, offset=0)
@@ -126,8 +126,8 @@ class RingBufTransport(Transport):
         """Turn the kernel's per-CPU reservation-failure counts into loss records."""
         now = time.monotonic_ns()
         try:
-            values = self._bpf[self.counter_table][self.drop_counter]
-        except (KeyError, IndexError):
+            values = self._prog.percpu_u64(self.counter_table, self.drop_counter)
+        except (KeyError, IndexError, RecorderError):
             return
         for cpu, total in enumerate(values):
             total = int(total)
@@ -158,7 +158,7 @@ class RingBufTransport(Transport):
             except BufferError:
                 pass  # a numpy view still holds it; the mapping goes with the process
         self._maps = []
-        self._bpf = None
+        self._prog = None
 
     def describe(self) -> dict[str, object]:
         return {"name": self.name, "pages": self.pages, "bytes": self.size, "read": "mmap+numpy"}

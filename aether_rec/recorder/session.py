@@ -22,8 +22,10 @@ import numpy as np
 from aether_rec.errors import AetherError, EnvironmentProblem, RecorderError, UsageError
 from aether_rec.format.chunk import Chunk, encode_strings
 from aether_rec.format.writer import WriteError
-from aether_rec.recorder.bccload import BccInfo, load_bcc
+from aether_rec.recorder.bccload import BccInfo, load_bcc, locate_bcc
+from aether_rec.recorder.filters import fill_filters
 from aether_rec.recorder.headers import HeaderSource, apply_headers, find_headers
+from aether_rec.recorder.loaded import InProcessProgram, LoadedProgram, load_remote
 from aether_rec.recorder.output import StdoutStream, create_output, refuse_reason, stdout_stream
 from aether_rec.recorder.privileges import (
     User,
@@ -236,7 +238,7 @@ def prepare(opts: RecordOptions, log: Log = _default_log) -> Prepared:
     cg = _cgroup_path(opts.cgroup) if opts.cgroup else None
     check_privileges()
     user = _check_user(opts) if opts.user is not None else None
-    bcc = load_bcc()
+    bcc = locate_bcc()  # imported only where the program is compiled (see _load)
     root, note = ensure_tracefs(mount=True)
     notes: list[str] = []
     if note:
@@ -334,7 +336,7 @@ class Session:
         self.prep = prep
         self.log = log
         self.err = err or sys.stderr
-        self.bpf: Any = None
+        self.prog: LoadedProgram | None = None
         self.transport: Transport = prep.transport
         self.names = Names()
         self.child: subprocess.Popen[bytes] | None = None
@@ -391,42 +393,46 @@ class Session:
             os.kill(self.child.pid, signal.SIGUSR1)
 
     def _load(self) -> None:
-        bcc = self.prep.bcc.module
-        prog = self.prep.program
-        try:
-            self.bpf = bcc.BPF(text=prog.text, cflags=prog.cflags)
-        except Exception as e:  # noqa: BLE001 - bcc raises bare Exception
-            msg = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
-            raise RecorderError(
-                f"the BPF program failed to load ({msg}); the compiler's messages are above, "
-                "'aether-rec doctor' checks the environment"
-            ) from None
-        try:
-            self._fill_filters()
-        except Exception as e:  # noqa: BLE001 - bcc raises bare Exception
-            raise RecorderError(f"could not set up the in-kernel filters: {e}") from None
-        self.transport.open(self.bpf)
+        """Compile, load and attach the program, fill its filter maps, open the transport.
 
-    def _fill_filters(self) -> None:
-        """Put the pid, comm and cgroup filters into the program's maps."""
+        A transport that only needs map descriptors (the ring buffer) gets a program
+        loaded by the helper process (loaded.load_remote): bcc, clang and LLVM never
+        enter the recorder. The perf buffer needs bcc's reader here, so it compiles here."""
+        prog = self.prep.program
+        filters = self._filters()
+        if self.transport.needs_bcc:
+            bcc = load_bcc().module
+            assert bcc is not None
+            try:
+                bpf = bcc.BPF(text=prog.text, cflags=prog.cflags)
+            except Exception as e:  # noqa: BLE001 - bcc raises bare Exception
+                msg = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+                raise RecorderError(
+                    f"the BPF program failed to load ({msg}); the compiler's messages are above, "
+                    "'aether-rec doctor' checks the environment"
+                ) from None
+            self.prog = InProcessProgram(bpf)
+            try:
+                fill_filters(bpf, filters)
+            except Exception as e:  # noqa: BLE001 - bcc raises bare Exception
+                raise RecorderError(f"could not set up the in-kernel filters: {e}") from None
+        else:
+            self.prog = load_remote(prog.text, prog.cflags, ["events", "counters"], filters)
+        self.transport.open(self.prog)
+
+    def _filters(self) -> dict[str, Any]:
+        """The pid, comm and cgroup filters for the program's maps (see filters.py)."""
+        f: dict[str, Any] = {}
         if "-DFILTER_PID=1" in self.prep.program.cflags:
-            table = self.bpf["traced_tgids"]
             pids = descendants(list(self.opts.pids)) if self.opts.pids else []
             if self.child is not None:
                 pids.append(self.child.pid)
-            for pid in pids:
-                table[table.Key(pid)] = table.Leaf(1)
+            f["pids"] = pids
         if self.opts.comm is not None:
-            table = self.bpf["comm_filter"]
-            leaf = table.Leaf()
-            leaf.comm = self.opts.comm.encode()[:15]
-            table[table.Key(0)] = leaf
+            f["comm"] = self.opts.comm
         if self.prep.cgroup_path is not None:
-            fd = os.open(self.prep.cgroup_path, os.O_RDONLY | os.O_DIRECTORY)
-            try:
-                self.bpf["cgroup_filter"][0] = fd
-            finally:
-                os.close(fd)
+            f["cgroup_path"] = str(self.prep.cgroup_path)
+        return f
 
     def _header(self, index: int) -> dict[str, Any]:
         p = self.prep
@@ -615,14 +621,13 @@ class Session:
         assert u is not None
         # The interpreter may live where the user cannot read (a root-only pyenv): import
         # now everything the rest of the run imports lazily.
-        import concurrent.futures.thread  # noqa: F401 - detach()
         import resource  # noqa: F401 - _self_usage()
         import traceback  # noqa: F401 - AETHER_REC_DEBUG
 
         self.creds = drop_privileges(u)
         try:  # the loop reads the counters map: the kernel must still allow it
-            table = self.bpf["counters"]
-            table.getvalue(table.Key(0))
+            assert self.prog is not None
+            self.prog.percpu_u64("counters", 0)
         except Exception as exc:  # noqa: BLE001 - bcc raises bare Exception
             raise RecorderError(
                 f"--user {u.name}: once root is dropped the kernel refuses to read the BPF maps "
@@ -702,11 +707,11 @@ class Session:
     def _read_counters(self) -> None:
         """Per-CPU counter deltas since the last tick: losses become loss blocks."""
         assert self.out is not None
-        table = self.bpf["counters"]
+        assert self.prog is not None
         now = time.monotonic_ns()
         for idx, name in enumerate(COUNTERS):
             try:
-                vals = np.array([int(v) for v in table.getvalue(table.Key(idx))], dtype=np.int64)
+                vals = np.array(self.prog.percpu_u64("counters", idx), dtype=np.int64)
             except Exception:  # noqa: BLE001 - a counter read must never stop a recording
                 continue
             prev = self.counters_prev.get(name)
@@ -842,9 +847,9 @@ class Session:
             self._detach()
 
     def _detach(self) -> None:
-        if self.bpf is not None:
-            bpf, self.bpf = self.bpf, None
-            detach(bpf)
+        if self.prog is not None:
+            prog, self.prog = self.prog, None
+            prog.close()
         try:
             self.transport.close()
         except Exception:  # noqa: BLE001 - tearing down must not hide the recording's result
@@ -1011,24 +1016,6 @@ def _self_usage() -> dict[str, float]:
 
     ru = resource.getrusage(resource.RUSAGE_SELF)
     return {"cpu_s": round(ru.ru_utime + ru.ru_stime, 3), "peak_rss_mb": round(ru.ru_maxrss / 1024, 1)}
-
-
-def detach(bpf: Any) -> None:
-    """Detach every probe and free the program. Closing a tracepoint's perf event waits for
-    an RCU grace period (~75 ms here, 3 s for 43 hooks one after the other), so the
-    closes run in parallel threads (ctypes releases the GIL) and share grace periods."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    lib = sys.modules["bcc"].lib
-    fds = list(bpf.tracepoint_fds.values())
-    if fds:
-        with ThreadPoolExecutor(max_workers=min(32, len(fds))) as ex:
-            list(ex.map(lib.bpf_close_perf_event_fd, fds))
-        bpf.tracepoint_fds.clear()
-    try:
-        bpf.cleanup()
-    except Exception:  # noqa: BLE001 - tearing down must not hide the recording's result
-        pass
 
 
 def real_losses(lost: dict[str, int]) -> dict[str, int]:

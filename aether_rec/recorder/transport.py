@@ -39,10 +39,14 @@ class Loss:
 
 class Transport(ABC):
     name: str = "?"
+    #: whether it needs bcc's BPF object in this process (``LoadedProgram.bcc``); a
+    #: transport that only needs map descriptors lets the program load in a helper.
+    needs_bcc: bool = False
 
     @abstractmethod
-    def open(self, bpf: Any) -> None:
-        """Attach to the program's output map (``events``)."""
+    def open(self, prog: Any) -> None:
+        """Attach to the loaded program's output map (``events``); ``prog`` is an
+        aether_rec.recorder.loaded.LoadedProgram."""
 
     @abstractmethod
     def poll(self, timeout_ms: int) -> None:
@@ -103,7 +107,7 @@ def make_transport(
     if name == "ringbuf":
         from aether_rec.recorder.ringbuf import RingBufTransport
 
-        return RingBufTransport(pages or 16384)
+        return RingBufTransport(pages or 8192)
     raise RecorderError(f"unknown transport {name!r}: choose perf or ringbuf")
 
 
@@ -111,6 +115,7 @@ class PerfBufferTransport(Transport):
     """bcc perf buffers, one per online CPU, with a lost-samples callback per CPU."""
 
     name = "perf_buffer"
+    needs_bcc = True  # bcc's perf reader
 
     def __init__(self, page_cnt: int = 64, wakeup_events: int = 64, table: str = "events") -> None:
         if page_cnt < 1 or page_cnt & (page_cnt - 1):
@@ -127,7 +132,7 @@ class PerfBufferTransport(Transport):
         self.lost = 0
         self.lost_by_cpu: dict[int, int] = {}
 
-    def open(self, bpf: Any) -> None:
+    def open(self, prog: Any) -> None:
         from bcc.libbcc import (
             _LOST_CB_TYPE,
             _RAW_CB_TYPE,
@@ -136,7 +141,7 @@ class PerfBufferTransport(Transport):
         )
         from bcc.utils import get_online_cpus
 
-        self._bpf = bpf
+        bpf = self._bpf = prog.bcc
         table = bpf[self.table_name]
         append = self._chunks.append
         string_at = ct.string_at

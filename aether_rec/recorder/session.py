@@ -1015,7 +1015,13 @@ def _self_usage() -> dict[str, float]:
     import resource
 
     ru = resource.getrusage(resource.RUSAGE_SELF)
-    return {"cpu_s": round(ru.ru_utime + ru.ru_stime, 3), "peak_rss_mb": round(ru.ru_maxrss / 1024, 1)}
+    peak_kb = float(ru.ru_maxrss)
+    try:  # VmHWM is this process's own; ru_maxrss carries a parent's across fork + exec
+        with open("/proc/self/status") as f:
+            peak_kb = next(float(x.split()[1]) for x in f if x.startswith("VmHWM:"))
+    except (OSError, StopIteration, ValueError, IndexError):
+        pass
+    return {"cpu_s": round(ru.ru_utime + ru.ru_stime, 3), "peak_rss_mb": round(peak_kb / 1024, 1)}
 
 
 def real_losses(lost: dict[str, int]) -> dict[str, int]:

@@ -123,9 +123,11 @@ def test_rotation_by_time_gives_numbered_complete_files(tmp_path: Path) -> None:
     assert not out.exists()
     total = 0
     last_end = 0
+    ids: set[str] = set()
     for i, f in enumerate(files, 1):
         cap, ev = load(f)
         assert cap.header["rotation"] == {"index": i}
+        ids.add(cap.header["recording_id"])
         n = len(ev["ts"])
         total += n
         if n:
@@ -134,6 +136,7 @@ def test_rotation_by_time_gives_numbered_complete_files(tmp_path: Path) -> None:
         if i < len(files):
             assert cap.index_stats["stop_reason"] == "rotated"
     assert total > 200
+    assert len(ids) == 1 and len(next(iter(ids))) == 32  # one recording, one id
     # names known before a rotation are repeated, so each file reads on its own
     assert all(capture_info(f)["procs"] for f in files if load(f)[1]["ts"].size)
 

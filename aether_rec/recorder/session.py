@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -337,6 +338,7 @@ class Session:
         self.log = log
         self.err = err or sys.stderr
         self.prog: LoadedProgram | None = None
+        self.recording_id = uuid.uuid4().hex  # shared by every file of this recording
         self.transport: Transport = prep.transport
         self.names = Names()
         self.child: subprocess.Popen[bytes] | None = None
@@ -475,6 +477,7 @@ class Session:
                 "notes": p.notes,
                 **({"user": p.user.name} if p.user is not None else {}),
             },
+            "recording_id": self.recording_id,
             "rotation": {"index": index} if self._rotating() or index > 1 else None,
         }
 

@@ -9,7 +9,8 @@
  *   MIN_LAT_NS=n         drop I/Os faster than n ns (0: keep all)
  *   AETHER_RINGBUF=1     emit into a BPF ring buffer of AETHER_RB_PAGES pages (kernel 5.8+)
  *                        instead of a perf buffer; a failed reservation is counted in
- *                        AETHER_C_SUBMIT_FAILED, the ring transport's loss count
+ *                        AETHER_C_SUBMIT_FAILED, the ring transport's loss count;
+ *                        each CPU wakes the reader once per AETHER_RB_WAKEUP_EVENTS events
  */
 #ifndef AETHER_COMMON_H
 #define AETHER_COMMON_H
@@ -45,7 +46,11 @@ BPF_PERCPU_ARRAY(counters, u64, AETHER_NCOUNTERS);
 #ifndef AETHER_RB_PAGES
 #define AETHER_RB_PAGES 16384
 #endif
+#ifndef AETHER_RB_WAKEUP_EVENTS
+#define AETHER_RB_WAKEUP_EVENTS 4096
+#endif
 BPF_RINGBUF_OUTPUT(events, AETHER_RB_PAGES);
+BPF_PERCPU_ARRAY(rb_since_wakeup, u64, 1);
 #else
 BPF_PERF_OUTPUT(events);
 #endif
@@ -108,7 +113,18 @@ static __always_inline int aether_task_wanted(u32 tgid)
 static __always_inline void aether_submit(void *ctx, struct aether_event *ev)
 {
 #ifdef AETHER_RINGBUF
-    if (events.ringbuf_output(ev, sizeof(*ev), 0) != 0)
+    /* Wake the reader once per AETHER_RB_WAKEUP_EVENTS events of a CPU, not per event:
+     * in between it reads on its own timer (at most 100 ms), so a steady stream costs
+     * no wakeup per event and a burst still wakes it long before the ring is full.
+     * (bcc offers no ringbuf_query on its map objects, so the backlog is counted here.) */
+    u64 wake = BPF_RB_NO_WAKEUP;
+    int zero = 0;
+    u64 *since = rb_since_wakeup.lookup(&zero);
+    if (since && ++(*since) >= AETHER_RB_WAKEUP_EVENTS) {
+        *since = 0;
+        wake = BPF_RB_FORCE_WAKEUP;
+    }
+    if (events.ringbuf_output(ev, sizeof(*ev), wake) != 0)
         aether_count(AETHER_C_SUBMIT_FAILED);
 #else
     if (events.perf_submit(ctx, ev, sizeof(*ev)) < 0)

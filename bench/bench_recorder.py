@@ -9,10 +9,12 @@ Workloads (each started paused; the tracer attaches to its pid; then it is relea
 
 Setups: untraced; `aether-rec record --pid P` (default settings); `perf record -z -p P`
 with the syscall tracepoints (and block tracepoints for the dio rows). Workload time is
-dd's own figure. Captured I/Os are dd's read/write syscalls found in the capture (perf:
-samples / 2, one enter and one exit per I/O). Tracer CPU time and peak memory come from
-/proc/PID/{stat,status} sampled until the tracer exits (ru_maxrss would carry this
-script's own size across fork). Then offline: `aether-rec stats` on the storm capture
+dd's own figure. Syscalls captured are dd's read/write syscalls found in the capture
+(perf: its sys_exit_read/write samples); block I/Os are completed block requests (perf:
+block_rq_complete samples; with -p perf misses completions that run in interrupt
+context). Bytes per I/O: file size over the I/Os the workload did (syscalls + requests).
+Tracer CPU time and peak memory come from /proc/PID/{stat,status} sampled until the tracer
+exits (ru_maxrss would carry this script's own size across fork). Then offline: `aether-rec stats` on the storm capture
 against `perf report --sort comm` on the storm's perf.data: the same I/Os.
 
 Needs root, bcc and linux-perf (scripts/setup.sh installs them with AETHER_BENCH=1).
@@ -46,6 +48,7 @@ BLOCK_TPS = ["block:block_rq_insert", "block:block_rq_issue", "block:block_rq_co
 class Run:
     workload_s: float
     captured: int = 0
+    block: int = 0
     lost: int = 0
     file_bytes: int = 0
     cpu_s: float = 0.0
@@ -149,8 +152,8 @@ def run_aether(argv: list[str], out: Path, transport: str | None, block: bool) -
         is_dd = cols["comm"] == "dd"
         sysc = is_dd & (cols["layer"] == 1) & ((cols["op"] == 1) | (cols["op"] == 2))
         blk = int(((cols["layer"] == 2)).sum())
-        r = Run(t, captured=int(sysc.sum()), lost=cap.lost, file_bytes=out.stat().st_size,
-                cpu_s=watch.cpu_s, peak_mb=watch.peak_mb, extra={"block_events": blk})
+        r = Run(t, captured=int(sysc.sum()), block=blk, lost=cap.lost, file_bytes=out.stat().st_size,
+                cpu_s=watch.cpu_s, peak_mb=watch.peak_mb)
         stats = cap.index_stats.get("recorder", {}) if isinstance(cap.index_stats, dict) else {}
     if isinstance(stats, dict) and stats.get("peak_rss_mb"):
         r.peak_mb = float(stats["peak_rss_mb"])
@@ -175,9 +178,15 @@ def run_perf(argv: list[str], out: Path, block: bool) -> Run:
     time.sleep(0.3)
     stop(rec, watch)
     rep = subprocess.run(["perf", "report", "--stats", "-i", str(out)], capture_output=True, text=True)
-    samples = _perf_stat(rep.stdout, "SAMPLE")
     lost = _perf_stat(rep.stdout, "LOST") + _perf_stat(rep.stdout, "LOST_SAMPLES")
-    return Run(t, captured=samples // 2, lost=lost, file_bytes=out.stat().st_size,
+    if block:  # small: count samples per event
+        names = subprocess.run(["perf", "script", "-F", "event", "-i", str(out)], capture_output=True,
+                               text=True).stdout.split()
+        sysc = sum(1 for x in names if x.startswith(("syscalls:sys_exit_read", "syscalls:sys_exit_write")))
+        blk = sum(1 for x in names if x.startswith("block:block_rq_complete"))
+    else:  # only the 4 syscall tracepoints: one enter and one exit sample per I/O
+        sysc, blk = _perf_stat(rep.stdout, "SAMPLE") // 2, 0
+    return Run(t, captured=sysc, block=blk, lost=lost, file_bytes=out.stat().st_size,
                cpu_s=watch.cpu_s, peak_mb=watch.peak_mb)
 
 
@@ -207,10 +216,13 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="aether-bench-", dir=args.dir))
     dio = work / "dio.dat"
     n = args.dio_count
+    # name: (argv, syscalls dd makes, block requests, block layer traced)
     workloads = {
-        "storm": (["dd", "if=/dev/zero", "of=/dev/null", "bs=512", "count=2000000"], 4_000_000, False),
-        "dio-write": (["dd", "if=/dev/zero", f"of={dio}", "bs=4k", f"count={n}", "oflag=direct"], n, True),
-        "dio-read": (["dd", f"if={dio}", "of=/dev/null", "bs=4k", f"count={n}", "iflag=direct"], n, True),
+        "storm": (["dd", "if=/dev/zero", "of=/dev/null", "bs=512", "count=2000000"], 4_000_000, 0, False),
+        "dio-write": (["dd", "if=/dev/zero", f"of={dio}", "bs=4k", f"count={n}", "oflag=direct"],
+                      2 * n, n, True),
+        "dio-read": (["dd", f"if={dio}", "of=/dev/null", "bs=4k", f"count={n}", "iflag=direct"],
+                     2 * n, n, True),
     }
     results: dict[tuple[str, str], list[Run]] = {}
     offline: dict[str, list[float]] = {"aether-rec stats": [], "perf report --sort comm": []}
@@ -218,7 +230,7 @@ def main() -> None:
         subprocess.run(["dd", "if=/dev/zero", f"of={dio}", "bs=4k", f"count={n}"], check=True,
                        capture_output=True)
         for rep in range(args.repeat):
-            for name, (argv, _expected, block) in workloads.items():
+            for name, (argv, _nsys, _nblk, block) in workloads.items():
                 print(f"[{rep + 1}/{args.repeat}] {name}", file=sys.stderr)
                 aio, pdata = work / f"{name}.aio", work / f"{name}.perf.data"
                 results.setdefault((name, "untraced"), []).append(run_untraced(argv))
@@ -234,23 +246,25 @@ def main() -> None:
     med = statistics.median
     print(f"\nRecorder benchmark, median of {args.repeat} runs, {time.strftime('%Y-%m-%d')}, "
           f"{os.cpu_count()} CPUs, kernel {os.uname().release}")
-    hdr = (f"{'workload':<10} {'setup':<15} {'time s':>7} {'x untraced':>10} {'I/Os captured':>14} "
-           f"{'lost':>9} {'B per I/O':>9} {'CPU s':>6} {'peak MB':>8}")
+    hdr = (f"{'workload':<10} {'setup':<15} {'time s':>7} {'x untraced':>10} {'syscalls captured':>21} "
+           f"{'block I/Os':>13} {'lost':>9} {'B per I/O':>9} {'CPU s':>6} {'peak MB':>8}")
     print(hdr)
     print("-" * len(hdr))
-    for name, (_argv, expected, _block) in workloads.items():
+    for name, (_argv, nsys, nblk, _block) in workloads.items():
         base = med(r.workload_s for r in results[(name, "untraced")])
         for setup in ("untraced", "aether-rec", "perf record -z"):
             rs = results[(name, setup)]
             t = med(r.workload_s for r in rs)
             if setup == "untraced":
                 dash = "-"
-                print(f"{name:<10} {setup:<15} {t:>7.2f} {1.0:>10.2f} {dash:>14} {dash:>9} {dash:>9} "
-                      f"{dash:>6} {dash:>8}")
+                print(f"{name:<10} {setup:<15} {t:>7.2f} {1.0:>10.2f} {dash:>21} {dash:>13} {dash:>9} "
+                      f"{dash:>9} {dash:>6} {dash:>8}")
                 continue
             cap = int(med(r.captured for r in rs))
-            print(f"{name:<10} {setup:<15} {t:>7.2f} {t / base:>10.2f} {f'{cap:,}/{expected:,}':>14} "
-                  f"{int(med(r.lost for r in rs)):>9,} {med(r.file_bytes for r in rs) / expected:>9.2f} "
+            blk = int(med(r.block for r in rs))
+            print(f"{name:<10} {setup:<15} {t:>7.2f} {t / base:>10.2f} {f'{cap:,}/{nsys:,}':>21} "
+                  f"{f'{blk:,}/{nblk:,}':>13} {int(med(r.lost for r in rs)):>9,} "
+                  f"{med(r.file_bytes for r in rs) / (nsys + nblk):>9.2f} "
                   f"{med(r.cpu_s for r in rs):>6.2f} {med(r.peak_mb for r in rs):>8.0f}")
     a, p = med(offline["aether-rec stats"]), med(offline["perf report --sort comm"])
     print(f"\nOffline, storm capture (4 M I/Os): aether-rec stats {a:.2f} s, perf report --sort comm "

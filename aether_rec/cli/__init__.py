@@ -15,6 +15,17 @@ from aether_rec.errors import AetherError
 
 
 class AetherGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        where = COMMANDS.get(name)
+        if where is None:
+            return None
+        cmd = getattr(importlib.import_module(f"aether_rec.cli.{where[0]}"), where[1])
+        assert isinstance(cmd, click.Command)
+        return cmd
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
@@ -44,18 +55,18 @@ def main() -> None:
     """
 
 
-def _register() -> None:
-    for mod in ("capture", "record", "offline", "redact"):
-        try:
-            m = importlib.import_module(f"aether_rec.cli.{mod}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"aether_rec.cli.{mod}":
-                continue
-            raise
-        for obj in vars(m).values():
-            callback = getattr(obj, "callback", None)
-            if isinstance(obj, click.Command) and getattr(callback, "__module__", "") == m.__name__:
-                main.add_command(obj)
-
-
-_register()
+# name -> (module, attribute): each command's module is imported only when that command
+# runs (or for --help), so `stats` does not pay for the recorder's imports and the reverse.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "record": ("record", "record"),
+    "doctor": ("record", "doctor"),
+    "info": ("capture", "info"),
+    "recover": ("capture", "recover"),
+    "generate": ("capture", "generate"),
+    "stats": ("offline", "stats"),
+    "filter": ("offline", "filter_cmd"),
+    "merge": ("offline", "merge"),
+    "replay": ("offline", "replay"),
+    "export": ("offline", "export"),
+    "redact": ("redact", "redact"),
+}

@@ -15,7 +15,6 @@ from aether_rec.cli import COMMANDS, main
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMA = json.loads((ROOT / "docs" / "stats-json.schema.json").read_text())
-OFFLINE = ["stats", "filter", "merge", "replay", "export"]
 
 
 @pytest.fixture(scope="module")

@@ -14,8 +14,9 @@ dd's own figure. Syscalls captured are dd's read/write syscalls found in the cap
 block_rq_complete samples; with -p perf misses completions that run in interrupt
 context). Bytes per I/O: file size over the I/Os the workload did (syscalls + requests).
 Tracer CPU time and peak memory come from /proc/PID/{stat,status} sampled until the tracer
-exits (ru_maxrss would carry this script's own size across fork). Then offline: `aether-rec stats` on the storm capture
-against `perf report --sort comm` on the storm's perf.data: the same I/Os.
+exits (ru_maxrss would carry this script's own size across fork). Then offline:
+`aether-rec stats` on the storm capture against `perf report --sort comm` on the storm's
+perf.data: the same I/Os.
 
 Needs root, bcc and linux-perf (scripts/setup.sh installs them with AETHER_BENCH=1).
 Every figure is the median of --repeat runs.
@@ -207,6 +208,11 @@ def main() -> None:
     ap.add_argument("--transport", choices=["ringbuf", "perf"], default=None,
                     help="aether-rec transport (default: the recorder's own choice)")
     ap.add_argument("--dio-count", type=int, default=20000, help="4 KiB direct I/Os per dio row")
+    ap.add_argument("--storm-records", type=int, default=2_000_000,
+                    help="dd records in the storm (2 syscalls each); larger shows how the offline "
+                         "comparison scales once start-up costs are amortised")
+    ap.add_argument("--only", choices=["storm", "dio-write", "dio-read"], action="append",
+                    help="run only these workloads (repeatable)")
     ap.add_argument("--dir", default=str(ROOT), help="directory on a real block device for dio rows")
     args = ap.parse_args()
     if os.geteuid() != 0:
@@ -218,12 +224,15 @@ def main() -> None:
     n = args.dio_count
     # name: (argv, syscalls dd makes, block requests, block layer traced)
     workloads = {
-        "storm": (["dd", "if=/dev/zero", "of=/dev/null", "bs=512", "count=2000000"], 4_000_000, 0, False),
+        "storm": (["dd", "if=/dev/zero", "of=/dev/null", "bs=512", f"count={args.storm_records}"],
+                  2 * args.storm_records, 0, False),
         "dio-write": (["dd", "if=/dev/zero", f"of={dio}", "bs=4k", f"count={n}", "oflag=direct"],
                       2 * n, n, True),
         "dio-read": (["dd", f"if={dio}", "of=/dev/null", "bs=4k", f"count={n}", "iflag=direct"],
                      2 * n, n, True),
     }
+    if args.only:
+        workloads = {k: v for k, v in workloads.items() if k in args.only}
     results: dict[tuple[str, str], list[Run]] = {}
     offline: dict[str, list[float]] = {"aether-rec stats": [], "perf report --sort comm": []}
     try:
@@ -266,9 +275,10 @@ def main() -> None:
                   f"{f'{blk:,}/{nblk:,}':>13} {int(med(r.lost for r in rs)):>9,} "
                   f"{med(r.file_bytes for r in rs) / (nsys + nblk):>9.2f} "
                   f"{med(r.cpu_s for r in rs):>6.2f} {med(r.peak_mb for r in rs):>8.0f}")
-    a, p = med(offline["aether-rec stats"]), med(offline["perf report --sort comm"])
-    print(f"\nOffline, storm capture (4 M I/Os): aether-rec stats {a:.2f} s, perf report --sort comm "
-          f"{p:.2f} s: {p / a:.1f}x faster")
+    if offline["aether-rec stats"]:
+        a, p = med(offline["aether-rec stats"]), med(offline["perf report --sort comm"])
+        print(f"\nOffline, storm capture ({2 * args.storm_records:,} I/Os): aether-rec stats {a:.2f} s, "
+              f"perf report --sort comm {p:.2f} s: {p / a:.1f}x faster")
 
 
 if __name__ == "__main__":

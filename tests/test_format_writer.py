@@ -189,3 +189,18 @@ def test_bad_arguments() -> None:
                                                   "lat": np.zeros(3, np.uint64)})
     with pytest.raises(TypeError, match="unsupported dtype"):
         CaptureWriter(io.BytesIO()).write_events({"x_f": np.zeros(2, np.float64)})
+
+
+def test_overwrite_replaces_the_name_never_writes_through_a_hard_link(tmp_path: Path) -> None:
+    """recover/redact/generate --force: the old name is replaced by a new 0600 file, so a
+    hard link to some other file is never truncated or written through."""
+    precious = tmp_path / "precious"
+    precious.write_bytes(b"do not touch")
+    os.chmod(precious, 0o644)
+    out = tmp_path / "out.aio"
+    os.link(precious, out)
+    with CaptureWriter(str(out), {}, overwrite=True):
+        pass
+    assert precious.read_bytes() == b"do not touch"
+    assert os.stat(out).st_ino != os.stat(precious).st_ino
+    assert stat.S_IMODE(os.stat(out).st_mode) == 0o600

@@ -14,9 +14,8 @@ from pathlib import Path
 import pytest
 from kernel_util import CLI, ROOT
 
-from aether_rec.format.writer import WriteError
-from aether_rec.recorder import output
-from aether_rec.recorder.output import create_output
+from aether_rec.format import writer
+from aether_rec.format.writer import WriteError, create_output
 from aether_rec.recorder.privileges import credentials, resolve_user
 from aether_rec.recorder.transport import PerfBufferTransport
 
@@ -80,7 +79,7 @@ def test_a_symlink_planted_after_the_check_is_refused_by_the_open(
     target = tmp_path / "target"
     target.write_text("precious")
     link = tmp_path / "a.aio"
-    real = output.refuse_reason
+    real = writer.refuse_reason
     calls = []
 
     def racy(path: str, force: bool) -> str:
@@ -90,7 +89,7 @@ def test_a_symlink_planted_after_the_check_is_refused_by_the_open(
             return ""
         return real(path, force)
 
-    monkeypatch.setattr(output, "refuse_reason", racy)
+    monkeypatch.setattr(writer, "refuse_reason", racy)
     with pytest.raises(WriteError, match="symbolic link"):
         create_output(str(link))
     assert target.read_text() == "precious"

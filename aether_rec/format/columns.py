@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -280,13 +281,21 @@ def read_summary(payload: bytes) -> tuple[dict[str, Any], int]:
     return summary, 4 + slen
 
 
-def decode_chunk(
-    payload: bytes,
-    info: ChunkInfo,
-    codecs: dict[str, Codec],
-    columns: Sequence[str] | None = None,
-) -> Chunk:
-    """Decode a CHNK payload; ``columns`` limits which columns are materialised."""
+@dataclass
+class Body:
+    """A CHNK payload opened: its summary, codec, decompressed body, column directory,
+    and where the column data starts in the body."""
+
+    summary: dict[str, Any]
+    codec: Codec
+    raw: bytes
+    directory: list[Any]
+    data_at: int
+
+
+def open_body(payload: bytes, codecs: dict[str, Codec]) -> Body:
+    """Decompress a CHNK payload (bounded by its summary) and decode its directory;
+    ``codecs`` caches codec objects by name. Damage -> DamagedCaptureError."""
     summary, body_at = read_summary(payload)
     name = summary.get("codec", "zstd")
     if not isinstance(name, str):
@@ -295,7 +304,6 @@ def decode_chunk(
     if codec is None:
         codec = codecs[name] = get_codec(name)
     raw = codec.decompress(payload[body_at:], summary["raw"])
-    n = summary["n"]
     if len(raw) < 4:
         raise DamagedCaptureError("chunk body too short")
     (dlen,) = U32.unpack_from(raw)
@@ -304,9 +312,21 @@ def decode_chunk(
     directory = unpack(raw[4 : 4 + dlen], "chunk directory")
     if not isinstance(directory, list) or len(directory) > MAX_COLUMNS:
         raise DamagedCaptureError("chunk directory is not a list of columns")
+    return Body(summary, codec, raw, directory, 4 + dlen)
+
+
+def decode_chunk(
+    payload: bytes,
+    info: ChunkInfo,
+    codecs: dict[str, Codec],
+    columns: Sequence[str] | None = None,
+) -> Chunk:
+    """Decode a CHNK payload; ``columns`` limits which columns are materialised."""
+    body = open_body(payload, codecs)
+    raw, directory, n = body.raw, body.directory, body.summary["n"]
     # First check the whole directory, so that nothing is allocated for a chunk that
     # is refused; then decode the wanted columns of known types.
-    pos = 4 + dlen
+    pos = body.data_at
     wanted: list[tuple[dict[str, Any], int, int]] = []  # (entry, offset, size)
     seen: set[str] = set()
     decoded = 0

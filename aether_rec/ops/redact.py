@@ -51,7 +51,7 @@ from aether_rec.format.blocks import (
     unpack,
 )
 from aether_rec.format.chunk import Chunk, ChunkInfo
-from aether_rec.format.columns import CODECS, INT_TYPES, U32, Codec, get_codec, read_summary
+from aether_rec.format.columns import CODECS, INT_TYPES, U32, Codec, open_body
 from aether_rec.format.limits import MAX_STR_LEN
 from aether_rec.format.reader import parse_loss
 from aether_rec.format.writer import CaptureWriter, base_header
@@ -271,22 +271,9 @@ class Redactor:
         """A CHNK payload with its string dictionaries redacted, without decoding any
         column: the body is decompressed, its directory rewritten, the column bytes
         copied, and the body compressed again. Damage -> DamagedCaptureError."""
-        codecs = {} if codecs is None else codecs
-        summary, body_at = read_summary(payload)
-        name = summary.get("codec", "zstd")
-        if not isinstance(name, str):
-            raise DamagedCaptureError("chunk codec is not a name")
-        codec = codecs.get(name) or codecs.setdefault(name, get_codec(name))
-        raw = codec.decompress(payload[body_at:], summary["raw"])
-        if len(raw) < 4:
-            raise DamagedCaptureError("chunk body too short")
-        (dlen,) = U32.unpack_from(raw)
-        if 4 + dlen > len(raw):
-            raise DamagedCaptureError("chunk directory runs past the body")
-        directory = unpack(raw[4 : 4 + dlen], "chunk directory")
-        if not isinstance(directory, list):
-            raise DamagedCaptureError("chunk directory is not a list of columns")
-        pos = 4 + dlen
+        body = open_body(payload, {} if codecs is None else codecs)
+        summary, codec, raw, directory, pos = (
+            body.summary, body.codec, body.raw, body.directory, body.data_at)
         entries: list[dict[str, Any]] = []
         data: list[bytes] = []
         for entry in directory:
@@ -310,12 +297,12 @@ class Redactor:
             data.append(raw[pos : pos + size])
             pos += size
         d = pack(entries, "chunk directory")
-        body = U32.pack(len(d)) + d + b"".join(data)
+        new_body = U32.pack(len(d)) + d + b"".join(data)
         out_summary = {k: summary[k] for k in SUMMARY_KEYS if k in summary}
-        out_summary["raw"] = len(body)
+        out_summary["raw"] = len(new_body)
         info = ChunkInfo.from_summary(out_summary, -1, 0)
         s = pack(out_summary, "chunk summary")
-        return U32.pack(len(s)) + s + codec.compress(body), info
+        return U32.pack(len(s)) + s + codec.compress(new_body), info
 
 
 # -- whole files -----------------------------------------------------------------------------

@@ -89,6 +89,30 @@ class RemoteProgram(LoadedProgram):
             _close(fd)
 
 
+def compile_and_attach(text: str, cflags: list[str], filters: dict[str, Any]) -> Any:
+    """bcc's BPF object for ``text``, attached, its filter maps filled (in this process:
+    the loader helper, or the recorder when the perf buffer needs bcc here)."""
+    from aether_rec.recorder.bccload import load_bcc
+    from aether_rec.recorder.filters import fill_filters
+
+    bcc = load_bcc().module
+    assert bcc is not None
+    try:
+        bpf = bcc.BPF(text=text, cflags=list(cflags))
+    except Exception as e:  # noqa: BLE001 - bcc raises bare Exception
+        msg = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+        raise RecorderError(
+            f"the BPF program failed to load ({msg}); the compiler's messages are above, "
+            "'aether-rec doctor' checks the environment"
+        ) from None
+    try:
+        fill_filters(bpf, filters)
+    except Exception as e:  # noqa: BLE001 - bcc raises bare Exception
+        InProcessProgram(bpf).close()
+        raise RecorderError(f"could not set up the in-kernel filters: {e}") from None
+    return bpf
+
+
 def detach_in_parallel(fds: list[int], threads: int = 8) -> None:
     """Close attachment descriptors: each detach waits for an RCU grace period, so doing
     them one after another takes seconds."""

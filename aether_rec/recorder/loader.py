@@ -16,26 +16,12 @@ import sys
 from typing import Any
 
 from aether_rec.errors import AetherError
-from aether_rec.recorder.bccload import load_bcc
-from aether_rec.recorder.filters import fill_filters
+from aether_rec.recorder.loaded import compile_and_attach
 
 
 def serve(sock: socket.socket, request: dict[str, Any]) -> None:
-    bcc = load_bcc().module
-    assert bcc is not None
-    try:
-        bpf = bcc.BPF(text=request["text"], cflags=list(request["cflags"]))
-    except Exception as e:  # noqa: BLE001 - bcc raises bare Exception
-        msg = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
-        raise AetherError(
-            f"the BPF program failed to load ({msg}); the compiler's messages are above, "
-            "'aether-rec doctor' checks the environment"
-        ) from None
-    try:
-        fill_filters(bpf, request.get("filters") or {})
-    except Exception as e:  # noqa: BLE001 - bcc raises bare Exception
-        raise AetherError(f"could not set up the in-kernel filters: {e}") from None
-    names = [n for n in request["maps"]]
+    bpf = compile_and_attach(request["text"], request["cflags"], request.get("filters") or {})
+    names = list(request["maps"])
     map_fds = [int(bpf[n].map_fd) for n in names]
     links = [int(fd) for fd in bpf.tracepoint_fds.values()]
     links += [int(fd) for fd in getattr(bpf, "raw_tracepoint_fds", {}).values()]

@@ -23,10 +23,9 @@ import numpy as np
 from aether_rec.errors import AetherError, EnvironmentProblem, RecorderError, UsageError
 from aether_rec.format.chunk import Chunk, encode_strings
 from aether_rec.format.writer import WriteError
-from aether_rec.recorder.bccload import BccInfo, load_bcc, locate_bcc
-from aether_rec.recorder.filters import fill_filters
+from aether_rec.recorder.bccload import BccInfo, locate_bcc
 from aether_rec.recorder.headers import HeaderSource, apply_headers, find_headers
-from aether_rec.recorder.loaded import InProcessProgram, LoadedProgram, load_remote
+from aether_rec.recorder.loaded import InProcessProgram, LoadedProgram, compile_and_attach, load_remote
 from aether_rec.recorder.output import StdoutStream, create_output, refuse_reason, stdout_stream
 from aether_rec.recorder.privileges import (
     User,
@@ -403,21 +402,7 @@ class Session:
         prog = self.prep.program
         filters = self._filters()
         if self.transport.needs_bcc:
-            bcc = load_bcc().module
-            assert bcc is not None
-            try:
-                bpf = bcc.BPF(text=prog.text, cflags=prog.cflags)
-            except Exception as e:  # noqa: BLE001 - bcc raises bare Exception
-                msg = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
-                raise RecorderError(
-                    f"the BPF program failed to load ({msg}); the compiler's messages are above, "
-                    "'aether-rec doctor' checks the environment"
-                ) from None
-            self.prog = InProcessProgram(bpf)
-            try:
-                fill_filters(bpf, filters)
-            except Exception as e:  # noqa: BLE001 - bcc raises bare Exception
-                raise RecorderError(f"could not set up the in-kernel filters: {e}") from None
+            self.prog = InProcessProgram(compile_and_attach(prog.text, prog.cflags, filters))
         else:
             self.prog = load_remote(prog.text, prog.cflags, ["events", "counters"], filters)
         self.transport.open(self.prog)

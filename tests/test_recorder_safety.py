@@ -16,8 +16,8 @@ from kernel_util import CLI, ROOT
 
 from aether_rec.format import writer
 from aether_rec.format.writer import WriteError, create_output
+from aether_rec.recorder.perfbuf import PerfMmapTransport
 from aether_rec.recorder.privileges import credentials, resolve_user
-from aether_rec.recorder.transport import PerfBufferTransport
 
 
 def _mode(p: Path) -> int:
@@ -185,8 +185,7 @@ def test_drop_privileges_leaves_nothing_behind() -> None:
 
 
 def test_perf_losses_the_kernel_never_reported_are_counted() -> None:
-    t = PerfBufferTransport(1)
-    t._last_read = {0: 10, 1: 20}
+    t = PerfMmapTransport(1)
     t.lost_by_cpu = {0: 100}
     got = t.unreported_losses([130, 7])
     assert [(x.cpu, x.count, x.kind) for x in got] == [(0, 30, "perf_buffer"), (1, 7, "perf_buffer")]

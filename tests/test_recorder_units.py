@@ -350,3 +350,29 @@ def test_record_and_doctor_have_help_with_examples() -> None:
         "--force",
     ):
         assert opt in r.output
+
+
+def test_perf_records_parse_in_bulk_and_with_lost_records_between() -> None:
+    """perfbuf._parse: a run of samples is one strided copy; a PERF_RECORD_LOST among them
+    is counted; a record cut at the end of what was read is left for the next read."""
+    import struct
+
+    from aether_rec.recorder import perfbuf
+
+    def sample(i: int) -> bytes:
+        ev = np.zeros(1, KERNEL_EVENT_DTYPE)
+        ev["ts"], ev["pid"] = 1000 + i, i
+        head = struct.pack("<IHHI", perfbuf.PERF_RECORD_SAMPLE, 0, perfbuf.SAMPLE, 100)
+        return head + ev.tobytes() + b"\0" * 4
+
+    lost = struct.pack("<IHHQQ", perfbuf.PERF_RECORD_LOST, 0, 24, 7, 123)
+    plain = b"".join(sample(i) for i in range(5))
+    events, n_lost, used = perfbuf._parse(np.frombuffer(plain, np.uint8))
+    assert events is not None and n_lost == 0 and used == len(plain)
+    got = np.ascontiguousarray(events).reshape(-1).view(KERNEL_EVENT_DTYPE)
+    assert got["pid"].tolist() == [0, 1, 2, 3, 4] and got["ts"].tolist() == [1000, 1001, 1002, 1003, 1004]
+    mixed = sample(0) + lost + sample(1) + sample(2)[:50]
+    events, n_lost, used = perfbuf._parse(np.frombuffer(mixed, np.uint8))
+    assert events is not None and n_lost == 123 and used == 2 * perfbuf.SAMPLE + 24
+    got = np.ascontiguousarray(events).reshape(-1).view(KERNEL_EVENT_DTYPE)
+    assert got["pid"].tolist() == [0, 1]

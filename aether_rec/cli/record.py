@@ -75,21 +75,22 @@ def _duration(value: str | None, option: str) -> int | None:
     type=click.Choice(["auto", "perf", "ringbuf"]),
     default="auto",
     show_default=True,
-    help="How events leave the kernel: perf buffer (every kernel), BPF ring buffer (5.8+, "
-    "read in bulk: far fewer losses), or auto: the ring buffer where the kernel has it.",
+    help="How events leave the kernel: perf buffers (one per CPU, every kernel), a BPF ring "
+    "buffer (shared, 5.8+), or auto: the ring buffer where the kernel has it. Both are read "
+    "in bulk.",
 )
 @click.option(
     "--buffer-pages",
     type=int,
-    help="Buffer size in pages, a power of two: per CPU for perf [64], in all for ringbuf [8192 = 32 MiB]. "
-    "More pages, fewer losses at high rates.",
+    help="Buffer size in pages, a power of two: per CPU for perf [32 MiB shared out over the "
+    "CPUs], in all for ringbuf [8192 = 32 MiB]. More pages, fewer losses at high rates.",
 )
 @click.option(
     "--wakeup-events",
     type=click.IntRange(1),
-    default=64,
-    show_default=True,
-    help="Events per perf buffer wakeup (events below it are drained every 250 ms).",
+    default=None,
+    help="Samples per perf buffer wakeup [an eighth of a CPU's buffer]; fewer are read by a "
+    "100 ms timer.",
 )
 @click.option(
     "--status/--no-status",
@@ -136,7 +137,7 @@ def record(
     rotate_time: str | None,
     transport: str,
     buffer_pages: int | None,
-    wakeup_events: int,
+    wakeup_events: int | None,
     status: bool | None,
     user: str | None,
     redact: bool,

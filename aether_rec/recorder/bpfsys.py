@@ -70,3 +70,17 @@ def lookup_percpu_u64(map_fd: int, key: int, ncpu: int) -> list[int]:
         err = ctypes.get_errno()
         raise RecorderError(f"bpf map lookup failed ({os.strerror(err)})")
     return list(values)
+
+
+BPF_MAP_UPDATE_ELEM = 2
+
+
+def update_elem_u32(map_fd: int, key: int, value: int) -> None:
+    """Set element ``key`` (u32) of a map to ``value`` (u32), e.g. a CPU's perf event
+    descriptor in a BPF_PERF_EVENT_ARRAY."""
+    k = ctypes.c_uint32(key)
+    v = ctypes.c_uint32(value)
+    attr = _ElemAttr(map_fd, 0, ctypes.addressof(k), ctypes.addressof(v), 0)
+    if _bpf(BPF_MAP_UPDATE_ELEM, attr) < 0:
+        err = ctypes.get_errno()
+        raise RecorderError(f"bpf map update failed ({os.strerror(err)})")

@@ -1,17 +1,11 @@
 """A loaded, attached BPF program, as the recording session sees it.
 
-Two kinds:
-
-* :class:`RemoteProgram`: compiled, loaded and attached by a short-lived helper process
-  (``python -m aether_rec.recorder.loader``), which hands the attachment and map file
-  descriptors over a Unix socket and exits. The recorder itself never loads bcc, clang
-  or LLVM: that keeps about 120 MB (the compiler's libraries and its working memory)
-  out of the recorder's resident memory for the whole recording. The ring buffer
-  transport only needs map descriptors, so it uses this kind.
-* :class:`InProcessProgram`: bcc's ``BPF`` object in this process; the perf buffer
-  transport needs it (bcc's perf reader).
-
-Closing either detaches every probe.
+:class:`RemoteProgram`: compiled, loaded and attached by a short-lived helper process
+(``python -m aether_rec.recorder.loader``), which hands the map, attachment and program
+descriptors over a Unix socket and exits. The recorder itself never loads bcc, clang or
+LLVM: that keeps about 120 MB (the compiler's libraries and working memory) out of its
+resident memory for the whole recording. Both transports only need map descriptors.
+Closing it detaches every probe.
 """
 
 from __future__ import annotations
@@ -33,8 +27,6 @@ MAX_FDS = 250  # SCM_RIGHTS carries at most 253 descriptors per message
 class LoadedProgram:
     """What the session and transports use of a loaded program."""
 
-    bcc: Any = None  # bcc's BPF object, when in this process
-
     def map_fd(self, name: str) -> int:
         raise NotImplementedError
 
@@ -43,27 +35,6 @@ class LoadedProgram:
 
     def close(self) -> None:
         raise NotImplementedError
-
-
-class InProcessProgram(LoadedProgram):
-    def __init__(self, bpf: Any) -> None:
-        self.bcc = bpf
-
-    def map_fd(self, name: str) -> int:
-        return int(self.bcc[name].map_fd)
-
-    def percpu_u64(self, name: str, key: int) -> list[int]:
-        table = self.bcc[name]
-        return [int(v) for v in table.getvalue(table.Key(key))]
-
-    def close(self) -> None:
-        bpf, self.bcc = self.bcc, None
-        if bpf is not None:
-            detach_in_parallel(list(getattr(bpf, "tracepoint_fds", {}).values())
-                               + list(getattr(bpf, "raw_tracepoint_fds", {}).values()))
-            for attr in ("tracepoint_fds", "raw_tracepoint_fds"):
-                getattr(bpf, attr, {}).clear()
-            bpf.cleanup()
 
 
 class RemoteProgram(LoadedProgram):
@@ -90,8 +61,8 @@ class RemoteProgram(LoadedProgram):
 
 
 def compile_and_attach(text: str, cflags: list[str], filters: dict[str, Any]) -> Any:
-    """bcc's BPF object for ``text``, attached, its filter maps filled (in this process:
-    the loader helper, or the recorder when the perf buffer needs bcc here)."""
+    """bcc's BPF object for ``text``, attached, its filter maps filled (in the loader
+    helper's process)."""
     from aether_rec.recorder.bccload import load_bcc
     from aether_rec.recorder.filters import fill_filters
 
@@ -108,7 +79,7 @@ def compile_and_attach(text: str, cflags: list[str], filters: dict[str, Any]) ->
     try:
         fill_filters(bpf, filters)
     except Exception as e:  # noqa: BLE001 - bcc raises bare Exception
-        InProcessProgram(bpf).close()
+        bpf.cleanup()
         raise RecorderError(f"could not set up the in-kernel filters: {e}") from None
     return bpf
 

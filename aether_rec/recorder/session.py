@@ -25,7 +25,7 @@ from aether_rec.format.chunk import Chunk, encode_strings
 from aether_rec.format.writer import WriteError
 from aether_rec.recorder.bccload import BccInfo, locate_bcc
 from aether_rec.recorder.headers import HeaderSource, apply_headers, find_headers
-from aether_rec.recorder.loaded import InProcessProgram, LoadedProgram, compile_and_attach, load_remote
+from aether_rec.recorder.loaded import LoadedProgram, load_remote
 from aether_rec.recorder.output import StdoutStream, create_output, refuse_reason, stdout_stream
 from aether_rec.recorder.privileges import (
     User,
@@ -110,7 +110,7 @@ class RecordOptions:
     command: tuple[str, ...] = ()
     transport: str = "auto"  # auto: ring buffer where the kernel has it, else perf buffer
     buffer_pages: int | None = None  # None: the transport's default
-    wakeup_events: int = 64
+    wakeup_events: int | None = None  # perf buffer: None = an eighth of the buffer
     drain_interval_s: float = 0.25
     map_size: int = 16384
     chunk_events: int = 131072
@@ -184,7 +184,7 @@ def _validate(opts: RecordOptions) -> None:
     bp = opts.buffer_pages
     if bp is not None and (bp < 1 or bp & (bp - 1)):
         raise UsageError(f"--buffer-pages must be a power of two, not {opts.buffer_pages}")
-    if opts.wakeup_events < 1:
+    if opts.wakeup_events is not None and opts.wakeup_events < 1:
         raise UsageError("--wakeup-events must be at least 1")
     if opts.comm is not None and not (0 < len(opts.comm.encode())):
         raise UsageError("--comm must not be empty")
@@ -396,15 +396,11 @@ class Session:
     def _load(self) -> None:
         """Compile, load and attach the program, fill its filter maps, open the transport.
 
-        A transport that only needs map descriptors (the ring buffer) gets a program
-        loaded by the helper process (loaded.load_remote): bcc, clang and LLVM never
-        enter the recorder. The perf buffer needs bcc's reader here, so it compiles here."""
+        The loader helper process does the compiling (loaded.load_remote) and hands over
+        descriptors: bcc, clang and LLVM never enter the recorder."""
         prog = self.prep.program
         filters = self._filters()
-        if self.transport.needs_bcc:
-            self.prog = InProcessProgram(compile_and_attach(prog.text, prog.cflags, filters))
-        else:
-            self.prog = load_remote(prog.text, prog.cflags, ["events", "counters"], filters)
+        self.prog = load_remote(prog.text, prog.cflags, ["events", "counters"], filters)
         self.transport.open(self.prog)
 
     def _filters(self) -> dict[str, Any]:

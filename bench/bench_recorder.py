@@ -205,8 +205,8 @@ def timed(cmd: list[str]) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--transport", choices=["ringbuf", "perf"], default=None,
-                    help="aether-rec transport (default: the recorder's own choice)")
+    ap.add_argument("--transport", choices=["ringbuf", "perf"], action="append",
+                    help="aether-rec transports to measure (repeatable; default: both)")
     ap.add_argument("--dio-count", type=int, default=20000, help="4 KiB direct I/Os per dio row")
     ap.add_argument("--storm-records", type=int, default=2_000_000,
                     help="dd records in the storm (2 syscalls each); larger shows how the offline "
@@ -233,6 +233,7 @@ def main() -> None:
     }
     if args.only:
         workloads = {k: v for k, v in workloads.items() if k in args.only}
+    transports = args.transport or ["ringbuf", "perf"]
     results: dict[tuple[str, str], list[Run]] = {}
     offline: dict[str, list[float]] = {"aether-rec stats": [], "perf report --sort comm": []}
     try:
@@ -243,8 +244,10 @@ def main() -> None:
                 print(f"[{rep + 1}/{args.repeat}] {name}", file=sys.stderr)
                 aio, pdata = work / f"{name}.aio", work / f"{name}.perf.data"
                 results.setdefault((name, "untraced"), []).append(run_untraced(argv))
-                results.setdefault((name, "aether-rec"), []).append(
-                    run_aether(argv, aio, args.transport, block))
+                for tr in transports:  # the first transport's storm capture feeds the offline rows
+                    out = aio if tr == transports[0] else work / f"{name}-{tr}.aio"
+                    run = run_aether(argv, out, tr, block)
+                    results.setdefault((name, f"aether-rec {tr}"), []).append(run)
                 results.setdefault((name, "perf record -z"), []).append(run_perf(argv, pdata, block))
                 if name == "storm":
                     for _ in range(3):  # each tool three times on the same file, warm cache
@@ -256,23 +259,23 @@ def main() -> None:
     med = statistics.median
     print(f"\nRecorder benchmark, median of {args.repeat} runs, {time.strftime('%Y-%m-%d')}, "
           f"{os.cpu_count()} CPUs, kernel {os.uname().release}")
-    hdr = (f"{'workload':<10} {'setup':<15} {'time s':>7} {'x untraced':>10} {'syscalls captured':>21} "
+    hdr = (f"{'workload':<10} {'setup':<18} {'time s':>7} {'x untraced':>10} {'syscalls captured':>21} "
            f"{'block I/Os':>13} {'lost':>9} {'B per I/O':>9} {'CPU s':>6} {'peak MB':>8}")
     print(hdr)
     print("-" * len(hdr))
     for name, (_argv, nsys, nblk, _block) in workloads.items():
         base = med(r.workload_s for r in results[(name, "untraced")])
-        for setup in ("untraced", "aether-rec", "perf record -z"):
+        for setup in ("untraced", *(f"aether-rec {tr}" for tr in transports), "perf record -z"):
             rs = results[(name, setup)]
             t = med(r.workload_s for r in rs)
             if setup == "untraced":
                 dash = "-"
-                print(f"{name:<10} {setup:<15} {t:>7.2f} {1.0:>10.2f} {dash:>21} {dash:>13} {dash:>9} "
+                print(f"{name:<10} {setup:<18} {t:>7.2f} {1.0:>10.2f} {dash:>21} {dash:>13} {dash:>9} "
                       f"{dash:>9} {dash:>6} {dash:>8}")
                 continue
             cap = int(med(r.captured for r in rs))
             blk = int(med(r.block for r in rs))
-            print(f"{name:<10} {setup:<15} {t:>7.2f} {t / base:>10.2f} {f'{cap:,}/{nsys:,}':>21} "
+            print(f"{name:<10} {setup:<18} {t:>7.2f} {t / base:>10.2f} {f'{cap:,}/{nsys:,}':>21} "
                   f"{f'{blk:,}/{nblk:,}':>13} {int(med(r.lost for r in rs)):>9,} "
                   f"{med(r.file_bytes for r in rs) / (nsys + nblk):>9.2f} "
                   f"{med(r.cpu_s for r in rs):>6.2f} {med(r.peak_mb for r in rs):>8.0f}")

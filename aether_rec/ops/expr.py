@@ -31,6 +31,7 @@ from __future__ import annotations
 import errno as _errno
 import fnmatch
 import re
+from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -213,9 +214,10 @@ _CMP = {"==", "!=", "<", "<=", ">", ">="}
 _FLIP = {"==": "==", "!=": "!=", "<": ">", "<=": ">=", ">": "<", ">=": "<="}
 
 
-class Node:
+class Node(ABC):
+    @abstractmethod
     def mask(self, chunk: ChunkLike) -> np.ndarray:
-        raise NotImplementedError
+        """Which events of the chunk the node selects (a boolean array)."""
 
     def bounds(self, info: Any) -> tuple[bool, bool]:
         """(can some event of the chunk match, must every event match), from the index only."""

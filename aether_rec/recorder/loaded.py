@@ -16,7 +16,7 @@ import socket
 import subprocess
 import sys
 import threading
-from typing import Any
+from typing import Any, Protocol
 
 from aether_rec.errors import RecorderError
 from aether_rec.recorder.bpfsys import lookup_percpu_u64, possible_cpus
@@ -24,20 +24,17 @@ from aether_rec.recorder.bpfsys import lookup_percpu_u64, possible_cpus
 MAX_FDS = 250  # SCM_RIGHTS carries at most 253 descriptors per message
 
 
-class LoadedProgram:
+class LoadedProgram(Protocol):
     """What the session and transports use of a loaded program."""
 
-    def map_fd(self, name: str) -> int:
-        raise NotImplementedError
+    def map_fd(self, name: str) -> int: ...
 
-    def percpu_u64(self, name: str, key: int) -> list[int]:
-        raise NotImplementedError
+    def percpu_u64(self, name: str, key: int) -> list[int]: ...
 
-    def close(self) -> None:
-        raise NotImplementedError
+    def close(self) -> None: ...
 
 
-class RemoteProgram(LoadedProgram):
+class RemoteProgram:
     def __init__(self, maps: dict[str, int], links: list[int]) -> None:
         self._maps = maps
         self._links = links

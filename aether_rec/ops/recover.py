@@ -6,38 +6,25 @@ summaries every chunk carries. What could not be kept is reported.
 
 from __future__ import annotations
 
+import itertools
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 from aether_rec.errors import CaptureError, DamagedCaptureError
-from aether_rec.format.blocks import (
-    CHNK,
-    HEAD,
-    LOSS,
-    META,
-    PREAMBLE_SIZE,
-    Damage,
-    check_preamble,
-    frame,
-    scan,
-    unpack,
-)
-from aether_rec.format.chunk import ChunkInfo
-from aether_rec.format.columns import read_summary
-from aether_rec.format.reader import parse_loss
+from aether_rec.format.blocks import HEAD, PREAMBLE_SIZE, Damage, check_preamble, scan, unpack
+from aether_rec.format.copy import CopyReport, copy_blocks
 from aether_rec.format.writer import CaptureWriter
 
 
 @dataclass
-class RecoverReport:
-    chunks: int = 0
-    events: int = 0
-    losses: int = 0
-    metas: int = 0
-    damaged: list[str] = field(default_factory=list)
+class RecoverReport(CopyReport):
     header_rebuilt: bool = False
-    had_index: bool = False
+
+    @property
+    def damaged(self) -> list[str]:
+        """What was dropped: damaged blocks, a cut tail, unknown block types."""
+        return self.dropped
 
 
 def recover(src: str | os.PathLike[str], dst: str | os.PathLike[str] | BinaryIO,
@@ -67,37 +54,9 @@ def recover(src: str | os.PathLike[str], dst: str | os.PathLike[str] | BinaryIO,
         out_header["recovered_from"] = {"file": os.path.basename(os.fspath(src))}
         writer = CaptureWriter(dst, out_header, overwrite=overwrite)
         try:
-            for item in [*pending, *blocks]:
-                _copy(item, writer, report)
-            writer.close(stats={"recovered": True, "damaged": report.damaged})
+            copy_blocks(itertools.chain(pending, blocks), writer, report)
+            writer.close(stats={**(report.index_stats or {}), "recovered": True, "damaged": report.damaged})
         except BaseException:
             writer.abort()
             raise
     return report
-
-
-def _copy(item: Any, writer: CaptureWriter, report: RecoverReport) -> None:
-    if isinstance(item, Damage):
-        report.damaged.append(f"offset {item.offset}: {item.reason}")
-        return
-    try:
-        if item.type == CHNK:
-            summary, _ = read_summary(item.payload)
-            info = ChunkInfo.from_summary(summary, -1, 0)
-            writer.copy_chunk_block(frame(CHNK, item.payload), info)
-            report.chunks += 1
-            report.events += info.n
-        elif item.type == LOSS:
-            loss = parse_loss(unpack(item.payload, "loss block"), item.offset)
-            writer.write_loss(loss.cpu, loss.count, loss.t_first, loss.t_last, loss.kind)
-            report.losses += 1
-        elif item.type == META:
-            d = unpack(item.payload, "meta block")
-            writer.write_meta(str(d["table"]), list(d["rows"]))
-            report.metas += 1
-        elif item.type not in (HEAD, b"INDX", b"TRLR"):
-            report.damaged.append(f"offset {item.offset}: unknown block type {item.type!r} not copied")
-        else:
-            report.had_index = report.had_index or item.type == b"INDX"
-    except (DamagedCaptureError, KeyError, TypeError, ValueError) as exc:
-        report.damaged.append(f"offset {item.offset}: malformed block skipped ({exc})")

@@ -36,24 +36,18 @@ from typing import Any, BinaryIO
 
 from aether_rec.errors import CaptureError, DamagedCaptureError, UsageError
 from aether_rec.format.blocks import (
-    CHNK,
     HEAD,
-    INDX,
-    LOSS,
-    META,
     PREAMBLE_SIZE,
-    TRLR,
     Damage,
     check_preamble,
-    frame,
     pack,
     scan,
     unpack,
 )
 from aether_rec.format.chunk import Chunk, ChunkInfo
 from aether_rec.format.columns import CODECS, INT_TYPES, U32, Codec, open_body
+from aether_rec.format.copy import CopyReport, copy_blocks
 from aether_rec.format.limits import MAX_STR_LEN
-from aether_rec.format.reader import parse_loss
 from aether_rec.format.writer import CaptureWriter, base_header
 
 SCHEME = "hmac-sha256"
@@ -307,12 +301,7 @@ class Redactor:
 
 # -- whole files -----------------------------------------------------------------------------
 @dataclass
-class RedactReport:
-    chunks: int = 0
-    events: int = 0
-    losses: int = 0
-    metas: int = 0
-    dropped: list[str] = field(default_factory=list)
+class RedactReport(CopyReport):
     header: dict[str, Any] = field(default_factory=dict)
     random_key: bool = False
 
@@ -352,39 +341,9 @@ def redact(
         report.header = r.header(header)
         writer = CaptureWriter(dst, report.header, overwrite=overwrite,
                                codec=codec if isinstance(codec, str) and codec in CODECS else "zstd")
-        stats: dict[str, Any] = {}
         try:
-            for item in blocks:
-                if isinstance(item, Damage):
-                    report.dropped.append(f"offset {item.offset}: {item.reason}")
-                    continue
-                try:
-                    if item.type == CHNK:
-                        payload, info = r.chunk_payload(item.payload, codecs)
-                        writer.copy_chunk_block(frame(CHNK, payload), info)
-                        report.chunks += 1
-                        report.events += info.n
-                    elif item.type == LOSS:
-                        loss = parse_loss(unpack(item.payload, "loss block"), item.offset)
-                        writer.write_loss(loss.cpu, loss.count, loss.t_first, loss.t_last, loss.kind)
-                        report.losses += 1
-                    elif item.type == META:
-                        doc = unpack(item.payload, "meta block")
-                        table, rows = doc.get("table"), doc.get("rows")
-                        if not isinstance(table, str) or not isinstance(rows, list):
-                            raise DamagedCaptureError("meta block is malformed")
-                        writer.write_meta(table, r.meta(table, rows))
-                        report.metas += 1
-                    elif item.type == INDX:
-                        index = unpack(item.payload, "index")
-                        got = index.get("stats") if isinstance(index, dict) else None
-                        if isinstance(got, dict):
-                            stats = r.stats(got)
-                    elif item.type not in (HEAD, TRLR):
-                        report.dropped.append(
-                            f"offset {item.offset}: block of unknown type {item.type!r} not copied")
-                except (DamagedCaptureError, AttributeError, KeyError, TypeError, ValueError) as exc:
-                    report.dropped.append(f"offset {item.offset}: malformed block left out ({exc})")
+            copy_blocks(blocks, writer, report, chunk=lambda p: r.chunk_payload(p, codecs), meta=r.meta)
+            stats = r.stats(report.index_stats) if report.index_stats else {}
             stats["redaction"] = {"fields": sorted(r.redacted)}
             writer.close(stats=stats)
         except BaseException:

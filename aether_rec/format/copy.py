@@ -1,0 +1,78 @@
+"""Copying a capture's blocks into a writer one by one, for the tools that rewrite a
+capture without decoding its events (recover copies chunks as stored, redact rewrites
+their dictionaries). Damage and malformed blocks are left out and listed, never raised."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aether_rec.errors import DamagedCaptureError
+from aether_rec.format.blocks import CHNK, HEAD, INDX, LOSS, META, TRLR, Block, Damage, frame, unpack
+from aether_rec.format.chunk import ChunkInfo
+from aether_rec.format.columns import read_summary
+from aether_rec.format.reader import parse_loss
+from aether_rec.format.writer import CaptureWriter
+
+ChunkFn = Callable[[bytes], tuple[bytes, ChunkInfo]]
+MetaFn = Callable[[str, list[Any]], list[Any]]
+
+
+@dataclass
+class CopyReport:
+    chunks: int = 0
+    events: int = 0
+    losses: int = 0
+    metas: int = 0
+    dropped: list[str] = field(default_factory=list)  # what was left out, and why
+    had_index: bool = False
+    index_stats: dict[str, Any] | None = None  # the source's recorder statistics
+
+
+def as_stored(payload: bytes) -> tuple[bytes, ChunkInfo]:
+    """A chunk payload unchanged, with the index entry its summary gives."""
+    summary, _ = read_summary(payload)
+    return payload, ChunkInfo.from_summary(summary, -1, 0)
+
+
+def copy_blocks(
+    items: Iterable[Block | Damage],
+    writer: CaptureWriter,
+    report: CopyReport,
+    chunk: ChunkFn = as_stored,
+    meta: MetaFn | None = None,
+) -> None:
+    """Write the chunks (through ``chunk``), losses and metadata (through ``meta``) of
+    ``items`` to ``writer``; headers, indexes and trailers are not copied (the writer
+    makes its own), blocks of unknown types are left out."""
+    for item in items:
+        if isinstance(item, Damage):
+            report.dropped.append(f"offset {item.offset}: {item.reason}")
+            continue
+        try:
+            if item.type == CHNK:
+                payload, info = chunk(item.payload)
+                writer.copy_chunk_block(frame(CHNK, payload), info)
+                report.chunks += 1
+                report.events += info.n
+            elif item.type == LOSS:
+                loss = parse_loss(unpack(item.payload, "loss block"), item.offset)
+                writer.write_loss(loss.cpu, loss.count, loss.t_first, loss.t_last, loss.kind)
+                report.losses += 1
+            elif item.type == META:
+                doc = unpack(item.payload, "meta block")
+                table, rows = doc.get("table"), doc.get("rows")
+                if not isinstance(table, str) or not isinstance(rows, list):
+                    raise DamagedCaptureError("meta block is malformed")
+                writer.write_meta(table, meta(table, rows) if meta is not None else rows)
+                report.metas += 1
+            elif item.type == INDX:
+                report.had_index = True
+                index = unpack(item.payload, "index")
+                stats = index.get("stats") if isinstance(index, dict) else None
+                report.index_stats = stats if isinstance(stats, dict) else report.index_stats
+            elif item.type not in (HEAD, TRLR):
+                report.dropped.append(f"offset {item.offset}: unknown block type {item.type!r} not copied")
+        except (DamagedCaptureError, AttributeError, KeyError, TypeError, ValueError) as exc:
+            report.dropped.append(f"offset {item.offset}: malformed block left out ({exc})")

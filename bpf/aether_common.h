@@ -39,7 +39,16 @@
 #define AETHER_C_BELOW_MIN_LAT   6 /* I/Os dropped by MIN_LAT_NS (not a loss) */
 #define AETHER_C_SC_OP_MISMATCH  7 /* exit of another syscall than the recorded entry */
 #define AETHER_C_BLK_PARTIAL     8 /* partial block completions seen (not a loss) */
-#define AETHER_NCOUNTERS         9
+#define AETHER_C_VFS_START_FULL  9 /* vfs call not tracked: start map full */
+#define AETHER_C_VFS_UNMATCHED  10 /* vfs return without a recorded entry */
+#define AETHER_NCOUNTERS        11
+
+/* vfs.c's probes: bcc attaches kprobe__X / kretprobe__X by name; the verifier test
+ * (tests/test_kernel_loader.py) renames them so that nothing is attached */
+#ifndef VFS_ENTRY
+#define VFS_ENTRY(fn) kprobe__##fn
+#define VFS_RETURN(fn) kretprobe__##fn
+#endif
 
 BPF_PERCPU_ARRAY(counters, u64, AETHER_NCOUNTERS);
 #ifdef AETHER_RINGBUF

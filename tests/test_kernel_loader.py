@@ -62,3 +62,29 @@ def test_a_program_that_does_not_compile_is_one_line(capfd: pytest.CaptureFixtur
     msg = str(exc.value)
     assert "\n" not in msg and "the BPF program failed to load" in msg
     assert "Traceback" not in capfd.readouterr().err
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # bcc's, about str function names
+def test_the_vfs_program_passes_the_verifier() -> None:
+    """This kernel has no kprobes, so the vfs layer cannot attach here; its programs must
+    still compile and pass the kernel's verifier (loaded as kprobe programs, unattached)."""
+    from aether_rec.recorder.bccload import load_bcc
+    from aether_rec.recorder.headers import apply_headers, find_headers
+    from aether_rec.recorder.probes import LayerPlan
+    from aether_rec.recorder.program import ProgramOptions, build_program
+
+    apply_headers(find_headers())
+    plans = {"vfs": LayerPlan("vfs", True, sources=["vfs.c"])}
+    prog = build_program(plans, ProgramOptions(self_tgid=os.getpid()))
+    bcc = load_bcc().module
+    assert bcc is not None
+    # rename the probes so that bcc does not try to attach them
+    cflags = [*prog.cflags, "-DVFS_ENTRY(fn)=aether_entry_##fn", "-DVFS_RETURN(fn)=aether_return_##fn"]
+    b = bcc.BPF(text=prog.text, cflags=cflags)
+    try:
+        for fn in ("vfs_read", "vfs_write", "vfs_fsync_range"):
+            for kind in ("entry", "return"):
+                f = b.load_func(f"aether_{kind}_{fn}", bcc.BPF.KPROBE)
+                assert f.fd >= 0
+    finally:
+        b.cleanup()

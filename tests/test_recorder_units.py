@@ -268,6 +268,7 @@ def test_bcc_is_loaded_alone_from_its_directory(tmp_path: Path, monkeypatch: pyt
     assert info.version == "9.9" and info.location == str(fake)
     assert sys.path == before  # nothing else of that directory became importable
     monkeypatch.setattr(bccload, "_cached", None)
+    sys.modules.pop("bcc", None)  # the fake must not serve later tests (monkeypatch restores a real one)
 
 
 def test_names_resolve_fds_devices_and_open_flags(tmp_path: Path) -> None:

@@ -25,6 +25,8 @@ def serve(sock: socket.socket, request: dict[str, Any]) -> None:
     map_fds = [int(bpf[n].map_fd) for n in names]
     links = [int(fd) for fd in bpf.tracepoint_fds.values()]
     links += [int(fd) for fd in getattr(bpf, "raw_tracepoint_fds", {}).values()]
+    # the vfs layer's kprobes: bcc keeps {event: {function: fd}}
+    links += [int(fd) for fns in getattr(bpf, "kprobe_fds", {}).values() for fd in fns.values()]
     # the programs too: the attachments hold them anyway, and holding them makes the
     # recorder's /proc/PID/fd say which programs it runs
     links += [int(fn.fd) for fn in bpf.funcs.values()]

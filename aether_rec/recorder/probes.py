@@ -203,7 +203,8 @@ VFS_FUNCS: tuple[str, ...] = ("vfs_read", "vfs_write", "vfs_fsync_range")
 
 
 def probe_vfs(tfs: TraceFS) -> LayerPlan:
-    """The vfs layer needs kprobes or fentry. Report exactly why neither is usable."""
+    """The vfs layer needs kprobes (bpf/vfs.c: a kprobe/kretprobe pair per function);
+    where the kernel has none, report exactly why, for kprobes and for fentry."""
     reasons: list[str] = []
     cfg = read_kconfig()
     funcs, why_funcs = _filter_functions(tfs)
@@ -215,7 +216,11 @@ def probe_vfs(tfs: TraceFS) -> LayerPlan:
     elif funcs is not None and not all(f in funcs for f in VFS_FUNCS):
         reasons.append("kprobes: vfs functions are not traceable")
     else:
-        reasons.append("kprobes: available, but the kprobe-based vfs program is not implemented yet")
+        plan = LayerPlan("vfs", True, sources=["vfs.c"])
+        for fn in VFS_FUNCS:
+            plan.hooks.append({"layer": "vfs", "hook": f"kprobe:{fn}", "role": "entry"})
+            plan.hooks.append({"layer": "vfs", "hook": f"kretprobe:{fn}", "role": "return"})
+        return plan
     # fentry
     if platform.machine() != "x86_64":
         reasons.append("fentry: bcc supports fentry only on x86_64")
@@ -228,7 +233,7 @@ def probe_vfs(tfs: TraceFS) -> LayerPlan:
     elif not all(f in funcs for f in VFS_FUNCS):
         reasons.append("fentry: vfs functions are not in available_filter_functions")
     else:
-        reasons.append("fentry: available, but the fentry-based vfs program is not implemented yet")
+        reasons.append("fentry: available, but aether-rec's vfs program uses kprobes")
     return LayerPlan("vfs", False, "; ".join(reasons))
 
 

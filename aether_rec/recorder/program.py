@@ -24,6 +24,8 @@ COUNTERS: tuple[str, ...] = (
     "below_min_latency",
     "syscall_op_mismatch",
     "block_partial",
+    "vfs_start_map_full",
+    "vfs_unmatched",
 )
 
 #: counters that mean events were lost, and the loss-block kind each is stored as
@@ -34,6 +36,8 @@ LOSS_COUNTERS: dict[str, str] = {
     "block_unmatched": "unmatched",
     "pid_map_full": "pid_map_full",
     "syscall_op_mismatch": "unmatched",
+    "vfs_start_map_full": "start_map_full",
+    "vfs_unmatched": "unmatched",
 }
 
 

@@ -63,8 +63,9 @@ class Codec:
 class ZstdCodec(Codec):
     name = "zstd"
 
-    def __init__(self, level: int = 1) -> None:
-        self._c = zstandard.ZstdCompressor(level=level, write_content_size=True)
+    def __init__(self, level: int = 1, threads: int = 0) -> None:
+        # threads: zstd's own workers for each chunk (-1: one per CPU); the GIL is released
+        self._c = zstandard.ZstdCompressor(level=level, threads=threads, write_content_size=True)
         self._d = zstandard.ZstdDecompressor()
 
     def compress(self, data: bytes) -> bytes:
@@ -89,15 +90,18 @@ class ZstdCodec(Codec):
 CODECS: dict[str, Callable[..., Codec]] = {"zstd": ZstdCodec, "none": Codec}
 
 
-def get_codec(name: str, level: int | None = None) -> Codec:
-    """The codec ``name``; ``level`` is a compression level for codecs that have one."""
+def get_codec(name: str, level: int | None = None, threads: int = 0) -> Codec:
+    """The codec ``name``; ``level`` and ``threads`` (compression workers, -1: one per
+    CPU) apply to codecs that have them."""
     factory = CODECS.get(name)
     if factory is None:
         raise DamagedCaptureError(
             f"capture uses codec {name!r}, which this reader does not know "
             f"(known: {', '.join(sorted(CODECS))})"
         )
-    return factory(level) if level is not None and factory is ZstdCodec else factory()
+    if factory is ZstdCodec:
+        return ZstdCodec(1 if level is None else level, threads)
+    return factory()
 
 
 # -- integer coding ----------------------------------------------------------------

@@ -136,6 +136,7 @@ class CaptureWriter:
         *,
         codec: str = "zstd",
         level: int | None = None,
+        threads: int = 0,
         chunk_events: int = 131072,
         chunk_bytes: int = 16 << 20,
         chunk_age: float = 1.0,
@@ -143,7 +144,7 @@ class CaptureWriter:
     ) -> None:
         if not 1 <= chunk_events <= MAX_CHUNK_EVENTS:
             raise ValueError(f"chunk_events must be 1..{MAX_CHUNK_EVENTS}")
-        self._codec: Codec = get_codec(codec, level)
+        self._codec: Codec = get_codec(codec, level, threads)
         self.header: dict[str, Any] = base_header()
         self.header.update(header or {})
         self.header["codec"] = self._codec.name
@@ -194,7 +195,15 @@ class CaptureWriter:
             self._cut(min(self._pending_n, self.chunk_events))
 
     def _cut(self, n: int) -> None:
-        whole = Chunk.concat(self._pending)
+        """Write the first ``n`` pending events as a chunk. Only the pieces that hold them
+        are joined (a copy); a piece that alone holds them is sliced, not copied, and the
+        pieces after them stay as they are."""
+        k, have = 0, 0
+        while have < n:
+            have += self._pending[k].n
+            k += 1
+        whole = Chunk.concat(self._pending[:k])
+        later = self._pending[k:]
         if n < whole.n:
             head = whole.take(slice(0, n))
             rest = whole.take(slice(n, whole.n))
@@ -203,14 +212,12 @@ class CaptureWriter:
             for name in rest.dicts:
                 rest.columns[name], rest.dicts[name] = compact_dictionary(
                     rest.columns[name], rest.dicts[name])
-            self._pending = [rest]
-            self._pending_n = rest.n
-            self._pending_bytes = sum(a.nbytes for a in rest.columns.values())
+            later.insert(0, rest)
         else:
             head = whole
-            self._pending = []
-            self._pending_n = 0
-            self._pending_bytes = 0
+        self._pending = later
+        self._pending_n = sum(c.n for c in later)
+        self._pending_bytes = sum(a.nbytes for c in later for a in c.columns.values())
         self.write_chunk(head.sorted_by_ts())
         self._pending_since = time.monotonic()
 

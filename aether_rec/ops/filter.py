@@ -97,7 +97,8 @@ def filter_capture(
         filter_history=previous + ([text] if text else []),
         window={"t_min": sel.t_min, "t_max": sel.t_max},
     )
-    with CaptureWriter(out, header, overwrite=overwrite) as w:
+    # offline: zstd may use every CPU for each chunk (the recorder leaves them to the workload)
+    with CaptureWriter(out, header, overwrite=overwrite, threads=-1) as w:
         for name in meta_tables(cap):
             rows = cap.meta(name)
             if rows:

@@ -387,7 +387,8 @@ def merge_captures(
         raws[k].available and inp.shift == 0 and (not add_source or carries[k])
         for k, inp in enumerate(inputs)
     ]
-    with contextlib.ExitStack() as stack, CaptureWriter(out, header, overwrite=overwrite) as w:
+    # offline: zstd may use every CPU for each chunk (the recorder leaves them to the workload)
+    with contextlib.ExitStack() as stack, CaptureWriter(out, header, overwrite=overwrite, threads=-1) as w:
         for r in raws:
             stack.callback(r.close)
         ref_domain = {k for k, inp in enumerate(inputs) if inp.shift == inputs[ref].shift}

@@ -4,12 +4,28 @@ their dictionaries). Damage and malformed blocks are left out and listed, never 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import contextlib
+import os
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from aether_rec.errors import DamagedCaptureError
-from aether_rec.format.blocks import CHNK, HEAD, INDX, LOSS, META, TRLR, Block, Damage, frame, unpack
+from aether_rec.errors import CaptureError, DamagedCaptureError
+from aether_rec.format.blocks import (
+    CHNK,
+    HEAD,
+    INDX,
+    LOSS,
+    META,
+    PREAMBLE_SIZE,
+    TRLR,
+    Block,
+    Damage,
+    check_preamble,
+    frame,
+    scan,
+    unpack,
+)
 from aether_rec.format.chunk import ChunkInfo
 from aether_rec.format.columns import read_summary
 from aether_rec.format.reader import parse_loss
@@ -28,6 +44,22 @@ class CopyReport:
     dropped: list[str] = field(default_factory=list)  # what was left out, and why
     had_index: bool = False
     index_stats: dict[str, Any] | None = None  # the source's recorder statistics
+
+
+@contextlib.contextmanager
+def scan_file(src: str | os.PathLike[str]) -> Iterator[Iterator[Block | Damage]]:
+    """The blocks of capture file ``src`` (after its preamble), read one at a time."""
+    name = os.fspath(src)
+    try:
+        f = open(name, "rb")  # noqa: SIM115 - closed by the with below
+    except OSError as exc:
+        raise CaptureError(f"{name}: cannot open ({exc.strerror or exc})") from None
+    with f:
+        try:
+            check_preamble(f.read(PREAMBLE_SIZE))
+        except CaptureError as exc:
+            raise type(exc)(f"{name}: {exc}") from None
+        yield scan(f, PREAMBLE_SIZE, seekable=True)
 
 
 def as_stored(payload: bytes) -> tuple[bytes, ChunkInfo]:

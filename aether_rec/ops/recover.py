@@ -11,9 +11,9 @@ import os
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
-from aether_rec.errors import CaptureError, DamagedCaptureError
-from aether_rec.format.blocks import HEAD, PREAMBLE_SIZE, Damage, check_preamble, scan, unpack
-from aether_rec.format.copy import CopyReport, copy_blocks
+from aether_rec.errors import DamagedCaptureError
+from aether_rec.format.blocks import HEAD, Damage, unpack
+from aether_rec.format.copy import CopyReport, copy_blocks, scan_file
 from aether_rec.format.writer import CaptureWriter
 
 
@@ -30,13 +30,7 @@ class RecoverReport(CopyReport):
 def recover(src: str | os.PathLike[str], dst: str | os.PathLike[str] | BinaryIO,
             overwrite: bool = False) -> RecoverReport:
     report = RecoverReport()
-    try:
-        f = open(src, "rb")  # noqa: SIM115
-    except OSError as exc:
-        raise CaptureError(f"{src}: cannot open ({exc.strerror or exc})") from None
-    with f:
-        check_preamble(f.read(PREAMBLE_SIZE))
-        blocks = scan(f, PREAMBLE_SIZE, seekable=True)
+    with scan_file(src) as blocks:
         header: dict[str, Any] | None = None
         first = next(blocks, None)
         if isinstance(first, Damage) or first is None or first.type != HEAD:

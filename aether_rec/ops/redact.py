@@ -34,19 +34,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
-from aether_rec.errors import CaptureError, DamagedCaptureError, UsageError
+from aether_rec.errors import DamagedCaptureError, UsageError
 from aether_rec.format.blocks import (
     HEAD,
-    PREAMBLE_SIZE,
     Damage,
-    check_preamble,
     pack,
-    scan,
     unpack,
 )
 from aether_rec.format.chunk import Chunk, ChunkInfo
 from aether_rec.format.columns import CODECS, INT_TYPES, U32, Codec, open_body
-from aether_rec.format.copy import CopyReport, copy_blocks
+from aether_rec.format.copy import CopyReport, copy_blocks, scan_file
 from aether_rec.format.limits import MAX_STR_LEN
 from aether_rec.format.writer import CaptureWriter, base_header
 
@@ -320,13 +317,7 @@ def redact(
     report = RedactReport(random_key=key is None)
     r = Redactor(os.urandom(32) if key is None else key, keep_paths_under,
                  key_source="random" if key is None else "key-file")
-    try:
-        f = open(src, "rb")  # noqa: SIM115
-    except OSError as exc:
-        raise CaptureError(f"{src}: cannot open ({exc.strerror or exc})") from None
-    with f:
-        check_preamble(f.read(PREAMBLE_SIZE))
-        blocks = scan(f, PREAMBLE_SIZE, seekable=True)
+    with scan_file(src) as blocks:
         first = next(blocks, None)
         if isinstance(first, Damage) or first is None or first.type != HEAD:
             raise DamagedCaptureError(

@@ -119,6 +119,21 @@ static __always_inline int aether_task_wanted(u32 tgid)
 #define AETHER_TASK_FILTERED 0
 #endif
 
+/* The fields every event of the current task shares: who, where, when, what. */
+static __always_inline void aether_fill_current(struct aether_event *ev, u64 id, u64 ts, u64 lat,
+                                                u8 layer, u8 op)
+{
+    ev->ts = ts;
+    ev->lat = lat;
+    ev->cgroup = bpf_get_current_cgroup_id();
+    ev->pid = id >> 32;
+    ev->tid = (u32)id;
+    ev->cpu = bpf_get_smp_processor_id();
+    ev->layer = layer;
+    ev->op = op;
+    bpf_get_current_comm(&ev->comm, sizeof(ev->comm));
+}
+
 static __always_inline void aether_submit(void *ctx, struct aether_event *ev)
 {
 #ifdef AETHER_RINGBUF

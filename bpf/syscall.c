@@ -74,20 +74,12 @@ static __always_inline int sc_exit(void *ctx, u8 op, long ret)
         return 0;
     }
     struct aether_event ev = {};
-    ev.ts = s.ts;
-    ev.lat = lat;
+    aether_fill_current(&ev, id, s.ts, lat, AETHER_LAYER_SYSCALL, op);
     ev.offset = s.offset;
     ev.bytes = s.bytes;
     ev.result = ret;
-    ev.cgroup = bpf_get_current_cgroup_id();
-    ev.pid = id >> 32;
-    ev.tid = (u32)id;
     ev.fd = s.fd;
     ev.flags = s.flags;
-    ev.cpu = bpf_get_smp_processor_id();
-    ev.layer = AETHER_LAYER_SYSCALL;
-    ev.op = op;
-    bpf_get_current_comm(&ev.comm, sizeof(ev.comm));
     aether_submit(ctx, &ev);
     return 0;
 }

@@ -59,19 +59,11 @@ static __always_inline int vfs_exit(struct pt_regs *ctx, u8 op)
         return 0;
     }
     struct aether_event ev = {};
-    ev.ts = s.ts;
-    ev.lat = lat;
+    aether_fill_current(&ev, id, s.ts, lat, AETHER_LAYER_VFS, op);
     ev.offset = s.offset;
     ev.bytes = s.bytes;
     ev.result = PT_REGS_RC(ctx);
-    ev.cgroup = bpf_get_current_cgroup_id();
-    ev.pid = id >> 32;
-    ev.tid = (u32)id;
     ev.fd = -1;
-    ev.cpu = bpf_get_smp_processor_id();
-    ev.layer = AETHER_LAYER_VFS;
-    ev.op = op;
-    bpf_get_current_comm(&ev.comm, sizeof(ev.comm));
     aether_submit(ctx, &ev);
     return 0;
 }

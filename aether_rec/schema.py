@@ -48,14 +48,20 @@ COLUMNS: tuple[Column, ...] = (
     Column("queue", "<u8", "ns", 0, "block layer: time queued before issue to the device"),
     Column("cgroup", "<u8", "", 0, "cgroup v2 id of the issuing task"),
     Column("flags", "<u4", "", 0, "flag bits, see FLAGS"),
-    Column("path", "str", "", "", "file path (syscall/vfs) or device name (block), best effort"),
+    Column("path", "str", "", "", "file path (syscall/vfs/io_uring; block: the file of the linked "
+           "syscall or io_uring request) or device name (block I/O without one)"),
+    Column("link", "<u8", "ns", 0, "block: ts of the syscall or io_uring event of the same tid in whose "
+           "context the request was submitted (it and this event share tid); 0 if none"),
+    Column("pages_missed", "<u4", "pages", 0, "syscall reads: pages the read added to the page cache "
+           "(0: served from the cache)"),
+    Column("fdkind", "<u1", "enum", 0, "what the fd refers to, see FD_KINDS"),
 )
 
 COLUMN_BY_NAME: dict[str, Column] = {c.name: c for c in COLUMNS}
 STR_COLUMNS: tuple[str, ...] = tuple(c.name for c in COLUMNS if c.is_str)
 
 # Layers and ops are stable numeric codes: never renumber, only append.
-LAYERS: dict[int, str] = {0: "unknown", 1: "syscall", 2: "block", 3: "vfs"}
+LAYERS: dict[int, str] = {0: "unknown", 1: "syscall", 2: "block", 3: "vfs", 4: "io_uring"}
 
 OPS: dict[int, str] = {
     0: "unknown",
@@ -79,6 +85,8 @@ OPS: dict[int, str] = {
     18: "syncfs",
     19: "sync",
     20: "fallocate",
+    21: "io_submit",
+    22: "io_getevents",
     32: "flush",
     33: "discard",
     34: "write_zeroes",
@@ -96,7 +104,25 @@ FLAGS: dict[int, str] = {
     1 << 5: "direct",  # O_DIRECT file
     1 << 6: "partial",  # block: completed in more than one piece
     1 << 7: "queued",  # block: insert was seen, queue time is valid
+    1 << 8: "async",  # io_uring: punted to an io-wq worker
+    1 << 9: "sqpoll",  # io_uring: submitted by the SQ polling thread
 }
+
+# What an event's fd refers to (the ``fdkind`` column); "storage" kinds are what ``stats``
+# shows by default.
+FD_KINDS: dict[int, str] = {
+    0: "unknown",
+    1: "file",  # regular file
+    2: "blockdev",
+    3: "pipe",
+    4: "socket",
+    5: "tty",  # a terminal (character device under /dev/pts, /dev/tty*, /dev/console)
+    6: "chardev",  # another character device
+    7: "dir",
+    8: "other",  # anon inodes (eventfd, epoll, timerfd...), memfd and the like
+}
+FD_KIND_CODE: dict[str, int] = {v: k for k, v in FD_KINDS.items()}
+STORAGE_FD_KINDS: frozenset[int] = frozenset({0, 1, 2})
 
 # Loss kinds (LOSS blocks): what was lost and whether it means I/Os of the recording
 # window are missing from the capture.
@@ -106,6 +132,8 @@ LOSS_KINDS: dict[str, str] = {
     "start_map_full": "start-time map full: I/Os not tracked",
     "pid_map_full": "traced-pid map full: a child process was not followed",
     "unmatched": "completion without a recorded start (mostly I/Os in flight when recording began)",
+    "recursion": "a BPF program did not run because another BPF program was running on that CPU "
+    "(the kernel's recursion_misses): its I/Os are missing or unmatched",
 }
 NOT_A_LOSS: frozenset[str] = frozenset({"unmatched"})
 
@@ -129,18 +157,50 @@ KERNEL_EVENT_DTYPE = np.dtype(
         ("result", "<i8"),
         ("queue", "<u8"),
         ("cgroup", "<u8"),
+        ("link", "<u8"),
         ("pid", "<u4"),
         ("tid", "<u4"),
         ("dev", "<u4"),
         ("fd", "<i4"),
         ("flags", "<u4"),
+        ("pages_missed", "<u4"),
+        ("pad", "<u4"),
         ("cpu", "<u2"),
         ("layer", "<u1"),
         ("op", "<u1"),
         ("comm", "S16"),
     ]
 )
-assert KERNEL_EVENT_DTYPE.itemsize == 96
+assert KERNEL_EVENT_DTYPE.itemsize == 112
+
+# The kernel's struct aether_name (bpf/aether_event.h): how fds got their files.
+NAME_PATH_LEN = 256
+KERNEL_NAME_DTYPE = np.dtype(
+    [
+        ("ts", "<u8"),
+        ("pid", "<u4"),
+        ("tid", "<u4"),
+        ("fd", "<i4"),
+        ("arg", "<i4"),
+        ("flags", "<u4"),
+        ("kind", "<u1"),
+        ("pad", "V3"),
+        ("path", f"S{NAME_PATH_LEN}"),
+    ]
+)
+assert KERNEL_NAME_DTYPE.itemsize == 288
+#: kinds of name records (AETHER_NAME_*)
+NAME_KINDS: dict[int, str] = {
+    1: "open",
+    2: "close",
+    3: "dup",
+    4: "chdir",
+    5: "fchdir",
+    6: "pipe",
+    7: "socket",
+    8: "fork",
+    9: "close_range",
+}
 
 
 def layer_name(code: int) -> str:
@@ -149,6 +209,10 @@ def layer_name(code: int) -> str:
 
 def op_name(code: int) -> str:
     return OPS.get(int(code), f"op{int(code)}")
+
+
+def fdkind_name(code: int) -> str:
+    return FD_KINDS.get(int(code), f"fdkind{int(code)}")
 
 
 def dev_name(dev: int) -> str:

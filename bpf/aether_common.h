@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* aether_common.h: maps, filters and helpers shared by every aether-rec BPF program.
  *
  * Compile-time parameters (passed by the recorder as cflags, -DNAME=value):
@@ -41,7 +42,18 @@
 #define AETHER_C_BLK_PARTIAL     8 /* partial block completions seen (not a loss) */
 #define AETHER_C_VFS_START_FULL  9 /* vfs call not tracked: start map full */
 #define AETHER_C_VFS_UNMATCHED  10 /* vfs return without a recorded entry */
-#define AETHER_NCOUNTERS        11
+#define AETHER_C_BLK_NODATA     11 /* completion of a data-less request we do not track: the
+                                    * empty PREFLUSH request whose flush is recorded as the
+                                    * device's flush request (not a loss) */
+#define AETHER_C_URING_START_FULL 12 /* io_uring request not tracked: map full */
+#define AETHER_C_URING_UNMATCHED  13 /* io_uring completion without a recorded submission */
+#define AETHER_C_NAME_FAILED      14 /* an open/close/dup record could not be submitted */
+#define AETHER_NCOUNTERS        15
+
+/* What a probe returns to the kernel. For tracepoints and kprobes, 0 tells the kernel to
+ * drop the event for every perf user of that hook on this CPU (perf stat, perf record
+ * would count nothing while we record): return AETHER_PASS, never 0. */
+#define AETHER_PASS 1
 
 /* vfs.c's probes: bcc attaches kprobe__X / kretprobe__X by name; the verifier test
  * (tests/test_kernel_loader.py) renames them so that nothing is attached */
@@ -118,6 +130,57 @@ static __always_inline int aether_task_wanted(u32 tgid)
 #else
 #define AETHER_TASK_FILTERED 0
 #endif
+
+/* In-flight syscalls of the syscall layer, per thread. Defined here, not in syscall.c,
+ * because tasks.c removes the entries of exiting threads and block.c links a request to
+ * the syscall in whose context it was submitted. */
+#ifdef AETHER_LAYER_SYSCALL_ON
+#ifndef SC_MAP_SIZE
+#define SC_MAP_SIZE 16384
+#endif
+struct sc_start_t {
+    u64 ts;
+    s64 offset;
+    u64 bytes;
+    s32 fd;
+    u32 flags;
+    u32 pages_missed; /* page-cache insertions during this syscall (reads) */
+    u8  op;
+};
+BPF_HASH(sc_start, u64, struct sc_start_t, SC_MAP_SIZE);
+#endif
+
+/* The in-flight io_uring request of a thread, while io_uring_enter runs: block requests
+ * issued inline belong to it (bpf/io_uring.c sets it at each submission). */
+#ifdef AETHER_LAYER_IO_URING_ON
+struct uring_cur_t {
+    u64 ts;
+    s32 fd;
+};
+BPF_HASH(uring_cur, u64, struct uring_cur_t, SC_MAP_SIZE);
+#endif
+
+/* The syscall or io_uring request the current thread is in, if any: its start time
+ * (the link) and fd. */
+static __always_inline u64 aether_link(u64 id, s32 *fd)
+{
+#ifdef AETHER_LAYER_IO_URING_ON
+    struct uring_cur_t *u = uring_cur.lookup(&id);
+    if (u) {
+        *fd = u->fd;
+        return u->ts;
+    }
+#endif
+#ifdef AETHER_LAYER_SYSCALL_ON
+    struct sc_start_t *s = sc_start.lookup(&id);
+    if (s) {
+        *fd = s->fd;
+        return s->ts;
+    }
+#endif
+    *fd = -1;
+    return 0;
+}
 
 /* The fields every event of the current task shares: who, where, when, what. */
 static __always_inline void aether_fill_current(struct aether_event *ev, u64 id, u64 ts, u64 lat,

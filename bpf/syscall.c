@@ -1,8 +1,13 @@
+// SPDX-License-Identifier: Apache-2.0
 /* syscall.c: the syscall layer of aether-rec.
  *
  * One sys_enter_X / sys_exit_X tracepoint pair per I/O syscall, paired per thread on
  * pid_tgid in a bounded hash. A syscall X is compiled in when AETHER_SC_X is defined
- * (the recorder defines those the running kernel's tracefs formats support).
+ * (the recorder defines those the running kernel's tracefs formats support). The map of
+ * syscalls in flight (sc_start) lives in aether_common.h: block.c links requests to it.
+ * With FILEMAP_ADD (filemap:mm_filemap_add_to_page_cache exists), pages added to the page
+ * cache while a read is in flight are counted into that read's pages_missed (a read that
+ * adds none was served from the cache); FILEMAP_HAS_ORDER: the event has a folio order.
  * Parameters: SC_MAP_SIZE (in-flight syscalls tracked), AETHER_MAX_IOV (iovecs summed
  * for readv-like calls), and those of aether_common.h.
  */
@@ -11,10 +16,9 @@
 
 /* tracefs declares preadv2/pwritev2's flags as rwf_t (include/linux/fs.h, not included) */
 typedef int rwf_t;
+/* and io_submit/io_getevents' context as aio_context_t (uapi/linux/aio_abi.h) */
+typedef unsigned long aio_context_t;
 
-#ifndef SC_MAP_SIZE
-#define SC_MAP_SIZE 16384
-#endif
 #ifndef AETHER_MAX_IOV
 #define AETHER_MAX_IOV 16
 #endif
@@ -23,23 +27,12 @@ typedef int rwf_t;
 #define AETHER_RWF_DSYNC 0x2
 #define AETHER_RWF_SYNC  0x4
 
-struct sc_start_t {
-    u64 ts;
-    s64 offset;
-    u64 bytes;
-    s32 fd;
-    u32 flags;
-    u8  op;
-};
-
-BPF_HASH(sc_start, u64, struct sc_start_t, SC_MAP_SIZE);
-
 static __always_inline int sc_enter(u8 op, s32 fd, u64 bytes, s64 offset, u32 flags)
 {
     u64 id = bpf_get_current_pid_tgid();
     u32 tgid = id >> 32;
     if (tgid == SELF_TGID || !aether_task_wanted(tgid))
-        return 0;
+        return AETHER_PASS;
     struct sc_start_t s = {};
     s.ts = bpf_ktime_get_ns();
     s.offset = offset;
@@ -49,7 +42,7 @@ static __always_inline int sc_enter(u8 op, s32 fd, u64 bytes, s64 offset, u32 fl
     s.op = op;
     if (sc_start.update(&id, &s) != 0)
         aether_count(AETHER_C_SC_START_FULL);
-    return 0;
+    return AETHER_PASS;
 }
 
 static __always_inline int sc_exit(void *ctx, u8 op, long ret)
@@ -60,18 +53,18 @@ static __always_inline int sc_exit(void *ctx, u8 op, long ret)
         u32 tgid = id >> 32;
         if (tgid != SELF_TGID && aether_task_wanted(tgid))
             aether_count(AETHER_C_SC_UNMATCHED);
-        return 0;
+        return AETHER_PASS;
     }
     struct sc_start_t s = *sp;
     sc_start.delete(&id);
     if (s.op != op) {
         aether_count(AETHER_C_SC_OP_MISMATCH);
-        return 0;
+        return AETHER_PASS;
     }
     u64 lat = bpf_ktime_get_ns() - s.ts;
     if (MIN_LAT_NS > 0 && lat < MIN_LAT_NS) {
         aether_count(AETHER_C_BELOW_MIN_LAT);
-        return 0;
+        return AETHER_PASS;
     }
     struct aether_event ev = {};
     aether_fill_current(&ev, id, s.ts, lat, AETHER_LAYER_SYSCALL, op);
@@ -80,9 +73,28 @@ static __always_inline int sc_exit(void *ctx, u8 op, long ret)
     ev.result = ret;
     ev.fd = s.fd;
     ev.flags = s.flags;
+    ev.pages_missed = s.pages_missed;
     aether_submit(ctx, &ev);
-    return 0;
+    return AETHER_PASS;
 }
+
+#ifdef FILEMAP_ADD
+/* a page (or folio) added to the page cache: a miss of the read in flight, if any */
+TRACEPOINT_PROBE(filemap, mm_filemap_add_to_page_cache)
+{
+    u64 id = bpf_get_current_pid_tgid();
+    struct sc_start_t *sp = sc_start.lookup(&id);
+    if (sp && sp->op != AETHER_OP_WRITE && sp->op != AETHER_OP_PWRITE && sp->op != AETHER_OP_WRITEV &&
+        sp->op != AETHER_OP_PWRITEV && sp->op != AETHER_OP_PWRITEV2) {
+#ifdef FILEMAP_HAS_ORDER
+        sp->pages_missed += 1u << (args->order & 15);
+#else
+        sp->pages_missed += 1;
+#endif
+    }
+    return AETHER_PASS;
+}
+#endif
 
 static __always_inline u64 iov_bytes(const struct iovec *vec, u64 vlen)
 {
@@ -105,85 +117,100 @@ static __always_inline u32 rwf_flags(u64 rwf)
 
 #define SC_EXIT(name, opcode) \
     TRACEPOINT_PROBE(syscalls, sys_exit_##name) { return sc_exit(args, opcode, args->ret); }
+#define SC_ENTER(name, opcode, fd, bytes, offset, flags) \
+    TRACEPOINT_PROBE(syscalls, sys_enter_##name) { return sc_enter(opcode, fd, bytes, offset, flags); }
 
 #ifdef AETHER_SC_read
-TRACEPOINT_PROBE(syscalls, sys_enter_read) { return sc_enter(AETHER_OP_READ, args->fd, args->count, -1, 0); }
+SC_ENTER(read, AETHER_OP_READ, args->fd, args->count, -1, 0)
 SC_EXIT(read, AETHER_OP_READ)
 #endif
 #ifdef AETHER_SC_write
-TRACEPOINT_PROBE(syscalls, sys_enter_write) { return sc_enter(AETHER_OP_WRITE, args->fd, args->count, -1, 0); }
+SC_ENTER(write, AETHER_OP_WRITE, args->fd, args->count, -1, 0)
 SC_EXIT(write, AETHER_OP_WRITE)
 #endif
 #ifdef AETHER_SC_pread64
-TRACEPOINT_PROBE(syscalls, sys_enter_pread64) { return sc_enter(AETHER_OP_PREAD, args->fd, args->count, args->pos, 0); }
+SC_ENTER(pread64, AETHER_OP_PREAD, args->fd, args->count, args->pos, 0)
 SC_EXIT(pread64, AETHER_OP_PREAD)
 #endif
 #ifdef AETHER_SC_pwrite64
-TRACEPOINT_PROBE(syscalls, sys_enter_pwrite64) { return sc_enter(AETHER_OP_PWRITE, args->fd, args->count, args->pos, 0); }
+SC_ENTER(pwrite64, AETHER_OP_PWRITE, args->fd, args->count, args->pos, 0)
 SC_EXIT(pwrite64, AETHER_OP_PWRITE)
 #endif
 #ifdef AETHER_SC_readv
-TRACEPOINT_PROBE(syscalls, sys_enter_readv) { return sc_enter(AETHER_OP_READV, args->fd, iov_bytes(args->vec, args->vlen), -1, 0); }
+SC_ENTER(readv, AETHER_OP_READV, args->fd, iov_bytes(args->vec, args->vlen), -1, 0)
 SC_EXIT(readv, AETHER_OP_READV)
 #endif
 #ifdef AETHER_SC_writev
-TRACEPOINT_PROBE(syscalls, sys_enter_writev) { return sc_enter(AETHER_OP_WRITEV, args->fd, iov_bytes(args->vec, args->vlen), -1, 0); }
+SC_ENTER(writev, AETHER_OP_WRITEV, args->fd, iov_bytes(args->vec, args->vlen), -1, 0)
 SC_EXIT(writev, AETHER_OP_WRITEV)
 #endif
 /* 64-bit kernels pass the whole offset in pos_l (pos_h is shifted out) */
 #ifdef AETHER_SC_preadv
-TRACEPOINT_PROBE(syscalls, sys_enter_preadv) { return sc_enter(AETHER_OP_PREADV, args->fd, iov_bytes(args->vec, args->vlen), (s64)args->pos_l, 0); }
+SC_ENTER(preadv, AETHER_OP_PREADV, args->fd, iov_bytes(args->vec, args->vlen), (s64)args->pos_l, 0)
 SC_EXIT(preadv, AETHER_OP_PREADV)
 #endif
 #ifdef AETHER_SC_pwritev
-TRACEPOINT_PROBE(syscalls, sys_enter_pwritev) { return sc_enter(AETHER_OP_PWRITEV, args->fd, iov_bytes(args->vec, args->vlen), (s64)args->pos_l, 0); }
+SC_ENTER(pwritev, AETHER_OP_PWRITEV, args->fd, iov_bytes(args->vec, args->vlen), (s64)args->pos_l, 0)
 SC_EXIT(pwritev, AETHER_OP_PWRITEV)
 #endif
 #ifdef AETHER_SC_preadv2
-TRACEPOINT_PROBE(syscalls, sys_enter_preadv2) { return sc_enter(AETHER_OP_PREADV2, args->fd, iov_bytes(args->vec, args->vlen), (s64)args->pos_l, rwf_flags(args->flags)); }
+SC_ENTER(preadv2, AETHER_OP_PREADV2, args->fd, iov_bytes(args->vec, args->vlen), (s64)args->pos_l,
+         rwf_flags(args->flags))
 SC_EXIT(preadv2, AETHER_OP_PREADV2)
 #endif
 #ifdef AETHER_SC_pwritev2
-TRACEPOINT_PROBE(syscalls, sys_enter_pwritev2) { return sc_enter(AETHER_OP_PWRITEV2, args->fd, iov_bytes(args->vec, args->vlen), (s64)args->pos_l, rwf_flags(args->flags)); }
+SC_ENTER(pwritev2, AETHER_OP_PWRITEV2, args->fd, iov_bytes(args->vec, args->vlen), (s64)args->pos_l,
+         rwf_flags(args->flags))
 SC_EXIT(pwritev2, AETHER_OP_PWRITEV2)
 #endif
 #ifdef AETHER_SC_fsync
-TRACEPOINT_PROBE(syscalls, sys_enter_fsync) { return sc_enter(AETHER_OP_FSYNC, args->fd, 0, -1, AETHER_F_SYNC); }
+SC_ENTER(fsync, AETHER_OP_FSYNC, args->fd, 0, -1, AETHER_F_SYNC)
 SC_EXIT(fsync, AETHER_OP_FSYNC)
 #endif
 #ifdef AETHER_SC_fdatasync
-TRACEPOINT_PROBE(syscalls, sys_enter_fdatasync) { return sc_enter(AETHER_OP_FDATASYNC, args->fd, 0, -1, AETHER_F_SYNC); }
+SC_ENTER(fdatasync, AETHER_OP_FDATASYNC, args->fd, 0, -1, AETHER_F_SYNC)
 SC_EXIT(fdatasync, AETHER_OP_FDATASYNC)
 #endif
 #ifdef AETHER_SC_sync_file_range
-TRACEPOINT_PROBE(syscalls, sys_enter_sync_file_range) { return sc_enter(AETHER_OP_SYNC_FILE_RANGE, args->fd, args->nbytes, args->offset, 0); }
+SC_ENTER(sync_file_range, AETHER_OP_SYNC_FILE_RANGE, args->fd, args->nbytes, args->offset, 0)
 SC_EXIT(sync_file_range, AETHER_OP_SYNC_FILE_RANGE)
 #endif
 #ifdef AETHER_SC_sendfile64
-TRACEPOINT_PROBE(syscalls, sys_enter_sendfile64) { return sc_enter(AETHER_OP_SENDFILE, args->in_fd, args->count, -1, 0); }
+SC_ENTER(sendfile64, AETHER_OP_SENDFILE, args->in_fd, args->count, -1, 0)
 SC_EXIT(sendfile64, AETHER_OP_SENDFILE)
 #endif
 #ifdef AETHER_SC_copy_file_range
-TRACEPOINT_PROBE(syscalls, sys_enter_copy_file_range) { return sc_enter(AETHER_OP_COPY_FILE_RANGE, args->fd_in, args->len, -1, 0); }
+SC_ENTER(copy_file_range, AETHER_OP_COPY_FILE_RANGE, args->fd_in, args->len, -1, 0)
 SC_EXIT(copy_file_range, AETHER_OP_COPY_FILE_RANGE)
 #endif
 #ifdef AETHER_SC_splice
-TRACEPOINT_PROBE(syscalls, sys_enter_splice) { return sc_enter(AETHER_OP_SPLICE, args->fd_in, args->len, -1, 0); }
+SC_ENTER(splice, AETHER_OP_SPLICE, args->fd_in, args->len, -1, 0)
 SC_EXIT(splice, AETHER_OP_SPLICE)
 #endif
 #ifdef AETHER_SC_msync
-TRACEPOINT_PROBE(syscalls, sys_enter_msync) { return sc_enter(AETHER_OP_MSYNC, -1, args->len, -1, AETHER_F_SYNC); }
+SC_ENTER(msync, AETHER_OP_MSYNC, -1, args->len, -1, AETHER_F_SYNC)
 SC_EXIT(msync, AETHER_OP_MSYNC)
 #endif
 #ifdef AETHER_SC_syncfs
-TRACEPOINT_PROBE(syscalls, sys_enter_syncfs) { return sc_enter(AETHER_OP_SYNCFS, args->fd, 0, -1, AETHER_F_SYNC); }
+SC_ENTER(syncfs, AETHER_OP_SYNCFS, args->fd, 0, -1, AETHER_F_SYNC)
 SC_EXIT(syncfs, AETHER_OP_SYNCFS)
 #endif
 #ifdef AETHER_SC_sync
-TRACEPOINT_PROBE(syscalls, sys_enter_sync) { return sc_enter(AETHER_OP_SYNC, -1, 0, -1, AETHER_F_SYNC); }
+SC_ENTER(sync, AETHER_OP_SYNC, -1, 0, -1, AETHER_F_SYNC)
 SC_EXIT(sync, AETHER_OP_SYNC)
 #endif
 #ifdef AETHER_SC_fallocate
-TRACEPOINT_PROBE(syscalls, sys_enter_fallocate) { return sc_enter(AETHER_OP_FALLOCATE, args->fd, args->len, args->offset, 0); }
+SC_ENTER(fallocate, AETHER_OP_FALLOCATE, args->fd, args->len, args->offset, 0)
 SC_EXIT(fallocate, AETHER_OP_FALLOCATE)
+#endif
+/* libaio: io_submit's result is the number of iocbs queued, io_getevents' the number of
+ * completions reaped; bytes is 0 (the iocbs are not read). Block requests submitted inside
+ * io_submit are linked to it. */
+#ifdef AETHER_SC_io_submit
+SC_ENTER(io_submit, AETHER_OP_IO_SUBMIT, -1, 0, -1, 0)
+SC_EXIT(io_submit, AETHER_OP_IO_SUBMIT)
+#endif
+#ifdef AETHER_SC_io_getevents
+SC_ENTER(io_getevents, AETHER_OP_IO_GETEVENTS, -1, 0, -1, 0)
+SC_EXIT(io_getevents, AETHER_OP_IO_GETEVENTS)
 #endif

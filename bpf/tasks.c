@@ -1,38 +1,56 @@
-/* tasks.c: task lifetime hooks of aether-rec.
+// SPDX-License-Identifier: Apache-2.0
+/* tasks.c: task lifetime hooks of aether-rec, and the names output (names.c).
  *
- * With FILTER_PID, children of traced processes are traced too (sched_process_fork adds
- * them to traced_tgids). With the syscall layer (AETHER_LAYER_SYSCALL_ON), a thread that
- * exits while its syscall is recorded as in flight has its entry removed, so exits that
- * never return (exit_group, a killed thread) do not fill the start map.
+ * sched_process_fork: with FILTER_PID, children of traced processes are traced too (added
+ * to traced_tgids); with the names output, the child's inherited fds and working
+ * directory are recorded. sched_process_exit: a thread that exits while a syscall or an
+ * fd-making call is recorded as in flight has its entry removed, so calls that never
+ * return (exit_group, a killed thread) do not fill the maps.
  */
 #include "aether_common.h"
+#ifdef AETHER_NAMES_ON
+#include "names.c"
+#endif
 
-#ifdef FILTER_PID
+#if defined(FILTER_PID) || defined(AETHER_NAMES_ON)
 TRACEPOINT_PROBE(sched, sched_process_fork)
 {
-    u32 parent = bpf_get_current_pid_tgid() >> 32;
+    u64 id = bpf_get_current_pid_tgid();
+#ifdef FILTER_PID
+    u32 parent = id >> 32;
     if (traced_tgids.lookup(&parent)) {
         u32 child = args->child_pid;
         u8 one = 1;
         if (traced_tgids.update(&child, &one) != 0)
             aether_count(AETHER_C_PID_MAP_FULL);
     }
-    return 0;
+#endif
+#ifdef AETHER_NAMES_ON
+    nm_fork(args, id, args->child_pid);
+#endif
+    return AETHER_PASS;
 }
 #endif
 
-#if defined(FILTER_PID) || defined(AETHER_LAYER_SYSCALL_ON)
+#if defined(FILTER_PID) || defined(AETHER_LAYER_SYSCALL_ON) || defined(AETHER_NAMES_ON) || \
+    defined(AETHER_LAYER_IO_URING_ON)
 TRACEPOINT_PROBE(sched, sched_process_exit)
 {
     u64 id = bpf_get_current_pid_tgid();
 #ifdef AETHER_LAYER_SYSCALL_ON
     sc_start.delete(&id);
 #endif
+#ifdef AETHER_LAYER_IO_URING_ON
+    uring_cur.delete(&id);
+#endif
+#ifdef AETHER_NAMES_ON
+    name_pending.delete(&id);
+#endif
 #ifdef FILTER_PID
     u32 tid = (u32)id;
     if (tid != (u32)(id >> 32))
         traced_tgids.delete(&tid); /* a thread added by the fork hook */
 #endif
-    return 0;
+    return AETHER_PASS;
 }
 #endif

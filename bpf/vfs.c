@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0
 /* vfs.c: the vfs layer of aether-rec (kernels with kprobes).
  *
  * A kprobe/kretprobe pair on vfs_read, vfs_write and vfs_fsync_range, paired per thread
@@ -28,7 +29,7 @@ static __always_inline int vfs_enter(u8 op, u64 bytes, s64 offset)
     u64 id = bpf_get_current_pid_tgid();
     u32 tgid = id >> 32;
     if (tgid == SELF_TGID || !aether_task_wanted(tgid))
-        return 0;
+        return AETHER_PASS;
     struct vfs_start_t s = {};
     s.ts = bpf_ktime_get_ns();
     s.offset = offset;
@@ -36,7 +37,7 @@ static __always_inline int vfs_enter(u8 op, u64 bytes, s64 offset)
     s.op = op;
     if (vfs_start.update(&id, &s) != 0)
         aether_count(AETHER_C_VFS_START_FULL);
-    return 0;
+    return AETHER_PASS;
 }
 
 static __always_inline int vfs_exit(struct pt_regs *ctx, u8 op)
@@ -47,16 +48,16 @@ static __always_inline int vfs_exit(struct pt_regs *ctx, u8 op)
         u32 tgid = id >> 32;
         if (tgid != SELF_TGID && aether_task_wanted(tgid))
             aether_count(AETHER_C_VFS_UNMATCHED);
-        return 0;
+        return AETHER_PASS;
     }
     struct vfs_start_t s = *sp;
     vfs_start.delete(&id);
     if (s.op != op)
-        return 0;  /* a nested call of another function: not this one's return */
+        return AETHER_PASS;  /* a nested call of another function: not this one's return */
     u64 lat = bpf_ktime_get_ns() - s.ts;
     if (MIN_LAT_NS > 0 && lat < MIN_LAT_NS) {
         aether_count(AETHER_C_BELOW_MIN_LAT);
-        return 0;
+        return AETHER_PASS;
     }
     struct aether_event ev = {};
     aether_fill_current(&ev, id, s.ts, lat, AETHER_LAYER_VFS, op);
@@ -65,7 +66,7 @@ static __always_inline int vfs_exit(struct pt_regs *ctx, u8 op)
     ev.result = PT_REGS_RC(ctx);
     ev.fd = -1;
     aether_submit(ctx, &ev);
-    return 0;
+    return AETHER_PASS;
 }
 
 static __always_inline s64 vfs_pos(loff_t *pos)

@@ -84,3 +84,30 @@ def update_elem_u32(map_fd: int, key: int, value: int) -> None:
     if _bpf(BPF_MAP_UPDATE_ELEM, attr) < 0:
         err = ctypes.get_errno()
         raise RecorderError(f"bpf map update failed ({os.strerror(err)})")
+
+
+BPF_OBJ_GET_INFO_BY_FD = 15
+# struct bpf_prog_info (include/uapi/linux/bpf.h, a stable ABI): the fields we read
+PROG_INFO_SIZE = 224
+PROG_INFO_NAME = 64  # char name[16]
+PROG_INFO_RUN_CNT = 200  # run_cnt: counted only with kernel.bpf_stats_enabled
+PROG_INFO_RECURSION_MISSES = 208  # 5.12+; zero on older kernels
+
+
+class _InfoAttr(ctypes.Structure):
+    _fields_ = [("bpf_fd", ctypes.c_uint32), ("info_len", ctypes.c_uint32), ("info", ctypes.c_uint64)]
+
+
+def prog_recursion_misses(prog_fd: int) -> tuple[str, int]:
+    """(name, recursion_misses) of a loaded BPF program: how often the kernel did not run
+    it because a BPF program was already running on that CPU (the event is lost)."""
+    buf = ctypes.create_string_buffer(PROG_INFO_SIZE)
+    attr = _InfoAttr(prog_fd, PROG_INFO_SIZE, ctypes.addressof(buf))
+    if _bpf(BPF_OBJ_GET_INFO_BY_FD, attr) < 0:
+        err = ctypes.get_errno()
+        raise RecorderError(f"cannot read BPF program info ({os.strerror(err)})")
+    raw = buf.raw
+    name = raw[PROG_INFO_NAME : PROG_INFO_NAME + 16].split(b"\0", 1)[0].decode("ascii", "replace")
+    if attr.info_len < PROG_INFO_RECURSION_MISSES + 8:  # an older kernel: no such count
+        return name, 0
+    return name, int.from_bytes(raw[PROG_INFO_RECURSION_MISSES : PROG_INFO_RECURSION_MISSES + 8], "little")

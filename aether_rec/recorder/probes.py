@@ -15,11 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from aether_rec.errors import UsageError
+from aether_rec.recorder.btf import BTF, BTFError, block_raw_layout
 from aether_rec.recorder.tracefs import TraceFS
 from aether_rec.schema import OP_CODE, OPS
 
-ALL_LAYERS: tuple[str, ...] = ("syscall", "block", "vfs")
-DEFAULT_LAYERS: tuple[str, ...] = ("syscall", "block")
+ALL_LAYERS: tuple[str, ...] = ("syscall", "block", "vfs", "io_uring")
+DEFAULT_LAYERS: tuple[str, ...] = ("syscall", "block", "io_uring")
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,36 @@ SYSCALL_HOOKS: tuple[SyscallHook, ...] = (
     SyscallHook("syncfs", "syncfs", ("fd",)),
     SyscallHook("sync", "sync", ()),
     SyscallHook("fallocate", "fallocate", ("fd", "offset", "len")),
+    SyscallHook("io_submit", "io_submit", ("ctx_id", "nr")),
+    SyscallHook("io_getevents", "io_getevents", ("ctx_id", "nr")),
 )
+
+#: the calls that make, copy and close fds or change the working directory (bpf/names.c):
+#: name -> sys_enter fields read. Followed with the syscall and io_uring layers, so that
+#: each event's path is the one its fd had at the time.
+NAME_HOOKS: dict[str, tuple[str, ...]] = {
+    "openat": ("dfd", "filename", "flags"),
+    "openat2": ("dfd", "filename", "how"),
+    "open": ("filename", "flags"),
+    "creat": ("pathname",),
+    "close": ("fd",),
+    "close_range": ("fd", "max_fd", "flags"),
+    "dup": ("fildes",),
+    "dup2": ("oldfd",),
+    "dup3": ("oldfd",),
+    "fcntl": ("fd", "cmd"),
+    "chdir": ("filename",),
+    "fchdir": ("fd",),
+    "pipe": ("fildes",),
+    "pipe2": ("fildes",),
+    "socket": (),
+    "socketpair": ("usockvec",),
+    "accept": (),
+    "accept4": (),
+}
+
+#: ops the io_uring layer can produce
+URING_OPS: tuple[str, ...] = ("read", "write", "readv", "writev", "fsync", "sync_file_range", "fallocate", "splice")
 
 #: ops the block layer can produce
 BLOCK_OPS: tuple[str, ...] = ("read", "write", "flush", "discard", "write_zeroes", "secure_erase", "other")
@@ -132,19 +162,136 @@ def probe_syscall(tfs: TraceFS, ops: frozenset[str] | None = None) -> LayerPlan:
             )
     else:
         plan.defines.append("-DAETHER_LAYER_SYSCALL_ON=1")
+        filemap = probe_filemap(tfs)
+        plan.defines += filemap
+        if filemap:
+            plan.hooks.append(
+                {"layer": "syscall", "hook": "tracepoint:filemap:mm_filemap_add_to_page_cache", "role": "misses"}
+            )
+        else:
+            plan.skipped.append("mm_filemap_add_to_page_cache: absent, page-cache misses not counted")
     return plan
 
 
+def probe_names(tfs: TraceFS) -> LayerPlan:
+    """The fd-naming hooks (bpf/names.c, included by tasks.c): each call the kernel has."""
+    plan = LayerPlan("names", True, defines=["-DAETHER_NAMES_ON=1"])
+    for name, fields in NAME_HOOKS.items():
+        missing = tfs.missing("syscalls", f"sys_enter_{name}", fields)
+        if name != "close" and name != "close_range":
+            missing += tfs.missing("syscalls", f"sys_exit_{name}", ("ret",))
+        if missing:
+            plan.skipped.append(f"{name}: missing {', '.join(missing)}")
+            continue
+        plan.defines.append(f"-DAETHER_NM_{name}=1")
+        plan.hooks.append({"layer": "names", "hook": f"tracepoint:syscalls:sys_enter_{name}", "role": "fd"})
+    if not tfs.has("syscalls", "sys_enter_openat", NAME_HOOKS["openat"]):
+        return LayerPlan("names", False, "no syscalls:sys_enter_openat tracepoint: paths come from /proc")
+    return plan
+
+
+def probe_filemap(tfs: TraceFS) -> list[str]:
+    """cflags for counting page-cache misses of reads (syscall.c), if the kernel can."""
+    fields = tfs.fields("filemap", "mm_filemap_add_to_page_cache")
+    if fields is None:
+        return []
+    return ["-DFILEMAP_ADD=1"] + (["-DFILEMAP_HAS_ORDER=1"] if "order" in fields else [])
+
+
+def probe_io_uring(tfs: TraceFS, ops: frozenset[str] | None = None) -> LayerPlan:
+    """io_uring requests from submission to completion (bpf/io_uring.c), keyed by the
+    request pointer where the tracepoints carry it."""
+    if ops is not None and not any(o in ops for o in URING_OPS):
+        return LayerPlan("io_uring", False, "no io_uring op (read, write, readv, writev, fsync...) in --ops")
+    submit = "io_uring_submit_req" if tfs.has("io_uring", "io_uring_submit_req") else "io_uring_submit_sqe"
+    sfields = tfs.fields("io_uring", submit)
+    cfields = tfs.fields("io_uring", "io_uring_complete")
+    if sfields is None or cfields is None:
+        return LayerPlan("io_uring", False, "no io_uring tracepoints (io_uring_submit_req/sqe, "
+                         "io_uring_complete) in tracefs: the kernel lacks io_uring or its events")
+    if "opcode" not in sfields or "res" not in cfields:
+        return LayerPlan("io_uring", False, f"io_uring tracepoints lack opcode/res fields ({submit})")
+    plan = LayerPlan("io_uring", True, sources=["io_uring.c"], defines=["-DAETHER_LAYER_IO_URING_ON=1"])
+    plan.defines.append("-DURING_SUBMIT_REQ=1" if submit == "io_uring_submit_req" else "-DURING_SUBMIT_SQE=1")
+    by_req = "req" in sfields and "req" in cfields
+    if not by_req:
+        if not all(f in sfields and f in cfields for f in ("ctx", "user_data")):
+            return LayerPlan("io_uring", False, "io_uring tracepoints carry neither req nor ctx+user_data")
+        plan.defines.append("-DURING_KEY_USER_DATA=1")
+        plan.reason = "requests keyed by ring and user_data (this kernel's tracepoints lack the request)"
+    if "sq_thread" in sfields:
+        plan.defines.append("-DURING_HAS_SQ_THREAD=1")
+    key_fields = ("req",) if by_req else ("ctx", "user_data")
+    plan.hooks.append({"layer": "io_uring", "hook": f"tracepoint:io_uring:{submit}", "role": "submitted"})
+    plan.hooks.append({"layer": "io_uring", "hook": "tracepoint:io_uring:io_uring_complete", "role": "completed"})
+    if tfs.has("io_uring", "io_uring_file_get", key_fields + ("fd",)):
+        plan.defines.append("-DURING_HAS_FILE_GET=1")
+        plan.hooks.append({"layer": "io_uring", "hook": "tracepoint:io_uring:io_uring_file_get", "role": "fd"})
+    else:
+        plan.skipped.append("io_uring_file_get: absent or without the request, fd not recorded")
+    if tfs.has("io_uring", "io_uring_queue_async_work", key_fields):
+        plan.defines.append("-DURING_HAS_ASYNC=1")
+        plan.hooks.append(
+            {"layer": "io_uring", "hook": "tracepoint:io_uring:io_uring_queue_async_work", "role": "io-wq"}
+        )
+    if tfs.has("syscalls", "sys_exit_io_uring_enter", ("ret",)):
+        plan.defines.append("-DURING_HAS_ENTER_EXIT=1")
+    for h in plan.hooks:
+        h["key"] = "request" if by_req else "ring+user_data"
+    return plan
+
+
+def _block_op_mask(ops: frozenset[str] | None) -> list[str] | None:
+    """-DBLOCK_OP_MASK for --ops ([] for all ops), None when no block op is selected."""
+    if ops is None:
+        return []
+    wanted = [o for o in BLOCK_OPS if o in ops]
+    if not wanted:
+        return None
+    mask = 0
+    for o in wanted:
+        mask |= 1 << OP_CODE[o]
+    return [f"-DBLOCK_OP_MASK={mask:#x}ULL"]
+
+
 def probe_block(tfs: TraceFS, ops: frozenset[str] | None = None) -> LayerPlan:
-    plan = LayerPlan("block", True, sources=["block.c"])
-    if ops is not None:
-        wanted = [o for o in BLOCK_OPS if o in ops]
-        if not wanted:
-            return LayerPlan("block", False, "no block op (read, write, flush, discard...) selected by --ops")
-        mask = 0
-        for o in wanted:
-            mask |= 1 << OP_CODE[o]
-        plan.defines.append(f"-DBLOCK_OP_MASK={mask:#x}ULL")
+    """Raw tracepoints keyed by the request where the kernel's BTF tells its layout
+    (bpf/block.c), else the classic tracepoints keyed by device and sector (block_tp.c)."""
+    mask = _block_op_mask(ops)
+    if mask is None:
+        return LayerPlan("block", False, "no block op (read, write, flush, discard...) selected by --ops")
+    try:
+        plan = probe_block_raw(tfs)
+    except BTFError as e:
+        plan = probe_block_tp(tfs)
+        if plan.available:
+            plan.reason = f"classic tracepoints: {e}"
+    plan.defines += mask
+    return plan
+
+
+def probe_block_raw(tfs: TraceFS) -> LayerPlan:
+    """Raises BTFError when the raw tracepoint path cannot be used."""
+    if not tfs.has("block", "block_rq_issue") or not tfs.has("block", "block_rq_complete"):
+        raise BTFError("no block_rq_issue/block_rq_complete tracepoints")
+    io_start = tfs.has("block", "block_io_start")
+    insert = tfs.has("block", "block_rq_insert")
+    defines = block_raw_layout(BTF.load(), io_start, insert)
+    plan = LayerPlan("block", True, sources=["block.c"], defines=defines)
+    if io_start:
+        plan.hooks.append({"layer": "block", "hook": "raw_tracepoint:block_io_start", "role": "made"})
+    if insert:
+        plan.hooks.append({"layer": "block", "hook": "raw_tracepoint:block_rq_insert", "role": "queued"})
+    plan.hooks.append({"layer": "block", "hook": "raw_tracepoint:block_rq_issue", "role": "issued"})
+    plan.hooks.append({"layer": "block", "hook": "raw_tracepoint:block_rq_complete", "role": "completed"})
+    plan.hooks.append({"layer": "block", "hook": "raw_tracepoint:block_bio_queue", "role": "flush owner"})
+    for h in plan.hooks:
+        h["key"] = "request"
+    return plan
+
+
+def probe_block_tp(tfs: TraceFS) -> LayerPlan:
+    plan = LayerPlan("block", True, sources=["block_tp.c"])
     missing = tfs.missing("block", "block_rq_issue", _BLK_NEEDED) + tfs.missing(
         "block", "block_rq_complete", ("dev", "sector", "nr_sector")
     )
@@ -248,6 +395,10 @@ def probe_layers(
             plans[layer] = probe_block(tfs, ops)
         elif layer == "vfs":
             plans[layer] = probe_vfs(tfs)
+        elif layer == "io_uring":
+            plans[layer] = probe_io_uring(tfs, ops)
+    if any(plans[x].available for x in ("syscall", "io_uring") if x in plans):
+        plans["names"] = probe_names(tfs)  # not a layer: who each fd is, for those two
     return plans
 
 

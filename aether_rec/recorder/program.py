@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from aether_rec.errors import EnvironmentProblem
-from aether_rec.recorder.probes import LayerPlan
+from aether_rec.recorder.probes import ALL_LAYERS, LayerPlan
 
 #: index -> name of the per-CPU counters in bpf/aether_common.h (AETHER_C_*)
 COUNTERS: tuple[str, ...] = (
@@ -26,6 +26,10 @@ COUNTERS: tuple[str, ...] = (
     "block_partial",
     "vfs_start_map_full",
     "vfs_unmatched",
+    "block_nodata",
+    "io_uring_start_map_full",
+    "io_uring_unmatched",
+    "name_failed",
 )
 
 #: counters that mean events were lost, and the loss-block kind each is stored as
@@ -38,6 +42,7 @@ LOSS_COUNTERS: dict[str, str] = {
     "syscall_op_mismatch": "unmatched",
     "vfs_start_map_full": "start_map_full",
     "vfs_unmatched": "unmatched",
+    "io_uring_start_map_full": "start_map_full",
 }
 
 
@@ -87,7 +92,8 @@ class Program:
 
 def build_program(plans: dict[str, LayerPlan], opts: ProgramOptions, src: Path | None = None) -> Program:
     src = src or bpf_dir()
-    layers = [name for name, p in plans.items() if p.available]
+    layers = [name for name, p in plans.items() if p.available and name in ALL_LAYERS]
+    parts_of = [name for name, p in plans.items() if p.available]
     cflags = [f"-DSELF_TGID={int(opts.self_tgid)}", f"-DMIN_LAT_NS={int(opts.min_latency_ns)}ULL"]
     cflags += [f"-DSC_MAP_SIZE={int(opts.sc_map_size)}", f"-DBLK_MAP_SIZE={int(opts.blk_map_size)}"]
     cflags += [f"-DPID_MAP_SIZE={int(opts.pid_map_size)}"]
@@ -98,7 +104,7 @@ def build_program(plans: dict[str, LayerPlan], opts: ProgramOptions, src: Path |
     if opts.filter_cgroup:
         cflags.append("-DFILTER_CGROUP=1")
     sources: list[str] = []
-    for name in layers:
+    for name in parts_of:
         cflags += plans[name].defines
         sources += plans[name].sources
     sources.append("tasks.c")

@@ -493,7 +493,7 @@ class Session:
                     f, header=header, chunk_events=self.opts.chunk_events, chunk_age=self.opts.chunk_age_s
                 )
             except WriteError as exc:  # the writer names a stream it did not open by its fd
-                raise WriteError(f"{name}: {str(exc).split(': ', 1)[-1]}") from None
+                raise WriteError(name, exc.reason, exc.kind) from None
             w.name = name
         except BaseException:
             if not to_stdout:
@@ -859,12 +859,14 @@ class Session:
                     "stopped by a second signal while the reader of stdout was not reading: "
                     "the capture on stdout ends without its last blocks and index"
                 )
-            elif isinstance(exc, WriteError) and "broken pipe" in str(exc):
+            elif isinstance(exc, WriteError) and exc.kind == "broken_pipe":
                 err = RecorderError(
                     "the reader of the capture on stdout went away (broken pipe); recording stopped"
                 )
+            elif isinstance(exc, WriteError):  # the stream's name says nothing here
+                err = RecorderError(f"{exc.reason}; recording stopped")
             elif isinstance(exc, AetherError):
-                err = RecorderError(f"{str(exc).split(': ', 1)[-1]}; recording stopped")
+                err = RecorderError(f"{exc}; recording stopped")
             else:
                 err = RecorderError(f"recording failed ({_one_line(exc)})")
         else:

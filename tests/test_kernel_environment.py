@@ -136,7 +136,7 @@ def test_ebpf_prints_exactly_the_program_loaded(tmp_path: Path) -> None:
     # the same text and cflags the session hands to bcc
     code = (
         "import sys, os\n"
-        "from aether_rec.recorder.session import RecordOptions, prepare\n"
+        "from aether_rec.recorder import RecordOptions, prepare\n"
         f"o = RecordOptions(output={str(out)!r}, pids=({os.getpid()},), min_latency_ns=1000000)\n"
         "p = prepare(o, log=lambda m: None)\n"
         "sys.stdout.write(p.program.text)\n"

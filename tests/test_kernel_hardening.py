@@ -668,7 +668,8 @@ def test_a_failure_in_the_loop_keeps_the_file_readable_and_detaches(tmp_path: Pa
     """In this process: a bug in the loop (injected into the transport) still leaves every
     complete chunk readable (no index) and frees every BPF program, with one line."""
     from aether_rec.errors import RecorderError
-    from aether_rec.recorder.session import RecordOptions, Session, prepare
+    from aether_rec.recorder import RecordOptions, prepare
+    from aether_rec.recorder.session import Session
 
     data = _data(tmp_path)
     work = subprocess.Popen(helper("loop", "--file", str(data), "--seconds", "60", "--interval", "0.002"),

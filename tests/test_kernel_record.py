@@ -290,7 +290,7 @@ def test_stream_to_stdout_is_a_valid_capture(tmp_path: Path) -> None:
 def test_cgroup_filter(tmp_path: Path) -> None:
     import subprocess
 
-    from aether_rec.recorder.session import cgroup2_root
+    from aether_rec.recorder.options import cgroup2_root
 
     root = cgroup2_root()
     assert root is not None, "no cgroup v2 hierarchy mounted"

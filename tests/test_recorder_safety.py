@@ -79,17 +79,17 @@ def test_a_symlink_planted_after_the_check_is_refused_by_the_open(
     target = tmp_path / "target"
     target.write_text("precious")
     link = tmp_path / "a.aio"
-    real = writer.refuse_reason
+    real = writer.refusal
     calls = []
 
-    def racy(path: str, force: bool) -> str:
+    def racy(path: str, force: bool) -> WriteError | None:
         calls.append(path)
         if len(calls) == 1:  # the check passes, then the attacker is quicker
             link.symlink_to(target)
-            return ""
+            return None
         return real(path, force)
 
-    monkeypatch.setattr(writer, "refuse_reason", racy)
+    monkeypatch.setattr(writer, "refusal", racy)
     with pytest.raises(WriteError, match="symbolic link"):
         create_output(str(link))
     assert target.read_text() == "precious"
@@ -104,6 +104,30 @@ def test_force_refuses_what_is_not_a_regular_file(tmp_path: Path) -> None:
         with pytest.raises(WriteError, match="not a regular file"):
             create_output(str(p), force=True)
         assert p.exists()
+
+
+def test_write_errors_carry_path_reason_and_kind(tmp_path: Path) -> None:
+    """Callers decide on the kind and reword with the reason, never by searching text."""
+    p = tmp_path / "a.aio"
+    p.write_text("x")
+    link = tmp_path / "l.aio"
+    link.symlink_to(p)
+    d = tmp_path / "d.aio"
+    d.mkdir()
+    cases = [(str(p), False, "exists"), (str(link), True, "symlink"), (str(d), True, "not_regular"),
+             (str(tmp_path / "no" / "x.aio"), False, "create")]
+    for path, force, kind in cases:
+        with pytest.raises(WriteError) as exc:
+            create_output(path, force=force)
+        assert (exc.value.path, exc.value.kind) == (path, kind)
+        assert str(exc.value) == f"{path}: {exc.value.reason}" and exc.value.reason
+        assert kind in writer.WRITE_ERROR_KINDS
+    r, w = os.pipe()
+    os.close(r)
+    with os.fdopen(w, "wb", buffering=0) as out:
+        with pytest.raises(WriteError) as exc:
+            writer.CaptureWriter(out)
+    assert exc.value.kind == "broken_pipe" and exc.value.reason == "reader went away (broken pipe)"
 
 
 def _record(args: list[str]) -> subprocess.CompletedProcess[str]:

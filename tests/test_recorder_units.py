@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from aether_rec.errors import EnvironmentProblem, UsageError
-from aether_rec.recorder import bccload, headers, probes, program, session, transport
+from aether_rec.recorder import bccload, headers, options, output, plan, probes, program, transport
 from aether_rec.recorder.procinfo import Names
 from aether_rec.recorder.tracefs import TraceFS, parse_format
 from aether_rec.schema import KERNEL_EVENT_DTYPE, LAYER_CODE, OP_CODE
@@ -308,23 +308,23 @@ def test_losses_are_merged_per_cpu_and_kind() -> None:
 
 
 def test_rotated_names() -> None:
-    assert session.rotated_name("run.aio", 1) == "run.0001.aio"
-    assert session.rotated_name("/a/b/day", 12) == "/a/b/day.0012.aio"
+    assert output.rotated_name("run.aio", 1) == "run.0001.aio"
+    assert output.rotated_name("/a/b/day", 12) == "/a/b/day.0012.aio"
 
 
 def test_usage_errors_before_touching_the_kernel(tmp_path: Path) -> None:
     with pytest.raises(UsageError):
-        session.prepare(session.RecordOptions(output="-", rotate_size=10))
+        plan.prepare(options.RecordOptions(output="-", rotate_size=10))
     with pytest.raises(UsageError):
-        session.prepare(session.RecordOptions(output=str(tmp_path / "x"), buffer_pages=3))
+        plan.prepare(options.RecordOptions(output=str(tmp_path / "x"), buffer_pages=3))
     existing = tmp_path / "e.aio"
     existing.write_bytes(b"")
     from aether_rec.errors import RecorderError
 
     with pytest.raises(RecorderError, match="--force"):
-        session.prepare(session.RecordOptions(output=str(existing)))
+        plan.prepare(options.RecordOptions(output=str(existing)))
     with pytest.raises(RecorderError, match="not found"):
-        session.prepare(session.RecordOptions(output=str(tmp_path / "y"), command=("no-such-cmd-xyz",)))
+        plan.prepare(options.RecordOptions(output=str(tmp_path / "y"), command=("no-such-cmd-xyz",)))
 
 
 def test_record_and_doctor_have_help_with_examples() -> None:

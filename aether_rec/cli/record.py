@@ -185,8 +185,8 @@ def record(
       sudo aether-rec record -o x.aio --ebpf                    # show the BPF program
     """
     from aether_rec.ops.redact import load_key
-    from aether_rec.recorder.session import RecordOptions, prepare
-    from aether_rec.recorder.session import record as do_record
+    from aether_rec.recorder import RecordOptions, prepare
+    from aether_rec.recorder import record as do_record
 
     opts = RecordOptions(
         output=output,

@@ -38,7 +38,23 @@ from aether_rec.schema import schema_for_header
 
 
 class WriteError(AetherError):
-    """The output cannot be created or written (exists, symlink, disk full...)."""
+    """The output cannot be created or written (exists, symlink, disk full...).
+
+    ``path`` names the output, ``reason`` says what went wrong without it (the message
+    is ``"path: reason"``), ``kind`` is one of :data:`WRITE_ERROR_KINDS`, so callers decide
+    on the kind instead of searching the message."""
+
+    def __init__(self, path: str, reason: str, kind: str = "write") -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason
+        self.kind = kind
+
+
+#: exists, symlink, not_regular: refused before creating; create: the open or the
+#: unlink of --force failed; broken_pipe: the reader of a pipe went away; write: any
+#: other failed write (disk full, I/O error)
+WRITE_ERROR_KINDS: tuple[str, ...] = ("exists", "symlink", "not_regular", "create", "broken_pipe", "write")
 
 
 # Creating capture files. Recorders run as root, often in directories other users can
@@ -54,42 +70,49 @@ class WriteError(AetherError):
 MODE = 0o600  # capture files: owner only
 
 
-def refuse_reason(path: str, force: bool) -> str:
-    """Why ``path`` cannot be created now ("" when it can), without creating it."""
+def refusal(path: str, force: bool) -> WriteError | None:
+    """Why ``path`` cannot be created now (None when it can), without creating it."""
     try:
         st = os.lstat(path)
     except OSError:
-        return ""  # absent, or not ours to see: creating it will tell
+        return None  # absent, or not ours to see: creating it will tell
     if stat.S_ISLNK(st.st_mode):
-        return f"{path}: is a symbolic link; refusing to follow or replace it"
+        return WriteError(path, "is a symbolic link; refusing to follow or replace it", "symlink")
     if not force:
-        return f"{path}: already exists (use --force to overwrite)"
+        return WriteError(path, "already exists (use --force to overwrite)", "exists")
     if not stat.S_ISREG(st.st_mode):
-        return f"{path}: exists and is not a regular file; refusing to replace it"
-    return ""
+        return WriteError(path, "exists and is not a regular file; refusing to replace it", "not_regular")
+    return None
+
+
+def refuse_reason(path: str, force: bool) -> str:
+    """Why ``path`` cannot be created now ("" when it can), as one line."""
+    why = refusal(path, force)
+    return str(why) if why is not None else ""
 
 
 def create_output(path: str, force: bool = False) -> BinaryIO:
     """Create ``path`` for writing as described above; WriteError (one line) if not."""
-    why = refuse_reason(path, force)
-    if why:
-        raise WriteError(why)
+    why = refusal(path, force)
+    if why is not None:
+        raise why
     if force:
         try:
             os.unlink(path)
         except FileNotFoundError:
             pass
         except OSError as exc:
-            raise WriteError(f"{path}: cannot replace it ({exc.strerror or exc})") from None
+            raise WriteError(path, f"cannot replace it ({exc.strerror or exc})", "create") from None
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW
     try:
         fd = os.open(path, flags, MODE)
     except OSError as exc:
         if exc.errno in (errno.EEXIST, errno.ELOOP):
             # something was planted between the check and the open
-            why = refuse_reason(path, False) or f"{path}: appeared while it was being created"
-            raise WriteError(why) from None
-        raise WriteError(f"{path}: cannot create ({exc.strerror or exc})") from None
+            raise refusal(path, False) or WriteError(
+                path, "appeared while it was being created", "exists"
+            ) from None
+        raise WriteError(path, f"cannot create ({exc.strerror or exc})", "create") from None
     try:
         os.fchmod(fd, MODE)
     except OSError:
@@ -346,10 +369,10 @@ class CaptureWriter:
             self._f.flush()
         except BrokenPipeError:
             self.closed = True
-            raise WriteError(f"{self.name}: reader went away (broken pipe)") from None
+            raise WriteError(str(self.name), "reader went away (broken pipe)", "broken_pipe") from None
         except OSError as exc:
             self.closed = True
-            raise WriteError(f"{self.name}: write failed ({exc.strerror or exc})") from None
+            raise WriteError(str(self.name), f"write failed ({exc.strerror or exc})", "write") from None
         self.bytes_written += len(data)
 
 

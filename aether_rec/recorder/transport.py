@@ -7,7 +7,8 @@ reading the kernel's buffers through mmap in bulk, with no Python per event:
 :class:`~aether_rec.recorder.perfbuf.PerfMmapTransport` (perf buffers, every kernel we
 target) and :class:`~aether_rec.recorder.ringbuf.RingBufTransport` (BPF ring buffer, 5.8+).
 Wakeups are batched (one per thousands of events); what is below the threshold is read
-by the session's timer.
+by the session's timer. aether_rec.recorder.plan.make_transport chooses one; this module
+imports neither, so they import it without a circle.
 """
 
 from __future__ import annotations
@@ -17,8 +18,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-
-from aether_rec.errors import RecorderError
 
 
 @dataclass
@@ -66,9 +65,6 @@ class Transport(ABC):
         return []
 
 
-TRANSPORTS: tuple[str, ...] = ("auto", "perf", "ringbuf")
-
-
 def _merge_losses(losses: list[Loss]) -> list[Loss]:
     """One loss per (CPU, kind) for a batch: the lost callback fires once per
     PERF_RECORD_LOST, which can be thousands of times a second under a storm."""
@@ -84,20 +80,3 @@ def _merge_losses(losses: list[Loss]) -> list[Loss]:
             m.t_last = max(m.t_last, x.t_last)
     return list(merged.values())
 
-
-def make_transport(
-    name: str, pages: int | None = None, wakeup_events: int | None = None, ringbuf_ok: bool = False
-) -> Transport:
-    """``perf`` (perf buffer, every kernel), ``ringbuf`` (BPF ring buffer, 5.8+), or
-    ``auto``: the ring buffer when the kernel has it (``ringbuf_ok``), else perf."""
-    if name == "auto":
-        name = "ringbuf" if ringbuf_ok else "perf"
-    if name in ("perf", "perf_buffer"):
-        from aether_rec.recorder.perfbuf import PerfMmapTransport, default_pages
-
-        return PerfMmapTransport(pages or default_pages(), wakeup_events)
-    if name == "ringbuf":
-        from aether_rec.recorder.ringbuf import RingBufTransport
-
-        return RingBufTransport(pages or 8192)
-    raise RecorderError(f"unknown transport {name!r}: choose perf or ringbuf")

@@ -1,0 +1,75 @@
+"""The loss ledger of a recording: every loss, wherever it is found, is written here.
+
+Losses reach the recorder three ways: the transport reports them with a batch (perf
+buffer PERF_RECORD_LOST, ring buffer reservation failures), the program's per-CPU
+counters grow (full maps, unmatched completions), and at stop the program counted failed
+submits the transport never reported. :class:`LossLedger` turns each into a loss block
+of the current file, adds it to that file's per-kind count (for its footer) and to the
+recording's (for the summary), and keeps the counters' totals.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from aether_rec.recorder.loaded import LoadedProgram
+from aether_rec.recorder.program import COUNTERS, LOSS_COUNTERS
+from aether_rec.recorder.transport import Loss, Transport
+
+if TYPE_CHECKING:
+    from aether_rec.recorder.rotation import OutputFile
+
+
+def real_losses(lost: dict[str, int]) -> dict[str, int]:
+    """Losses that mean I/Os of the recording window are missing (unmatched completions
+    are mostly I/Os already in flight when recording started)."""
+    return {k: v for k, v in lost.items() if k != "unmatched" and v}
+
+
+class LossLedger:
+    def __init__(self) -> None:
+        self.lost: dict[str, int] = {}  # kind -> events, over every file of the recording
+        self.counters_prev: dict[str, np.ndarray] = {}  # per-CPU values at the last tick
+        self.counters_total: dict[str, int] = {name: 0 for name in COUNTERS}
+        self.t_tick_ns = 0  # CLOCK_MONOTONIC of the last counter read
+
+    def start(self) -> None:
+        """The recording starts now: the first counter losses are placed from here."""
+        self.t_tick_ns = time.monotonic_ns()
+
+    def write(self, out: OutputFile, loss: Loss) -> None:
+        """A loss block in ``out`` and the counts of the file and of the recording."""
+        out.writer.write_loss(loss.cpu, loss.count, loss.t_first, loss.t_last, loss.kind)
+        out.lost[loss.kind] = out.lost.get(loss.kind, 0) + loss.count
+        self.lost[loss.kind] = self.lost.get(loss.kind, 0) + loss.count
+
+    def read_counters(self, out: OutputFile, prog: LoadedProgram) -> None:
+        """Per-CPU counter deltas since the last tick: losses become loss blocks."""
+        now = time.monotonic_ns()
+        for idx, name in enumerate(COUNTERS):
+            try:
+                vals = np.array(prog.percpu_u64("counters", idx), dtype=np.int64)
+            except Exception:  # noqa: BLE001 - a counter read must never stop a recording
+                continue
+            prev = self.counters_prev.get(name)
+            delta = vals - prev if prev is not None and len(prev) == len(vals) else vals
+            self.counters_prev[name] = vals
+            self.counters_total[name] = int(vals.sum())
+            kind = LOSS_COUNTERS.get(name)
+            if kind is None:
+                continue
+            for cpu in np.flatnonzero(delta > 0).tolist():
+                self.write(out, Loss(cpu, int(delta[cpu]), self.t_tick_ns, now, kind))
+        self.t_tick_ns = now
+
+    def unreported(self, out: OutputFile, transport: Transport) -> None:
+        """At stop: losses the transport never reported (perf buffer: the last ones of a
+        storm), from the program's per-CPU count of failed submits."""
+        counted = self.counters_prev.get("submit_failed")
+        if counted is None:
+            return
+        for loss in transport.unreported_losses([int(v) for v in counted]):
+            self.write(out, loss)

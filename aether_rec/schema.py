@@ -134,8 +134,9 @@ LOSS_KINDS: dict[str, str] = {
     "unmatched": "completion without a recorded start (mostly I/Os in flight when recording began)",
     "recursion": "a BPF program did not run because another BPF program was running on that CPU "
     "(the kernel's recursion_misses): its I/Os are missing or unmatched",
+    "names": "fd name records (opens, closes) dropped: some paths may be wrong or empty, no I/O is missing",
 }
-NOT_A_LOSS: frozenset[str] = frozenset({"unmatched"})
+NOT_A_LOSS: frozenset[str] = frozenset({"unmatched", "names"})
 
 
 def is_real_loss(kind: str) -> bool:

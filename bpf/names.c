@@ -74,7 +74,7 @@ static __always_inline void nm_emit(void *ctx, u64 id, u8 kind, s32 fd, s32 arg,
     if (upath)
         bpf_probe_read_user_str(r->path, sizeof(r->path), upath);
 #ifdef AETHER_RINGBUF
-    if (names.ringbuf_output(r, sizeof(*r), 0) != 0)
+    if (names.ringbuf_output(r, sizeof(*r), BPF_RB_NO_WAKEUP) != 0) /* read on the timer */
         aether_count(AETHER_C_NAME_FAILED);
 #else
     if (names.perf_submit(ctx, r, sizeof(*r)) < 0)

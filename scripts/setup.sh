@@ -37,10 +37,10 @@ headers_pkg() {
 
 if command -v apt-get >/dev/null 2>&1; then
     [ -f /var/lib/apt/periodic/.aether-updated ] || { [ "$(id -u)" = 0 ] && apt-get update -qq && mkdir -p /var/lib/apt/periodic && touch /var/lib/apt/periodic/.aether-updated; } || true
-    # gcc: a test compiles a C probe of struct aether_event's layout
-    pkgs=(python3-bpfcc python3-venv python3-pip gcc)
+    # gcc: a test compiles a C probe of struct aether_event's layout; fio, perf, strace:
+    # independent tools the kernel tests check the recorder against
+    pkgs=(python3-bpfcc python3-venv python3-pip gcc fio linux-perf strace)
     hp=$(headers_pkg || true); [ -n "$hp" ] && pkgs+=("$hp")
-    [ "${AETHER_BENCH:-0}" = 1 ] && pkgs+=(linux-perf)
     apt_install "${pkgs[@]}"
 else
     log "not a Debian/Ubuntu system: install bcc's Python bindings and kernel headers yourself"

@@ -143,7 +143,9 @@ def test_direct_writes_make_block_events_on_the_right_device(tmp_path: Path) -> 
         wr = blk & (ev["op"] == op_code("write")) & (ev["bytes"] == size)
         assert int(wr.sum()) == count, (name, ev["op"][blk], ev["bytes"][blk])
         assert (ev["dev"][wr] == dev).all()
-        assert set(ev["path"][wr].tolist()) == {name}
+        # each request is linked to the pwrite it was issued for: named after its file
+        assert set(ev["path"][wr].tolist()) == {str(target)}
+        assert (ev["fd"][wr] == doc["fd"]).all()
         assert (ev["result"][wr] == size).all()
         offs = ev["offset"][wr]
         assert len(set(offs.tolist())) == count and (offs % 512 == 0).all()
@@ -157,6 +159,9 @@ def test_direct_writes_make_block_events_on_the_right_device(tmp_path: Path) -> 
         )
         assert int(sc.sum()) == count
         assert ev["lat"][sc].astype(np.int64).sum() >= lat.sum()
+        starts = dict(zip(ev["ts"][sc].tolist(), (ev["ts"][sc] + ev["lat"][sc]).tolist()))
+        for link, b_ts, b_end in zip(ev["link"][wr].tolist(), ts.tolist(), (ts + lat).tolist()):
+            assert link in starts and link <= b_ts and b_end <= starts[link]  # nested in its syscall
         assert (ev["flags"][sc] & (1 << 5)).all()  # O_DIRECT, from fdinfo
         info = capture_info(out)
         assert any(x["dev"] == dev and x["name"] == name for x in info["devices"])

@@ -15,10 +15,10 @@ import pytest
 from click.testing import CliRunner
 
 from aether_rec.errors import EnvironmentProblem, UsageError
-from aether_rec.recorder import bccload, headers, options, output, plan, probes, program, transport
+from aether_rec.recorder import btf, bccload, headers, options, output, plan, probes, program, transport
 from aether_rec.recorder.procinfo import Names
 from aether_rec.recorder.tracefs import TraceFS, parse_format
-from aether_rec.schema import KERNEL_EVENT_DTYPE, LAYER_CODE, OP_CODE
+from aether_rec.schema import FD_KIND_CODE, KERNEL_EVENT_DTYPE, LAYER_CODE, OP_CODE
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -84,7 +84,8 @@ def test_syscall_probe_uses_what_tracefs_has(tmp_path: Path) -> None:
     assert not none.available and "syscalls:sys_enter" in none.reason
 
 
-def test_block_probe_keys_and_optional_fields(tmp_path: Path) -> None:
+def test_block_probe_keys_and_optional_fields(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without BTF: the classic tracepoints keyed by device and sector (block_tp.c)."""
     base = ["dev", "sector", "nr_sector", "rwbs"]
     tfs = _fake_tracefs(
         tmp_path,
@@ -93,8 +94,13 @@ def test_block_probe_keys_and_optional_fields(tmp_path: Path) -> None:
             "block/block_rq_complete": [*base, "error"],
         },
     )
+
+    def no_btf(*_a: object) -> None:
+        raise btf.BTFError("no kernel BTF")
+
+    monkeypatch.setattr(probes.BTF, "load", no_btf)
     plan = probes.probe_block(tfs)
-    assert plan.available
+    assert plan.available and plan.sources == ["block_tp.c"] and "no kernel BTF" in plan.reason
     assert "-DBLK_HAS_INSERT=1" not in plan.defines  # no insert: queue time not measured
     assert any("block_rq_insert" in s for s in plan.skipped)
     assert "-DBLK_HAS_BYTES=1" in plan.defines and "-DBLK_HAS_ERROR=1" in plan.defines
@@ -107,6 +113,25 @@ def test_block_probe_keys_and_optional_fields(tmp_path: Path) -> None:
     assert not gone.available and "block_rq_issue" in gone.reason
 
 
+def test_block_probe_uses_raw_tracepoints_where_btf_tells_the_layout(tmp_path: Path) -> None:
+    if not btf.VMLINUX.exists():
+        pytest.skip("this kernel has no BTF")
+    base = ["dev", "sector", "nr_sector", "rwbs"]
+    tfs = _fake_tracefs(
+        tmp_path, {"block/block_rq_issue": base, "block/block_rq_complete": base, "block/block_rq_insert": base}
+    )
+    plan = probes.probe_block(tfs)
+    assert plan.available and plan.sources == ["block.c"]
+    assert all(h["key"] == "request" and str(h["hook"]).startswith("raw_tracepoint:") for h in plan.hooks)
+    defs = dict(d[2:].split("=", 1) for d in plan.defines)
+    assert defs["BLK_HAS_INSERT"] == "1" and "BLK_HAS_IO_START" not in defs
+    # the offsets are the kernel's: struct request's sector and length differ by 4 bytes or more
+    assert int(defs["RQ_OFF_SECTOR"]) != int(defs["RQ_OFF_DATA_LEN"])
+    k = btf.BTF.load()
+    assert int(defs["KREQ_OP_FLUSH"]) == k.enum_value("REQ_OP_FLUSH")
+    assert k.tracepoint_args("block_rq_complete")[int(defs["RQ_ARG_COMPLETE"])] == "struct request *"
+
+
 def test_vfs_layer_always_has_a_reason(tmp_path: Path) -> None:
     plan = probes.probe_vfs(_fake_tracefs(tmp_path, {}))
     assert not plan.available
@@ -114,8 +139,8 @@ def test_vfs_layer_always_has_a_reason(tmp_path: Path) -> None:
 
 
 def test_parse_layers_and_ops() -> None:
-    assert probes.parse_layers(None) == ("syscall", "block")
-    assert probes.parse_layers("all") == ("syscall", "block", "vfs")
+    assert probes.parse_layers(None) == ("syscall", "block", "io_uring")  # io_uring where the kernel has it
+    assert probes.parse_layers("all") == ("syscall", "block", "vfs", "io_uring")
     assert probes.parse_layers("block,syscall,block") == ("block", "syscall")
     with pytest.raises(UsageError):
         probes.parse_layers("network")
@@ -282,9 +307,10 @@ def test_names_resolve_fds_devices_and_open_flags(tmp_path: Path) -> None:
         ev["fd"] = [fd, -1, -1]
         ev["dev"] = [0, 0, (7 << 20) | 0]
         names = Names()
-        codes, words, flags = names.annotate(ev)
+        codes, words, flags, kinds = names.annotate(ev)
         paths = [words[c] for c in codes]
         assert paths[0] == str(f) and paths[1] == ""
+        assert kinds.tolist() == [FD_KIND_CODE["file"], 0, 0]
         assert paths[2] in ("loop0", "7:0")
         if getattr(os, "O_DIRECT", 0):
             assert flags[0] & (1 << 5)

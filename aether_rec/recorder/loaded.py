@@ -19,7 +19,7 @@ import threading
 from typing import Any, Protocol
 
 from aether_rec.errors import RecorderError
-from aether_rec.recorder.bpfsys import lookup_percpu_u64, possible_cpus
+from aether_rec.recorder.bpfsys import lookup_percpu_u64, possible_cpus, prog_recursion_misses
 
 MAX_FDS = 250  # SCM_RIGHTS carries at most 253 descriptors per message
 
@@ -31,13 +31,16 @@ class LoadedProgram(Protocol):
 
     def percpu_u64(self, name: str, key: int) -> list[int]: ...
 
+    def recursion_misses(self) -> dict[str, int]: ...
+
     def close(self) -> None: ...
 
 
 class RemoteProgram:
-    def __init__(self, maps: dict[str, int], links: list[int]) -> None:
+    def __init__(self, maps: dict[str, int], links: list[int], progs: dict[str, int] | None = None) -> None:
         self._maps = maps
         self._links = links
+        self._progs = progs or {}  # program name -> fd (also among the links, closed with them)
         self._ncpu = possible_cpus()
 
     def map_fd(self, name: str) -> int:
@@ -48,6 +51,17 @@ class RemoteProgram:
 
     def percpu_u64(self, name: str, key: int) -> list[int]:
         return lookup_percpu_u64(self.map_fd(name), key, self._ncpu)
+
+    def recursion_misses(self) -> dict[str, int]:
+        """Per program: the times the kernel did not run it because a BPF program was
+        already running on that CPU (cumulative; kernels before 5.12 count none)."""
+        out: dict[str, int] = {}
+        for name, fd in self._progs.items():
+            try:
+                out[name] = prog_recursion_misses(fd)[1]
+            except RecorderError:
+                continue
+        return out
 
     def close(self) -> None:
         links, self._links = self._links, []
@@ -140,8 +154,11 @@ def load_remote(text: str, cflags: list[str], maps: list[str], filters: dict[str
                 _close(fd)
             raise RecorderError(reply["error"])
         names: list[str] = reply["maps"]
-        prog = RemoteProgram(dict(zip(names, fds[: len(names)])), list(fds[len(names):]))
-        if len(fds) != len(names) + int(reply["links"]):
+        prog_names: list[str] = reply.get("progs", [])
+        n_links = int(reply["links"])
+        progs = dict(zip(prog_names, fds[len(names) + n_links :]))
+        prog = RemoteProgram(dict(zip(names, fds[: len(names)])), list(fds[len(names) :]), progs)
+        if len(fds) != len(names) + n_links + len(prog_names):
             prog.close()
             raise RecorderError("the BPF loader handed over the wrong number of descriptors")
         ours.sendall(b"ok")  # the helper may exit now: the probes stay attached through us

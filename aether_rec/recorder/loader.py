@@ -27,11 +27,11 @@ def serve(sock: socket.socket, request: dict[str, Any]) -> None:
     links += [int(fd) for fd in getattr(bpf, "raw_tracepoint_fds", {}).values()]
     # the vfs layer's kprobes: bcc keeps {event: {function: fd}}
     links += [int(fd) for fns in getattr(bpf, "kprobe_fds", {}).values() for fd in fns.values()]
-    # the programs too: the attachments hold them anyway, and holding them makes the
-    # recorder's /proc/PID/fd say which programs it runs
-    links += [int(fn.fd) for fn in bpf.funcs.values()]
-    reply = json.dumps({"maps": names, "links": len(links)}).encode()
-    socket.send_fds(sock, [reply], map_fds + links)
+    # the programs too, by name: the recorder reads their recursion_misses (runs the
+    # kernel skipped), and holding them makes its /proc/PID/fd say which programs it runs
+    progs = {(k.decode() if isinstance(k, bytes) else str(k)): int(fn.fd) for k, fn in bpf.funcs.items()}
+    reply = json.dumps({"maps": names, "links": len(links), "progs": list(progs)}).encode()
+    socket.send_fds(sock, [reply], map_fds + links + list(progs.values()))
     sock.recv(16)  # the recorder holds them now
 
 

@@ -37,9 +37,17 @@ PERF_EVENT_IOC_ENABLE = 0x2400
 PERF_RECORD_LOST = 2
 PERF_RECORD_SAMPLE = 9
 
-EVENT = KERNEL_EVENT_DTYPE.itemsize  # 96
-SAMPLE = (8 + 4 + EVENT + 7) // 8 * 8  # header, raw size, event, padding: 112
-DATA_AT = 12  # the event within a sample record
+DATA_AT = 12  # the record within a sample: after the 8-byte header and the 4-byte raw size
+
+
+def sample_size(record: int) -> int:
+    """Bytes of one sample carrying a ``record``-byte struct: header, raw size, the
+    struct, padding to 8 (128 for struct aether_event)."""
+    return (8 + 4 + record + 7) // 8 * 8
+
+
+EVENT = KERNEL_EVENT_DTYPE.itemsize
+SAMPLE = sample_size(EVENT)
 
 # struct perf_event_mmap_page: data_head, data_tail, data_offset, data_size
 HEAD_AT, TAIL_AT, OFFSET_AT, SIZE_AT = 1024, 1032, 1040, 1048
@@ -102,8 +110,8 @@ class _Ring:
         self.data = np.frombuffer(self.mm, np.uint8, self.size, mmap.PAGESIZE)
         self.last_read = time.monotonic_ns()
 
-    def read(self, budget: int) -> tuple[np.ndarray | None, int]:
-        """(the samples' event bytes as an (n, EVENT) array or None, events lost) from
+    def read(self, budget: int, record: int = EVENT) -> tuple[np.ndarray | None, int]:
+        """(the samples' record bytes as an (n, record) array or None, records lost) from
         at most ``budget`` bytes of the ring; the space read is released."""
         head, tail = int(self.head[0]), int(self.tail[0])
         if head == tail:
@@ -114,7 +122,7 @@ class _Ring:
             buf = self.data[start : start + n]
         else:
             buf = np.concatenate((self.data[start:], self.data[: start + n - self.size]))
-        events, lost, used = _parse(buf)
+        events, lost, used = _parse(buf, record)
         events = events.copy() if events is not None else None  # before the space is released
         self.tail[0] = tail + used
         self.last_read = time.monotonic_ns()
@@ -130,8 +138,11 @@ class _Ring:
         os.close(self.fd)
 
 
-def _parse(buf: np.ndarray) -> tuple[np.ndarray | None, int, int]:
-    """(event bytes of the samples, events lost, bytes consumed) of whole records in buf."""
+def _parse(buf: np.ndarray, record: int = EVENT) -> tuple[np.ndarray | None, int, int]:
+    """(record bytes of the samples, records lost, bytes consumed) of whole perf records
+    in buf; every sample carries one ``record``-byte struct."""
+    SAMPLE = sample_size(record)  # noqa: N806 - the constant of this record size
+    EVENT = record  # noqa: N806
     n = len(buf) // SAMPLE
     if n and len(buf) % SAMPLE == 0:
         rows = buf.reshape(n, SAMPLE)
@@ -176,11 +187,14 @@ class PerfMmapTransport(Transport):
     name = "perf_buffer"
 
     def __init__(self, pages: int = 1024, wakeup_events: int | None = None, table: str = "events",
-                 batch_bytes: int = 8 << 20) -> None:
+                 batch_bytes: int = 8 << 20, dtype: np.dtype = KERNEL_EVENT_DTYPE,
+                 report_losses: bool = True) -> None:
         if pages < 1 or pages & (pages - 1):
             raise RecorderError(f"perf buffer pages per CPU must be a power of two, not {pages}")
         self.pages = pages
-        capacity = pages * mmap.PAGESIZE // SAMPLE
+        self.dtype = dtype
+        self.report_losses = report_losses  # False: the program counts this map's losses
+        capacity = pages * mmap.PAGESIZE // sample_size(dtype.itemsize)
         # wake the reader when an eighth of a CPU's buffer is waiting; a timer reads the rest
         self.wakeup_events = wakeup_events or max(1, capacity // 8)
         self.table_name = table
@@ -211,17 +225,17 @@ class PerfMmapTransport(Transport):
     def drain(self) -> None:
         for ring in self._rings:
             before = ring.last_read
-            events, lost = ring.read(self.batch_bytes)
+            events, lost = ring.read(self.batch_bytes, self.dtype.itemsize)
             if events is not None and len(events):
-                self._parts.append(events.reshape(-1).view(KERNEL_EVENT_DTYPE))
-            if lost:
+                self._parts.append(events.reshape(-1).view(self.dtype))
+            if lost and self.report_losses:
                 self._losses.append(Loss(ring.cpu, lost, before, ring.last_read, "perf_buffer"))
 
     def take(self) -> tuple[np.ndarray, list[Loss]]:
         parts, self._parts = self._parts, []
         losses = _merge_losses(self._losses)
         self._losses = []
-        events = np.concatenate(parts) if parts else np.empty(0, KERNEL_EVENT_DTYPE)
+        events = np.concatenate(parts) if parts else np.empty(0, self.dtype)
         self.samples += len(events)
         for x in losses:
             self.lost += x.count

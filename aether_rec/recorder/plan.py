@@ -21,13 +21,21 @@ from aether_rec.errors import EnvironmentProblem, RecorderError, UsageError
 from aether_rec.recorder.bccload import BccInfo, locate_bcc
 from aether_rec.recorder.headers import HeaderSource, apply_headers, find_headers
 from aether_rec.recorder.options import RecordOptions
-from aether_rec.recorder.perfbuf import PerfMmapTransport, default_pages
+from aether_rec.recorder.perfbuf import PerfMmapTransport, default_pages, online_cpus
 from aether_rec.recorder.privileges import User, can_create_in, check_privileges, resolve_user
-from aether_rec.recorder.probes import ALL_LAYERS, LayerPlan, has_ringbuf, probe_layers
+from aether_rec.recorder.probes import (
+    ALL_LAYERS,
+    LayerPlan,
+    has_ringbuf,
+    needs_names,
+    probe_layers,
+    probe_names,
+)
 from aether_rec.recorder.program import Program, ProgramOptions, build_program
 from aether_rec.recorder.ringbuf import RingBufTransport
 from aether_rec.recorder.tracefs import TraceFS, ensure_tracefs
 from aether_rec.recorder.transport import Transport
+from aether_rec.schema import KERNEL_NAME_DTYPE
 
 Log = Callable[[str], None]
 
@@ -52,10 +60,20 @@ class Prepared:
     notes: list[str] = field(default_factory=list)
     not_asked: dict[str, str] = field(default_factory=dict)  # unrequested layers the kernel lacks
     user: User | None = None
+    names: LayerPlan | None = None  # the fd-naming hooks (bpf/names.c), if planned
+    names_transport: Transport | None = None  # where their records arrive
 
     @property
     def hooks(self) -> list[dict[str, object]]:
-        return [h for p in self.plans.values() if p.available for h in p.hooks]
+        hooks = [h for p in self.plans.values() if p.available for h in p.hooks]
+        if self.names is not None and self.names.available:
+            hooks += self.names.hooks
+        return hooks
+
+    @property
+    def maps(self) -> list[str]:
+        """The program's maps the recorder reads."""
+        return ["events", "counters"] + (["names"] if self.names_transport is not None else [])
 
 
 TRANSPORTS: tuple[str, ...] = ("auto", "perf", "ringbuf")
@@ -73,6 +91,19 @@ def make_transport(
     if name == "ringbuf":
         return RingBufTransport(pages or 8192)
     raise RecorderError(f"unknown transport {name!r}: choose perf or ringbuf")
+
+
+NAMES_PAGES = 256  # 1 MiB of name records (288 bytes each) on 4 KiB pages
+
+
+def make_names_transport(events: Transport) -> Transport:
+    """The transport of the fd-naming records, of the same kind as the events'. Its
+    losses are counted by the program (counter name_failed), not reported by it."""
+    if isinstance(events, RingBufTransport):
+        return RingBufTransport(NAMES_PAGES, table="names", drop_counter=None, dtype=KERNEL_NAME_DTYPE)
+    per_cpu = max(16, NAMES_PAGES // max(1, len(online_cpus())))
+    per_cpu = 1 << (per_cpu.bit_length() - 1)
+    return PerfMmapTransport(per_cpu, 64, table="names", dtype=KERNEL_NAME_DTYPE, report_losses=False)
 
 
 def prepare(opts: RecordOptions, log: Log = default_log) -> Prepared:
@@ -107,7 +138,11 @@ def prepare(opts: RecordOptions, log: Log = default_log) -> Prepared:
         notes.append(msg)
     if not any(p.available for p in plans.values()):
         raise RecorderError("no layer can be recorded on this kernel: see 'aether-rec doctor'")
-    for p in plans.values():
+    names = probe_names(tfs) if needs_names(plans) else None
+    if names is not None and not names.available:
+        log(names.reason)
+        notes.append(names.reason)
+    for p in [*plans.values(), *([names] if names is not None else [])]:
         for s in p.skipped:
             notes.append(f"{p.layer}: {s}")
     hs = find_headers()
@@ -121,6 +156,7 @@ def prepare(opts: RecordOptions, log: Log = default_log) -> Prepared:
         opts.wakeup_events,
         ringbuf_ok=opts.transport == "auto" and has_ringbuf(),
     )
+    names_transport = make_names_transport(transport) if names is not None and names.available else None
     popts = ProgramOptions(
         self_tgid=os.getpid(),
         filter_pid=opts.filter_pid,
@@ -130,11 +166,14 @@ def prepare(opts: RecordOptions, log: Log = default_log) -> Prepared:
         sc_map_size=opts.map_size,
         blk_map_size=opts.map_size,
         pid_map_size=opts.map_size,
-        extra_cflags=transport.cflags(),
+        extra_cflags=transport.cflags() + (
+            [f"-DAETHER_NAMES_PAGES={NAMES_PAGES}"] if names_transport is not None else []
+        ),
     )
-    prog = build_program(plans, popts)
+    prog = build_program(plans, popts, names=names if names_transport is not None else None)
     return Prepared(
-        bcc, root, hs, plans, prog, chosen.ops, chosen.cgroup, transport, popts, notes, not_asked, user
+        bcc, root, hs, plans, prog, chosen.ops, chosen.cgroup, transport, popts, notes, not_asked, user,
+        names, names_transport,
     )
 
 

@@ -80,7 +80,9 @@ NAME_HOOKS: dict[str, tuple[str, ...]] = {
 }
 
 #: ops the io_uring layer can produce
-URING_OPS: tuple[str, ...] = ("read", "write", "readv", "writev", "fsync", "sync_file_range", "fallocate", "splice")
+URING_OPS: tuple[str, ...] = (
+    "read", "write", "readv", "writev", "fsync", "sync_file_range", "fallocate", "splice"
+)
 
 #: ops the block layer can produce
 BLOCK_OPS: tuple[str, ...] = ("read", "write", "flush", "discard", "write_zeroes", "secure_erase", "other")
@@ -165,16 +167,16 @@ def probe_syscall(tfs: TraceFS, ops: frozenset[str] | None = None) -> LayerPlan:
         filemap = probe_filemap(tfs)
         plan.defines += filemap
         if filemap:
-            plan.hooks.append(
-                {"layer": "syscall", "hook": "tracepoint:filemap:mm_filemap_add_to_page_cache", "role": "misses"}
-            )
+            hook = "tracepoint:filemap:mm_filemap_add_to_page_cache"
+            plan.hooks.append({"layer": "syscall", "hook": hook, "role": "page-cache misses"})
         else:
             plan.skipped.append("mm_filemap_add_to_page_cache: absent, page-cache misses not counted")
     return plan
 
 
 def probe_names(tfs: TraceFS) -> LayerPlan:
-    """The fd-naming hooks (bpf/names.c, included by tasks.c): each call the kernel has."""
+    """The fd-naming hooks (bpf/names.c, included by tasks.c): each call the kernel has.
+    Not a layer (it records no I/O): planned with the layers that have fds to name."""
     plan = LayerPlan("names", True, defines=["-DAETHER_NAMES_ON=1"])
     for name, fields in NAME_HOOKS.items():
         missing = tfs.missing("syscalls", f"sys_enter_{name}", fields)
@@ -202,7 +204,7 @@ def probe_io_uring(tfs: TraceFS, ops: frozenset[str] | None = None) -> LayerPlan
     """io_uring requests from submission to completion (bpf/io_uring.c), keyed by the
     request pointer where the tracepoints carry it."""
     if ops is not None and not any(o in ops for o in URING_OPS):
-        return LayerPlan("io_uring", False, "no io_uring op (read, write, readv, writev, fsync...) in --ops")
+        return LayerPlan("io_uring", False, "no io_uring op (read, write, fsync...) selected by --ops")
     submit = "io_uring_submit_req" if tfs.has("io_uring", "io_uring_submit_req") else "io_uring_submit_sqe"
     sfields = tfs.fields("io_uring", submit)
     cfields = tfs.fields("io_uring", "io_uring_complete")
@@ -222,18 +224,20 @@ def probe_io_uring(tfs: TraceFS, ops: frozenset[str] | None = None) -> LayerPlan
     if "sq_thread" in sfields:
         plan.defines.append("-DURING_HAS_SQ_THREAD=1")
     key_fields = ("req",) if by_req else ("ctx", "user_data")
-    plan.hooks.append({"layer": "io_uring", "hook": f"tracepoint:io_uring:{submit}", "role": "submitted"})
-    plan.hooks.append({"layer": "io_uring", "hook": "tracepoint:io_uring:io_uring_complete", "role": "completed"})
+
+    def hook(event: str, role: str) -> None:
+        plan.hooks.append({"layer": "io_uring", "hook": f"tracepoint:io_uring:{event}", "role": role})
+
+    hook(submit, "submitted")
+    hook("io_uring_complete", "completed")
     if tfs.has("io_uring", "io_uring_file_get", key_fields + ("fd",)):
         plan.defines.append("-DURING_HAS_FILE_GET=1")
-        plan.hooks.append({"layer": "io_uring", "hook": "tracepoint:io_uring:io_uring_file_get", "role": "fd"})
+        hook("io_uring_file_get", "fd")
     else:
         plan.skipped.append("io_uring_file_get: absent or without the request, fd not recorded")
     if tfs.has("io_uring", "io_uring_queue_async_work", key_fields):
         plan.defines.append("-DURING_HAS_ASYNC=1")
-        plan.hooks.append(
-            {"layer": "io_uring", "hook": "tracepoint:io_uring:io_uring_queue_async_work", "role": "io-wq"}
-        )
+        hook("io_uring_queue_async_work", "io-wq")
     if tfs.has("syscalls", "sys_exit_io_uring_enter", ("ret",)):
         plan.defines.append("-DURING_HAS_ENTER_EXIT=1")
     for h in plan.hooks:
@@ -397,9 +401,12 @@ def probe_layers(
             plans[layer] = probe_vfs(tfs)
         elif layer == "io_uring":
             plans[layer] = probe_io_uring(tfs, ops)
-    if any(plans[x].available for x in ("syscall", "io_uring") if x in plans):
-        plans["names"] = probe_names(tfs)  # not a layer: who each fd is, for those two
     return plans
+
+
+def needs_names(plans: dict[str, LayerPlan]) -> bool:
+    """Whether the layers planned have fds to name (the syscall and io_uring layers)."""
+    return any(plans[x].available for x in ("syscall", "io_uring") if x in plans)
 
 
 def transport_status(tfs: TraceFS) -> dict[str, object]:

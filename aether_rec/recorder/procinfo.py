@@ -1,36 +1,19 @@
-"""Best-effort names from /proc and /sys, so a capture reads well on another machine:
-processes (comm, cmdline), fd -> path (and O_DIRECT/O_SYNC from fdinfo), device names.
-
-fd entries are re-resolved for every batch they appear in (``fd_ttl`` 0; a descriptor can
-be closed and its number reused). Events of a batch are named after what the descriptor
-points to when the batch is read, so a number reused within one batch (~0.1-0.25 s) is
-attributed to its latest file; a process that already exited keeps what was last known.
+"""Names, so a capture reads well on another machine: processes (comm, cmdline, from
+/proc), the file of each event's fd (from the kernel's name records, see fdtable.py) and
+device names (from /sys).
 """
 
 from __future__ import annotations
 
 import os
-import time
-from dataclasses import dataclass
 
 import numpy as np
 
+from aether_rec.recorder.fdtable import FdName, FdTable
 from aether_rec.schema import LAYER_CODE
-
-F_SYNC = 1 << 0
-F_DIRECT = 1 << 5
-_O_DIRECT = getattr(os, "O_DIRECT", 0)
-_O_SYNCISH = getattr(os, "O_DSYNC", 0) | getattr(os, "O_SYNC", 0)
 
 SYSCALL = LAYER_CODE["syscall"]
 BLOCK = LAYER_CODE["block"]
-
-
-@dataclass
-class FdInfo:
-    path: str
-    flags: int  # aether flag bits implied by the open flags
-    checked: float  # time.monotonic() of the last resolution
 
 
 def read_proc(pid: int) -> dict[str, object] | None:
@@ -50,27 +33,6 @@ def read_proc(pid: int) -> dict[str, object] | None:
     except (OSError, ValueError, IndexError):
         ppid = 0
     return {"pid": pid, "ppid": ppid, "comm": comm, "cmdline": cmdline[:4096]}
-
-
-def read_fd(pid: int, fd: int) -> tuple[str, int] | None:
-    try:
-        path = os.readlink(f"/proc/{pid}/fd/{fd}")
-    except OSError:
-        return None
-    flags = 0
-    try:
-        with open(f"/proc/{pid}/fdinfo/{fd}", "rb") as f:
-            for line in f:
-                if line.startswith(b"flags:"):
-                    oflags = int(line.split()[1], 8)
-                    if oflags & _O_DIRECT:
-                        flags |= F_DIRECT
-                    if oflags & _O_SYNCISH:
-                        flags |= F_SYNC
-                    break
-    except (OSError, ValueError, IndexError):
-        pass
-    return path, flags
 
 
 def device_name(dev: int) -> str:
@@ -112,16 +74,21 @@ def descendants(pids: list[int]) -> list[int]:
 
 
 class Names:
-    """Caches and new-row queues for the procs, fds and devices metadata tables."""
+    """Caches and new-row queues for the procs, fds and devices metadata tables; which file
+    each fd was comes from the kernel's name records (:class:`FdTable`)."""
 
-    def __init__(self, fd_ttl: float = 0.0) -> None:
-        self.fd_ttl = fd_ttl
+    def __init__(self) -> None:
+        self.fdtable = FdTable()
         self.procs: dict[int, dict[str, object]] = {}
-        self.fds: dict[tuple[int, int], FdInfo] = {}
+        self.fds: dict[tuple[int, int], FdName] = {}  # the last name written per (pid, fd)
         self.devices: dict[int, str] = {}
         self.new_procs: list[dict[str, object]] = []
         self.new_fds: list[dict[str, object]] = []
         self.new_devices: list[dict[str, object]] = []
+
+    def feed(self, records: np.ndarray) -> None:
+        """The kernel's name records (schema.KERNEL_NAME_DTYPE) of a batch."""
+        self.fdtable.feed(records)
 
     def note_pids(self, pids: np.ndarray) -> None:
         for pid in np.unique(pids).tolist():
@@ -129,26 +96,6 @@ class Names:
                 info = read_proc(pid) or {"pid": pid, "ppid": 0, "comm": "", "cmdline": ""}
                 self.procs[pid] = info
                 self.new_procs.append(info)
-
-    def fd(self, pid: int, fd: int, now: float) -> FdInfo:
-        key = (pid, fd)
-        cur = self.fds.get(key)
-        if cur is not None and cur.path and now - cur.checked < self.fd_ttl:
-            return cur  # unresolved ones are retried every batch
-        got = read_fd(pid, fd) if fd >= 0 else None
-        if got is None:
-            if cur is None:
-                cur = FdInfo("", 0, now)
-                self.fds[key] = cur
-            else:
-                cur.checked = now
-            return cur
-        path, flags = got
-        if cur is None or cur.path != path or cur.flags != flags:
-            self.new_fds.append({"pid": pid, "fd": fd, "path": path, "flags": flags})
-        cur = FdInfo(path, flags, now)
-        self.fds[key] = cur
-        return cur
 
     def device(self, dev: int) -> str:
         name = self.devices.get(dev)
@@ -158,40 +105,60 @@ class Names:
             self.new_devices.append({"dev": dev, "name": name})
         return name
 
-    def annotate(self, ev: np.ndarray) -> tuple[np.ndarray, list[str], np.ndarray]:
-        """(path codes, path dictionary, flags column) for a batch: fd paths for syscall
-        events, device names for block events, dictionary-coded as the capture stores
-        them (one lookup per distinct pid/fd or device, none per event); O_DIRECT/O_SYNC
-        of the fd added to the flags."""
+    def annotate(self, ev: np.ndarray) -> tuple[np.ndarray, list[str], np.ndarray, np.ndarray]:
+        """(path codes, path dictionary, flags column, fdkind column) for a batch, the
+        paths dictionary-coded as the capture stores them. Events with an fd (syscall,
+        io_uring, and block requests linked to one of those) are named after the file the
+        fd had at the event's start; other block events after their device. One lookup per
+        distinct (pid, fd), none per event; O_DIRECT/O_SYNC of the fd are added to flags."""
         n = len(ev)
         codes = np.zeros(n, dtype=np.uint32)
+        kinds = np.zeros(n, dtype=np.uint8)
         words = [""]
         flags = ev["flags"].copy()
         if n == 0:
-            return codes, words, flags
+            return codes, words, flags, kinds
         self.note_pids(ev["pid"])
-        now = time.monotonic()
-        sc = np.flatnonzero((ev["layer"] == SYSCALL) & (ev["fd"] >= 0))
-        if len(sc):
-            keys = (ev["pid"][sc].astype(np.uint64) << np.uint64(32)) | ev["fd"][sc].astype(np.uint32).astype(
-                np.uint64
-            )
-            uniq, inv = np.unique(keys, return_inverse=True)
-            uflags = np.zeros(len(uniq), dtype=np.uint32)
-            base = len(words)
-            for i, k in enumerate(uniq.tolist()):
-                info = self.fd(k >> 32, int(np.int32(np.uint32(k & 0xFFFFFFFF))), now)
-                words.append(info.path)
-                uflags[i] = info.flags
-            codes[sc] = base + inv.reshape(-1).astype(np.uint32)
-            flags[sc] |= uflags[inv.reshape(-1)]
-        blk = np.flatnonzero(ev["layer"] == BLOCK)
-        if len(blk):
-            uniq, inv = np.unique(ev["dev"][blk], return_inverse=True)
-            base = len(words)
-            words.extend(self.device(int(d)) for d in uniq.tolist())
-            codes[blk] = base + inv.reshape(-1).astype(np.uint32)
-        return codes, words, flags
+        has_fd = np.flatnonzero(ev["fd"] >= 0)
+        if len(has_fd):
+            keys = (ev["pid"][has_fd].astype(np.uint64) << np.uint64(32)) | ev["fd"][has_fd].astype(
+                np.uint32
+            ).astype(np.uint64)
+            order = np.argsort(keys, kind="stable")
+            sorted_keys = keys[order]
+            bounds = np.flatnonzero(np.diff(sorted_keys)) + 1
+            index: dict[str, int] = {}
+            for grp in np.split(order, bounds):
+                k = int(keys[grp[0]])
+                pid, fd = k >> 32, int(np.int32(np.uint32(k & 0xFFFFFFFF)))
+                rows = has_fd[grp]
+                names, idx = self.fdtable.lookup(pid, fd, ev["ts"][rows])
+                code_of = np.empty(len(names), dtype=np.uint32)
+                for j, nm in enumerate(names):
+                    c = index.get(nm.path)
+                    if c is None:
+                        c = len(words)
+                        words.append(nm.path)
+                        index[nm.path] = c
+                    code_of[j] = c
+                    last = self.fds.get((pid, fd))
+                    if nm.path and (last is None or last.path != nm.path):
+                        self.fds[(pid, fd)] = nm
+                        self.new_fds.append({"pid": pid, "fd": fd, "path": nm.path, "flags": nm.flags})
+                codes[rows] = code_of[idx]
+                kinds[rows] = np.array([nm.kind for nm in names], dtype=np.uint8)[idx]
+                flags[rows] |= np.array([nm.flags for nm in names], dtype=np.uint32)[idx]
+        blk = ev["layer"] == BLOCK
+        if blk.any():
+            for d in np.unique(ev["dev"][blk]).tolist():
+                self.device(int(d))  # every device goes into the devices table
+            unlinked = np.flatnonzero(blk & (ev["fd"] < 0))
+            if len(unlinked):
+                uniq, inv = np.unique(ev["dev"][unlinked], return_inverse=True)
+                base = len(words)
+                words.extend(self.device(int(d)) for d in uniq.tolist())
+                codes[unlinked] = base + inv.reshape(-1).astype(np.uint32)
+        return codes, words, flags, kinds
 
     def take_new(self) -> dict[str, list[dict[str, object]]]:
         out = {"procs": self.new_procs, "fds": self.new_fds, "devices": self.new_devices}

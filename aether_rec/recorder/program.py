@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from aether_rec.errors import EnvironmentProblem
-from aether_rec.recorder.probes import ALL_LAYERS, LayerPlan
+from aether_rec.recorder.probes import LayerPlan
 
 #: index -> name of the per-CPU counters in bpf/aether_common.h (AETHER_C_*)
 COUNTERS: tuple[str, ...] = (
@@ -43,6 +43,7 @@ LOSS_COUNTERS: dict[str, str] = {
     "vfs_start_map_full": "start_map_full",
     "vfs_unmatched": "unmatched",
     "io_uring_start_map_full": "start_map_full",
+    "name_failed": "names",
 }
 
 
@@ -90,10 +91,13 @@ class Program:
         return self.text
 
 
-def build_program(plans: dict[str, LayerPlan], opts: ProgramOptions, src: Path | None = None) -> Program:
+def build_program(
+    plans: dict[str, LayerPlan], opts: ProgramOptions, src: Path | None = None, names: LayerPlan | None = None
+) -> Program:
+    """The program of the available layers in ``plans``, with the fd-naming hooks of
+    ``names`` (probes.probe_names) when given and available."""
     src = src or bpf_dir()
-    layers = [name for name, p in plans.items() if p.available and name in ALL_LAYERS]
-    parts_of = [name for name, p in plans.items() if p.available]
+    layers = [name for name, p in plans.items() if p.available]
     cflags = [f"-DSELF_TGID={int(opts.self_tgid)}", f"-DMIN_LAT_NS={int(opts.min_latency_ns)}ULL"]
     cflags += [f"-DSC_MAP_SIZE={int(opts.sc_map_size)}", f"-DBLK_MAP_SIZE={int(opts.blk_map_size)}"]
     cflags += [f"-DPID_MAP_SIZE={int(opts.pid_map_size)}"]
@@ -104,9 +108,11 @@ def build_program(plans: dict[str, LayerPlan], opts: ProgramOptions, src: Path |
     if opts.filter_cgroup:
         cflags.append("-DFILTER_CGROUP=1")
     sources: list[str] = []
-    for name in parts_of:
+    for name in layers:
         cflags += plans[name].defines
         sources += plans[name].sources
+    if names is not None and names.available:
+        cflags += names.defines  # names.c is included by tasks.c
     sources.append("tasks.c")
     cflags += opts.extra_cflags
     parts = [

@@ -40,22 +40,30 @@ RECORD = RINGBUF_HDR + KERNEL_EVENT_DTYPE.itemsize
 assert RECORD % 8 == 0, "ring records must stay 8-byte aligned"
 
 
+
 class RingBufTransport(Transport):
     """One BPF ring buffer shared by all CPUs, consumed through mmap."""
 
     name = "ringbuf"
 
     def __init__(self, pages: int = 8192, table: str = "events", counter_table: str = "counters",
-                 drop_counter: int = 5, batch: int = 65536) -> None:
+                 drop_counter: int | None = 5, batch: int = 65536,
+                 dtype: np.dtype = KERNEL_EVENT_DTYPE) -> None:
+        """``drop_counter``: the program's per-CPU counter of failed reservations, reported
+        as losses of kind ringbuf (None: the session counts this ring's losses itself)."""
         if pages < 1 or pages & (pages - 1):
             raise RecorderError(f"ring buffer pages must be a power of two, not {pages}")
         self.pages = pages
+        self.dtype = dtype
+        self.record = RINGBUF_HDR + dtype.itemsize
+        if self.record % 8:
+            raise RecorderError("ring records must stay 8-byte aligned")
         self.size = pages * mmap.PAGESIZE
         self.table_name = table
         self.counter_table = counter_table
         self.drop_counter = drop_counter
         self.batch = batch  # records copied out per poll/drain: bounds memory and latency
-        self.wake_bytes = max(self.size // 8, RECORD)  # the kernel wakes us at this backlog
+        self.wake_bytes = max(self.size // 8, self.record)  # the kernel wakes us at this backlog
         self._parts: list[np.ndarray] = []
         self._losses: list[Loss] = []
         self._prog: Any = None
@@ -69,7 +77,7 @@ class RingBufTransport(Transport):
     def cflags(self) -> list[str]:
         """What the BPF programs need to emit into a ring buffer of this size; each CPU
         wakes the reader once it has added about an eighth of the ring over all CPUs."""
-        per_cpu = max(self.wake_bytes // RECORD // (os.cpu_count() or 1), 1)
+        per_cpu = max(self.wake_bytes // self.record // (os.cpu_count() or 1), 1)
         return ["-DAETHER_RINGBUF=1", f"-DAETHER_RB_PAGES={self.pages}",
                 f"-DAETHER_RB_WAKEUP_EVENTS={per_cpu}"]
 
@@ -105,6 +113,7 @@ class RingBufTransport(Transport):
         cons = int(self._cons_pos[0])
         prod = int(self._prod_pos[0])
         budget = self.batch
+        RECORD = self.record  # noqa: N806 - this ring's record size
         while prod > cons and budget > 0:
             n = min(min(prod - cons, self.size) // RECORD, budget)
             if n == 0:
@@ -124,7 +133,7 @@ class RingBufTransport(Transport):
                 rows, hdr = rows[:n], hdr[:n]
             keep = (hdr & DISCARD_BIT) == 0
             events = rows[:, RINGBUF_HDR:][keep] if not keep.all() else rows[:, RINGBUF_HDR:]
-            self._parts.append(np.ascontiguousarray(events).view(KERNEL_EVENT_DTYPE).reshape(-1))
+            self._parts.append(np.ascontiguousarray(events).view(self.dtype).reshape(-1))
             cons += n * RECORD
             budget -= n
             self._cons_pos[0] = cons  # release the space to the producers
@@ -132,6 +141,8 @@ class RingBufTransport(Transport):
 
     def _check_drops(self) -> None:
         """Turn the kernel's per-CPU reservation-failure counts into loss records."""
+        if self.drop_counter is None:
+            return
         now = time.monotonic_ns()
         try:
             values = self._prog.percpu_u64(self.counter_table, self.drop_counter)
@@ -148,7 +159,7 @@ class RingBufTransport(Transport):
     def take(self) -> tuple[np.ndarray, list[Loss]]:
         parts, self._parts = self._parts, []
         losses, self._losses = self._losses, []
-        events = np.concatenate(parts) if parts else np.empty(0, KERNEL_EVENT_DTYPE)
+        events = np.concatenate(parts) if parts else np.empty(0, self.dtype)
         self.samples += len(events)
         self.lost += sum(x.count for x in losses)
         return events, losses

@@ -35,6 +35,7 @@ from aether_rec.recorder.procinfo import Names, descendants
 from aether_rec.recorder.rotation import RotatingOutput
 from aether_rec.recorder.status import LOSS_ADVICE, RecordResult, StatusLine, summary_line
 from aether_rec.recorder.transport import Transport
+from aether_rec.schema import COLUMN_BY_NAME
 
 __all__ = ["Session", "record"]
 
@@ -97,8 +98,10 @@ class Session:
         descriptors: bcc, clang and LLVM never enter the recorder."""
         prog = self.prep.program
         filters = self._filters()
-        self.prog = load_remote(prog.text, prog.cflags, ["events", "counters"], filters)
+        self.prog = load_remote(prog.text, prog.cflags, self.prep.maps, filters)
         self.transport.open(self.prog)
+        if self.prep.names_transport is not None:
+            self.prep.names_transport.open(self.prog)
 
     def _filters(self) -> dict[str, Any]:
         """The pid, comm and cgroup filters for the program's maps (see filters.py)."""
@@ -193,14 +196,22 @@ class Session:
         out = self.output.current
         assert out is not None
         ev, losses = self.transport.take()
+        nt = self.prep.names_transport
+        if nt is not None:
+            # the events were read before this: every fd record submitted before any of
+            # them (an open precedes the I/O on its fd) is in the names ring by now
+            nt.drain()
+            self.names.feed(nt.take()[0])
         for loss in losses:
             self.ledger.write(out, loss)
         if len(ev):
             ev = self._limit(ev)
             if len(ev):
-                codes, words, flags = self.names.annotate(ev)
-                cols: dict[str, Any] = {name: ev[name] for name in ev.dtype.names or () if name != "comm"}
+                codes, words, flags, fdkind = self.names.annotate(ev)
+                kept = [n for n in ev.dtype.names or () if n in COLUMN_BY_NAME and n != "comm"]
+                cols: dict[str, Any] = {name: ev[name] for name in kept}
                 cols["flags"] = flags
+                cols["fdkind"] = fdkind
                 cols["comm"], comms = encode_strings(ev["comm"])
                 cols["path"] = codes
                 chunk = Chunk(len(ev), cols, {"comm": comms, "path": words})
@@ -300,10 +311,12 @@ class Session:
         if self.prog is not None:
             prog, self.prog = self.prog, None
             prog.close()
-        try:
-            self.transport.close()
-        except Exception:  # noqa: BLE001 - tearing down must not hide the recording's result
-            pass
+        for t in (self.transport, self.prep.names_transport):
+            try:
+                if t is not None:
+                    t.close()
+            except Exception:  # noqa: BLE001 - tearing down must not hide the recording's result
+                pass
 
     def _stopped_by_error(self, exc: BaseException) -> BaseException:
         """What a failure in the loop becomes: the file was aborted (every complete block
@@ -365,6 +378,9 @@ class Session:
             self.child = TracedCommand(o.command, self.prep.user, o.to_stdout)
         try:
             self._load()
+            # the fds the traced processes already have, while they surely exist
+            for pid in [*(self.opts.pids or ()), *([self.child.pid] if self.child is not None else [])]:
+                self.names.fdtable.snapshot(pid)
             self.output.open()
             self.t_start = time.monotonic()
             self.ledger.start()

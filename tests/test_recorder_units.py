@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from aether_rec.errors import EnvironmentProblem, UsageError
-from aether_rec.recorder import btf, bccload, headers, options, output, plan, probes, program, transport
+from aether_rec.recorder import bccload, btf, headers, options, output, plan, probes, program, transport
 from aether_rec.recorder.procinfo import Names
 from aether_rec.recorder.tracefs import TraceFS, parse_format
 from aether_rec.schema import FD_KIND_CODE, KERNEL_EVENT_DTYPE, LAYER_CODE, OP_CODE

@@ -117,9 +117,7 @@ def test_block_probe_uses_raw_tracepoints_where_btf_tells_the_layout(tmp_path: P
     if not btf.VMLINUX.exists():
         pytest.skip("this kernel has no BTF")
     base = ["dev", "sector", "nr_sector", "rwbs"]
-    tfs = _fake_tracefs(
-        tmp_path, {"block/block_rq_issue": base, "block/block_rq_complete": base, "block/block_rq_insert": base}
-    )
+    tfs = _fake_tracefs(tmp_path, {f"block/block_rq_{e}": base for e in ("issue", "complete", "insert")})
     plan = probes.probe_block(tfs)
     assert plan.available and plan.sources == ["block.c"]
     assert all(h["key"] == "request" and str(h["hook"]).startswith("raw_tracepoint:") for h in plan.hooks)

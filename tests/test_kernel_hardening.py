@@ -681,10 +681,10 @@ def test_a_failure_in_the_loop_keeps_the_file_readable_and_detaches(tmp_path: Pa
         opts = RecordOptions(output=str(out), layers="syscall", pids=(work.pid,))
         sess = Session(opts, prepare(opts, log=lambda _m: None), log=lambda _m: None)
         take = sess.transport.take
-        t_fail = time.monotonic() + 2.5  # compile time included: the loop runs >1 s before
 
         def failing_take() -> Any:
-            if time.monotonic() > t_fail and sess.events > 0:
+            # 1.5 s after the probes are attached (t_start), however long compiling took
+            if sess.t_start and time.monotonic() > sess.t_start + 1.5 and sess.events > 0:
                 held.update(prog_ids(os.getpid()))
                 raise RuntimeError("injected")
             return take()

@@ -18,7 +18,15 @@ from typing import Any
 
 import numpy as np
 import pytest
-from kernel_util import block_dir, kernel, layer_code, load, op_code, rec  # noqa: F401 - kernel: fixture
+from kernel_util import (  # noqa: F401 - kernel: the fixture
+    block_dir,
+    capture_info,
+    kernel,
+    layer_code,
+    load,
+    op_code,
+    rec,
+)
 
 pytestmark = [pytest.mark.kernel, pytest.mark.usefixtures("kernel")]
 
@@ -75,7 +83,9 @@ def test_every_fio_io_is_in_the_capture(tmp_path: Path, disk_dir: Path, engine: 
     depth = 1 if engine == "psync" else 8
     record(out, *fio(disk_dir, "t", engine, depth, 3))
     clat = fio_log(disk_dir / "t", "clat")
-    _, cols = load(out)
+    cap, cols = load(out)
+    # the recorder's footer counts every event the file holds
+    assert capture_info(out)["stats"]["events"] == cap.n_events == len(cols["ts"])
     n_fio = {d: int((clat[:, 2] == d).sum()) for d in (0, 1)}
     assert n_fio[0] > 500 and n_fio[1] > 500
     dat = str(disk_dir / "t.dat")

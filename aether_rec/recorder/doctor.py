@@ -9,7 +9,7 @@ from aether_rec.errors import AetherError
 from aether_rec.recorder.bccload import bcc_status
 from aether_rec.recorder.headers import find_headers
 from aether_rec.recorder.privileges import privilege_status
-from aether_rec.recorder.probes import ALL_LAYERS, DEFAULT_LAYERS, probe_layers, transport_status
+from aether_rec.recorder.probes import ALL_LAYERS, DEFAULT_LAYERS, probe_layers, probe_names, transport_status
 from aether_rec.recorder.tracefs import TraceFS, ensure_tracefs
 
 
@@ -36,6 +36,7 @@ def doctor(mount: bool = True) -> dict[str, Any]:
         rep["layers"] = {k: p.as_dict() for k, p in plans.items()}
         for k, _p in plans.items():
             rep["layers"][k]["default"] = k in DEFAULT_LAYERS
+        rep["names"] = probe_names(tfs).as_dict()
         rep["transport"] = transport_status(tfs)
     else:
         rep["layers"] = {
@@ -77,6 +78,7 @@ def render(rep: dict[str, Any]) -> list[str]:
         f"{mark(t['ok'])} tracefs: "
         + (t["path"] + (f" ({t['note']})" if t["note"] else "") if t["ok"] else t["error"])
     )
+    any_default = any(v["available"] for k, v in rep["layers"].items() if v.get("default"))
     for name, layer in rep["layers"].items():
         tag = " (default)" if layer.get("default") else ""
         if layer["available"]:
@@ -88,11 +90,18 @@ def render(rep: dict[str, Any]) -> list[str]:
                 }
             )
             out.append(f"{mark(True)} layer {name}{tag}: {len(hooks)} hooks: {', '.join(names)}")
-            for s in layer.get("skipped", []):
+            for s in ([layer["reason"]] if layer.get("reason") else []) + layer.get("skipped", []):
                 out.append(f"       note: {s}")
         else:
-            status = "FAIL" if layer.get("default") else "n/a "
+            status = "FAIL" if layer.get("default") and not any_default else "n/a "
             out.append(f"{status} layer {name}{tag}: unavailable: {layer['reason']}")
+    nm = rep.get("names")
+    if nm is not None:
+        if nm["available"]:
+            calls = sorted(str(x["hook"]).rsplit("sys_enter_", 1)[-1] for x in nm["hooks"])
+            out.append(f"{mark(True)} fd names from the kernel: {len(calls)} calls: {', '.join(calls)}")
+        else:
+            out.append(f"n/a  fd names from the kernel: {nm['reason']}")
     for name, tr in rep.get("transport", {}).items():
         state = "used" if tr.get("used") else ("available" if tr.get("available") else "unavailable")
         out.append(

@@ -168,6 +168,7 @@ class RotatingOutput:
             return
         w = out.writer
         self.meta("clock", [{"mono": time.monotonic_ns(), "real": time.time_ns()}], out)
+        w.flush()  # the pending events first: the footer counts every event of the file
         usage: dict[str, Any] = dict(self_usage())
         if creds is not None:
             usage["credentials"] = creds

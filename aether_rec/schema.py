@@ -20,6 +20,7 @@ class Column:
     unit: str  # "ns", "bytes", "" ...
     default: int | str
     doc: str
+    since: int = 0  # the format minor version (1.since) that added the column
 
     @property
     def is_str(self) -> bool:
@@ -48,13 +49,14 @@ COLUMNS: tuple[Column, ...] = (
     Column("queue", "<u8", "ns", 0, "block layer: time queued before issue to the device"),
     Column("cgroup", "<u8", "", 0, "cgroup v2 id of the issuing task"),
     Column("flags", "<u4", "", 0, "flag bits, see FLAGS"),
-    Column("path", "str", "", "", "file path (syscall/vfs/io_uring; block: the file of the linked "
-           "syscall or io_uring request) or device name (block I/O without one)"),
+    # (the docs of 1.0 columns are in every 1.0 header: unchanged, so 1.0 files stay as they were;
+    # since 1.1 a block request linked to a syscall or io_uring request carries its file's path)
+    Column("path", "str", "", "", "file path (syscall/vfs) or device name (block), best effort"),
     Column("link", "<u8", "ns", 0, "block: ts of the syscall or io_uring event of the same tid in whose "
-           "context the request was submitted (it and this event share tid); 0 if none"),
+           "context the request was submitted (it and this event share tid); 0 if none", since=1),
     Column("pages_missed", "<u4", "pages", 0, "syscall reads: pages the read added to the page cache "
-           "(0: served from the cache)"),
-    Column("fdkind", "<u1", "enum", 0, "what the fd refers to, see FD_KINDS"),
+           "(0: served from the cache)", since=1),
+    Column("fdkind", "<u1", "enum", 0, "what the fd refers to, see FD_KINDS", since=1),
 )
 
 COLUMN_BY_NAME: dict[str, Column] = {c.name: c for c in COLUMNS}
@@ -222,6 +224,11 @@ def dev_name(dev: int) -> str:
     return f"{dev >> 20}:{dev & 0xFFFFF}"
 
 
-def schema_for_header() -> list[dict[str, str]]:
-    """The column schema as stored in a capture header."""
-    return [{"name": c.name, "type": c.type, "unit": c.unit, "doc": c.doc} for c in COLUMNS]
+def schema_for_header(minor: int | None = None) -> list[dict[str, str]]:
+    """The column schema as stored in a capture header of format version 1.minor
+    (default: every column)."""
+    return [
+        {"name": c.name, "type": c.type, "unit": c.unit, "doc": c.doc}
+        for c in COLUMNS
+        if minor is None or c.since <= minor
+    ]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from aether_rec.format import limits
 from aether_rec.format.blocks import MAGIC, TRAILER_MAGIC, TRAILER_SIZE
-from aether_rec.schema import COLUMNS, FLAGS, LAYERS, OPS
+from aether_rec.schema import COLUMNS, FD_KINDS, FLAGS, LAYERS, OPS
 
 ROOT = Path(__file__).resolve().parent.parent
 SPEC = (ROOT / "format" / "SPEC.md").read_text()
@@ -87,9 +87,18 @@ def test_code_tables_match_schema() -> None:
             if code.isdigit():
                 ops[int(code)] = name.strip("`")
     assert ops == OPS
-    flags_text = text.split("### 11.4")[1]
+    flags_text = text.split("### 11.4")[1].split("### 11.5")[0]
     flags = {int(r[1], 16): r[2].strip("`") for r in table_rows(flags_text) if r[0].isdigit()}
     assert flags == FLAGS
+    kinds_text = text.split("### 11.5")[1]
+    assert {int(r[0]): r[1].strip("`") for r in table_rows(kinds_text) if r[0].isdigit()} == FD_KINDS
+
+
+def test_since_column_of_the_schema_matches_the_spec() -> None:
+    """Columns added by 1.1 say so in the spec; the 1.0 ones do not."""
+    rows = table_rows(section("11. The event schema").split("### 11.2")[0])
+    for row, col in zip([r for r in rows if r[0].startswith("`")], COLUMNS):
+        assert ("Since 1.1." in row[4]) == (col.since == 1), col.name
 
 
 def test_framing_constants() -> None:

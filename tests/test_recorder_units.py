@@ -4,6 +4,7 @@ program assembly, the header tree, bcc discovery, names from /proc, event layout
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -401,3 +402,39 @@ def test_perf_records_parse_in_bulk_and_with_lost_records_between() -> None:
     assert events is not None and n_lost == 123 and used == 2 * perfbuf.SAMPLE + 24
     got = np.ascontiguousarray(events).reshape(-1).view(KERNEL_EVENT_DTYPE)
     assert got["pid"].tolist() == [0, 1]
+
+
+def test_every_c_constant_matches_its_python_twin() -> None:
+    """The codes the BPF programs write (bpf/aether_event.h, aether_common.h) are the ones
+    the schema and the recorder read: layers, ops, flags, name-record kinds, counters."""
+    from aether_rec.recorder.program import COUNTERS
+    from aether_rec.schema import FLAGS, LAYERS, NAME_KINDS, OPS
+
+    text = (ROOT / "bpf" / "aether_event.h").read_text() + (ROOT / "bpf" / "aether_common.h").read_text()
+
+    def defines(prefix: str) -> dict[str, str]:
+        return dict(re.findall(rf"^#define {prefix}(\w+)\s+(.+?)\s*(?:/\*.*)?$", text, re.M))
+
+    assert {int(v): k.lower() for k, v in defines("AETHER_LAYER_").items() if v.isdigit()} == {
+        k: v for k, v in LAYERS.items() if k
+    }
+    assert {int(v): k.lower() for k, v in defines("AETHER_OP_").items()} == {k: v for k, v in OPS.items() if k}
+    flags = {}
+    for k, v in defines("AETHER_F_").items():
+        m = re.fullmatch(r"\(1u << (\d+)\)", v)
+        assert m, (k, v)
+        flags[1 << int(m.group(1))] = k.lower()
+    assert flags == FLAGS
+    assert {int(v): k.lower() for k, v in defines("AETHER_NAME_").items()} == NAME_KINDS
+    counters = {int(v): k for k, v in defines("AETHER_C_").items()}
+    assert len(counters) == len(COUNTERS) == int(defines("AETHER_")["NCOUNTERS"])
+    style = {"sc_": "syscall_", "blk_": "block_", "uring_": "io_uring_", "_start_full": "_start_map_full",
+             "_min_lat": "_min_latency"}
+    for idx, name in enumerate(COUNTERS):  # the names differ in style, the order must not
+        c = counters[idx].lower()
+        for a, b in style.items():
+            c = c.replace(a, b)
+        assert c == name, (idx, counters[idx], name)
+    from aether_rec.recorder.ringbuf import RingBufTransport
+
+    assert RingBufTransport().drop_counter == COUNTERS.index("submit_failed")

@@ -15,7 +15,7 @@ import zstandard
 
 import aether_rec
 from aether_rec.errors import CaptureError, DamagedCaptureError, NotACaptureError, VersionError
-from aether_rec.format.blocks import PREAMBLE_SIZE, Block, scan
+from aether_rec.format.blocks import PREAMBLE_SIZE, VERSION_MAJOR, VERSION_MINOR, Block, scan
 from aether_rec.schema import LAYER_CODE, OP_CODE
 
 VECTORS = Path(__file__).resolve().parent.parent / "format" / "vectors"
@@ -172,7 +172,7 @@ def test_not_a_capture_and_newer_major_messages() -> None:
         aether_rec.open(VECTORS / "010-not-a-capture.aio")
     with pytest.raises(VersionError) as ei:
         aether_rec.open(VECTORS / "009-major-version.aio")
-    assert "version 2.0 is newer than this reader (1.0)" in str(ei.value)
+    assert f"version 2.0 is newer than this reader ({VERSION_MAJOR}.{VERSION_MINOR})" in str(ei.value)
     assert isinstance(ei.value, CaptureError)
 
 

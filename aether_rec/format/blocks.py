@@ -28,7 +28,7 @@ from aether_rec.format.limits import (
 
 MAGIC = b"\x89AIO\r\n\x1a\n"
 VERSION_MAJOR = 1
-VERSION_MINOR = 0
+VERSION_MINOR = 1  # 1.1: the link, pages_missed and fdkind columns (SPEC section 22)
 PREAMBLE = struct.Struct("<8sHHI")
 PREAMBLE_SIZE = PREAMBLE.size  # 16
 

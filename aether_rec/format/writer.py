@@ -126,14 +126,14 @@ def open_output(path: str | os.PathLike[str], overwrite: bool = False) -> Binary
     return create_output(os.fspath(path), overwrite)
 
 
-def base_header() -> dict[str, Any]:
+def base_header(minor: int = VERSION_MINOR) -> dict[str, Any]:
     """Provenance fields every capture carries (format/SPEC.md, HEAD)."""
     from aether_rec import __version__
 
     uname = platform.uname()
     now_ns = time.time_ns()
     return {
-        "format_version": f"{VERSION_MAJOR}.{VERSION_MINOR}",
+        "format_version": f"{VERSION_MAJOR}.{minor}",
         "capture_id": uuid.uuid4().hex,
         "created_ns": now_ns,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now_ns / 1e9)),
@@ -164,14 +164,20 @@ class CaptureWriter:
         chunk_bytes: int = 16 << 20,
         chunk_age: float = 1.0,
         overwrite: bool = False,
+        minor: int = VERSION_MINOR,
     ) -> None:
+        """``minor``: the format version 1.minor to write (older ones for test vectors:
+        its preamble, format_version and column schema)."""
         if not 1 <= chunk_events <= MAX_CHUNK_EVENTS:
             raise ValueError(f"chunk_events must be 1..{MAX_CHUNK_EVENTS}")
+        if not 0 <= minor <= VERSION_MINOR:
+            raise ValueError(f"minor must be 0..{VERSION_MINOR}")
         self._codec: Codec = get_codec(codec, level, threads)
-        self.header: dict[str, Any] = base_header()
+        self.header: dict[str, Any] = base_header(minor)
         self.header.update(header or {})
         self.header["codec"] = self._codec.name
-        self.header["columns"] = schema_for_header()
+        self.header["columns"] = schema_for_header(minor)
+        self._minor = minor
         head = frame(HEAD, pack(self.header, "header"))  # LimitError before creating the output
         self._owns = not hasattr(out, "write")
         self._f: BinaryIO = open_output(out, overwrite) if self._owns else out  # type: ignore[arg-type,assignment]
@@ -191,7 +197,7 @@ class CaptureWriter:
         self._chunks: list[ChunkInfo] = []
         self._losses: list[list[Any]] = []
         self._metas: list[list[Any]] = []
-        self._write(preamble())
+        self._write(preamble(minor))
         self._write(head)
 
     # -- events -------------------------------------------------------------------

@@ -60,7 +60,7 @@ from aether_rec.format.blocks import (
 from aether_rec.format.chunk import ChunkInfo
 from aether_rec.format.columns import U32, get_codec, read_summary
 from aether_rec.format.writer import CaptureWriter
-from aether_rec.schema import LAYER_CODE, OP_CODE
+from aether_rec.schema import FD_KIND_CODE, LAYER_CODE, OP_CODE
 
 HERE = Path(__file__).resolve().parent
 ZSTD_VERSION = (1, 5, 7)  # libzstd the committed vectors were compressed with
@@ -69,8 +69,8 @@ T0 = 1_000_000_000_000  # CLOCK_MONOTONIC ns at the clock pair below
 REAL0 = 1_767_225_600_000_000_000  # 2026-01-01T00:00:00Z
 VDA = (254 << 20) | 0
 NVME = (259 << 20) | 1
-SYS, BLK = LAYER_CODE["syscall"], LAYER_CODE["block"]
-SYNC, META_F, PREFLUSH, RAHEAD, DIRECT, QUEUED = 1, 2, 8, 16, 32, 128
+SYS, BLK, URING = LAYER_CODE["syscall"], LAYER_CODE["block"], LAYER_CODE["io_uring"]
+SYNC, META_F, PREFLUSH, RAHEAD, DIRECT, QUEUED, ASYNC = 1, 2, 8, 16, 32, 128, 256
 
 
 def fixed_header(name: str, **extra: Any) -> dict[str, Any]:
@@ -161,11 +161,12 @@ def columns(rows: Iterable[tuple[Any, ...]], names: Iterable[str] | None = None)
 
 
 def write(build: Callable[[CaptureWriter], None], header: dict[str, Any], *, codec: str = "zstd",
-          chunk_events: int = 4, close: bool = True) -> bytes:
-    """Run ``build`` against the real writer; return the file's bytes."""
+          chunk_events: int = 4, close: bool = True, minor: int = 0) -> bytes:
+    """Run ``build`` against the real writer, writing format 1.minor (the 1.0 vectors
+    stay exactly as they were when 1.1 came); return the file's bytes."""
     out = io.BytesIO()
     # zstd level pinned: the golden bytes must not follow the writer's default
-    w = CaptureWriter(out, header, codec=codec, level=3, chunk_events=chunk_events)
+    w = CaptureWriter(out, header, codec=codec, level=3, chunk_events=chunk_events, minor=minor)
     build(w)
     if close:
         w.close()
@@ -457,7 +458,7 @@ that names both versions (the file's 2.0 and the reader's 1.x), not try to guess
 expect.result: refused
 expect.kind: version
 expect.error: 2.0
-expect.error: 1.0
+expect.error: newer than this reader (1.
 expect.strict: refused
 """)
 
@@ -554,6 +555,60 @@ expect.lost: 17
 expect.warning: index unusable
 expect.strict: refused
 expect.ts: {ALL_TS}
+""")
+
+    def truth(w: CaptureWriter) -> None:
+        """Version 1.1: the link, pages_missed and fdkind columns, the io_uring layer,
+        libaio's io_submit, an io-wq punt, a flush owned by an fsync, recursion losses."""
+        w.write_meta("procs", PROCS[:1])
+        w.write_meta("devices", DEVICES[:1])
+        rows = [  # the 16 EVENTS fields, then link (ts - T0, or None), pages_missed, fdkind
+            (400_000, 52_000, 2201, 2201, "postgres", 0, SYS, "pread", 7, VDA, 8192, 8192, 8192, 0, 0,
+             "/var/lib/postgresql/16/main/base/16384/2619", None, 2, "file"),
+            (405_000, 30_000, 2201, 2201, "postgres", 0, BLK, "read", 7, VDA, 1_048_576, 8192, 8192,
+             1_500, QUEUED, "/var/lib/postgresql/16/main/base/16384/2619", 400_000, 0, "file"),
+            (410_000, 2_000, 2201, 2201, "postgres", 1, SYS, "read", 7, VDA, 0, 8192, 8192, 0, 0,
+             "/var/lib/postgresql/16/main/base/16384/2619", None, 0, "file"),
+            (420_000, 800_000, 2201, 2204, "postgres", 0, SYS, "fsync", 9, VDA, -1, 0, 0, 0, 0,
+             "/var/lib/postgresql/16/main/pg_wal/000000010000000000000001", None, 0, "file"),
+            (421_000, 700_000, 2201, 2204, "postgres", 1, BLK, "flush", 9, VDA, -1, 0, 0, 2_000,
+             PREFLUSH | QUEUED, "/var/lib/postgresql/16/main/pg_wal/000000010000000000000001",
+             420_000, 0, "file"),
+            (500_000, 95_000, 5120, 5121, "fio", 1, URING, "write", 5, VDA, -1, 4096, 4096, 0, ASYNC,
+             "/srv/fio/test.0.0", None, 0, "file"),
+            (510_000, 4_000, 5130, 5130, "mysqld", 0, SYS, "io_submit", -1, VDA, -1, 0, 8, 0, 0,
+             "", None, 0, "unknown"),
+            (600_000, 1_000_000_000, 4410, 4410, "sh", 1, SYS, "read", 0, VDA, -1, 1, 1, 0, 0,
+             "pipe", None, 0, "pipe"),
+        ]
+        cols = columns([r[:16] for r in rows])
+        cols["link"] = np.array([0 if r[16] is None else T0 + r[16] for r in rows], np.uint64)
+        cols["pages_missed"] = np.array([r[17] for r in rows], np.uint32)
+        cols["fdkind"] = np.array([FD_KIND_CODE[r[18]] for r in rows], np.uint8)
+        w.write_events(cols)
+        w.write_loss(-1, 3, T0 + 400_000, T0 + 500_000, "recursion")
+
+    one_one = write(truth, fixed_header("015-version-1.1", layers=["syscall", "block", "io_uring"]),
+                    chunk_events=16, minor=1)
+    v["015-version-1.1"] = (one_one, f"""\
+A capture of format version 1.1 (section 22): its header's column schema lists the three
+columns 1.1 added, and its one chunk holds all 20 columns. A read that missed the page
+cache for 2 pages (pages_missed 2) and the block request it caused (link = the read's
+ts, same tid, path = the file's), a cached read (pages_missed 0), an fsync and the disk
+flush it caused (op flush, linked to the fsync), an io_uring write punted to io-wq
+(layer 4, flag async 0x100), a libaio io_submit of 8 iocbs (result 8, bytes 0), and a
+pipe read (fdkind pipe) that waited 1 s. One LOSS block of kind "recursion" with cpu -1
+(the kernel does not say on which CPU a program was skipped): 3 events lost. A 1.0
+reader reads the same events and decodes the new columns as unknown extra columns.
+
+expect.result: ok
+expect.events: 8
+expect.chunks: 1
+expect.indexed: yes
+expect.lost: 3
+expect.warning: none
+expect.strict: ok
+expect.ts: {" ".join(str(T0 + t) for t in (400_000, 405_000, 410_000, 420_000, 421_000, 500_000, 510_000, 600_000))}
 """)
     return v
 

@@ -418,7 +418,8 @@ def test_every_c_constant_matches_its_python_twin() -> None:
     assert {int(v): k.lower() for k, v in defines("AETHER_LAYER_").items() if v.isdigit()} == {
         k: v for k, v in LAYERS.items() if k
     }
-    assert {int(v): k.lower() for k, v in defines("AETHER_OP_").items()} == {k: v for k, v in OPS.items() if k}
+    ops = {int(v): k.lower() for k, v in defines("AETHER_OP_").items()}
+    assert ops == {k: v for k, v in OPS.items() if k}
     flags = {}
     for k, v in defines("AETHER_F_").items():
         m = re.fullmatch(r"\(1u << (\d+)\)", v)

@@ -58,9 +58,6 @@ class Prepared:
         return [h for p in self.plans.values() if p.available for h in p.hooks]
 
 
-TRANSPORTS: tuple[str, ...] = ("auto", "perf", "ringbuf")
-
-
 def make_transport(
     name: str, pages: int | None = None, wakeup_events: int | None = None, ringbuf_ok: bool = False
 ) -> Transport:

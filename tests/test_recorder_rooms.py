@@ -217,3 +217,21 @@ def test_a_killed_command_is_named_by_its_signal() -> None:
     cmd.kill(reap=True)
     assert cmd.end_reason() == "command killed by SIGKILL"
     assert exit_code(-signal.SIGKILL) == 128 + 9
+
+
+# -- the loader helper's errors --------------------------------------------------------------
+def test_loader_errors_keep_their_kind_across_the_helper() -> None:
+    import json
+
+    from aether_rec.errors import EnvironmentProblem, RecorderError
+    from aether_rec.recorder.loaded import error_reply, reply_error
+
+    def across(exc: BaseException) -> RecorderError:
+        return reply_error(json.loads(json.dumps(error_reply(exc))))
+
+    env = across(EnvironmentProblem("bcc is missing: apt-get install python3-bpfcc"))
+    assert type(env) is EnvironmentProblem and str(env) == "bcc is missing: apt-get install python3-bpfcc"
+    rec = across(RecorderError("the BPF program failed to load (x)"))
+    assert type(rec) is RecorderError and str(rec) == "the BPF program failed to load (x)"
+    bug = across(KeyError("maps"))
+    assert type(bug) is RecorderError and str(bug) == "BPF loader failed: 'maps'"

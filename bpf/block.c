@@ -149,8 +149,13 @@ static __always_inline void blk_seen(const void *rq, int stage)
     if (cur && stage != BLK_FIRST) {
         if (stage == BLK_INSERT && !(cur->flags & AETHER_F_QUEUED))
             cur->flags |= AETHER_F_QUEUED;
-        if (stage == BLK_ISSUE)
+        if (stage == BLK_ISSUE) {
             cur->ts_issue = now; /* a requeued request is issued again */
+            /* bios merged in since first sight (front merges move the start): the
+             * request as the device gets it */
+            cur->bytes = rd_u32(rq, RQ_OFF_DATA_LEN);
+            cur->sector = rd_u64(rq, RQ_OFF_SECTOR);
+        }
         return;
     }
     /* new (BLK_FIRST always starts a request's life: a stale entry is replaced) */

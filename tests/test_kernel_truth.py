@@ -319,3 +319,146 @@ def test_fd_kinds_and_storage_first_stats(tmp_path: Path) -> None:
     r = rec(["stats", str(out)])
     assert r.rc == 0
     assert re.search(r"not storage", r.stdout), r.stdout
+
+
+class Ftrace:
+    """A private tracefs instance recording block_rq_complete of one disk with the
+    monotonic clock: the kernel's own account, read as text, sharing nothing with us."""
+
+    def __init__(self, dev: int) -> None:
+        from aether_rec.recorder.tracefs import ensure_tracefs
+
+        root, _ = ensure_tracefs()
+        self.dir = Path(root) / "instances" / f"aether-test-{os.getpid()}"
+        self.dir.mkdir()
+        (self.dir / "trace_clock").write_text("mono\n")
+        (self.dir / "buffer_size_kb").write_text("65536\n")
+        ev = self.dir / "events" / "block" / "block_rq_complete"
+        major, minor = dev >> 20, dev & 0xFFFFF
+        (ev / "filter").write_text(f"dev == {(major << 20) | minor} && nr_sector > 0\n")
+        (ev / "enable").write_text("1\n")
+
+    def completions(self) -> list[tuple[float, int]]:
+        """(time s, sector) of every completion traced."""
+        (self.dir / "tracing_on").write_text("0\n")
+        out = []
+        pat = re.compile(r"\s(\d+\.\d+): block_rq_complete: \d+,\d+ \S+ \(\S*\) (\d+) \+ (\d+)")
+        for line in (self.dir / "trace").read_text().splitlines():
+            m = pat.search(line)
+            if m:
+                out.append((float(m.group(1)), int(m.group(2))))
+        return out
+
+    def close(self) -> None:
+        (self.dir / "events" / "block" / "block_rq_complete" / "enable").write_text("0\n")
+        self.dir.rmdir()
+
+
+MINIMAL_COUNTER = r"""
+BPF_ARRAY(times, u64, 1048576);
+BPF_ARRAY(sectors, u64, 1048576);
+BPF_ARRAY(next, u64, 1);
+RAW_TRACEPOINT_PROBE(block_rq_complete)
+{
+    if (!(u32)ctx->args[2])
+        return 0;
+    int z = 0;
+    u64 *i = next.lookup(&z);
+    if (!i)
+        return 0;
+    int k = __sync_fetch_and_add(i, 1) & 1048575;
+    u64 now = bpf_ktime_get_ns(), sector = 0;
+    bpf_probe_read_kernel(&sector, 8, (char *)ctx->args[0] + SECTOR_OFF);
+    times.update(&k, &now);
+    sectors.update(&k, &sector);
+    return 0;
+}
+"""
+
+
+def minimal_counter() -> Any:
+    """Ten lines of BPF, attached here with bcc, sharing no code with the recorder: the
+    time and sector of every block completion with bytes."""
+    from aether_rec.recorder.bccload import load_bcc
+    from aether_rec.recorder.btf import BTF
+    from aether_rec.recorder.headers import apply_headers, find_headers
+
+    apply_headers(find_headers())
+    off, _ = BTF.load().member("request", "__sector")
+    bcc = load_bcc().module
+    return bcc.BPF(text=MINIMAL_COUNTER, cflags=[f"-DSECTOR_OFF={off}"])
+
+
+def unmatched(theirs: list[tuple[int, int]], ours: dict[int, list[int]], tol_ns: int) -> int:
+    """How many (time ns, sector) of theirs have no completion of ours of that sector
+    within tol_ns."""
+    n = 0
+    for t, s in theirs:
+        if not any(abs(e - t) <= tol_ns for e in ours.get(s, ())):
+            n += 1
+    return n
+
+
+@pytest.mark.parametrize("engine", ["libaio", "io_uring"])
+def test_no_block_completion_is_missing(tmp_path: Path, engine: str) -> None:
+    """fio at queue depth 8, recorded system-wide, against two oracles that share no code
+    with the recorder. A minimal raw-tracepoint counter (above): inside the recording
+    window every completion it saw is in the capture, same sector, same moment, none
+    missing. ftrace (a private tracefs instance): at most 0.05 % missing beyond what the
+    capture counts as lost. ftrace is the noisier oracle: its ring buffer stores time
+    deltas, so events written while an interrupt nests in the tracer come out shifted
+    (batches of 8 moved by 0.1-0.3 ms were seen), and between it and the minimal counter
+    alone, without the recorder, 1-14 of ~200,000 completions disagree either way."""
+    got = block_dir(tmp_path)
+    if got is None:
+        pytest.skip("no writable directory on a block device")
+    d, dev, _name = got
+    counter = minimal_counter()
+    ft = Ftrace(dev)
+    out = tmp_path / "qd8.aio"
+    try:
+        proc = subprocess.Popen([*rec_cmd(), "record", "-o", str(out), "--force", "--layers", "block"],
+                                stderr=subprocess.PIPE, text=True)
+        try:
+            wait_attached(proc)
+            subprocess.run(fio(d, "q", engine, 8, 4, rw="randwrite"), check=True, timeout=120)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=60)
+        traced = [(int(t * 1e9), s) for t, s in ft.completions()]
+    finally:
+        ft.close()
+    n = min(int(counter["next"][0].value), 1 << 20)
+    seen = list(zip([int(counter["times"][i].value) for i in range(n)],
+                    [int(counter["sectors"][i].value) for i in range(n)]))
+    counter.cleanup()
+    cap, cols = load(out)
+    blk = (cols["layer"] == BLOCK) & (cols["dev"] == dev) & (cols["bytes"] > 0)
+    ends = (cols["ts"][blk] + cols["lat"][blk]).astype(np.int64)
+    lo, hi = int(ends.min()) + 200_000_000, int(ends.max()) - 200_000_000  # away from the edges
+    ours = _by_sector(list(zip(ends.tolist(), (cols["offset"][blk] // 512).tolist())))
+    info = capture_info(out)
+    counted = sum(x.count for x in info["losses"] if x.kind != "unmatched")
+    # a request completed in pieces is one event of ours, at its first sector; the
+    # counter sees each piece (the recorder counts them: block_partial)
+    partial = int(info["stats"]["counters"].get("block_partial", 0))
+    mine = [(t, s) for t, s in seen if lo <= t <= hi]
+    assert len(mine) > 2000, len(mine)
+    # both programs run on the same tracepoint one after the other: an interrupt between
+    # them can part their clocks (0.1 ms was exceeded once in ~10 loaded runs)
+    gone = [(t, sec) for t, sec in mine if not any(abs(e - t) <= 2_000_000 for e in ours.get(sec, ()))]
+    assert len(gone) <= counted + partial, (len(mine), counted, partial, gone[:3],
+                                            [sorted(ours.get(sec, []), key=lambda e: abs(e - t))[:2] for t, sec in gone[:3]])
+    inside = [(t, s) for t, s in traced if lo <= t <= hi]
+    missing = unmatched(inside, ours, 5_000_000)
+    # ftrace's own disagreement with the minimal counter, in this same run, is its noise
+    noise = unmatched(inside, _by_sector(seen), 5_000_000)
+    assert missing <= noise + counted + partial + max(2, 0.0001 * len(inside)), (
+        missing, noise, counted, partial, len(inside))
+
+
+def _by_sector(events: list[tuple[int, int]]) -> dict[int, list[int]]:
+    out: dict[int, list[int]] = {}
+    for t, s in events:
+        out.setdefault(s, []).append(t)
+    return out

@@ -352,6 +352,35 @@ def test_usage_errors_before_touching_the_kernel(tmp_path: Path) -> None:
         plan.prepare(options.RecordOptions(output=str(tmp_path / "y"), command=("no-such-cmd-xyz",)))
 
 
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--max-events", "0"], "--max-events must be positive"),
+        (["--pid", "0"], "--pid 0: not a process id"),
+        (["--wakeup-events", "0"], "--wakeup-events must be at least 1"),
+        (["--duration", "0"], "--duration must be positive"),
+        (["--rotate-size", "0K"], "--rotate-size must be positive"),
+        (["--buffer-pages", "3"], "--buffer-pages must be a power of two"),
+    ],
+)
+def test_record_ranges_are_checked_once_by_the_options(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: list[str], message: str
+) -> None:
+    """The CLI only parses; RecordOptions.check() holds each range rule: a usage error
+    (exit 2) before anything touches the kernel."""
+    from aether_rec.cli import main
+    from aether_rec.errors import RecorderError
+
+    def reached() -> None:
+        raise RecorderError("the environment checks were reached")  # never record here
+
+    monkeypatch.setattr(plan, "check_privileges", reached)
+    r = CliRunner().invoke(main, ["record", "-o", str(tmp_path / "x.aio"), *args])
+    assert r.exit_code == 2, r.output
+    assert message in r.output
+    assert not (tmp_path / "x.aio").exists()
+
+
 def test_record_and_doctor_have_help_with_examples() -> None:
     from aether_rec.cli.record import doctor, record
 

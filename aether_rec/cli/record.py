@@ -10,10 +10,13 @@ from aether_rec.cli.common import echo_json, note
 from aether_rec.ops.units import parse_duration, parse_size
 
 
-def _duration(value: str | None, option: str) -> int | None:
-    if value is None:
-        return None
-    return parse_duration(value, default_unit="s") if option != "--min-latency" else parse_duration(value)
+def _seconds(value: str | None) -> int | None:
+    """--duration/--rotate-time: a duration, a bare number meaning seconds."""
+    return parse_duration(value, default_unit="s") if value is not None else None
+
+
+def _size(value: str | None) -> int | None:
+    return parse_size(value) if value else None
 
 
 @click.command(context_settings={"ignore_unknown_options": False})
@@ -48,7 +51,7 @@ def _duration(value: str | None, option: str) -> int | None:
     "--pid",
     "pids",
     multiple=True,
-    type=click.IntRange(1),
+    type=int,
     metavar="PID",
     help="Only this process and its children (repeatable), filtered in the kernel.",
 )
@@ -64,7 +67,7 @@ def _duration(value: str | None, option: str) -> int | None:
     "--min-latency", metavar="DURATION", help="Only I/Os slower than this (e.g. 2ms), in the kernel."
 )
 @click.option("-d", "--duration", metavar="DURATION", help="Stop after this long (e.g. 30s, 5m, 1h).")
-@click.option("--max-events", type=click.IntRange(1), help="Stop after this many events.")
+@click.option("--max-events", type=int, help="Stop after this many events.")
 @click.option("--max-size", metavar="SIZE", help="Stop once the output reaches this size (e.g. 1G).")
 @click.option(
     "--rotate-size", metavar="SIZE", help="Start a new numbered file (run.0001.aio, ...) at this size."
@@ -87,7 +90,7 @@ def _duration(value: str | None, option: str) -> int | None:
 )
 @click.option(
     "--wakeup-events",
-    type=click.IntRange(1),
+    type=int,
     default=None,
     help="Samples per perf buffer wakeup [an eighth of a CPU's buffer]; fewer are read by a "
     "100 ms timer.",
@@ -197,11 +200,11 @@ def record(
         comm=comm,
         cgroup=cgroup,
         min_latency_ns=parse_duration(min_latency) if min_latency else 0,
-        duration_ns=_duration(duration, "--duration"),
+        duration_ns=_seconds(duration),
         max_events=max_events,
-        max_size=parse_size(max_size) if max_size else None,
-        rotate_size=parse_size(rotate_size) if rotate_size else None,
-        rotate_time_ns=_duration(rotate_time, "--rotate-time"),
+        max_size=_size(max_size),
+        rotate_size=_size(rotate_size),
+        rotate_time_ns=_seconds(rotate_time),
         command=command,
         transport=transport,
         buffer_pages=buffer_pages,

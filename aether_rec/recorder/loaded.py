@@ -18,8 +18,13 @@ import sys
 import threading
 from typing import Any, Protocol
 
+<<<<<<< HEAD
 from aether_rec.errors import RecorderError
 from aether_rec.recorder.bpfsys import lookup_percpu_u64, possible_cpus, prog_recursion_misses
+=======
+from aether_rec.errors import AetherError, EnvironmentProblem, RecorderError
+from aether_rec.recorder.bpfsys import lookup_percpu_u64, possible_cpus
+>>>>>>> h0-session
 
 MAX_FDS = 250  # SCM_RIGHTS carries at most 253 descriptors per message
 
@@ -69,6 +74,20 @@ class RemoteProgram:
         maps, self._maps = self._maps, {}
         for fd in maps.values():
             _close(fd)
+
+
+def error_reply(exc: BaseException) -> dict[str, Any]:
+    """The loader helper's answer when it fails: the one line and whether it is the
+    machine's fault, so the recorder raises the same kind of error it would have."""
+    if isinstance(exc, AetherError):
+        return {"error": str(exc), "environment": isinstance(exc, EnvironmentProblem)}
+    return {"error": f"BPF loader failed: {exc}", "environment": False}
+
+
+def reply_error(reply: dict[str, Any]) -> RecorderError:
+    """The error a failed helper's answer stands for (see error_reply)."""
+    cls = EnvironmentProblem if reply.get("environment") else RecorderError
+    return cls(str(reply["error"]))
 
 
 def compile_and_attach(text: str, cflags: list[str], filters: dict[str, Any]) -> Any:
@@ -152,7 +171,7 @@ def load_remote(text: str, cflags: list[str], maps: list[str], filters: dict[str
         if "error" in reply:
             for fd in fds:
                 _close(fd)
-            raise RecorderError(reply["error"])
+            raise reply_error(reply)
         names: list[str] = reply["maps"]
         prog_names: list[str] = reply.get("progs", [])
         n_links = int(reply["links"])

@@ -15,8 +15,7 @@ import socket
 import sys
 from typing import Any
 
-from aether_rec.errors import AetherError
-from aether_rec.recorder.loaded import compile_and_attach
+from aether_rec.recorder.loaded import compile_and_attach, error_reply
 
 
 def serve(sock: socket.socket, request: dict[str, Any]) -> None:
@@ -39,10 +38,8 @@ def main(argv: list[str]) -> int:
     sock = socket.socket(fileno=int(argv[1]))
     try:
         serve(sock, json.loads(sys.stdin.read()))
-    except AetherError as exc:
-        sock.sendall(json.dumps({"error": str(exc)}).encode())
     except Exception as exc:  # noqa: BLE001 - report, never a traceback
-        sock.sendall(json.dumps({"error": f"BPF loader failed: {exc}"}).encode())
+        sock.sendall(json.dumps(error_reply(exc)).encode())
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)  # skip bcc's atexit clean-up: it would disable the handed-over probes

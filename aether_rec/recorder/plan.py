@@ -76,9 +76,6 @@ class Prepared:
         return ["events", "counters"] + (["names"] if self.names_transport is not None else [])
 
 
-TRANSPORTS: tuple[str, ...] = ("auto", "perf", "ringbuf")
-
-
 def make_transport(
     name: str, pages: int | None = None, wakeup_events: int | None = None, ringbuf_ok: bool = False
 ) -> Transport:

@@ -447,8 +447,8 @@ def test_no_block_completion_is_missing(tmp_path: Path, engine: str) -> None:
     # both programs run on the same tracepoint one after the other: an interrupt between
     # them can part their clocks (0.1 ms was exceeded once in ~10 loaded runs)
     gone = [(t, sec) for t, sec in mine if not any(abs(e - t) <= 2_000_000 for e in ours.get(sec, ()))]
-    assert len(gone) <= counted + partial, (len(mine), counted, partial, gone[:3],
-                                            [sorted(ours.get(sec, []), key=lambda e: abs(e - t))[:2] for t, sec in gone[:3]])
+    nearest = [sorted(ours.get(sec, []), key=lambda e: abs(e - t))[:2] for t, sec in gone[:3]]
+    assert len(gone) <= counted + partial, (len(mine), counted, partial, gone[:3], nearest)
     inside = [(t, s) for t, s in traced if lo <= t <= hi]
     missing = unmatched(inside, ours, 5_000_000)
     # ftrace's own disagreement with the minimal counter, in this same run, is its noise

@@ -18,13 +18,8 @@ import sys
 import threading
 from typing import Any, Protocol
 
-<<<<<<< HEAD
-from aether_rec.errors import RecorderError
-from aether_rec.recorder.bpfsys import lookup_percpu_u64, possible_cpus, prog_recursion_misses
-=======
 from aether_rec.errors import AetherError, EnvironmentProblem, RecorderError
-from aether_rec.recorder.bpfsys import lookup_percpu_u64, possible_cpus
->>>>>>> h0-session
+from aether_rec.recorder.bpfsys import lookup_percpu_u64, possible_cpus, prog_recursion_misses
 
 MAX_FDS = 250  # SCM_RIGHTS carries at most 253 descriptors per message
 

@@ -131,7 +131,7 @@ def test_ebpf_prints_exactly_the_program_loaded(tmp_path: Path) -> None:
     assert not out.exists()
     text = r.stdout
     assert "-DFILTER_PID=1" in text and "-DMIN_LAT_NS=1000000ULL" in text
-    assert "TRACEPOINT_PROBE(block, block_rq_issue)" in text
+    assert "RAW_TRACEPOINT_PROBE(block_rq_issue)" in text  # the block layer where BTF tells the layout
     assert '#include "aether_event.h"' not in text  # local headers are inlined
     # the same text and cflags the session hands to bcc
     code = (

@@ -17,7 +17,8 @@ from aether_rec.format.writer import WriteError
 from aether_rec.recorder.launcher import TracedCommand, exit_code
 from aether_rec.recorder.losses import LossLedger, real_losses
 from aether_rec.recorder.options import RecordOptions
-from aether_rec.recorder.procinfo import FdInfo, Names
+from aether_rec.recorder.fdtable import FdName
+from aether_rec.recorder.procinfo import Names
 from aether_rec.recorder.program import COUNTERS, LOSS_COUNTERS
 from aether_rec.recorder.rotation import OutputFile, RotatingOutput
 from aether_rec.recorder.status import RecordResult, summary_line
@@ -40,10 +41,10 @@ def test_derived_options_and_file_names() -> None:
 
 def test_check_parses_the_list_options(tmp_path: Path) -> None:
     got = RecordOptions(output=str(tmp_path / "a.aio"), layers="all", ops="pread,fsync").check()
-    assert got.layers == ("syscall", "block", "vfs") and got.layers_explicit
+    assert got.layers == ("syscall", "block", "vfs", "io_uring") and got.layers_explicit
     assert got.ops == frozenset({"pread", "fsync"}) and got.cgroup is None
     default = RecordOptions(output=str(tmp_path / "a.aio")).check()
-    assert default.layers == ("syscall", "block") and not default.layers_explicit and default.ops is None
+    assert default.layers == ("syscall", "block", "io_uring") and not default.layers_explicit and default.ops is None
     with pytest.raises(UsageError, match="unknown layer"):
         RecordOptions(output=str(tmp_path / "a.aio"), layers="syscall,nope").check()
     with pytest.raises(UsageError, match="unknown op"):
@@ -72,8 +73,8 @@ def test_rotation_makes_complete_files_that_repeat_the_names(tmp_path: Path) -> 
     first = out.open()
     assert isinstance(first, OutputFile) and first.name == str(tmp_path / "run.0001.aio")
     names.procs[42] = {"pid": 42, "ppid": 1, "comm": "db", "cmdline": "db --x"}
-    names.fds[(42, 3)] = FdInfo("/data/t", 0, 0.0)
-    names.fds[(42, 4)] = FdInfo("", 0, 0.0)  # unresolved: not repeated
+    names.fds[(42, 3)] = FdName("/data/t", 1, 0)
+    names.fds[(42, 4)] = FdName("", 0, 0)  # unresolved: not repeated
     names.devices[8] = "sda"
     first.lost["perf_buffer"] = 7
     second = out.create(2)

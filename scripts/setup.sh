@@ -38,7 +38,8 @@ headers_pkg() {
 if command -v apt-get >/dev/null 2>&1; then
     [ -f /var/lib/apt/periodic/.aether-updated ] || { [ "$(id -u)" = 0 ] && apt-get update -qq && mkdir -p /var/lib/apt/periodic && touch /var/lib/apt/periodic/.aether-updated; } || true
     # gcc: a test compiles a C probe of struct aether_event's layout
-    pkgs=(python3-bpfcc python3-venv python3-pip gcc)
+    # chromium: tests/test_htmlreport_browser.py opens `aether-rec report` pages headless
+    pkgs=(python3-bpfcc python3-venv python3-pip gcc chromium)
     hp=$(headers_pkg || true); [ -n "$hp" ] && pkgs+=("$hp")
     [ "${AETHER_BENCH:-0}" = 1 ] && pkgs+=(linux-perf)
     apt_install "${pkgs[@]}"

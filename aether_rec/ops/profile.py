@@ -270,7 +270,8 @@ class Profile:
     losses: list[dict[str, Any]] = field(default_factory=list)
     header: dict[str, Any] = field(default_factory=dict)
     path: str = ""
-    filter_text: str | None = None
+    filter_text: str | None = None  # the selection as shown (expression, window)
+    where_text: str | None = None  # the selection's expression alone
     events: int = 0
     first_ts: int | None = None
     last_end: int | None = None
@@ -560,6 +561,7 @@ def collect(
         header=dict(cap.header),
         path=cap.name,
         filter_text=sel.text,
+        where_text=None if sel.where.is_trivial else sel.where.text,
     )
     col = _Collector(prof, top, by, tables)
     for chunk in prefetch(sel.chunks(cap, ordered=False)):

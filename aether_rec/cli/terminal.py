@@ -34,7 +34,8 @@ ROLES = {
     "faster": {"fg": "green", "bold": True},
     "ok": {"fg": "green"},
 }
-PROGRESS_DELAY = 1.0  # seconds of work before a progress bar appears
+# seconds of work before a progress bar appears (AETHER_PROGRESS_DELAY changes it, for tests)
+PROGRESS_DELAY = float(os.environ.get("AETHER_PROGRESS_DELAY") or 1.0)
 
 
 @dataclass
@@ -194,13 +195,22 @@ def close_tracked() -> None:
         SETTINGS.tracked.pop().close()
 
 
-def _rate(done: int, elapsed: float) -> str:
-    r = done / elapsed if elapsed > 0 else 0.0
-    for unit in ("B/s", "KiB/s", "MiB/s", "GiB/s"):
-        if r < 1024 or unit == "GiB/s":
-            return f"{r:.0f} {unit}" if unit == "B/s" else f"{r:.1f} {unit}"
-        r /= 1024
+def _size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
     return ""  # pragma: no cover
+
+
+def status(done: int, total: int, elapsed: float) -> str:
+    """``63.0 MiB of 120.0 MiB  66.1 MiB/s  ETA 0:01``: bytes done, rate, time left."""
+    rate = done / elapsed if elapsed > 0 else 0.0
+    text = f"{_size(done)} of {_size(total)}  {_size(rate)}/s"
+    if rate > 0 and total * 0.02 <= done < total:
+        left = int((total - done) / rate + 0.5)
+        text += f"  ETA {left // 60}:{left % 60:02d}"
+    return text
 
 
 @contextlib.contextmanager
@@ -217,6 +227,9 @@ def progress(label: str) -> Iterator[None]:
     finished = threading.Event()
     t0 = time.monotonic()
 
+    def done_now() -> int:
+        return total if finished.is_set() else min(total, sum(f.done for f in files))
+
     def run() -> None:
         if stop.wait(PROGRESS_DELAY):
             return
@@ -225,14 +238,14 @@ def progress(label: str) -> Iterator[None]:
             length=total,
             label=label,
             file=sys.stderr,
-            show_eta=True,
+            show_eta=False,
             show_percent=True,
-            width=30,
-            item_show_func=lambda _: _rate(sum(f.done for f in files), time.monotonic() - t0),
+            width=24,
+            item_show_func=lambda _: status(done_now(), total, time.monotonic() - t0),
         ) as bar:
             shown = 0
             while True:
-                done = min(total, sum(f.done for f in files))
+                done = done_now()
                 bar.update(done - shown, done)
                 shown = done
                 if stop.wait(0.2):

@@ -16,7 +16,7 @@ from aether_rec.cli.common import note, warn
 from aether_rec.cli.offline import _expressions, open_captures, selection_options
 from aether_rec.errors import AetherError, UsageError
 from aether_rec.format.reader import Capture
-from aether_rec.ops.profile import DEFAULT_COLUMNS, MAX_COLUMNS, Profile, collect
+from aether_rec.ops.profile import DEFAULT_COLUMNS, MAX_COLUMNS, Profile, collect, collect_sources
 from aether_rec.ops.stats import check_by
 from aether_rec.ops.text import printable
 from aether_rec.ops.units import fmt_count
@@ -106,13 +106,15 @@ scale_option = click.option(
 @scale_option
 @click.option("--top", type=click.IntRange(0, 1000), default=20, show_default=True,
               help="How many of the slowest I/Os to list.")
+@click.option("--by", "by", type=click.Choice(["source"]), default=None,
+              help="One section per source of a merged capture (same time axis), still one pass.")
 @click.option("--alpha", type=float, default=0.01, show_default=True, help="--compare: test level.")
 @click.option("--force", is_flag=True, help="Overwrite OUTPUT if it exists.")
 @click.option("--strict", is_flag=True, help="Treat any damage in a capture as an error.")
 @selection_options
 @terminal.terminal_options
 def report(files: tuple[str, ...], output: str, compare: tuple[str, str] | None, columns: int, scale: str,
-           top: int, alpha: float, force: bool, strict: bool, **kw: Any) -> None:
+           top: int, by: str | None, alpha: float, force: bool, strict: bool, **kw: Any) -> None:
     """Write one self-contained HTML page about captures: latency heatmaps, percentiles,
     IOPS and throughput over time, histograms, tables, the slowest I/Os, losses, provenance.
 
@@ -127,6 +129,7 @@ def report(files: tuple[str, ...], output: str, compare: tuple[str, str] | None,
       aether-rec report run.aio -o run.html
       aether-rec report run.aio -o pg.html --comm postgres --since +10s --until +40s
       aether-rec report db1.aio db2.aio -o fleet.html
+      aether-rec report fleet.aio --by source -o fleet.html     # after a merge
       aether-rec report --compare before.aio after.aio -o cmp.html
     """
     from aether_rec.ops import htmlreport
@@ -146,7 +149,20 @@ def report(files: tuple[str, ...], output: str, compare: tuple[str, str] | None,
         labels = [_label(p, c) for p, c in zip(paths, caps)]
         if compare:
             labels = [f"before: {labels[0]}", f"after: {labels[1]}"]
-        profiles = _profiles(caps, kw, columns=columns, top=top, labels=labels)
+        if by == "source":
+            if compare:
+                raise UsageError("--by source cannot be combined with --compare")
+            exprs = _expressions(kw)
+            since, until = kw.pop("since", None), kw.pop("until", None)
+            profiles = []
+            for cap in caps:
+                try:
+                    sel = select(cap, exprs, since, until)
+                    profiles += collect_sources(cap, sel, max_columns=columns, top=top)
+                except ValueError as exc:
+                    raise UsageError(str(exc)) from None
+        else:
+            profiles = _profiles(caps, kw, columns=columns, top=top, labels=labels)
     _loss_notes(profiles)
     doc = diff_compare(profiles[0], profiles[1], alpha=alpha) if compare else None
     try:

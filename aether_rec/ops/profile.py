@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import errno as _errno
 import heapq
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,12 +24,13 @@ import numpy as np
 
 from aether_rec.format.chunk import Chunk
 from aether_rec.format.reader import Capture
-from aether_rec.ops.expr import FIELDS, field_values, string_codes
+from aether_rec.ops.expr import FIELDS, field_values, quote, string_codes
 from aether_rec.ops.histogram import (
     DEFAULT_PRECISION,
     Histogram,
     bucket_bounds,
     bucket_index,
+    group_slices,
 )
 from aether_rec.ops.pipeline import prefetch
 from aether_rec.ops.window import Selection, capture_start
@@ -47,7 +48,6 @@ TABLES = ("comm", "path", "dev")
 COLUMNS_READ = ("ts", "lat", "layer", "op", "bytes", "result", "comm", "path", "dev", "pid", "tid", "fd",
                 "offset", "source")
 
-ProgressHook = Callable[[int], None]  # called with the number of events just binned
 
 
 def nice_width(span_ns: int, max_columns: int) -> int:
@@ -535,6 +535,43 @@ def plan_columns(cap: Capture, sel: Selection, max_columns: int = DEFAULT_COLUMN
     return t0, width, max(1, -(-span // width))
 
 
+def _new_profile(cap: Capture, sel: Selection, label: str, plan: tuple[int, int, int],
+                 where_text: str | None) -> Profile:
+    t0, width, ncols = plan
+    real_offset = None
+    if len(cap.clock_pairs()):
+        real_offset = int(np.asarray(cap.mono_to_real(np.array([t0], dtype=np.int64)))[0]) - t0
+    return Profile(
+        label=label,
+        t0=t0,
+        width=width,
+        ncols=ncols,
+        real_offset=real_offset,
+        header=dict(cap.header),
+        path=cap.name,
+        filter_text=sel.text,
+        where_text=where_text,
+    )
+
+
+def _finish(prof: Profile, col: _Collector, cap: Capture, sel: Selection) -> Profile:
+    col.finish()
+    for loss in cap.losses():
+        if (sel.t_min is not None and loss.t_last < sel.t_min) or (
+                sel.t_max is not None and loss.t_first >= sel.t_max):
+            continue
+        prof.losses.append({
+            "cpu": loss.cpu,
+            "count": loss.count,
+            "kind": loss.kind,
+            "real": bool(is_real_loss(loss.kind)),
+            "t_first": (loss.t_first - prof.t0) / 1e9,
+            "t_last": (loss.t_last - prof.t0) / 1e9,
+        })
+    prof.warnings = list(cap.warnings)
+    return prof
+
+
 def collect(
     cap: Capture,
     sel: Selection,
@@ -544,46 +581,48 @@ def collect(
     top: int = TOP,
     by: Sequence[str] | None = None,
     tables: Sequence[str] = TABLES,
-    progress: ProgressHook | None = None,
 ) -> Profile:
     """Bin the events of ``cap`` selected by ``sel`` in one pass (see the module docstring)."""
-    t0, width, ncols = plan_columns(cap, sel, max_columns)
-    pairs = cap.clock_pairs()
-    real_offset = None
-    if len(pairs):
-        real_offset = int(np.asarray(cap.mono_to_real(np.array([t0], dtype=np.int64)))[0]) - t0
-    prof = Profile(
-        label=label or _source_label(cap),
-        t0=t0,
-        width=width,
-        ncols=ncols,
-        real_offset=real_offset,
-        header=dict(cap.header),
-        path=cap.name,
-        filter_text=sel.text,
-        where_text=None if sel.where.is_trivial else sel.where.text,
-    )
+    plan = plan_columns(cap, sel, max_columns)
+    prof = _new_profile(cap, sel, label or _source_label(cap), plan,
+                        None if sel.where.is_trivial else sel.where.text)
     col = _Collector(prof, top, by, tables)
     for chunk in prefetch(sel.chunks(cap, ordered=False)):
         col.add(chunk)
-        if progress is not None:
-            progress(chunk.n)
-    col.finish()
-    lo_t = sel.t_min
-    hi_t = sel.t_max
-    for loss in cap.losses():
-        if (lo_t is not None and loss.t_last < lo_t) or (hi_t is not None and loss.t_first >= hi_t):
-            continue
-        prof.losses.append({
-            "cpu": loss.cpu,
-            "count": loss.count,
-            "kind": loss.kind,
-            "real": bool(is_real_loss(loss.kind)),
-            "t_first": (loss.t_first - t0) / 1e9,
-            "t_last": (loss.t_last - t0) / 1e9,
-        })
-    prof.warnings = list(cap.warnings)
-    return prof
+    return _finish(prof, col, cap, sel)
+
+
+def collect_sources(
+    cap: Capture,
+    sel: Selection,
+    *,
+    max_columns: int = DEFAULT_COLUMNS,
+    top: int = TOP,
+    max_sources: int = 64,
+) -> list[Profile]:
+    """One profile per value of the ``source`` column (a capture made by ``merge``), on one
+    shared time axis, still in one pass. Losses are the capture's and shown with every source
+    (loss records do not say which source lost them)."""
+    plan = plan_columns(cap, sel, max_columns)
+    base = None if sel.where.is_trivial else sel.where.text
+    profs: dict[str, tuple[Profile, _Collector]] = {}
+    for chunk in prefetch(sel.chunks(cap, ordered=False)):
+        if "source" in chunk.columns:
+            codes, names = string_codes(chunk, "source")
+        else:
+            codes, names = np.zeros(chunk.n, dtype=np.uint32), [_source_label(cap)]
+        ukeys, order, edges = group_slices(codes.astype(np.int64))
+        for g, code in enumerate(ukeys.tolist()):
+            name = str(names[code])
+            if name not in profs:
+                if len(profs) >= max_sources:
+                    raise ValueError(f"more than {max_sources} sources: select some with -e 'source == ...'")
+                where = f"source == {quote(name)}"
+                p = _new_profile(cap, sel, name, plan, f"({base}) and {where}" if base else where)
+                profs[name] = (p, _Collector(p, top, None, TABLES))
+            part = chunk if order is None else chunk.take(order[edges[g]: edges[g + 1]])
+            profs[name][1].add(part)
+    return [_finish(p, c, cap, sel) for p, c in (profs[k] for k in sorted(profs))]
 
 
 def _source_label(cap: Capture) -> str:

@@ -74,10 +74,10 @@ class Dense:
         self.precision = precision
         self.nb = n_buckets(precision)
         self.counts = np.zeros((keys, self.nb), dtype=np.int64)
-        self.sum = np.zeros(keys, dtype=np.float64)
+        self.sum = np.zeros(keys, dtype=np.int64)
         self.min = np.full(keys, _UMAX, dtype=np.uint64)
         self.max = np.zeros(keys, dtype=np.uint64)
-        self.bytes = np.zeros(keys, dtype=np.float64)
+        self.bytes = np.zeros(keys, dtype=np.int64)
         self.errors = np.zeros(keys, dtype=np.int64)
 
     def _grow(self, need: int) -> None:
@@ -115,14 +115,15 @@ class Dense:
         nz = np.flatnonzero(row)
         if nz.size == 0:
             return Histogram(self.precision)
-        return Histogram.from_dict({
-            "precision": self.precision,
-            "count": int(row.sum()),
-            "sum": int(self.sum[key]),
-            "min": int(self.min[key]),
-            "max": int(self.max[key]),
-            "buckets": [[int(i), int(c)] for i, c in zip(nz, row[nz])],
-        })
+        # the histogram's public fields, filled from the row (no per-bucket Python loop)
+        h = Histogram(self.precision)
+        h.base = int(nz[0])
+        h.counts = row[nz[0]: nz[-1] + 1].copy()
+        h.total = int(h.counts.sum())
+        h.sum = int(self.sum[key])
+        h.min = int(self.min[key])
+        h.max = int(self.max[key])
+        return h
 
 
 _UMAX = np.iinfo(np.uint64).max
@@ -161,6 +162,9 @@ class _Values:
     def _hash(v: np.ndarray) -> np.ndarray:
         if v.dtype.itemsize <= 2:
             return v.astype(np.intp)
+        if v.dtype.itemsize == 4:
+            w = v.view(np.uint32)
+            return ((w ^ (w >> np.uint32(16))) & np.uint32(0xFFFF)).astype(np.intp)
         u = v.astype(np.uint64, copy=False)
         return ((u ^ (u >> np.uint64(16)) ^ (u >> np.uint64(32)) ^ (u >> np.uint64(48)))
                 & np.uint64(0xFFFF)).astype(np.intp)
@@ -369,9 +373,11 @@ class _Collector:
         maxs = np.zeros(nc, dtype=np.uint64)
         np.minimum.at(mins, cid, lat)
         np.maximum.at(maxs, cid, lat)
+        # per-chunk sums in float64 are exact while below 2**53 (104 days of latency in one
+        # chunk), and are accumulated across chunks as int64
         part = _Part(
-            np.bincount(cid, weights=lat.astype(np.float64), minlength=nc),
-            np.bincount(cid, weights=nbytes.astype(np.float64), minlength=nc),
+            np.rint(np.bincount(cid, weights=lat.astype(np.float64), minlength=nc)).astype(np.int64),
+            np.rint(np.bincount(cid, weights=nbytes.astype(np.float64), minlength=nc)).astype(np.int64),
             np.bincount(cid[err], minlength=nc) if err.any() else np.zeros(nc, dtype=np.int64),
             mins,
             maxs,

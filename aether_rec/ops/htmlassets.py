@@ -252,7 +252,7 @@ function lineChart(parent, title, series, ncols, seconds, opts) {
   const cw = W / ncols;
   for (const se of series) {
     let pts = [];
-    const flush = () => { if (pts.length) s.appendChild(sv("polyline", {points: pts.join(" "), fill: "none", stroke: se.color, "stroke-width": 1.5, class: "series " + se.name})); pts = []; };
+    const flush = () => { if (pts.length) s.appendChild(sv("polyline", {points: pts.join(" "), fill: "none", stroke: se.color, "stroke-width": 1.5, "stroke-dasharray": se.dash || "none", class: "series " + se.name})); pts = []; };
     se.values.forEach((v, c) => { if (v === null || (log && v <= 0)) flush(); else pts.push((X0 + (c + 0.5) * cw).toFixed(1) + "," + y(v).toFixed(1)); });
     flush();
   }
@@ -349,7 +349,7 @@ function layerViews(parent, si, sec, lay, li, vmax) {
   parent.appendChild(el("h3", {}, lay.name + " layer: " + fmtCount(lay.events) + " I/Os, p50 " + fmtDur(lay.latency.p50) + ", p99 " + fmtDur(lay.latency.p99) + ", max " + fmtDur(lay.latency.max)));
   drawHeat(parent, si, li, sec, lay, vmax === undefined ? lay.vmax : vmax);
   lineChart(parent, "latency percentiles over time (" + lay.name + ")", [
-    {name: "p50", values: lay.p50, color: "#1f77b4"}, {name: "p99", values: lay.p99, color: "#ff7f0e"}, {name: "max", values: lay.max, color: "#d62728"}],
+    {name: "p50", values: lay.p50, color: "#1f77b4"}, {name: "p99", values: lay.p99, color: "#ff7f0e"}, {name: "max", values: lay.max, color: "#d62728", dash: "4,3"}],
     sec.ncols, seconds, {log: true, fmt: fmtDur});
   lineChart(parent, "IOPS over time (" + lay.name + ")", [{name: "IOPS", values: lay.iops, color: "#2ca02c"}], sec.ncols, seconds, {log: false, fmt: (v) => fmtCount(v)});
   lineChart(parent, "throughput over time (" + lay.name + ")", [{name: "bytes/s", values: lay.bps, color: "#9467bd"}], sec.ncols, seconds, {log: false, fmt: (v) => fmtBytes(v) + "/s"});

@@ -161,3 +161,19 @@ def test_stats_histogram_unit(unit: str, head: str, div: int) -> None:
     assert lo <= mx <= hi + 1
     r = CliRunner().invoke(main, ["stats", str(FIXTURES / "mixed.aio"), "--unit", "s"])
     assert r.exit_code == 2
+
+
+def test_errors_warnings_and_verdicts_in_colour(tmp_path: Path) -> None:
+    r = CliRunner().invoke(main, ["stats", str(tmp_path / "missing.aio"), "--color", "always"])
+    assert r.exit_code == 1 and "\x1b[31m" in r.stderr and "no such file" in r.stderr
+    r = CliRunner().invoke(main, ["stats", str(tmp_path / "missing.aio"), "--color", "never"])
+    assert r.exit_code == 1 and not ANSI.search(r.stderr) and r.stderr.startswith("Error: ")
+    r = CliRunner().invoke(main, ["stats", str(FIXTURES / "losses.aio"), "--color", "always"])
+    assert re.search(r"\x1b\[33m\x1b\[1mwarning:", r.stderr)
+    fast, slow = str(FIXTURES / "rotated.0001.aio"), str(FIXTURES / "losses.aio")
+    r = CliRunner().invoke(main, ["diff", fast, slow, "--color", "always"])
+    assert r.exit_code == 0
+    verdicts = [ln for ln in r.stdout.splitlines() if ln.rstrip().endswith(("slower\x1b[0m", "faster\x1b[0m"))]
+    assert verdicts
+    r = CliRunner().invoke(main, ["diff", fast, slow])
+    assert not ANSI.search(r.output)

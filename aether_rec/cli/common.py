@@ -15,7 +15,18 @@ from aether_rec.format.reader import Capture
 
 
 def warn(msg: str) -> None:
-    click.echo(f"aether-rec: warning: {msg}", err=True)
+    from aether_rec.cli.terminal import echo_err, paint_err
+
+    echo_err(f"aether-rec: {paint_err('warning:', 'warning')} {msg}")
+
+
+class _Error(click.ClickException):
+    """A runtime error, shown as one line with ``Error:`` in colour where colour is on."""
+
+    def show(self, file: Any = None) -> None:
+        from aether_rec.cli.terminal import echo_err, paint_err
+
+        echo_err(f"{paint_err('Error:', 'error')} {self.format_message()}")
 
 
 def note(msg: str) -> None:
@@ -27,7 +38,7 @@ def fail(exc: AetherError) -> click.ClickException:
     if isinstance(exc, UsageError):
         err = click.UsageError(str(exc))
         return err
-    return click.ClickException(str(exc))
+    return _Error(str(exc))
 
 
 @contextlib.contextmanager

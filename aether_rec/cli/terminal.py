@@ -79,6 +79,11 @@ def paint_err(text: str, role: str) -> str:
     return s(text, role) if s else text
 
 
+def echo_err(text: str) -> None:
+    """A line on stderr, keeping its colour when colour is on there."""
+    click.echo(text, err=True, color=color_enabled(sys.stderr))
+
+
 def _set_color(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
     SETTINGS.color = value or "auto"
 

@@ -278,9 +278,9 @@ def diff(before: str, after: str, by: str | None, as_json: bool, fail_if: tuple[
     if as_json:
         click.echo(json.dumps(doc, indent=2))
     else:
-        click.echo(render_diff(doc, terminal.styler(sys.stdout)))
+        click.echo(render_diff(doc, terminal.styler(sys.stdout)), color=terminal.color_enabled(sys.stdout))
     if held:
         for h in held:
-            click.echo(terminal.paint_err(f"aether-rec: --fail-if {h['condition']!r} holds for {h['row']}",
-                                          "error"), err=True)
+            terminal.echo_err(terminal.paint_err(
+                f"aether-rec: --fail-if {h['condition']!r} holds for {h['row']}", "error"))
         raise SystemExit(EXIT_CONDITION)

@@ -173,7 +173,8 @@ def test_errors_warnings_and_verdicts_in_colour(tmp_path: Path) -> None:
     fast, slow = str(FIXTURES / "rotated.0001.aio"), str(FIXTURES / "losses.aio")
     r = CliRunner().invoke(main, ["diff", fast, slow, "--color", "always"])
     assert r.exit_code == 0
-    verdicts = [ln for ln in r.stdout.splitlines() if ln.rstrip().endswith(("slower\x1b[0m", "faster\x1b[0m"))]
+    ends = ("slower\x1b[0m", "faster\x1b[0m")
+    verdicts = [ln for ln in r.stdout.splitlines() if ln.rstrip().endswith(ends)]
     assert verdicts
     r = CliRunner().invoke(main, ["diff", fast, slow])
     assert not ANSI.search(r.output)

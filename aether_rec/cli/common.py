@@ -42,16 +42,24 @@ def fail(exc: AetherError) -> click.ClickException:
 
 
 @contextlib.contextmanager
-def open_capture(path: str, strict: bool = False) -> Iterator[Capture]:
-    """Open a capture for a command ("-" is stdin); its warnings go to stderr at the end."""
-    src: Any = sys.stdin.buffer if path == "-" else path
-    cap = Capture(src, strict=strict)
+def open_capture(path: str, strict: bool = False, progress: bool = False) -> Iterator[Capture]:
+    """Open a capture for a command ("-" is stdin); its warnings go to stderr at the end.
+    With ``progress``, it is read through a counter that terminal.progress() draws."""
+    from aether_rec.cli import terminal
+
+    src: Any = sys.stdin.buffer if path == "-" else terminal.source(path, progress)
+    try:
+        cap = Capture(src, strict=strict)
+    except BaseException:
+        terminal.close_tracked()
+        raise
     try:
         yield cap
     finally:
         for w in cap.warnings:
             warn(w)
         cap.close()
+        terminal.close_tracked()
 
 
 def echo_json(obj: Any) -> None:

@@ -16,7 +16,7 @@ from aether_rec.cli.common import note, warn
 from aether_rec.cli.offline import _expressions, open_captures, selection_options
 from aether_rec.errors import AetherError, UsageError
 from aether_rec.format.reader import Capture
-from aether_rec.ops.profile import DEFAULT_COLUMNS, MAX_COLUMNS, Profile, collect, collect_sources
+from aether_rec.ops.profile import COLUMNS_LIMIT, DEFAULT_COLUMNS, Profile, collect, collect_sources
 from aether_rec.ops.stats import check_by
 from aether_rec.ops.text import printable
 from aether_rec.ops.units import fmt_count
@@ -78,7 +78,7 @@ def _label(path: str, cap: Capture) -> str:
 
 columns_option = click.option(
     "--columns",
-    type=click.IntRange(1, MAX_COLUMNS),
+    type=click.IntRange(1, COLUMNS_LIMIT),
     default=DEFAULT_COLUMNS,
     show_default=True,
     help="Time columns of the heatmaps and time series (the column width is a round number).",
@@ -235,8 +235,9 @@ size: 0.5 means no shift.
 --json prints the document described in docs/diff-json.md (schema aether-rec/diff v1).
 With --fail-if, diff exits with status 3 when a condition holds (for CI gates).
 
-""" + """{conditions}
+"""
 
+DIFF_EXAMPLES = """
 \b
 Examples:
   aether-rec diff before.aio after.aio
@@ -249,7 +250,7 @@ Examples:
 def _diff_help() -> str:
     from aether_rec.ops.diff import CONDITION_HELP
 
-    return DIFF_HELP.format(conditions=CONDITION_HELP)
+    return DIFF_HELP + CONDITION_HELP + "\n" + DIFF_EXAMPLES
 
 
 @click.command(help=_diff_help())

@@ -41,7 +41,7 @@ from aether_rec.schema import dev_name, is_real_loss, layer_name, op_name
 # Per-(layer, op) histograms keep the library's default (0.4 %).
 COLUMN_PRECISION = 6
 DEFAULT_COLUMNS = 240
-MAX_COLUMNS = 2000
+COLUMNS_LIMIT = 1000  # time columns at most: 3 layers x 1000 columns of dense counts stay near 30 MB
 MAX_TABLE_ROWS = 1000
 TOP = 20
 TABLES = ("comm", "path", "dev")
@@ -325,7 +325,7 @@ class _Collector:
         self.names = list(dict.fromkeys(["layer", "op", *tables, *self.by]))
         self.strings = {n: _Strings(MAX_TABLE_ROWS) for n in self.names if FIELDS[n].kind == "str"}
         self.values = {n: _Values() for n in self.names if FIELDS[n].kind != "str"}
-        self.cols = Dense(COLUMN_PRECISION, 4 * prof.ncols)  # key: layer slot * ncols + column
+        self.cols = Dense(COLUMN_PRECISION, 2 * prof.ncols)  # key: layer slot * ncols + column
         self.lo = Table(("layer", "op"), precision=DEFAULT_PRECISION)
         for name in tables:
             prof.tables[name] = Table((name,))
@@ -527,8 +527,8 @@ def _record(chunk: Chunk, i: int, p: Profile) -> dict[str, Any]:
 
 def plan_columns(cap: Capture, sel: Selection, max_columns: int = DEFAULT_COLUMNS) -> tuple[int, int, int]:
     """``(t0, width, ncols)`` for ``cap`` under ``sel``, from the chunk index alone."""
-    if not 1 <= max_columns <= MAX_COLUMNS:
-        raise ValueError(f"columns must be 1..{MAX_COLUMNS}")
+    if not 1 <= max_columns <= COLUMNS_LIMIT:
+        raise ValueError(f"columns must be 1..{COLUMNS_LIMIT}")
     f = sel.filter
     infos = [i for i in cap.chunk_infos() if i.n and (f.is_trivial or f.can_match(i))]
     start = capture_start(cap)

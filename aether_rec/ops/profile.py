@@ -161,7 +161,7 @@ class _Values:
     @staticmethod
     def _hash(v: np.ndarray) -> np.ndarray:
         if v.dtype.itemsize <= 2:
-            return v.astype(np.intp)
+            return v.view(np.dtype(f"u{v.dtype.itemsize}")).astype(np.intp)
         if v.dtype.itemsize == 4:
             w = v.view(np.uint32)
             return ((w ^ (w >> np.uint32(16))) & np.uint32(0xFFFF)).astype(np.intp)
@@ -174,7 +174,10 @@ class _Values:
             return self._search(col.astype(np.int64))
         h = self._hash(col)
         v = col.astype(np.int64, copy=False)
-        ok = self.used[h] & (self.lut_val[h] == v)
+        if col.dtype.itemsize <= 2:  # the hash is the value itself: seen means known
+            ok = self.used[h]
+        else:
+            ok = self.used[h] & (self.lut_val[h] == v)
         if not ok.all():
             for x in np.unique(v[~ok]).tolist():
                 k = int(self._hash(np.array([x], dtype=col.dtype))[0])

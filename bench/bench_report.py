@@ -65,7 +65,7 @@ def child(op: str, args: list[str]) -> None:
         profs = []
         for p in args[:2]:
             with aether_rec.open(p) as cap:
-                profs.append(collect(cap, select(cap, []), top=0, max_columns=1))
+                profs.append(collect(cap, select(cap, []), top=0, max_columns=1, tables=()))
         compare(profs[0], profs[1])
         events = sum(p.events for p in profs)
     elif op == "plot heatmap":
@@ -73,7 +73,7 @@ def child(op: str, args: list[str]) -> None:
         from aether_rec.ops.profile import collect
 
         with aether_rec.open(args[0]) as cap:
-            prof = collect(cap, select(cap, []), top=0)
+            prof = collect(cap, select(cap, []), top=0, tables=())
         draw(prof, "heatmap", args[1])
         events = prof.events
     else:

@@ -16,7 +16,14 @@ from aether_rec.cli.common import note, warn
 from aether_rec.cli.offline import _expressions, open_captures, selection_options
 from aether_rec.errors import AetherError, UsageError
 from aether_rec.format.reader import Capture
-from aether_rec.ops.profile import COLUMNS_LIMIT, DEFAULT_COLUMNS, Profile, collect, collect_sources
+from aether_rec.ops.profile import (
+    COLUMNS_LIMIT,
+    DEFAULT_COLUMNS,
+    TABLES,
+    Profile,
+    collect,
+    collect_sources,
+)
 from aether_rec.ops.stats import check_by
 from aether_rec.ops.text import printable
 from aether_rec.ops.units import fmt_count
@@ -33,6 +40,7 @@ def _profiles(
     top: int = 20,
     by: Sequence[str] | None = None,
     labels: Sequence[str] | None = None,
+    tables: Sequence[str] = TABLES,
 ) -> list[Profile]:
     exprs = _expressions(kw)
     since, until = kw.pop("since", None), kw.pop("until", None)
@@ -40,7 +48,7 @@ def _profiles(
     for i, cap in enumerate(caps):
         sel = select(cap, exprs, since, until)
         label = labels[i] if labels else None
-        out.append(collect(cap, sel, label=label, max_columns=columns, top=top, by=by))
+        out.append(collect(cap, sel, label=label, max_columns=columns, top=top, by=by, tables=tables))
     return out
 
 
@@ -215,7 +223,7 @@ def plot(kind: str, src: str, output: str, fmt: str | None, columns: int, scale:
     layers = [x.strip() for v in kw.get("layers") or () for x in v.split(",") if x.strip()]
     with open_captures([src], strict=strict, progress=terminal.progress_wanted()) as caps, \
             terminal.progress("plot"):
-        prof = _profiles(caps, kw, columns=columns, top=0, labels=[_label(src, caps[0])])[0]
+        prof = _profiles(caps, kw, columns=columns, top=0, labels=[_label(src, caps[0])], tables=())[0]
     _loss_notes([prof])
     plot_mod.draw(prof, kind, output, fmt=fmt, layers=layers or None, scale=scale, title=title, dpi=dpi)
     note(f"wrote {output}")
@@ -272,7 +280,7 @@ def diff(before: str, after: str, by: str | None, as_json: bool, fail_if: tuple[
     by_cols = check_by([c for c in (by or "").split(",") if c.strip()]) or None
     with open_captures([before, after], strict=strict, progress=terminal.progress_wanted()) as caps, \
             terminal.progress("diff"):
-        pb, pa = _profiles(caps, kw, top=0, by=by_cols, columns=1)
+        pb, pa = _profiles(caps, kw, top=0, by=by_cols, columns=1, tables=())
     _loss_notes([pb, pa])
     doc = compare(pb, pa, alpha=alpha)
     held = check(doc, conditions)

@@ -34,6 +34,7 @@ svg { display: block; overflow: visible; } svg text { font-size: 11px; fill: var
 .legend { display: flex; gap: 14px; font-size: 12px; color: var(--muted); margin: 2px 0 6px 70px; align-items: center; }
 .sw { display: inline-block; width: 18px; height: 3px; vertical-align: middle; margin-right: 4px; }
 .slower { color: var(--warn); font-weight: 600; } .faster { color: #1b7a3a; font-weight: 600; }
+table.t-diff td { white-space: normal; min-width: 70px; }
 .grid2 { display: grid; grid-template-columns: 1fr 1fr; gap: 10px; }
 .small-multiples { display: flex; flex-wrap: wrap; gap: 8px 18px; }
 """
@@ -337,11 +338,13 @@ function provenance(parent, sec) {
   if (p.redacted) add("redacted", "yes: names and paths are keyed hashes");
   parent.appendChild(dl);
 }
-function lossBanner(parent, sec) {
+function lossBanner(parent, sec, id) {
   if (!sec.lost) return;
   const kinds = Array.from(new Set(sec.losses.filter((l) => l.real).map((l) => l.kind))).join(", ");
-  parent.appendChild(el("div", {class: "banner", id: "loss-banner"},
-    "This capture lost " + fmtCount(sec.lost) + " events (" + kinds + ") in " + sec.losses.filter((l) => l.real).length +
+  const attrs = {class: "banner"};
+  if (id) attrs.id = id;
+  parent.appendChild(el("div", attrs,
+    sec.label + ": this capture lost " + fmtCount(sec.lost) + " events (" + kinds + ") in " + sec.losses.filter((l) => l.real).length +
     " loss record(s): counts, rates and percentiles miss them. Red marks under the heatmaps show when."));
 }
 function layerViews(parent, si, sec, lay, li, vmax) {
@@ -410,12 +413,11 @@ function drawSections(root) {
 function drawCompare(root) {
   const [b, a] = D.sections, df = D.diff;
   const s = el("section", {class: "compare"});
-  s.appendChild(el("h2", {}, "before: " + b.label + "   after: " + a.label));
-  for (const sec of [b, a]) lossBanner(s, sec);
+  s.appendChild(el("h2", {}, b.label + "  vs  " + a.label));
   s.appendChild(el("div", {class: "muted"}, "test: " + df.test.name + " (" + df.test.description + "); alpha " + df.test.alpha));
   const rows = df.rows.map((r) => {
     const o = {what: r.layer + " " + r.op + (r.key ? " " + Object.values(r.key).join(" ") : ""), verdict: r.verdict, p: r.p_value, effect: r.effect,
-      events: r.before.events + " -> " + r.after.events};
+      events: fmtCount(r.before.events) + " \u2192 " + fmtCount(r.after.events)};
     for (const [k] of STATS) { o[k] = r.ratio[k]; o[k + "_t"] = fmtDur(r.before[k]) + " -> " + fmtDur(r.after[k]); }
     return o;
   });
@@ -431,8 +433,8 @@ function drawCompare(root) {
     const lb = b.layers.find((l) => l.name === name), la = a.layers.find((l) => l.name === name);
     s.appendChild(el("h3", {}, name + " layer: before and after on one colour scale"));
     const vmax = Math.max(lb ? lb.vmax : 0, la ? la.vmax : 0);
-    if (lb) drawHeat(s, 0, b.layers.indexOf(lb), b, lb, vmax, "before: " + b.label);
-    if (la) drawHeat(s, 1, a.layers.indexOf(la), a, la, vmax, "after: " + a.label);
+    if (lb) drawHeat(s, 0, b.layers.indexOf(lb), b, lb, vmax, b.label);
+    if (la) drawHeat(s, 1, a.layers.indexOf(la), a, la, vmax, a.label);
     if (lb && la) {
       const frac = (lay) => { const t = new Array(lay.edges.length + 1).fill(0); let n = 0; for (const op of lay.ops) op.rows.forEach((v, r) => { t[r] += v; n += v; }); return t.map((v) => n ? v / n : 0); };
       histChart(s, name + ": share of I/Os per latency row (blue before, orange after)", lb.edges,
@@ -446,6 +448,7 @@ function main() {
   const root = document.getElementById("root");
   const hdr = el("div", {class: "muted"}, "generated " + D.generated + " by aether-rec " + D.tool_version + (D.command ? ": " + D.command : ""));
   root.appendChild(hdr);
+  D.sections.forEach((sec) => lossBanner(root, sec, document.getElementById("loss-banner") ? null : "loss-banner"));
   if (D.mode === "compare") drawCompare(root); else drawSections(root);
   document.body.setAttribute("data-ready", "1");
 }

@@ -90,15 +90,15 @@ class Dense:
             arr = getattr(self, name)
             setattr(self, name, np.concatenate([arr, np.full(k - have, fill, dtype=arr.dtype)]))
 
-    def add(self, keys: np.ndarray, idx: np.ndarray, keys_c: np.ndarray, part: _Part) -> None:
-        """Add a chunk: ``keys``/``idx`` the key and bucket (at this precision) of every event,
-        ``keys_c`` the key of every combination of ``part`` (its per-combination aggregates)."""
-        kmin, kmax = int(keys_c.min()), int(keys_c.max())
-        self._grow(kmax + 1)
-        ilo, ihi = int(idx.min()), int(idx.max())
-        span, nk = ihi - ilo + 1, kmax - kmin + 1
-        m = np.bincount((keys - kmin) * span + (idx - ilo), minlength=nk * span).reshape(nk, span)
-        self.counts[kmin: kmax + 1, ilo: ihi + 1] += m
+    def add(self, cid: np.ndarray, idx: _Buckets, keys_c: np.ndarray, part: _Part) -> None:
+        """Add a chunk: ``cid`` the combination of every event, ``idx`` their buckets at this
+        precision, ``keys_c`` the key of every combination, ``part`` its aggregates."""
+        uk, inv = np.unique(keys_c, return_inverse=True)
+        self._grow(int(uk[-1]) + 1)
+        span = idx.span
+        key = inv.reshape(-1)[cid]
+        m = np.bincount(key * span + idx.rel, minlength=uk.size * span).reshape(uk.size, span)
+        self.counts[uk, idx.lo: idx.lo + span] += m
         np.add.at(self.sum, keys_c, part.sum)
         np.add.at(self.bytes, keys_c, part.bytes)
         np.add.at(self.errors, keys_c, part.errors)
@@ -131,6 +131,21 @@ _UMAX = np.iinfo(np.uint64).max
 
 def n_buckets(precision: int) -> int:
     return int(bucket_index(np.array([1 << 44], dtype=np.uint64), precision)[0]) + 1
+
+
+@dataclass
+class _Buckets:
+    """The buckets of a chunk's events as offsets from the lowest one (computed once, shared
+    by every table)."""
+
+    lo: int
+    span: int
+    rel: np.ndarray
+
+    @classmethod
+    def of(cls, idx: np.ndarray) -> _Buckets:
+        lo, hi = int(idx.min()), int(idx.max())
+        return cls(lo, hi - lo + 1, idx - lo)
 
 
 @dataclass
@@ -359,7 +374,6 @@ class _Collector:
         cmin = int(col.min())
         combo = col - cmin
         radix = [int(col.max()) - cmin + 1]
-        ev: dict[str, np.ndarray] = {}
         for name in self.names:
             if name in self.strings:
                 ids = self.strings[name].local(chunk, name, p.label)
@@ -367,7 +381,6 @@ class _Collector:
             else:
                 ids = self.values[name].ids(field_values(chunk, name))
                 size = len(self.values[name].values)
-            ev[name] = ids
             radix.append(size)
             combo = combo * size + ids
         uc, cid = _compact(combo)
@@ -394,16 +407,17 @@ class _Collector:
         ccol, cpart = comps[0] + cmin, dict(zip(self.names, comps[1:]))
         # (layer, op) at full precision
         lo_c = self._slots(self.lo, ("layer", "op"), cpart)
-        self.lo.dense.add(lo_c[cid], idx8, lo_c, part)
+        b8, b6 = _Buckets.of(idx8), _Buckets.of(idx6)
+        self.lo.dense.add(cid, b8, lo_c, part)
         if p.by is not None:
             by_c = self._slots(p.by, self.by, cpart)
-            p.by.dense.add(by_c[cid], idx8, by_c, part)
+            p.by.dense.add(cid, b8, by_c, part)
         # heatmap columns (layer slot * ncols + column) and tables at the column precision
         lay_c = self._slots(self.lay, ("layer",), cpart) * p.ncols + ccol
-        self.cols.add(lay_c[cid], idx6, lay_c, part)
+        self.cols.add(cid, b6, lay_c, part)
         for name, t in p.tables.items():
             self._name_keys(t, name)
-            t.dense.add(ev[name], idx6, cpart[name], part)
+            t.dense.add(cid, b6, cpart[name], part)
         # span
         first, last = int(ts.min()), int((ts + lat).max())
         p.first_ts = first if p.first_ts is None else min(p.first_ts, first)

@@ -141,6 +141,12 @@ def test_values_ids_survive_hash_collisions() -> None:
     assert [vals[i] for i in b] == [0x10000, 1, 5, 0x10000]
     c = v.ids(np.array([7, 0x10000], dtype=np.uint32))
     assert [vals[i] for i in c] == [7, 0x10000]
+    # 8-byte values above 2**63 and signed narrow ones keep their identity
+    w = _Values()
+    big = np.array([2**64 - 1, 2**64 - 2, 5, 2**64 - 1], dtype=np.uint64)
+    assert [w.values[i] for i in w.ids(big)] == [2**64 - 1, 2**64 - 2, 5, 2**64 - 1]
+    s = _Values()
+    assert [s.values[i] for i in s.ids(np.array([-1, 3, -1], dtype=np.int16))] == [-1, 3, -1]
 
 
 def test_nice_width_and_plan() -> None:

@@ -186,34 +186,39 @@ class _Values:
 
     def ids(self, col: np.ndarray) -> np.ndarray:
         if self.collided:
-            return self._search(col.astype(np.int64))
+            return self._search(col)
         h = self._hash(col)
-        v = col.astype(np.int64, copy=False)
         if col.dtype.itemsize <= 2:  # the hash is the value itself: seen means known
             ok = self.used[h]
         else:
-            ok = self.used[h] & (self.lut_val[h] == v)
+            ok = self.used[h] & (self.lut_val[h] == _as_i64(col))
         if not ok.all():
-            for x in np.unique(v[~ok]).tolist():
+            for x in np.unique(col[~ok]):
                 k = int(self._hash(np.array([x], dtype=col.dtype))[0])
                 self.values.append(int(x))
                 if self.used[k]:
                     self.collided = True
                 else:
-                    self.used[k], self.lut_val[k], self.lut_id[k] = True, x, len(self.values) - 1
+                    self.used[k], self.lut_id[k] = True, len(self.values) - 1
+                    self.lut_val[k] = _as_i64(np.array([x]))[0]
             if self.collided:
-                return self._search(v)
+                return self._search(col)
         return self.lut_id[h]
 
-    def _search(self, v: np.ndarray) -> np.ndarray:
-        allv = np.array(self.values, dtype=np.int64)
+    def _search(self, col: np.ndarray) -> np.ndarray:
+        allv = np.array(self.values, dtype=col.dtype)
         order = np.argsort(allv)
-        pos = np.searchsorted(allv[order], v).clip(0, max(0, allv.size - 1))
-        miss = allv[order][pos] != v
+        pos = np.searchsorted(allv[order], col).clip(0, max(0, allv.size - 1))
+        miss = allv[order][pos] != col
         if miss.any():
-            self.values.extend(int(x) for x in np.unique(v[miss]).tolist())
-            return self._search(v)
+            self.values.extend(int(x) for x in np.unique(col[miss]))
+            return self._search(col)
         return order[pos].astype(np.int64)
+
+
+def _as_i64(a: np.ndarray) -> np.ndarray:
+    """The same bits as int64 (8-byte columns) or the values widened (narrower ones)."""
+    return a.view(np.int64) if a.dtype.itemsize == 8 else a.astype(np.int64)
 
 
 class _Strings:

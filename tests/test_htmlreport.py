@@ -159,11 +159,17 @@ def test_cli_errors(tmp_path: Path) -> None:
     out.write_text("keep")
     r = run(main, ["report", fix, "-o", str(out)])
     assert r.exit_code == 1 and "already exists" in r.output and out.read_text() == "keep"
+    r = run(main, ["report", str(tmp_path / "missing.aio"), "-o", str(out)])
+    assert r.exit_code == 1 and "Traceback" not in r.output and out.read_text() == "keep"
+    r = run(main, ["report", fix, "-o", fix, "--force"])
+    assert r.exit_code == 2 and "overwrite an input" in r.output
     r = run(main, ["report", str(tmp_path / "missing.aio"), "-o", str(tmp_path / "y.html")])
     assert r.exit_code == 1 and "no such file" in r.output and not (tmp_path / "y.html").exists()
     r = run(main, ["report", fix, "-o", "-"])
     assert r.exit_code == 0 and r.stdout.startswith("<!DOCTYPE html>")
     r = run(main, ["report", fix, "-o", str(tmp_path / "z.html"), "-e", "lat >"])
     assert r.exit_code == 2 and "Traceback" not in r.output
+    r = run(main, ["report", fix, "-o", str(tmp_path / "no" / "such" / "dir.html")])
+    assert r.exit_code == 1 and "cannot write" in r.output and "Traceback" not in r.output
     r = run(main, ["report", "--help"])
     assert "Examples" in r.output and "--compare" in r.output

@@ -120,10 +120,16 @@ def test_bad_output_names_and_existing_files(tmp_path: Path) -> None:
     fix = str(FIXTURES / "mixed.aio")
     r = CliRunner().invoke(main, ["plot", "heatmap", fix, "-o", str(tmp_path / "x.gif")])
     assert r.exit_code == 2 and ".png or .svg" in r.output
+    cap = tmp_path / "cap.png"
+    cap.write_bytes((FIXTURES / "mixed.aio").read_bytes())
+    r = CliRunner().invoke(main, ["plot", "heatmap", str(cap), "-o", str(cap), "--force"])
+    assert r.exit_code == 2 and cap.read_bytes() == (FIXTURES / "mixed.aio").read_bytes()
     out = tmp_path / "x.png"
     out.write_bytes(b"keep")
     r = CliRunner().invoke(main, ["plot", "heatmap", fix, "-o", str(out)])
     assert r.exit_code == 1 and "already exists" in r.output and out.read_bytes() == b"keep"
+    r = CliRunner().invoke(main, ["plot", "hist", fix, "-o", str(tmp_path / "no" / "dir" / "x.png")])
+    assert r.exit_code == 1 and "cannot write" in r.output and "Traceback" not in r.output
     r = CliRunner().invoke(main, ["plot", "hist", fix, "-o", str(tmp_path / "e.png"), "-e", "lat > 1000s"])
     assert r.exit_code == 1 and "no events" in r.output and "Traceback" not in r.output
 

@@ -13,7 +13,7 @@ import click
 
 from aether_rec.cli import terminal
 from aether_rec.cli.common import note, warn
-from aether_rec.cli.offline import _expressions, open_captures, selection_options
+from aether_rec.cli.offline import _expressions, _same_file, open_captures, selection_options
 from aether_rec.errors import AetherError, UsageError
 from aether_rec.format.reader import Capture
 from aether_rec.ops.profile import (
@@ -68,15 +68,19 @@ def _write_text(path: str, text: str, force: bool) -> None:
     if os.path.exists(path) and not force:
         raise click.ClickException(f"{path}: already exists (use --force to overwrite)")
     d = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".aether-", dir=d)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".aether-", dir=d)
+    except OSError as exc:
+        raise click.ClickException(f"{path}: cannot write ({exc.strerror or exc})") from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
         os.replace(tmp, path)
-    except BaseException:
+    except OSError as exc:
+        raise click.ClickException(f"{path}: cannot write ({exc.strerror or exc})") from None
+    finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-        raise
 
 
 def _label(path: str, cap: Capture) -> str:
@@ -149,7 +153,7 @@ def report(files: tuple[str, ...], output: str, compare: tuple[str, str] | None,
     if not paths:
         raise UsageError("no capture given (CAPTURE... or --compare BEFORE AFTER)")
     for p in paths:
-        if output != "-" and p != "-" and os.path.exists(output) and os.path.samefile(p, output):
+        if output != "-" and p != "-" and _same_file(p, output):
             raise UsageError("the output would overwrite an input; choose another -o")
     command = "aether-rec " + " ".join(printable(a) for a in sys.argv[1:]) if sys.argv else ""
     with open_captures(paths, strict=strict, progress=terminal.progress_wanted()) as caps, \
@@ -218,6 +222,8 @@ def plot(kind: str, src: str, output: str, fmt: str | None, columns: int, scale:
 
     plot_mod.output_format(output, fmt)
     plot_mod._pyplot()  # fail early, before reading anything, when matplotlib is missing
+    if src != "-" and _same_file(src, output):
+        raise UsageError("the output would overwrite the input; choose another -o")
     if os.path.exists(output) and not force:
         raise click.ClickException(f"{output}: already exists (use --force to overwrite)")
     layers = [x.strip() for v in kw.get("layers") or () for x in v.split(",") if x.strip()]
@@ -225,7 +231,12 @@ def plot(kind: str, src: str, output: str, fmt: str | None, columns: int, scale:
             terminal.progress("plot"):
         prof = _profiles(caps, kw, columns=columns, top=0, labels=[_label(src, caps[0])], tables=())[0]
     _loss_notes([prof])
-    plot_mod.draw(prof, kind, output, fmt=fmt, layers=layers or None, scale=scale, title=title, dpi=dpi)
+    try:
+        plot_mod.draw(prof, kind, output, fmt=fmt, layers=layers or None, scale=scale, title=title, dpi=dpi)
+    except OSError as exc:
+        if os.path.exists(output):
+            os.unlink(output)
+        raise click.ClickException(f"{output}: cannot write ({exc.strerror or exc})") from None
     note(f"wrote {output}")
 
 

@@ -173,3 +173,32 @@ def test_cli_errors(tmp_path: Path) -> None:
     assert r.exit_code == 1 and "cannot write" in r.output and "Traceback" not in r.output
     r = run(main, ["report", "--help"])
     assert "Examples" in r.output and "--compare" in r.output
+
+
+def test_damaged_captures_give_a_page_or_a_clean_error(tmp_path: Path) -> None:
+    """The fuzzer's hostile cases through report and diff: a CaptureError or a page, never
+    another exception."""
+    from aether_rec.errors import CaptureError
+    from aether_rec.format.reader import Capture
+    from aether_rec.fuzz import default_seeds, make_case
+    from aether_rec.ops import htmlreport
+    from aether_rec.ops.diff import compare
+    from aether_rec.ops.profile import collect
+    from aether_rec.ops.window import select
+
+    seeds = default_seeds()
+    path = tmp_path / "case.aio"
+    pages = errors = 0
+    for case in range(150):
+        _, data = make_case(seeds, 99, case)
+        path.write_bytes(data)
+        try:
+            with Capture(str(path)) as cap:
+                prof = collect(cap, select(cap, []))
+            html = htmlreport.build([prof])
+            compare(prof, prof)
+            assert len(html.encode()) <= MAX_BYTES
+            pages += 1
+        except CaptureError:
+            errors += 1
+    assert pages > 20 and errors > 5

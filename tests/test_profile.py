@@ -128,6 +128,15 @@ def test_by_table_and_lumping(synth: Path) -> None:
     rows = {k: h.total for k, h, _, _ in p.by.rows()}
     assert sum(rows.values()) == d["ts"].size
     assert all(len(k) == 2 for k in rows)
+    # a derived column, with only the needed columns decoded
+    p = _profile(synth, by=["errno", "cpu"], tables=())
+    assert p.by is not None
+    got = {}
+    for k, h, _, _ in p.by.rows():
+        got[k[0]] = got.get(k[0], 0) + h.total
+    errno = np.where(d["result"] < 0, -d["result"], 0)
+    assert got == {int(v): int(n) for v, n in zip(*np.unique(errno, return_counts=True))}
+    assert p.tables == {}
 
 
 def test_values_ids_survive_hash_collisions() -> None:

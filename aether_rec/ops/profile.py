@@ -45,9 +45,9 @@ COLUMNS_LIMIT = 1000  # time columns at most: 3 layers x 1000 columns of dense c
 MAX_TABLE_ROWS = 1000
 TOP = 20
 TABLES = ("comm", "path", "dev")
-COLUMNS_READ = ("ts", "lat", "layer", "op", "bytes", "result", "comm", "path", "dev", "pid", "tid", "fd",
-                "offset", "source")
-
+BASE_COLUMNS = ("ts", "lat", "layer", "op", "bytes", "result")
+TOP_COLUMNS = ("comm", "pid", "tid", "offset", "dev", "path")
+DERIVED = {"service": ("lat", "queue"), "errno": ("result",), "end": ("ts", "lat")}
 
 
 def nice_width(span_ns: int, max_columns: int) -> int:
@@ -615,9 +615,20 @@ def collect(
     prof = _new_profile(cap, sel, label or _source_label(cap), plan,
                         None if sel.where.is_trivial else sel.where.text)
     col = _Collector(prof, top, by, tables)
-    for chunk in prefetch(sel.chunks(cap, ordered=False)):
+    for chunk in prefetch(sel.chunks(cap, ordered=False, columns=_columns(sel, top, by, tables))):
         col.add(chunk)
     return _finish(prof, col, cap, sel)
+
+
+def _columns(sel: Selection, top: int, by: Sequence[str] | None, tables: Sequence[str]) -> list[str] | None:
+    """The columns to decode (fewer columns, less work), or None for all of them when an
+    expression must see whatever columns it names."""
+    if not sel.where.is_trivial:
+        return None
+    out = list(BASE_COLUMNS) + list(tables) + (list(TOP_COLUMNS) if top else [])
+    for name in by or ():
+        out += DERIVED.get(name, (name,))
+    return list(dict.fromkeys(out))
 
 
 def collect_sources(

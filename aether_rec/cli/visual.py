@@ -156,6 +156,9 @@ def report(files: tuple[str, ...], output: str, compare: tuple[str, str] | None,
         if output != "-" and p != "-" and _same_file(p, output):
             raise UsageError("the output would overwrite an input; choose another -o")
     command = "aether-rec " + " ".join(printable(a) for a in sys.argv[1:]) if sys.argv else ""
+    ctx = click.get_current_context()
+    if ctx.get_parameter_source("columns") == click.core.ParameterSource.DEFAULT and len(paths) > 4:
+        columns = max(40, 4 * DEFAULT_COLUMNS // len(paths))  # many sections: keep the page small
     with open_captures(paths, strict=strict, progress=terminal.progress_wanted()) as caps, \
             terminal.progress("report"):
         labels = [_label(p, c) for p, c in zip(paths, caps)]

@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
 """Speed, memory and output size of ``report``, ``diff`` and ``plot`` against ``stats``.
 
-Generates synthetic captures (cached in bench/out/), then runs each operation three times in its
-own subprocess, timing it inside and reading that child's peak RSS from ``wait4`` (the child
-spawns nothing, so that is the whole process tree). Prints medians and the ratio to ``stats``
+Generates synthetic captures (cached in bench/out/), then runs each operation three times in
+its own subprocess, timing it inside and reading that child's peak RSS and CPU time from
+``wait4`` (the child spawns nothing, so that is the whole process tree). CPU ns per event (both
+threads, interpreter start-up included) is the figure least disturbed by other work on a
+shared machine. Prints medians and the ratio to ``stats``
 over the same file in the same run (the peer: the tool's own streaming summary). Targets of
 issue 14: report >= 10 M events/s, output <= 5 MiB whatever the event count, memory flat.
 
@@ -91,6 +93,7 @@ def run_child(op: str, args: list[str]) -> dict[str, Any]:
         raise SystemExit(f"{op} failed:\n{err}")
     res: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
     res["rss_mb"] = usage.ru_maxrss / 1024.0
+    res["cpu_s"] = usage.ru_utime + usage.ru_stime  # both threads (reader and analysis)
     return res
 
 
@@ -109,6 +112,7 @@ def measure(op: str, args: list[str], runs: int) -> dict[str, Any]:
     res = [run_child(op, args) for _ in range(runs)]
     return {
         "seconds": statistics.median(r["seconds"] for r in res),
+        "cpu_s": statistics.median(r["cpu_s"] for r in res),
         "events": res[0]["events"],
         "rss_mb": max(r["rss_mb"] for r in res),
         "bytes": res[0]["bytes"],
@@ -129,7 +133,7 @@ def main() -> None:
     ops = [o.strip() for o in a.ops.split(",") if o.strip()]
     sizes = sorted({a.events, *(int(s) for s in a.sizes.split(",") if s.strip())}, reverse=True)
     print(f"{'operation':<14} {'events':>12} {'median s':>9} {'M ev/s':>8} {'x stats':>8} "
-          f"{'peak MB':>8} {'output':>10}")
+          f"{'CPU ns/ev':>10} {'peak MB':>8} {'output':>10}")
     with tempfile.TemporaryDirectory(dir=str(OUT) if OUT.exists() else None) as tmp:
         for n in sizes:
             cap = ensure_capture(n)
@@ -148,8 +152,9 @@ def main() -> None:
                     peer = rate
                 ratio = f"{rate / peer:.2f}" if peer else "-"
                 out = f"{m['bytes'] / 1048576:.2f} MiB" if m["bytes"] else "-"
+                cpu = m["cpu_s"] / m["events"] * 1e9
                 print(f"{op:<14} {m['events']:>12,} {m['seconds']:>9.2f} {rate / 1e6:>8.1f} {ratio:>8} "
-                      f"{m['rss_mb']:>8.0f} {out:>10}", flush=True)
+                      f"{cpu:>10.0f} {m['rss_mb']:>8.0f} {out:>10}", flush=True)
 
 
 if __name__ == "__main__":

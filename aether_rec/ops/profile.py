@@ -96,8 +96,9 @@ class Dense:
         uk, inv = np.unique(keys_c, return_inverse=True)
         self._grow(int(uk[-1]) + 1)
         span = idx.span
-        key = inv.reshape(-1)[cid]
-        m = np.bincount(key * span + idx.rel, minlength=uk.size * span).reshape(uk.size, span)
+        row = (inv.reshape(-1) * span)[cid]  # each event's row offset, by combination
+        row += idx.rel
+        m = np.bincount(row, minlength=uk.size * span).reshape(uk.size, span)
         self.counts[uk, idx.lo: idx.lo + span] += m
         np.add.at(self.sum, keys_c, part.sum)
         np.add.at(self.bytes, keys_c, part.bytes)
@@ -143,8 +144,9 @@ class _Buckets:
     rel: np.ndarray
 
     @classmethod
-    def of(cls, idx: np.ndarray) -> _Buckets:
-        lo, hi = int(idx.min()), int(idx.max())
+    def of(cls, idx: np.ndarray, lo: int, hi: int) -> _Buckets:
+        """``lo``/``hi``: the buckets of the smallest and largest value (buckets are monotonic
+        in the value, so no pass over ``idx`` is needed to find them)."""
         return cls(lo, hi - lo + 1, idx - lo)
 
 
@@ -372,6 +374,7 @@ class _Collector:
         nbytes = chunk.column("bytes")
         err = chunk.column("result") < 0
         idx8 = np.minimum(bucket_index(lat, DEFAULT_PRECISION), self.lo.dense.nb - 1)
+        lat_min, lat_max = int(lat.min()), int(lat.max())
         idx6 = self.to6[idx8]
         col = ((ts.astype(np.int64) - p.t0) // p.width).clip(0, p.ncols - 1)
         # the joint key: mixed radix over the time column and every table's column; its
@@ -412,7 +415,10 @@ class _Collector:
         ccol, cpart = comps[0] + cmin, dict(zip(self.names, comps[1:]))
         # (layer, op) at full precision
         lo_c = self._slots(self.lo, ("layer", "op"), cpart)
-        b8, b6 = _Buckets.of(idx8), _Buckets.of(idx6)
+        lo8, hi8 = (int(x) for x in np.minimum(bucket_index(np.array([lat_min, lat_max], dtype=np.uint64),
+                                                                 DEFAULT_PRECISION), self.lo.dense.nb - 1))
+        b8 = _Buckets.of(idx8, lo8, hi8)
+        b6 = _Buckets.of(idx6, int(self.to6[lo8]), int(self.to6[hi8]))
         self.lo.dense.add(cid, b8, lo_c, part)
         if p.by is not None:
             by_c = self._slots(p.by, self.by, cpart)
@@ -428,7 +434,7 @@ class _Collector:
         p.first_ts = first if p.first_ts is None else min(p.first_ts, first)
         p.last_end = last if p.last_end is None else max(p.last_end, last)
         p.events += n
-        self._top(chunk, lat)
+        self._top(chunk, lat, lat_max)
 
     def _value(self, name: str, i: int) -> Any:
         if name in self.strings:
@@ -464,11 +470,11 @@ class _Collector:
             if name in self.strings:
                 t.keys[self.strings[name].limit] = ("(other)",)
 
-    def _top(self, chunk: Chunk, lat: np.ndarray) -> None:
+    def _top(self, chunk: Chunk, lat: np.ndarray, lat_max: int) -> None:
         k = self.ntop
         if k <= 0:
             return
-        if len(self.heap) >= k and int(lat.max()) <= self.heap[0][0]:
+        if len(self.heap) >= k and lat_max <= self.heap[0][0]:
             return
         cand = np.argpartition(lat, lat.size - k)[lat.size - k:] if lat.size > k else np.arange(lat.size)
         ts = chunk.column("ts")

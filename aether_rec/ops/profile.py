@@ -390,7 +390,8 @@ class _Collector:
                 ids = self.values[name].ids(field_values(chunk, name))
                 size = len(self.values[name].values)
             radix.append(size)
-            combo = combo * size + ids
+            combo *= size
+            combo += ids
         uc, cid = _compact(combo)
         nc = uc.size
         mins = np.full(nc, _UMAX, dtype=np.uint64)

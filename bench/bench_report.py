@@ -32,7 +32,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 OUT = HERE / "out"
-OPS = ("stats", "report", "diff", "plot heatmap")
+OPS = ("stats", "report", "diff", "plot heatmap", "split")
 
 
 def child(op: str, args: list[str]) -> None:
@@ -78,6 +78,26 @@ def child(op: str, args: list[str]) -> None:
             prof = collect(cap, select(cap, []), top=0, tables=())
         draw(prof, "heatmap", args[1])
         events = prof.events
+    elif op == "split":
+        # Where report's time goes, one step after the other in one thread (CPU time): reading
+        # and decoding the chunks (the helper thread's share) and binning them (the main
+        # thread's share). With two cores the two overlap, so the slower one bounds the rate.
+        from aether_rec.ops.profile import TABLES, Profile, _Collector, _columns, plan_columns
+
+        with aether_rec.open(args[0]) as cap:
+            sel = select(cap, [])
+            c0 = time.process_time()
+            chunks = list(sel.chunks(cap, ordered=False, columns=_columns(sel, 20, None, TABLES)))
+            c1 = time.process_time()
+            col = _Collector(Profile("bench", *plan_columns(cap, sel), None), 20, None, TABLES)
+            for ch in chunks:
+                col.add(ch)
+            col.finish()
+            c2 = time.process_time()
+        events = sum(ch.n for ch in chunks)
+        print(json.dumps({"seconds": time.perf_counter() - t, "events": events, "bytes": None,
+                          "decode_ns": (c1 - c0) / events * 1e9, "bin_ns": (c2 - c1) / events * 1e9}))
+        return
     else:
         raise SystemExit(f"unknown op {op}")
     print(json.dumps({"seconds": time.perf_counter() - t, "events": events, "bytes": size}))
@@ -110,6 +130,9 @@ def ensure_capture(n: int, seed: int = 1) -> Path:
 
 def measure(op: str, args: list[str], runs: int) -> dict[str, Any]:
     res = [run_child(op, args) for _ in range(runs)]
+    if "decode_ns" in res[0]:
+        for k in ("decode_ns", "bin_ns"):
+            print(f"  split: {k} {statistics.median(r[k] for r in res):.0f} per event (median of {runs})")
     return {
         "seconds": statistics.median(r["seconds"] for r in res),
         "cpu_s": statistics.median(r["cpu_s"] for r in res),
@@ -145,6 +168,7 @@ def main() -> None:
                     "report": [str(cap), f"{tmp}/r.html"],
                     "diff": [str(cap), str(other)],
                     "plot heatmap": [str(cap), f"{tmp}/h.png"],
+                    "split": [str(cap)],
                 }[op]
                 m = measure(op, args, a.runs)
                 rate = m["events"] / m["seconds"]

@@ -273,10 +273,6 @@ class Table:
         out.sort(key=lambda r: ("(other)" in r[0], -r[1].total, str(r[0])))
         return out
 
-    @property
-    def lumped(self) -> int:
-        return sum(self.dense.total(s) for s, k in self.keys.items() if "(other)" in k)
-
 
 @dataclass
 class Profile:

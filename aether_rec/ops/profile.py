@@ -64,8 +64,9 @@ def nice_width(span_ns: int, max_columns: int) -> int:
 class Dense:
     """Histograms for many small integer keys at once, as one dense count matrix.
 
-    Rows are added in bulk (``add_rows``) from a chunk's per-combination matrix, so the cost of a
-    chunk does not grow with the number of tables. ``hist(key)`` returns the key's
+    A chunk is added with one ``bincount`` over (key, bucket) and no sort; the per-key sums,
+    minima and maxima come from the chunk's combinations (few), not its events. ``hist(key)``
+    returns the key's
     :class:`Histogram` (same buckets, exact count/sum/min/max), so everything downstream merges
     as usual. Latencies of ``2**44`` ns (4.9 hours) and more share the last bucket (min and max
     stay exact)."""
@@ -332,9 +333,10 @@ class Profile:
 
 
 class _Collector:
-    """Per chunk: one joint key per event over every column a table needs, compacted to the
-    combinations present; one 2-D ``bincount`` over (combination, bucket); then every table,
-    the heatmap columns and the (layer, op) histograms are sums of combination rows."""
+    """Per chunk: one joint key per event over the time column and every column a table needs,
+    compacted to the combinations present. Sums, minima, maxima, bytes and errors are taken
+    once per combination; each table (and the heatmap columns, and the (layer, op) histograms)
+    then maps combinations to its keys and counts buckets with one 2-D ``bincount``."""
 
     def __init__(self, prof: Profile, top: int, by: Sequence[str] | None, tables: Sequence[str]) -> None:
         self.p = prof
@@ -352,7 +354,7 @@ class _Collector:
             prof.tables[name] = Table((name,))
         if self.by:
             prof.by = Table(tuple(self.by), precision=DEFAULT_PRECISION)
-        # P=8 bucket -> P=6 bucket, for coarsening combination rows
+        # P=8 bucket -> P=6 bucket: the column precision's buckets without a second float pass
         b8 = np.arange(n_buckets(DEFAULT_PRECISION), dtype=np.int64)
         lo8, _ = bucket_bounds(b8, DEFAULT_PRECISION)
         self.to6 = np.minimum(bucket_index(lo8.astype(np.uint64), COLUMN_PRECISION), self.cols.nb - 1)

@@ -162,6 +162,8 @@ def test_cli_exit_codes_and_json(pair: tuple[Path, Path]) -> None:
     assert {row["key"]["comm"] for row in doc["rows"][:-1]} >= {"postgres"}
     r = runner.invoke(main, ["diff", a, b, "--fail-if", "p99 > fast"])
     assert r.exit_code == 2 and "Traceback" not in r.output
+    r = runner.invoke(main, ["diff", a, b, "--alpha", "1.5"])
+    assert r.exit_code == 2 and "--alpha" in r.output
     r = runner.invoke(main, ["diff", a, "/nonexistent.aio"])
     assert r.exit_code == 1 and "no such file" in r.output
 

@@ -155,6 +155,12 @@ def report(files: tuple[str, ...], output: str, compare: tuple[str, str] | None,
     for p in paths:
         if output != "-" and p != "-" and _same_file(p, output):
             raise UsageError("the output would overwrite an input; choose another -o")
+    if by == "source" and compare:
+        raise UsageError("--by source cannot be combined with --compare")
+    if compare and not 0 < alpha < 1:
+        raise UsageError("--alpha must be between 0 and 1")
+    if output != "-" and os.path.exists(output) and not force:
+        raise click.ClickException(f"{output}: already exists (use --force to overwrite)")
     command = "aether-rec " + " ".join(printable(a) for a in sys.argv[1:]) if sys.argv else ""
     ctx = click.get_current_context()
     if ctx.get_parameter_source("columns") == click.core.ParameterSource.DEFAULT and len(paths) > 4:
@@ -165,8 +171,6 @@ def report(files: tuple[str, ...], output: str, compare: tuple[str, str] | None,
         if compare:
             labels = [f"before: {labels[0]}", f"after: {labels[1]}"]
         if by == "source":
-            if compare:
-                raise UsageError("--by source cannot be combined with --compare")
             exprs = _expressions(kw)
             since, until = kw.pop("since", None), kw.pop("until", None)
             profiles = []
@@ -291,6 +295,8 @@ def diff(before: str, after: str, by: str | None, as_json: bool, fail_if: tuple[
     from aether_rec.ops.diff import check, compare, parse_conditions, render_diff
 
     conditions = parse_conditions(fail_if)  # usage errors before any reading
+    if not 0 < alpha < 1:
+        raise UsageError("--alpha must be between 0 and 1")
     by_cols = check_by([c for c in (by or "").split(",") if c.strip()]) or None
     with open_captures([before, after], strict=strict, progress=terminal.progress_wanted()) as caps, \
             terminal.progress("diff"):

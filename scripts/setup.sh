@@ -38,8 +38,9 @@ headers_pkg() {
 if command -v apt-get >/dev/null 2>&1; then
     [ -f /var/lib/apt/periodic/.aether-updated ] || { [ "$(id -u)" = 0 ] && apt-get update -qq && mkdir -p /var/lib/apt/periodic && touch /var/lib/apt/periodic/.aether-updated; } || true
     # gcc: a test compiles a C probe of struct aether_event's layout; fio, perf, strace:
-    # independent tools the kernel tests check the recorder against
-    pkgs=(python3-bpfcc python3-venv python3-pip gcc fio linux-perf strace)
+    # independent tools the kernel tests check the recorder against; chromium: the
+    # report test opens `aether-rec report` pages headless
+    pkgs=(python3-bpfcc python3-venv python3-pip gcc fio linux-perf strace chromium)
     hp=$(headers_pkg || true); [ -n "$hp" ] && pkgs+=("$hp")
     apt_install "${pkgs[@]}"
 else

@@ -69,4 +69,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "replay": ("offline", "replay"),
     "export": ("offline", "export"),
     "redact": ("redact", "redact"),
+    "report": ("visual", "report"),
+    "plot": ("visual", "plot"),
+    "diff": ("visual", "diff"),
 }

@@ -6,6 +6,7 @@ import sys
 
 import click
 
+from aether_rec.cli import terminal
 from aether_rec.cli.common import echo_json, note, open_capture, warn
 from aether_rec.format.synth import generate as synth_generate
 from aether_rec.ops.info import capture_info, format_info
@@ -17,6 +18,7 @@ from aether_rec.ops.recover import recover as recover_capture
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON document (schema aether-rec/info v1).")
 @click.option("--verify", is_flag=True, help="Check every block checksum and decode every chunk.")
 @click.option("--strict", is_flag=True, help="Treat any damage as an error instead of a warning.")
+@terminal.terminal_options
 def info(files: tuple[str, ...], as_json: bool, verify: bool, strict: bool) -> None:
     """Describe captures: provenance, time span, events per layer and op, size, losses.
 
@@ -30,7 +32,8 @@ def info(files: tuple[str, ...], as_json: bool, verify: bool, strict: bool) -> N
     docs = []
     bad = False
     for i, path in enumerate(files):
-        with open_capture(path, strict=strict) as cap:
+        with open_capture(path, strict=strict, progress=terminal.progress_wanted()) as cap, \
+                terminal.progress("info"):
             d = capture_info(cap, verify=verify)
         docs.append(d)
         bad = bad or (verify and not d["verify"]["ok"])

@@ -15,7 +15,18 @@ from aether_rec.format.reader import Capture
 
 
 def warn(msg: str) -> None:
-    click.echo(f"aether-rec: warning: {msg}", err=True)
+    from aether_rec.cli.terminal import echo_err, paint_err
+
+    echo_err(f"aether-rec: {paint_err('warning:', 'warning')} {msg}")
+
+
+class _Error(click.ClickException):
+    """A runtime error, shown as one line with ``Error:`` in colour where colour is on."""
+
+    def show(self, file: Any = None) -> None:
+        from aether_rec.cli.terminal import echo_err, paint_err
+
+        echo_err(f"{paint_err('Error:', 'error')} {self.format_message()}")
 
 
 def note(msg: str) -> None:
@@ -27,20 +38,28 @@ def fail(exc: AetherError) -> click.ClickException:
     if isinstance(exc, UsageError):
         err = click.UsageError(str(exc))
         return err
-    return click.ClickException(str(exc))
+    return _Error(str(exc))
 
 
 @contextlib.contextmanager
-def open_capture(path: str, strict: bool = False) -> Iterator[Capture]:
-    """Open a capture for a command ("-" is stdin); its warnings go to stderr at the end."""
-    src: Any = sys.stdin.buffer if path == "-" else path
-    cap = Capture(src, strict=strict)
+def open_capture(path: str, strict: bool = False, progress: bool = False) -> Iterator[Capture]:
+    """Open a capture for a command ("-" is stdin); its warnings go to stderr at the end.
+    With ``progress``, it is read through a counter that terminal.progress() draws."""
+    from aether_rec.cli import terminal
+
+    src: Any = sys.stdin.buffer if path == "-" else terminal.source(path, progress)
+    try:
+        cap = Capture(src, strict=strict)
+    except BaseException:
+        terminal.close_tracked()
+        raise
     try:
         yield cap
     finally:
         for w in cap.warnings:
             warn(w)
         cap.close()
+        terminal.close_tracked()
 
 
 def echo_json(obj: Any) -> None:

@@ -12,6 +12,7 @@ from typing import Any, BinaryIO, TypeVar
 
 import click
 
+from aether_rec.cli import terminal
 from aether_rec.cli.common import note, warn
 from aether_rec.errors import UsageError
 from aether_rec.format.reader import Capture
@@ -85,20 +86,25 @@ def _selection(cap: Capture, kw: dict[str, Any], positional: str | None = None) 
 
 
 @contextlib.contextmanager
-def open_captures(paths: Sequence[str], strict: bool = False) -> Iterator[list[Capture]]:
-    """Open several captures ("-" is stdin, once); warnings go to stderr at the end."""
+def open_captures(
+    paths: Sequence[str], strict: bool = False, progress: bool = False
+) -> Iterator[list[Capture]]:
+    """Open several captures ("-" is stdin, once); warnings go to stderr at the end. With
+    ``progress``, files are read through counters that terminal.progress() draws."""
     if list(paths).count("-") > 1:
         raise UsageError("'-' (stdin) can be given only once")
     caps: list[Capture] = []
     try:
         for p in paths:
-            caps.append(Capture(sys.stdin.buffer if p == "-" else p, strict=strict))
+            src = sys.stdin.buffer if p == "-" else terminal.source(p, progress)
+            caps.append(Capture(src, strict=strict))
         yield caps
     finally:
         for cap in caps:
             for w in cap.warnings:
                 warn(w)
             cap.close()
+        terminal.close_tracked()
 
 
 def _output(path: str) -> str | BinaryIO:
@@ -122,10 +128,10 @@ def _loss_warning(doc: dict[str, Any]) -> None:
     losses = doc["losses"]
     if losses["total"]:
         cpus = ", ".join(f"cpu{c}" for c in sorted(losses["by_cpu"], key=int))
-        warn(
+        warn(terminal.paint_err(
             f"the capture lost {fmt_count(losses['total'])} events ({cpus}) in "
-            f"{len(losses['records'])} loss record(s); figures miss them"
-        )
+            f"{len(losses['records'])} loss record(s); figures miss them", "loss"
+        ))
 
 
 # -- stats ----------------------------------------------------------------------------------------
@@ -157,8 +163,16 @@ def _loss_warning(doc: dict[str, Any]) -> None:
     help="Print the versioned JSON document (schema aether-rec/stats v1, docs/stats-json.md).",
 )
 @click.option("--no-histogram", is_flag=True, help="Leave out the log2 latency histograms.")
+@click.option(
+    "--unit",
+    type=click.Choice(["ns", "us", "ms"]),
+    default="us",
+    show_default=True,
+    help="Unit of the log2 histogram rows (like biolatency -m).",
+)
 @click.option("--strict", is_flag=True, help="Treat any damage in a capture as an error.")
 @selection_options
+@terminal.terminal_options
 def stats(
     files: tuple[str, ...],
     by: str | None,
@@ -167,6 +181,7 @@ def stats(
     max_groups: int,
     as_json: bool,
     no_histogram: bool,
+    unit: str,
     strict: bool,
     **kw: Any,
 ) -> None:
@@ -189,7 +204,9 @@ def stats(
         raise UsageError("--interval must be positive")
     exprs = _expressions(kw)
     since, until = kw.pop("since", None), kw.pop("until", None)
-    with open_captures(files, strict=strict) as caps:
+    with open_captures(files, strict=strict, progress=terminal.progress_wanted()) as caps, terminal.progress(
+        "stats"
+    ):
         sels = [select(cap, exprs, since, until) for cap in caps]
         filters = [sel.filter for sel in sels]
         opts = StatsOptions(
@@ -205,7 +222,10 @@ def stats(
     if as_json:
         click.echo(json.dumps(doc, indent=2))
     else:
-        click.echo(render_stats(printable_doc(doc), histograms=not no_histogram))
+        text = render_stats(
+            printable_doc(doc), histograms=not no_histogram, unit=unit, style=terminal.styler(sys.stdout)
+        )
+        click.echo(text, color=terminal.color_enabled(sys.stdout))
 
 
 # -- filter ---------------------------------------------------------------------------------------
@@ -248,10 +268,12 @@ Examples:
 @click.option("--force", is_flag=True, help="Overwrite OUTPUT if it exists.")
 @click.option("--strict", is_flag=True, help="Treat any damage in IN as an error.")
 @selection_options
+@terminal.terminal_options
 def filter_cmd(src: str, expression: str | None, output: str, force: bool, strict: bool, **kw: Any) -> None:
     if src != "-" and output != "-" and _same_file(src, output):
         raise UsageError("the output would overwrite the input; choose another -o")
-    with open_captures([src], strict=strict) as caps:
+    wanted = terminal.progress_wanted(streams_to_stdout=output == "-")
+    with open_captures([src], strict=strict, progress=wanted) as caps, terminal.progress("filter"):
         cap = caps[0]
         sel = _selection(cap, kw, expression)
         if not sel.texts:
@@ -291,6 +313,7 @@ def filter_cmd(src: str, expression: str | None, output: str, force: bool, stric
 )
 @click.option("--force", is_flag=True, help="Overwrite OUTPUT if it exists.")
 @click.option("--strict", is_flag=True, help="Treat any damage in an input as an error.")
+@terminal.terminal_options
 def merge(
     files: tuple[str, ...], output: str, no_align: bool, offsets: tuple[str, ...], force: bool, strict: bool
 ) -> None:
@@ -313,7 +336,8 @@ def merge(
         if output != "-" and f != "-" and _same_file(f, output):
             raise UsageError(f"the output would overwrite the input {f}; choose another -o")
     shifts = parse_offsets(offsets, files)
-    with open_captures(files, strict=strict) as caps:
+    wanted = terminal.progress_wanted(streams_to_stdout=output == "-")
+    with open_captures(files, strict=strict, progress=wanted) as caps, terminal.progress("merge"):
         inputs = [MergeInput(cap, label) for cap, label in zip(caps, files)]
         rep = merge_captures(inputs, _output(output), align=not no_align, offsets=shifts, overwrite=force)
     for w in rep.warnings:
@@ -352,6 +376,7 @@ def merge(
 @click.option("--no-header", is_flag=True, help="Leave out the header line (text, csv).")
 @click.option("--strict", is_flag=True, help="Treat any damage in FILE as an error.")
 @selection_options
+@terminal.terminal_options
 def replay(
     src: str,
     expression: str | None,
@@ -386,7 +411,8 @@ def replay(
             raise UsageError("--since/--until cannot be combined with --follow")
         if src == "-":
             raise UsageError("--follow needs a file, not stdin")
-    with open_captures([src], strict=strict) as caps:
+    wanted = terminal.progress_wanted(streams_to_stdout=True) and not follow and not speed
+    with open_captures([src], strict=strict, progress=wanted) as caps, terminal.progress("replay"):
         cap = caps[0]
         if follow:
             where = expr_mod.combine(*_expressions(kw))
@@ -422,6 +448,7 @@ def replay(
 @click.option("--force", is_flag=True, help="Overwrite OUTPUT if it exists.")
 @click.option("--strict", is_flag=True, help="Treat any damage in FILE as an error.")
 @selection_options
+@terminal.terminal_options
 def export(
     src: str,
     expression: str | None,
@@ -457,7 +484,8 @@ def export(
             raise click.ClickException(f"{output}: already exists (use --force to overwrite)")
     elif fmt == "parquet":
         raise UsageError("parquet is written to a file: give -o FILE.parquet")
-    with open_captures([src], strict=strict) as caps:
+    wanted = terminal.progress_wanted(streams_to_stdout=output == "-")
+    with open_captures([src], strict=strict, progress=wanted) as caps, terminal.progress("export"):
         cap = caps[0]
         sel = _selection(cap, kw, expression)
         try:

@@ -6,11 +6,13 @@ their unit, counts with thousands separators.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+import textwrap
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from aether_rec.ops.histogram import Histogram, render_log2
-from aether_rec.ops.units import fmt_bytes, fmt_count, fmt_duration, fmt_rate
+from aether_rec.ops.units import fmt_bytes, fmt_count, fmt_duration
 
 LAT_COLS = (
     ("min", "MIN"),
@@ -49,15 +51,50 @@ def _lat_cells(lat: dict[str, Any]) -> list[str]:
     return [fmt_duration(lat.get(k)) for k, _ in LAT_COLS]
 
 
+BOX_WIDTH = 78
+HIST_UNITS = {"ns": "nsecs", "us": "usecs", "ms": "msecs"}
+_BARS = re.compile(r"\|([*+]+)")
+
+
+def fmt_iops(v: float) -> str:
+    """IOPS, one way for every row: thousands separators and one decimal (``3,758.0``,
+    ``11,612.4``, ``0.9``), so a column of them lines up and reads at a glance."""
+    return f"{v:,.1f}"
+
+
 def _opt_rate(v: float | None) -> str:
-    return "-" if v is None else fmt_rate(v)
+    return "-" if v is None else fmt_iops(v)
+
+
+def loss_box(text_lines: Sequence[str], width: int = BOX_WIDTH) -> list[str]:
+    """A box of ``!`` around text, wrapped so that no line is wider than ``width``."""
+    out = ["!" * width]
+    for para in text_lines:
+        for line in textwrap.wrap(para, width - 6, break_long_words=True, break_on_hyphens=False) or [""]:
+            out.append(f"!! {line.ljust(width - 6)} !!")
+    out.append("!" * width)
+    return out
 
 
 def _opt_bps(v: float | None) -> str:
     return "-" if v is None else fmt_bytes(v) + "/s"
 
 
-def render_stats(doc: dict[str, Any], *, histograms: bool = True) -> str:
+def render_stats(
+    doc: dict[str, Any],
+    *,
+    histograms: bool = True,
+    unit: str = "us",
+    style: Callable[[str, str], str] | None = None,
+) -> str:
+    """The text view; ``unit`` (ns, us, ms) is the histograms' row unit, ``style(text, role)``
+    (roles ``loss``, ``bar``) colours the loss banner and the histogram bars."""
+    if unit not in HIST_UNITS:
+        raise ValueError(f"unit must be one of {', '.join(HIST_UNITS)}")
+
+    def paint(text: str, role: str) -> str:
+        return style(text, role) if style else text
+
     out: list[str] = []
     inputs = doc["inputs"]
     title = f"aether-rec stats: {len(inputs)} capture{'s' if len(inputs) != 1 else ''}"
@@ -89,7 +126,6 @@ def render_stats(doc: dict[str, Any], *, histograms: bool = True) -> str:
     losses = doc["losses"]
     if losses["total"]:
         out.append("")
-        out.append("!" * 78)
         cpus = ", ".join(
             f"cpu{c}: {fmt_count(n)}" for c, n in sorted(losses["by_cpu"].items(), key=lambda kv: int(kv[0]))
         )
@@ -101,12 +137,12 @@ def render_stats(doc: dict[str, Any], *, histograms: bool = True) -> str:
             else ""
         )
         kinds = sorted({r["kind"] for r in losses["records"]})
-        out.append(
-            f"!! LOST EVENTS: {fmt_count(losses['total'])} events were lost ({cpus}){when}, "
-            f"in {len(losses['records'])} loss record(s) [{', '.join(kinds)}]."
-        )
-        out.append("!! Counts, rates and percentiles below miss those events.")
-        out.append("!" * 78)
+        box = loss_box([
+            f"LOST EVENTS: {fmt_count(losses['total'])} events were lost ({cpus}){when}, "
+            f"in {len(losses['records'])} loss record(s) [{', '.join(kinds)}].",
+            "Counts, rates and percentiles below miss those events.",
+        ])
+        out += [paint(line, "loss") for line in box]
     out.append("")
     out.append(
         f"events {fmt_count(doc['events'])}   IOPS {_opt_rate(doc['iops'])}   "
@@ -220,7 +256,8 @@ def render_stats(doc: dict[str, Any], *, histograms: bool = True) -> str:
                 continue
             out.append("")
             out.append(f"latency histogram: {layer['layer']} layer ({fmt_count(h.total)} events)")
-            out += render_log2(h, "usecs")
+            for line in render_log2(h, HIST_UNITS[unit]):
+                out.append(_BARS.sub(lambda m: "|" + paint(m.group(1), "bar"), line) if style else line)
     if doc["top"]:
         out.append("")
         out.append(f"top {len(doc['top'])} slowest")

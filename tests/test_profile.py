@@ -1,0 +1,212 @@
+"""The binned profile (ops/profile.py) and heatmaps (ops/heatmap.py) against numpy over the
+raw events, and heatmap cells against the `filter` command selecting them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from ops_common import make_capture, read_all
+
+import aether_rec
+from aether_rec.cli import main
+from aether_rec.format.writer import CaptureWriter
+from aether_rec.ops import heatmap as hm
+from aether_rec.ops.histogram import Histogram, relative_error
+from aether_rec.ops.profile import COLUMN_PRECISION, _Values, collect, nice_width, plan_columns
+from aether_rec.ops.window import select
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+
+
+def _write_mixed_dicts(path: Path, seed: int = 3) -> Path:
+    """Chunks whose string dictionaries differ (new names appear later, codes reshuffled)."""
+    rng = np.random.default_rng(seed)
+    with CaptureWriter(str(path), {"hostname": "h"}, chunk_events=700, overwrite=True) as w:
+        t = 10_000_000_000
+        for k in range(6):
+            n = 700
+            names = np.array([f"proc{(k + j) % 9}" for j in range(5)], dtype=object)
+            paths = np.array([f"/d/{j}" for j in range(k + 2)], dtype=object)
+            ts = t + np.sort(rng.integers(0, 50_000_000, n)).astype(np.uint64)
+            t = int(ts[-1]) + 1
+            w.write_events({
+                "ts": ts,
+                "lat": rng.lognormal(10, 2, n).astype(np.uint64),
+                "layer": rng.choice([1, 2], n).astype(np.uint8),
+                "op": rng.choice([1, 2, 3, 11], n).astype(np.uint8),
+                "bytes": rng.choice([512, 4096], n).astype(np.uint64),
+                "result": rng.choice([-5, 0, 4096], n).astype(np.int64),
+                "dev": rng.choice([0, (8 << 20) | 1, (259 << 20) | 3, 65536 + 5, 5], n).astype(np.uint32),
+                "pid": rng.integers(1, 50, n).astype(np.uint32),
+                "comm": names[rng.integers(0, len(names), n)],
+                "path": paths[rng.integers(0, len(paths), n)],
+            })
+    return path
+
+
+@pytest.fixture(scope="module")
+def mixed_dicts(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _write_mixed_dicts(tmp_path_factory.mktemp("prof") / "dicts.aio")
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_capture(tmp_path_factory.mktemp("prof") / "synth.aio", 60_000, seed=5, chunk_events=7000)
+
+
+def _profile(path: Path, exprs: list[str] | None = None, **kw: object):
+    with aether_rec.open(str(path)) as cap:
+        return collect(cap, select(cap, exprs or []), **kw)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("which", ["mixed_dicts", "synth", "fixture"])
+def test_profile_matches_numpy(which: str, request: pytest.FixtureRequest) -> None:
+    path = FIXTURES / "mixed.aio" if which == "fixture" else request.getfixturevalue(which)
+    p = _profile(path)
+    d = read_all(path)
+    assert p.events == d["ts"].size
+    key = d["layer"].astype(np.int64) << 8 | d["op"]
+    for k in np.unique(key).tolist():
+        m = key == k
+        h = p.layer_op[k]
+        assert h.total == int(m.sum())
+        assert h.min == int(d["lat"][m].min()) and h.max == int(d["lat"][m].max())
+        assert h.sum == int(d["lat"][m].sum())
+        assert p.layer_op_bytes[k] == int(d["bytes"][m].sum())
+        assert p.layer_op_errors[k] == int((d["result"][m] < 0).sum())
+        for q in (50, 99):
+            exact = float(np.percentile(d["lat"][m], q, method="inverted_cdf"))
+            assert abs(h.percentile(q) - exact) <= exact * relative_error() + 1
+    assert set(p.layer_op) == set(np.unique(key).tolist())
+    # per time column and layer: counts, bytes, errors, max
+    col = (d["ts"].astype(np.int64) - p.t0) // p.width
+    assert col.min() >= 0 and col.max() < p.ncols
+    for lay in np.unique(d["layer"]).tolist():
+        m = d["layer"] == lay
+        counts = np.bincount(col[m], minlength=p.ncols)
+        got = np.array([h.total for h in p.column_hists(lay)])
+        assert (got == counts).all()
+        want_bytes = np.bincount(col[m], weights=d["bytes"][m], minlength=p.ncols)
+        assert np.allclose(p.layer_col_bytes[lay], want_bytes)
+        errs = np.bincount(col[m & (d["result"] < 0)], minlength=p.ncols)
+        assert (p.layer_col_errors[lay] == errs).all()
+        c = int(np.argmax(counts))
+        assert p.column_hists(lay)[c].max == int(d["lat"][m & (col == c)].max())
+        assert p.column_hists(lay)[c].precision == COLUMN_PRECISION
+    # tables: per comm and per path (strings decoded from each chunk's own dictionary)
+    with aether_rec.open(str(path)) as cap:
+        comm = np.concatenate([c.strings("comm") for c in cap.chunks()])
+        paths = np.concatenate([c.strings("path") for c in cap.chunks()])
+    for name, values in (("comm", comm), ("path", paths)):
+        want = {str(v): int(n) for v, n in zip(*np.unique(values.astype(str), return_counts=True))}
+        got = {k[0]: h.total for k, h, _, _ in p.tables[name].rows()}
+        assert got == want, name
+    devs = {int(v): int(n) for v, n in zip(*np.unique(d["dev"], return_counts=True))}
+    assert {int(k[0]): h.total for k, h, _, _ in p.tables["dev"].rows()} == devs
+    # the slowest I/Os, in order
+    top = np.sort(d["lat"])[::-1][: len(p.top)]
+    assert [r["lat"] for r in p.top] == top.tolist()
+
+
+def test_profile_respects_the_selection(synth: Path) -> None:
+    p = _profile(synth, ["lat > 100us and comm == \"postgres\""])
+    with aether_rec.open(str(synth)) as cap:
+        n = sum(int(((c.column("lat") > 100_000) & (c.strings("comm") == "postgres")).sum())
+                for c in cap.chunks())
+    assert p.events == n > 0
+    assert [k[0] for k, *_ in p.tables["comm"].rows()] == ["postgres"]
+    assert p.where_text and "postgres" in p.where_text
+
+
+def test_by_table_and_lumping(synth: Path) -> None:
+    p = _profile(synth, by=["layer", "comm"])
+    d = read_all(synth)
+    assert p.by is not None
+    rows = {k: h.total for k, h, _, _ in p.by.rows()}
+    assert sum(rows.values()) == d["ts"].size
+    assert all(len(k) == 2 for k in rows)
+    # a derived column, with only the needed columns decoded
+    p = _profile(synth, by=["errno", "cpu"], tables=())
+    assert p.by is not None
+    got = {}
+    for k, h, _, _ in p.by.rows():
+        got[k[0]] = got.get(k[0], 0) + h.total
+    errno = np.where(d["result"] < 0, -d["result"], 0)
+    assert got == {int(v): int(n) for v, n in zip(*np.unique(errno, return_counts=True))}
+    assert p.tables == {}
+
+
+def test_values_ids_survive_hash_collisions() -> None:
+    v = _Values()
+    a = v.ids(np.array([1, 5, 1], dtype=np.uint32))
+    # 0x10000 hashes like 1 (bits folded in 16-bit pieces): the binary-search path takes over
+    b = v.ids(np.array([0x10000, 1, 5, 0x10000], dtype=np.uint32))
+    assert v.collided
+    vals = v.values
+    assert [vals[i] for i in a] == [1, 5, 1]
+    assert [vals[i] for i in b] == [0x10000, 1, 5, 0x10000]
+    c = v.ids(np.array([7, 0x10000], dtype=np.uint32))
+    assert [vals[i] for i in c] == [7, 0x10000]
+    # 8-byte values above 2**63 and signed narrow ones keep their identity
+    w = _Values()
+    big = np.array([2**64 - 1, 2**64 - 2, 5, 2**64 - 1], dtype=np.uint64)
+    assert [w.values[i] for i in w.ids(big)] == [2**64 - 1, 2**64 - 2, 5, 2**64 - 1]
+    s = _Values()
+    assert [s.values[i] for i in s.ids(np.array([-1, 3, -1], dtype=np.int16))] == [-1, 3, -1]
+
+
+def test_nice_width_and_plan() -> None:
+    assert nice_width(1000, 10) == 100
+    assert nice_width(1001, 10) == 200
+    assert nice_width(2_271_000_000, 240) == 10_000_000
+    assert nice_width(1, 240) == 1
+    with aether_rec.open(str(FIXTURES / "mixed.aio")) as cap:
+        t0, width, ncols = plan_columns(cap, select(cap, []), 240)
+        last = max(i.t_last for i in cap.chunk_infos())
+    assert ncols <= 240 and t0 + ncols * width > last >= t0 + (ncols - 1) * width
+
+
+# -- heatmap ------------------------------------------------------------------------------------
+
+
+def test_rows_hold_everything_and_align_with_buckets() -> None:
+    rng = np.random.default_rng(1)
+    h = Histogram()
+    vals = np.concatenate([rng.lognormal(11, 0.5, 5000), [3, 10**10]]).astype(np.uint64)
+    h.add(vals)
+    rows = hm.choose_rows(h)
+    assert rows.n <= hm.MAX_ROWS + 2
+    counts = hm.hist_rows(h, rows)
+    want = np.bincount(rows.index(vals.astype(np.float64)), minlength=rows.n)
+    assert (counts == want).all()
+    assert counts[0] >= 1 and counts[-1] >= 1  # the outliers land in the under/overflow rows
+    # at the column precision too (edges are bucket edges there as well)
+    h6 = Histogram(COLUMN_PRECISION)
+    h6.add(vals)
+    assert (hm.hist_rows(h6, rows) == want).all()
+
+
+def test_heatmap_cells_match_events_and_filter(tmp_path: Path) -> None:
+    path = FIXTURES / "mixed.aio"
+    p = _profile(path)
+    d = read_all(path)
+    runner = CliRunner()
+    for lay in p.layers:
+        rows = hm.choose_rows(p.layer_hist(lay))
+        ht = hm.heat(p, lay, rows)
+        m = d["layer"] == lay
+        c = (d["ts"][m].astype(np.int64) - p.t0) // p.width
+        r = np.searchsorted(np.array(rows.edges), d["lat"][m], side="right")
+        want = np.zeros_like(ht.counts)
+        np.add.at(want, (c, r), 1)
+        assert (want == ht.counts).all()
+        # the busiest cell, extracted with its filter expression, holds exactly its I/Os
+        cc, rr = np.unravel_index(int(np.argmax(ht.counts)), ht.counts.shape)
+        expr = hm.cell_expression(p, lay, rows, int(cc), int(rr))
+        out = tmp_path / f"cell{lay}.aio"
+        res = runner.invoke(main, ["filter", str(path), "-o", str(out), expr])
+        assert res.exit_code == 0, res.output
+        assert read_all(out)["ts"].size == ht.counts[cc, rr] > 0

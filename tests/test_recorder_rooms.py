@@ -14,10 +14,10 @@ import pytest
 import aether_rec
 from aether_rec.errors import UsageError
 from aether_rec.format.writer import WriteError
+from aether_rec.recorder.fdtable import FdName
 from aether_rec.recorder.launcher import TracedCommand, exit_code
 from aether_rec.recorder.losses import LossLedger, real_losses
 from aether_rec.recorder.options import RecordOptions
-from aether_rec.recorder.fdtable import FdName
 from aether_rec.recorder.procinfo import Names
 from aether_rec.recorder.program import COUNTERS, LOSS_COUNTERS
 from aether_rec.recorder.rotation import OutputFile, RotatingOutput

@@ -70,6 +70,7 @@ from aether_rec.format.blocks import (
     preamble,
 )
 from aether_rec.format.limits import MAX_BLOCK_PAYLOAD
+from aether_rec.format.records import Loss
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 META_TABLES = ("procs", "fds", "devices", "clock", "cgroups")
@@ -128,7 +129,7 @@ def synthetic_seeds() -> list[tuple[str, bytes]]:
             dicts["zz_label"] = ["alpha", "beta", "gamma"]
             w.write_chunk(Chunk(c.n, cols, dicts))
             if i == 1:
-                w.write_loss(1, 17, 10**12, 10**12 + 10**6, "ringbuf")
+                w.write_loss(Loss(1, 17, 10**12, 10**12 + 10**6, "ringbuf"))
         late = chunks[0].take(slice(0, 50))  # overlaps everything before it
         w.write_chunk(late)
     seeds.append(("synth-none", buf.getvalue()))

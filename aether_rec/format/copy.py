@@ -28,7 +28,7 @@ from aether_rec.format.blocks import (
 )
 from aether_rec.format.chunk import ChunkInfo
 from aether_rec.format.columns import read_summary
-from aether_rec.format.reader import parse_loss
+from aether_rec.format.records import Loss
 from aether_rec.format.writer import CaptureWriter
 
 ChunkFn = Callable[[bytes], tuple[bytes, ChunkInfo]]
@@ -89,8 +89,7 @@ def copy_blocks(
                 report.chunks += 1
                 report.events += info.n
             elif item.type == LOSS:
-                loss = parse_loss(unpack(item.payload, "loss block"), item.offset)
-                writer.write_loss(loss.cpu, loss.count, loss.t_first, loss.t_last, loss.kind)
+                writer.write_loss(Loss.from_doc(unpack(item.payload, "loss block"), item.offset))
                 report.losses += 1
             elif item.type == META:
                 doc = unpack(item.payload, "meta block")

@@ -13,7 +13,6 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from typing import IO, Any, BinaryIO
 
 import numpy as np
@@ -31,7 +30,6 @@ from aether_rec.format.blocks import (
     Block,
     Damage,
     check_preamble,
-    checked_int,
     frame,
     parse_trailer,
     read_block,
@@ -41,19 +39,8 @@ from aether_rec.format.blocks import (
 from aether_rec.format.chunk import Chunk, ChunkInfo
 from aether_rec.format.columns import Codec, decode_chunk, read_summary
 from aether_rec.format.limits import MAX_INDEX_ENTRIES, MAX_MERGE_BYTES
+from aether_rec.format.records import Loss, MetaRef
 from aether_rec.schema import COLUMN_BY_NAME, is_real_loss
-
-
-@dataclass
-class Loss:
-    """``count`` events lost on ``cpu`` between t_first and t_last (monotonic ns)."""
-
-    cpu: int
-    count: int
-    t_first: int
-    t_last: int
-    kind: str
-    offset: int = -1
 
 
 def open(source: str | os.PathLike[str] | BinaryIO, strict: bool = False) -> Capture:  # noqa: A001
@@ -79,7 +66,7 @@ class Capture:
         self._codecs: dict[str, Codec] = {}
         self._chunks: list[ChunkInfo] | None = None
         self._losses: list[Loss] | None = None
-        self._metas: list[tuple[int, str]] | None = None
+        self._metas: list[MetaRef] | None = None
         self._scanned_meta: dict[int, dict[str, Any]] = {}
         self.index_stats: dict[str, Any] = {}
         try:
@@ -130,17 +117,12 @@ class Capture:
                 raise Damage(offset, "trailer does not point at an index", False)
             index = unpack(block.payload, "index")
             chunks = [ChunkInfo.from_row(r) for r in _rows(index, "chunks")]
-            losses = [
-                Loss(checked_int(r[1], "index loss entry"), checked_int(r[2], "index loss entry"),
-                     checked_int(r[3], "index loss entry"), checked_int(r[4], "index loss entry"),
-                     str(r[5]), checked_int(r[0], "index loss entry"))
-                for r in _rows(index, "losses")
-            ]
-            metas = [(checked_int(r[0], "index meta entry"), str(r[1])) for r in _rows(index, "meta")]
+            losses = [Loss.from_row(r) for r in _rows(index, "losses")]
+            metas = [MetaRef.from_row(r) for r in _rows(index, "meta")]
         except (Damage, DamagedCaptureError, TypeError, ValueError, IndexError, KeyError) as exc:
             self._warn(f"index unusable ({exc}); reading by scanning")
             return False
-        for where, length in [(c.offset, c.length) for c in chunks] + [(m[0], 16) for m in metas]:
+        for where, length in [(c.offset, c.length) for c in chunks] + [(m.offset, 16) for m in metas]:
             if not self._first_block <= where < offset or where + length > offset:
                 self._warn("index points outside the file; reading by scanning")
                 return False
@@ -153,7 +135,7 @@ class Capture:
         """Walk every block once, building the chunk, loss and meta lists."""
         chunks: list[ChunkInfo] = []
         losses: list[Loss] = []
-        metas: list[tuple[int, str]] = []
+        metas: list[MetaRef] = []
         kept = 0
         self._f.seek(self._first_block)
         for item in scan(self._f, self._first_block, seekable=True):
@@ -170,11 +152,11 @@ class Capture:
                     chunks.append(ChunkInfo.from_summary(summary, item.offset, item.length))
                     kept += chunks[-1].n
                 elif item.type == LOSS:
-                    losses.append(parse_loss(unpack(item.payload, "loss block"), item.offset))
+                    losses.append(Loss.from_doc(unpack(item.payload, "loss block"), item.offset))
                 elif item.type == META:
                     doc = unpack(item.payload, "meta block")
                     self._scanned_meta[item.offset] = doc
-                    metas.append((item.offset, str(doc.get("table", ""))))
+                    metas.append(MetaRef(item.offset, str(doc.get("table", ""))))
                 # HEAD (again), INDX, TRLR and unknown types: skipped.
             except (DamagedCaptureError, AttributeError, TypeError, ValueError, KeyError) as exc:
                 self._warn(f"block at offset {item.offset} is malformed ({exc}); skipped it")
@@ -213,9 +195,10 @@ class Capture:
             self._scan()
         assert self._metas is not None
         rows: list[dict[str, Any]] = []
-        for offset, name in self._metas:
-            if name != table:
+        for ref in self._metas:
+            if ref.table != table:
                 continue
+            offset = ref.offset
             doc = self._scanned_meta.get(offset)
             if doc is None:
                 block = self._block_at(offset, META)
@@ -232,7 +215,7 @@ class Capture:
         if self._metas is None:
             self._scan()
         assert self._metas is not None
-        return list(dict.fromkeys(name for _, name in self._metas))
+        return list(dict.fromkeys(ref.table for ref in self._metas))
 
     def raw_chunk(self, info: ChunkInfo) -> bytes | None:
         """The framed CHNK block of ``info`` as stored (checksum verified), for copying
@@ -434,7 +417,7 @@ class Capture:
                 info = ChunkInfo.from_summary(summary, block.offset, block.length)
                 yield decode_chunk(block.payload, info, self._codecs)
             elif block.type == LOSS:
-                yield parse_loss(unpack(block.payload, "loss block"), block.offset)
+                yield Loss.from_doc(unpack(block.payload, "loss block"), block.offset)
             elif block.type in (INDX, TRLR):
                 return
 
@@ -462,14 +445,6 @@ def _rows(index: Any, key: str) -> list[Any]:
     if not isinstance(rows, list) or len(rows) > MAX_INDEX_ENTRIES:
         raise LimitError(f"index {key} list is malformed or too long")
     return rows
-
-
-def parse_loss(doc: Any, offset: int) -> Loss:
-    """A LOSS block's document, checked field by field."""
-    if not isinstance(doc, dict):
-        raise DamagedCaptureError("loss block is not a map")
-    cpu, count, t0, t1 = (checked_int(doc.get(k), f"loss {k}") for k in ("cpu", "count", "t0", "t1"))
-    return Loss(cpu, count, t0, t1, str(doc.get("kind", "")), offset)
 
 
 def _i64(v: Any) -> bool:

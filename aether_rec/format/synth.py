@@ -13,6 +13,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from aether_rec.format.chunk import Chunk
+from aether_rec.format.records import Loss
 from aether_rec.format.writer import CaptureWriter
 from aether_rec.schema import LAYER_CODE, OP_CODE
 
@@ -83,7 +84,8 @@ def generate(
             chunk.dicts = {"comm": comms, "path": paths}
             w.write_events(chunk)
             for _ in range(loss_at[k]):
-                w.write_loss(int(rng.integers(0, 2)), int(rng.integers(1, 1000)), t - 1000, t, "perf_buffer")
+                cpu, count = int(rng.integers(0, 2)), int(rng.integers(1, 1000))
+                w.write_loss(Loss(cpu, count, t - 1000, t, "perf_buffer"))
             done += n
             k += 1
         return w.header

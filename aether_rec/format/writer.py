@@ -34,6 +34,7 @@ from aether_rec.format.blocks import (
 from aether_rec.format.chunk import Chunk, ChunkInfo
 from aether_rec.format.columns import ChunkTooLarge, Codec, compact_dictionary, get_codec
 from aether_rec.format.limits import MAX_CHUNK_EVENTS, MAX_INDEX_ENTRIES, MAX_META_ROWS, MAX_STR_LEN
+from aether_rec.format.records import Loss, MetaRef
 from aether_rec.schema import schema_for_header
 
 
@@ -166,8 +167,8 @@ class CaptureWriter:
         self._pending_bytes = 0
         self._pending_since = 0.0
         self._chunks: list[ChunkInfo] = []
-        self._losses: list[list[Any]] = []
-        self._metas: list[list[Any]] = []
+        self._losses: list[Loss] = []
+        self._metas: list[MetaRef] = []
         self._write(preamble())
         self._write(head)
 
@@ -247,13 +248,13 @@ class CaptureWriter:
         return info
 
     # -- tables -------------------------------------------------------------------
-    def write_loss(self, cpu: int, count: int, t_first: int, t_last: int, kind: str) -> None:
-        """Record ``count`` events lost on ``cpu`` between t_first and t_last (ns)."""
-        row = [self.bytes_written, int(cpu), int(count), int(t_first), int(t_last), str(kind)]
-        rec = dict(zip(("cpu", "count", "t0", "t1", "kind"), row[1:]))
-        self._losses.append(row)
-        self.lost += int(count)
-        self._write(frame(LOSS, pack(rec)))
+    def write_loss(self, loss: Loss) -> None:
+        """Write a LOSS block for ``loss`` (its ``offset`` is ignored: it gets its own)."""
+        block = frame(LOSS, pack(loss.to_doc(), "loss block"))
+        stored = Loss(loss.cpu, loss.count, loss.t_first, loss.t_last, loss.kind, self.bytes_written)
+        self._write(block)
+        self._losses.append(stored)
+        self.lost += int(loss.count)
 
     def write_meta(self, table: str, rows: list[dict[str, Any]]) -> None:
         """Append rows to metadata table ``table`` (procs, fds, devices, clock, ...).
@@ -275,8 +276,9 @@ class CaptureWriter:
             self._write_meta(table, rows[:half])
             self._write_meta(table, rows[half:])
             return
-        self._metas.append([self.bytes_written, table])
+        ref = MetaRef(self.bytes_written, table)
         self._write(block)
+        self._metas.append(ref)
 
     # -- end ------------------------------------------------------------------------
     def close(self, stats: Mapping[str, Any] | None = None) -> None:
@@ -290,8 +292,8 @@ class CaptureWriter:
             self.flush()
             index = {
                 "chunks": [c.to_row() for c in self._chunks],
-                "losses": self._losses,
-                "meta": self._metas,
+                "losses": [x.to_row() for x in self._losses],
+                "meta": [m.to_row() for m in self._metas],
                 "events": self.events_written,
                 "stats": dict(stats or {}),
             }

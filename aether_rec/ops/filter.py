@@ -120,7 +120,7 @@ def filter_capture(
                 sel.t_max is None or loss.t_first < sel.t_max
             )
             if inside:
-                w.write_loss(loss.cpu, loss.count, loss.t_first, loss.t_last, loss.kind)
+                w.write_loss(loss)
                 rep.losses_kept += 1
             else:
                 rep.losses_dropped += 1

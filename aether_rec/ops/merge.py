@@ -438,13 +438,7 @@ def merge_captures(
                 if lkey in seen_losses:
                     continue
                 seen_losses.add(lkey)
-                w.write_loss(
-                    loss.cpu,
-                    loss.count,
-                    max(0, loss.t_first + inp.shift),
-                    max(0, loss.t_last + inp.shift),
-                    loss.kind,
-                )
+                w.write_loss(loss.moved(inp.shift))
                 rep.losses += 1
     rep.duplicate_chunks = sum(i.duplicate_chunks for i in inputs)
     rep.duplicate_events = sum(i.duplicate_events for i in inputs)

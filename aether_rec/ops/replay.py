@@ -20,7 +20,8 @@ import numpy as np
 
 from aether_rec.errors import UsageError
 from aether_rec.format.chunk import Chunk
-from aether_rec.format.reader import Capture, Loss
+from aether_rec.format.reader import Capture
+from aether_rec.format.records import Loss
 from aether_rec.ops.expr import Filter
 from aether_rec.ops.rows import FORMATS, header_line, lines
 from aether_rec.ops.window import Selection

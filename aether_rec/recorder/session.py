@@ -22,6 +22,7 @@ import numpy as np
 
 from aether_rec.errors import AetherError, EnvironmentProblem, RecorderError, UsageError
 from aether_rec.format.chunk import Chunk, encode_strings
+from aether_rec.format.records import Loss
 from aether_rec.format.writer import WriteError
 from aether_rec.recorder.bccload import BccInfo, locate_bcc
 from aether_rec.recorder.headers import HeaderSource, apply_headers, find_headers
@@ -641,7 +642,7 @@ class Session:
         ev, losses = self.transport.take()
         w = self.out.writer
         for loss in losses:
-            w.write_loss(loss.cpu, loss.count, loss.t_first, loss.t_last, loss.kind)
+            w.write_loss(loss)
             self.out.add_loss(loss.kind, loss.count)
             self.lost[loss.kind] = self.lost.get(loss.kind, 0) + loss.count
         if len(ev):
@@ -707,7 +708,7 @@ class Session:
                 continue
             for cpu in np.flatnonzero(delta > 0).tolist():
                 n = int(delta[cpu])
-                self.out.writer.write_loss(cpu, n, self.t_tick_ns, now, kind)
+                self.out.writer.write_loss(Loss(cpu, n, self.t_tick_ns, now, kind))
                 self.out.add_loss(kind, n)
                 self.lost[kind] = self.lost.get(kind, 0) + n
         self.t_tick_ns = now
@@ -720,7 +721,7 @@ class Session:
         if counted is None:
             return
         for loss in self.transport.unreported_losses([int(v) for v in counted]):
-            self.out.writer.write_loss(loss.cpu, loss.count, loss.t_first, loss.t_last, loss.kind)
+            self.out.writer.write_loss(loss)
             self.out.add_loss(loss.kind, loss.count)
             self.lost[loss.kind] = self.lost.get(loss.kind, 0) + loss.count
 

@@ -13,21 +13,14 @@ by the session's timer.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from aether_rec.errors import RecorderError
+from aether_rec.format.records import Loss
 
-
-@dataclass
-class Loss:
-    cpu: int
-    count: int
-    t_first: int  # CLOCK_MONOTONIC ns: the loss happened in [t_first, t_last]
-    t_last: int
-    kind: str
+__all__ = ["TRANSPORTS", "Loss", "Transport", "make_transport"]
 
 
 class Transport(ABC):

@@ -363,7 +363,7 @@ class Session:
         self._oldest_end_ns: int | None = None  # completion time of the oldest unwritten event
         self.redactor: Any = None
         if opts.redact:
-            from aether_rec.ops.redact import Redactor
+            from aether_rec.redaction import Redactor
 
             key = opts.redact_key
             self.redactor = Redactor(

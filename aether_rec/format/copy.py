@@ -28,7 +28,7 @@ from aether_rec.format.blocks import (
 )
 from aether_rec.format.chunk import ChunkInfo
 from aether_rec.format.columns import read_summary
-from aether_rec.format.records import Loss
+from aether_rec.format.records import Loss, Meta
 from aether_rec.format.writer import CaptureWriter
 
 ChunkFn = Callable[[bytes], tuple[bytes, ChunkInfo]]
@@ -92,11 +92,8 @@ def copy_blocks(
                 writer.write_loss(Loss.from_doc(unpack(item.payload, "loss block"), item.offset))
                 report.losses += 1
             elif item.type == META:
-                doc = unpack(item.payload, "meta block")
-                table, rows = doc.get("table"), doc.get("rows")
-                if not isinstance(table, str) or not isinstance(rows, list):
-                    raise DamagedCaptureError("meta block is malformed")
-                writer.write_meta(table, meta(table, rows) if meta is not None else rows)
+                m = Meta.from_doc(unpack(item.payload, "meta block"), item.offset)
+                writer.write_meta(m.table, meta(m.table, m.rows) if meta is not None else m.rows)
                 report.metas += 1
             elif item.type == INDX:
                 report.had_index = True

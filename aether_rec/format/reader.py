@@ -37,9 +37,10 @@ from aether_rec.format.blocks import (
     unpack,
 )
 from aether_rec.format.chunk import Chunk, ChunkInfo
+from aether_rec.format.clock import ClockMap, pairs_of
 from aether_rec.format.columns import Codec, decode_chunk, read_summary
 from aether_rec.format.limits import MAX_INDEX_ENTRIES, MAX_MERGE_BYTES
-from aether_rec.format.records import Loss, MetaRef
+from aether_rec.format.records import Loss, Meta, MetaRef
 from aether_rec.schema import COLUMN_BY_NAME, is_real_loss
 
 
@@ -67,8 +68,9 @@ class Capture:
         self._chunks: list[ChunkInfo] | None = None
         self._losses: list[Loss] | None = None
         self._metas: list[MetaRef] | None = None
-        self._scanned_meta: dict[int, dict[str, Any]] = {}
+        self._scanned_meta: dict[int, Meta] = {}
         self.index_stats: dict[str, Any] = {}
+        self._clock: ClockMap | None = None
         try:
             self.major, self.minor = check_preamble(self._f.read(PREAMBLE_SIZE))
             self.header = self._read_header()
@@ -154,9 +156,9 @@ class Capture:
                 elif item.type == LOSS:
                     losses.append(Loss.from_doc(unpack(item.payload, "loss block"), item.offset))
                 elif item.type == META:
-                    doc = unpack(item.payload, "meta block")
-                    self._scanned_meta[item.offset] = doc
-                    metas.append(MetaRef(item.offset, str(doc.get("table", ""))))
+                    m = Meta.from_doc(unpack(item.payload, "meta block"), item.offset)
+                    self._scanned_meta[item.offset] = m
+                    metas.append(MetaRef(item.offset, m.table))
                 # HEAD (again), INDX, TRLR and unknown types: skipped.
             except (DamagedCaptureError, AttributeError, TypeError, ValueError, KeyError) as exc:
                 self._warn(f"block at offset {item.offset} is malformed ({exc}); skipped it")
@@ -199,15 +201,17 @@ class Capture:
             if ref.table != table:
                 continue
             offset = ref.offset
-            doc = self._scanned_meta.get(offset)
-            if doc is None:
+            m = self._scanned_meta.get(offset)
+            if m is None:
                 block = self._block_at(offset, META)
                 if block is None:
                     continue
-                doc = unpack(block.payload, "meta block")
-            got = doc.get("rows") if isinstance(doc, dict) else None
-            if isinstance(got, list):
-                rows.extend(r for r in got if isinstance(r, dict))
+                try:
+                    m = Meta.from_doc(unpack(block.payload, "meta block"), offset)
+                except DamagedCaptureError as exc:
+                    self._warn(f"block at offset {offset} is malformed ({exc}); skipped it")
+                    continue
+            rows.extend(m.rows)
         return rows
 
     def meta_tables(self) -> list[str]:
@@ -224,36 +228,24 @@ class Capture:
         block = self._block_at(info.offset, CHNK)
         return None if block is None else frame(CHNK, block.payload)
 
+    def clock_map(self) -> ClockMap:
+        """The capture's clock mapping (header pairs and the ``clock`` table), read once:
+        the one monotonic -> wall-clock conversion every tool uses (format/clock.py)."""
+        if self._clock is None:
+            self._clock = ClockMap(pairs_of(self.header, self.meta("clock")))
+        return self._clock
+
     def clock_pairs(self) -> np.ndarray:
         """(mono_ns, real_ns) pairs from the header and the ``clock`` table, by mono."""
-        pairs: list[tuple[int, int]] = []
-        clock = self.header.get("clock")
-        for p in clock if isinstance(clock, list) else []:
-            if isinstance(p, (list, tuple)) and len(p) == 2 and _i64(p[0]) and _i64(p[1]):
-                pairs.append((p[0], p[1]))
-        for row in self.meta("clock"):
-            if _i64(row.get("mono")) and _i64(row.get("real")):
-                pairs.append((row["mono"], row["real"]))
-        if not pairs:
-            return np.zeros((0, 2), dtype=np.int64)
-        return np.array(sorted(pairs), dtype=np.int64)
+        return self.clock_map().array()
 
     def mono_to_real(self, mono: Any) -> Any:
-        """Wall-clock ns (CLOCK_REALTIME) for monotonic ns, through the clock mapping."""
-        pairs = self.clock_pairs()
-        if len(pairs) == 0:
+        """Wall-clock ns (CLOCK_REALTIME) for monotonic ns, through the clock mapping
+        (unchanged without one); int64, saturating (see ClockMap.to_real)."""
+        clock = self.clock_map()
+        if not clock:
             return mono
-        # ts is unsigned; values of 2**63 and more (never real) wrap instead of raising.
-        arr = np.asarray(mono)
-        arr = arr.astype(np.uint64).view(np.int64) if arr.dtype.kind == "u" else arr.astype(np.int64)
-        with np.errstate(over="ignore"):
-            if len(pairs) == 1:
-                return arr + (pairs[0, 1] - pairs[0, 0])
-            # Interpolate the offsets relative to the first one: absolute offsets (~1.8e18)
-            # are only exact to 256 ns in float64, their differences to well under 1 ns.
-            off = pairs[:, 1] - pairs[:, 0]
-            rel = np.interp(arr, pairs[:, 0], (off - off[0]).astype(np.float64))
-            return arr + off[0] + np.rint(rel).astype(np.int64)
+        return clock.to_real(mono)
 
     # -- events -----------------------------------------------------------------
     def chunks(
@@ -398,9 +390,11 @@ class Capture:
         return problems
 
     # -- following a growing file ---------------------------------------------------
-    def follow(self, stop: Callable[[], bool], poll: float = 0.25) -> Iterator[Chunk | Loss]:
-        """Chunks and losses in file order as a recorder appends them, until the trailer
-        is written or ``stop()`` is true (like ``tail -f``)."""
+    def follow(
+        self, stop: Callable[[], bool], poll: float = 0.25, meta: bool = False
+    ) -> Iterator[Chunk | Loss | Meta]:
+        """Chunks and losses (and with ``meta`` metadata blocks) in file order as a recorder
+        appends them, until the trailer is written or ``stop()`` is true (like ``tail -f``)."""
         offset = self._first_block
         while not stop():
             self._f.seek(offset)
@@ -418,6 +412,8 @@ class Capture:
                 yield decode_chunk(block.payload, info, self._codecs)
             elif block.type == LOSS:
                 yield Loss.from_doc(unpack(block.payload, "loss block"), block.offset)
+            elif block.type == META and meta:
+                yield Meta.from_doc(unpack(block.payload, "meta block"), block.offset)
             elif block.type in (INDX, TRLR):
                 return
 
@@ -445,10 +441,6 @@ def _rows(index: Any, key: str) -> list[Any]:
     if not isinstance(rows, list) or len(rows) > MAX_INDEX_ENTRIES:
         raise LimitError(f"index {key} list is malformed or too long")
     return rows
-
-
-def _i64(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and -(1 << 63) <= v < 1 << 63
 
 
 def _nbytes(chunk: Chunk) -> int:

@@ -76,3 +76,25 @@ class MetaRef:
         if not isinstance(row, (list, tuple)) or len(row) < 2:
             raise DamagedCaptureError("index meta entry is malformed")
         return cls(checked_int(row[0], "index meta entry"), str(row[1]))
+
+
+@dataclass
+class Meta:
+    """A META block (section 8): rows of metadata table ``table``. Rows that are not maps
+    (damage) are dropped when reading."""
+
+    table: str
+    rows: list[dict[str, Any]]
+    offset: int = -1
+
+    def to_doc(self) -> dict[str, Any]:
+        return {"table": self.table, "rows": self.rows}
+
+    @classmethod
+    def from_doc(cls, doc: Any, offset: int = -1) -> Meta:
+        if not isinstance(doc, dict):
+            raise DamagedCaptureError("meta block is not a map")
+        table, rows = doc.get("table"), doc.get("rows")
+        if not isinstance(table, str) or not isinstance(rows, list):
+            raise DamagedCaptureError("meta block is malformed")
+        return cls(table, [r for r in rows if isinstance(r, dict)], offset)

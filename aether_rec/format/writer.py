@@ -34,7 +34,7 @@ from aether_rec.format.blocks import (
 from aether_rec.format.chunk import Chunk, ChunkInfo
 from aether_rec.format.columns import ChunkTooLarge, Codec, compact_dictionary, get_codec
 from aether_rec.format.limits import MAX_CHUNK_EVENTS, MAX_INDEX_ENTRIES, MAX_META_ROWS, MAX_STR_LEN
-from aether_rec.format.records import Loss, MetaRef
+from aether_rec.format.records import Loss, Meta, MetaRef
 from aether_rec.schema import schema_for_header
 
 
@@ -268,7 +268,7 @@ class CaptureWriter:
 
     def _write_meta(self, table: str, rows: list[dict[str, Any]]) -> None:
         try:
-            block = frame(META, pack({"table": table, "rows": rows}, "metadata block"))
+            block = frame(META, pack(Meta(table, rows).to_doc(), "metadata block"))
         except LimitError:
             if len(rows) < 2:
                 raise

@@ -51,9 +51,8 @@ class ExportReport:
 
 
 def _to_real(cap: Capture) -> Callable[[np.ndarray], np.ndarray] | None:
-    if len(cap.clock_pairs()) == 0:
-        return None
-    return lambda ts: np.asarray(cap.mono_to_real(ts), dtype=np.int64)
+    clock = cap.clock_map()
+    return clock.to_real if clock else None
 
 
 def export_rows(cap: Capture, out: IO[str], sel: Selection, fmt: str) -> ExportReport:

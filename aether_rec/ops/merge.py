@@ -108,10 +108,9 @@ def plan(inputs: Sequence[MergeInput], *, align: bool = True, offsets: dict[int,
         inp.events = sum(i.n for i in infos)
         inp.t_first = min((i.t_first for i in infos), default=0)
         inp.t_last = max((i.t_last for i in infos), default=0)
-        if len(inp.cap.clock_pairs()):
-            inp.wall_offset = (
-                int(inp.cap.mono_to_real(np.array([inp.t_first], dtype=np.int64))[0]) - inp.t_first
-            )
+        clock = inp.cap.clock_map()
+        if clock:
+            inp.wall_offset = clock.offset(inp.t_first)
     with_clock = [inp for inp in inputs if inp.wall_offset is not None]
     ref = min(with_clock, key=lambda i: i.wall_offset or 0).index if with_clock else 0
     if align and with_clock and len(with_clock) < len(inputs):
@@ -391,16 +390,26 @@ def merge_captures(
     with contextlib.ExitStack() as stack, CaptureWriter(out, header, overwrite=overwrite, threads=-1) as w:
         for r in raws:
             stack.callback(r.close)
-        ref_domain = {k for k, inp in enumerate(inputs) if inp.shift == inputs[ref].shift}
+        # The output's clock mapping: every pair (header and table) of the inputs that share
+        # the reference's monotonic clock, so each of their events keeps its wall time;
+        # inputs of other clock domains were aligned by shifting, their pairs no longer apply.
+        in_header = {tuple(p) for p in header["clock"] or [] if isinstance(p, list)}
+        clock_rows = [
+            {"mono": m, "real": r}
+            for m, r in sorted({p for inp in inputs if inp.shift == inputs[ref].shift
+                                for p in inp.cap.clock_map().shifted(inp.shift - inputs[ref].shift)})
+            if (m, r) not in in_header
+        ]
+        if clock_rows:
+            w.write_meta("clock", clock_rows)
         for inp in inputs:
             for name in meta_tables(inp.cap):
-                if name == "clock" and inp.index not in ref_domain:
-                    continue  # another clock domain: its mapping no longer applies
+                if name == "clock":
+                    continue  # written above
                 rows = []
                 for row in inp.cap.meta(name):
                     tagged = dict(row)
-                    if name != "clock":
-                        tagged.setdefault("source", inp.source)
+                    tagged.setdefault("source", inp.source)
                     key = (name, repr(sorted(tagged.items())))
                     if key not in seen_rows:
                         seen_rows.add(key)

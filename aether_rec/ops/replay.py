@@ -20,8 +20,9 @@ import numpy as np
 
 from aether_rec.errors import UsageError
 from aether_rec.format.chunk import Chunk
+from aether_rec.format.clock import ClockMap, pairs_of
 from aether_rec.format.reader import Capture
-from aether_rec.format.records import Loss
+from aether_rec.format.records import Loss, Meta
 from aether_rec.ops.expr import Filter
 from aether_rec.ops.rows import FORMATS, header_line, lines
 from aether_rec.ops.window import Selection
@@ -38,9 +39,8 @@ class ReplayReport:
 
 
 def _to_real(cap: Capture) -> Callable[[np.ndarray], np.ndarray] | None:
-    if len(cap.clock_pairs()) == 0:
-        return None
-    return lambda ts: np.asarray(cap.mono_to_real(ts), dtype=np.int64)
+    clock = cap.clock_map()
+    return clock.to_real if clock else None
 
 
 def _source(cap: Capture) -> str:
@@ -131,35 +131,56 @@ def follow(
     poll: float = 0.25,
     header: bool = True,
 ) -> ReplayReport:
-    """Print chunks as a recorder appends them (file order), until the capture is complete."""
+    """Print chunks as a recorder appends them (file order), until the capture is complete.
+
+    Wall times come from the same ClockMap as ``replay``'s, grown as the recorder appends
+    clock rows: a chunk whose last event is past the newest clock pair waits for the next
+    one (or the end of the file), so that its times are the ones ``replay`` prints later."""
     if fmt not in FORMATS:
         raise UsageError(f"unknown format {fmt!r} (choose from {', '.join(FORMATS)})")
     rep = ReplayReport()
-    # only the header's clock pair: reading the clock table would scan a file still growing
-    pairs = [p for p in cap.header.get("clock") or [] if isinstance(p, (list, tuple)) and len(p) == 2]
-    to_real = None
-    if pairs:
-        off = int(pairs[0][1]) - int(pairs[0][0])
-        to_real = lambda ts: ts + off  # noqa: E731
+    pairs = pairs_of(cap.header)
+    clock = ClockMap(pairs)
     src = _source(cap)
     head = header_line(fmt) if header else None
     if head:
         out.write(head)
         out.flush()
-    for item in cap.follow(stop, poll=poll):
+    held: list[Chunk | Loss] = []
+
+    def ready(item: Chunk | Loss) -> bool:
+        if not clock or not isinstance(item, Chunk) or not item.n:
+            return True
+        return int(item.column("ts").max()) <= clock.pairs[-1][0]
+
+    def emit(item: Chunk | Loss) -> None:
         if isinstance(item, Chunk):
-            chunk = item
-            if not where.is_trivial:
-                mask = where.mask(chunk)
-                if not mask.any():
-                    continue
-                chunk = chunk.take(mask)
-            out.write("".join(lines(fmt, chunk, to_real, src)))
-            rep.events += chunk.n
+            out.write("".join(lines(fmt, item, clock.to_real if clock else None, src)))
+            rep.events += item.n
         else:
             line = _loss_line(fmt, item)
             if line:
                 out.write(line)
             rep.losses += 1
+
+    def release(everything: bool = False) -> None:
+        while held and (everything or ready(held[0])):
+            emit(held.pop(0))
         out.flush()
+
+    for item in cap.follow(stop, poll=poll, meta=True):
+        if isinstance(item, Meta):
+            if item.table == "clock":
+                pairs += pairs_of({}, item.rows)
+                clock = ClockMap(pairs)
+                release()
+            continue
+        if isinstance(item, Chunk) and not where.is_trivial:
+            mask = where.mask(item)
+            if not mask.any():
+                continue
+            item = item.take(mask)
+        held.append(item)
+        release()
+    release(everything=True)
     return rep

@@ -19,6 +19,7 @@ import numpy as np
 
 from aether_rec.errors import UsageError
 from aether_rec.format.chunk import Chunk, ChunkInfo
+from aether_rec.format.clock import ClockMap
 from aether_rec.format.reader import Capture
 from aether_rec.ops.expr import ALIASES, FIELDS, MATCH_ALL, Filter, field_values, string_codes
 from aether_rec.ops.histogram import (
@@ -79,21 +80,12 @@ class _Input:
     infos: list[ChunkInfo]
     has_clock: bool
     source: str
-    pairs: np.ndarray | None = None  # (mono, real) clock pairs, read once
+    clock: ClockMap  # read once, before any helper thread reads chunks
 
     def to_real(self, mono: np.ndarray) -> np.ndarray:
-        """Wall-clock ns, as Capture.mono_to_real, from pairs read once (no file access: safe
-        while a helper thread reads chunks)."""
-        if self.pairs is None:
-            self.pairs = self.cap.clock_pairs()
-        pairs = self.pairs
-        arr = np.asarray(mono).astype(np.int64)
-        if len(pairs) == 0:
-            return arr
-        if len(pairs) == 1:
-            return arr + int(pairs[0, 1] - pairs[0, 0])
-        off = pairs[:, 1] - pairs[:, 0]
-        return arr + np.interp(arr, pairs[:, 0], off).astype(np.int64)
+        """Wall-clock ns through the capture's ClockMap (no file access: safe while a helper
+        thread reads chunks)."""
+        return self.clock.to_real(mono)
 
 
 def _source_name(cap: Capture) -> str:
@@ -408,8 +400,8 @@ def compute(
     inputs: list[_Input] = []
     for k, cap in enumerate(caps):
         infos = [i for i in cap.chunk_infos() if i.n and filters[k].can_match(i)]
-        pairs = cap.clock_pairs()
-        inputs.append(_Input(k, cap, infos, len(pairs) > 0, _source_name(cap), pairs))
+        clock = cap.clock_map()
+        inputs.append(_Input(k, cap, infos, bool(clock), _source_name(cap), clock))
     use_real = all(inp.has_clock for inp in inputs)
     acc = _Acc(opts, GroupedHistograms(opts.precision))
     acc.queue = Histogram(opts.precision)

@@ -24,17 +24,13 @@ def capture_start(cap: Capture) -> int | None:
 
 def real_to_mono(cap: Capture, real_ns: int) -> int:
     """Invert the capture's clock mapping (monotonic -> wall clock) at one instant."""
-    pairs = cap.clock_pairs()
-    if len(pairs) == 0:
+    clock = cap.clock_map()
+    if not clock:
         raise UsageError(
             f"{cap.name}: the capture has no wall-clock mapping; give times relative to its start "
             "(e.g. --since +2.5s)"
         )
-    offsets = pairs[:, 1] - pairs[:, 0]
-    reals = pairs[:, 1]
-    if len(pairs) == 1:
-        return int(real_ns - offsets[0])
-    return int(real_ns - int(np.interp(real_ns, reals, offsets)))
+    return clock.to_mono(real_ns)
 
 
 def resolve_bound(cap: Capture, text: str | None) -> int | None:

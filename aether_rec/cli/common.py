@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import click
@@ -31,16 +31,28 @@ def fail(exc: AetherError) -> click.ClickException:
 
 
 @contextlib.contextmanager
-def open_capture(path: str, strict: bool = False) -> Iterator[Capture]:
-    """Open a capture for a command ("-" is stdin); its warnings go to stderr at the end."""
-    src: Any = sys.stdin.buffer if path == "-" else path
-    cap = Capture(src, strict=strict)
+def open_captures(paths: Sequence[str], strict: bool = False) -> Iterator[list[Capture]]:
+    """Open captures for a command ("-" is stdin, once); their warnings go to stderr at the
+    end, once each, and nowhere else."""
+    if list(paths).count("-") > 1:
+        raise UsageError("'-' (stdin) can be given only once")
+    caps: list[Capture] = []
     try:
-        yield cap
+        for p in paths:
+            caps.append(Capture(sys.stdin.buffer if p == "-" else p, strict=strict))
+        yield caps
     finally:
-        for w in cap.warnings:
-            warn(w)
-        cap.close()
+        for cap in caps:
+            for w in cap.warnings:
+                warn(w)
+            cap.close()
+
+
+@contextlib.contextmanager
+def open_capture(path: str, strict: bool = False) -> Iterator[Capture]:
+    """One capture, as open_captures opens it."""
+    with open_captures([path], strict) as caps:
+        yield caps[0]
 
 
 def echo_json(obj: Any) -> None:

@@ -5,24 +5,23 @@ stderr; domain errors become one line and exit 1 (2 for usage errors) in the mai
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import sys
-from collections.abc import Callable, Iterator, Sequence
-from typing import Any, BinaryIO, TypeVar
+from collections.abc import Callable, Iterator
+from typing import Any, BinaryIO, TypeVar, cast
 
 import click
 
-from aether_rec.cli.common import note, warn
+from aether_rec.cli.common import note, open_captures, warn
 from aether_rec.errors import UsageError
-from aether_rec.format.reader import Capture
-from aether_rec.ops import expr as expr_mod
 from aether_rec.ops.filter import filter_capture
 from aether_rec.ops.report import render_stats
-from aether_rec.ops.stats import StatsOptions, check_by
+from aether_rec.ops.stats import StatsOptions
 from aether_rec.ops.stats import compute as compute_stats
 from aether_rec.ops.text import printable_doc
 from aether_rec.ops.units import fmt_count, parse_duration
-from aether_rec.ops.window import Selection, select
+from aether_rec.ops.window import SelectionSpec
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -31,7 +30,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def selection_options(func: F) -> F:
-    """``--where --since --until --pid --comm --min-latency --layer --op``."""
+    """``--where --since --until --pid --comm --min-latency --layer --op``, handed to the
+    command as one typed ``selection`` argument (ops.window.SelectionSpec); checking it is
+    the library's job (``SelectionSpec.resolve``)."""
     opts = [
         click.option(
             "-e",
@@ -57,48 +58,19 @@ def selection_options(func: F) -> F:
             "--op", "ops", multiple=True, help="Only these ops (read, pwrite, fsync...; comma list)."
         ),
     ]
+
+    @functools.wraps(func)
+    def with_selection(*args: Any, where: tuple[str, ...], since: str | None, until: str | None,
+                       pids: tuple[int, ...], comms: tuple[str, ...], min_latency: str | None,
+                       layers: tuple[str, ...], ops: tuple[str, ...], **kw: Any) -> Any:
+        kw["selection"] = SelectionSpec(tuple(where), since, until, tuple(pids), tuple(comms),
+                                        min_latency, tuple(layers), tuple(ops))
+        return func(*args, **kw)
+
+    wrapped: Any = with_selection
     for o in reversed(opts):
-        func = o(func)
-    return func
-
-
-def _expressions(kw: dict[str, Any], positional: str | None = None) -> list[str]:
-    exprs: list[str] = []
-    if positional:
-        exprs.append(positional)
-    exprs.extend(kw.pop("where", ()) or ())
-    short = expr_mod.shortcuts(
-        pids=kw.pop("pids", ()) or (),
-        comms=kw.pop("comms", ()) or (),
-        min_latency=kw.pop("min_latency", None),
-        layers=kw.pop("layers", ()) or (),
-        ops=kw.pop("ops", ()) or (),
-    )
-    if short:
-        exprs.append(short)
-    return exprs
-
-
-def _selection(cap: Capture, kw: dict[str, Any], positional: str | None = None) -> Selection:
-    exprs = _expressions(kw, positional)
-    return select(cap, exprs, kw.pop("since", None), kw.pop("until", None))
-
-
-@contextlib.contextmanager
-def open_captures(paths: Sequence[str], strict: bool = False) -> Iterator[list[Capture]]:
-    """Open several captures ("-" is stdin, once); warnings go to stderr at the end."""
-    if list(paths).count("-") > 1:
-        raise UsageError("'-' (stdin) can be given only once")
-    caps: list[Capture] = []
-    try:
-        for p in paths:
-            caps.append(Capture(sys.stdin.buffer if p == "-" else p, strict=strict))
-        yield caps
-    finally:
-        for cap in caps:
-            for w in cap.warnings:
-                warn(w)
-            cap.close()
+        wrapped = o(wrapped)
+    return cast(F, wrapped)
 
 
 def _output(path: str) -> str | BinaryIO:
@@ -168,7 +140,7 @@ def stats(
     as_json: bool,
     no_histogram: bool,
     strict: bool,
-    **kw: Any,
+    selection: SelectionSpec,
 ) -> None:
     """Summarise captures: span, IOPS, throughput, latency percentiles, errors, histograms.
 
@@ -183,24 +155,16 @@ def stats(
       aether-rec stats host1.aio host2.aio --by source --json > summary.json
       aether-rec stats run.aio -e 'lat > 5ms and comm == "postgres"'
     """
-    by_cols = check_by([c for c in (by or "").split(",") if c.strip()])
-    interval_ns = parse_duration(interval) if interval else None
-    if interval_ns is not None and interval_ns <= 0:
-        raise UsageError("--interval must be positive")
-    exprs = _expressions(kw)
-    since, until = kw.pop("since", None), kw.pop("until", None)
     with open_captures(files, strict=strict) as caps:
-        sels = [select(cap, exprs, since, until) for cap in caps]
-        filters = [sel.filter for sel in sels]
+        sels = [selection.resolve(cap) for cap in caps]
         opts = StatsOptions(
             filter_text=sels[0].text if sels else None,
-            by=by_cols,
-            interval_ns=interval_ns,
+            by=(by or "").split(","),
+            interval_ns=parse_duration(interval) if interval else None,
             top=top,
             max_groups=max_groups,
-            where=filters[0] if filters else expr_mod.MATCH_ALL,
         )
-        doc = compute_stats(caps, opts, per_input=filters)
+        doc = compute_stats(caps, opts, per_input=sels)
     _loss_warning(doc)
     if as_json:
         click.echo(json.dumps(doc, indent=2))
@@ -248,12 +212,14 @@ Examples:
 @click.option("--force", is_flag=True, help="Overwrite OUTPUT if it exists.")
 @click.option("--strict", is_flag=True, help="Treat any damage in IN as an error.")
 @selection_options
-def filter_cmd(src: str, expression: str | None, output: str, force: bool, strict: bool, **kw: Any) -> None:
+def filter_cmd(
+    src: str, expression: str | None, output: str, force: bool, strict: bool, selection: SelectionSpec
+) -> None:
     if src != "-" and output != "-" and _same_file(src, output):
         raise UsageError("the output would overwrite the input; choose another -o")
     with open_captures([src], strict=strict) as caps:
         cap = caps[0]
-        sel = _selection(cap, kw, expression)
+        sel = selection.with_expression(expression).resolve(cap)
         if not sel.texts:
             note("no expression or option given: copying every event")
         rep = filter_capture(cap, _output(output), sel, overwrite=force)
@@ -317,8 +283,7 @@ def merge(
         inputs = [MergeInput(cap, label) for cap, label in zip(caps, files)]
         rep = merge_captures(inputs, _output(output), align=not no_align, offsets=shifts, overwrite=force)
     for w in rep.warnings:
-        if not any(w == x for cap in caps for x in cap.warnings):
-            warn(w)
+        warn(w)
     if rep.duplicate_chunks:
         warn(
             f"skipped {fmt_count(rep.duplicate_events)} events in {rep.duplicate_chunks} chunks "
@@ -360,7 +325,7 @@ def replay(
     follow: bool,
     no_header: bool,
     strict: bool,
-    **kw: Any,
+    selection: SelectionSpec,
 ) -> None:
     """Print events in time order, one line each (or jsonl/csv), optionally paced.
 
@@ -382,17 +347,16 @@ def replay(
     if follow:
         if speed:
             raise UsageError("--speed cannot be combined with --follow (events are shown as they arrive)")
-        if kw.get("since") or kw.get("until"):
+        if selection.has_window:
             raise UsageError("--since/--until cannot be combined with --follow")
         if src == "-":
             raise UsageError("--follow needs a file, not stdin")
     with open_captures([src], strict=strict) as caps:
         cap = caps[0]
+        sel = selection.with_expression(expression).resolve(cap)
         if follow:
-            where = expr_mod.combine(*_expressions(kw))
-            follow_capture(cap, out, where, fmt=fmt, header=not no_header)
+            follow_capture(cap, out, sel, fmt=fmt, header=not no_header)
         else:
-            sel = _selection(cap, kw, expression)
             replay_capture(cap, out, sel, fmt=fmt, speed=speed, header=not no_header)
 
 
@@ -431,7 +395,7 @@ def export(
     sample: bool,
     force: bool,
     strict: bool,
-    **kw: Any,
+    selection: SelectionSpec,
 ) -> None:
     """Export events for other tools: jsonl, csv, perfetto (Chrome JSON), parquet.
 
@@ -459,7 +423,7 @@ def export(
         raise UsageError("parquet is written to a file: give -o FILE.parquet")
     with open_captures([src], strict=strict) as caps:
         cap = caps[0]
-        sel = _selection(cap, kw, expression)
+        sel = selection.with_expression(expression).resolve(cap)
         try:
             if fmt == "parquet":
                 rep = export_parquet(cap, output, sel)

@@ -75,9 +75,8 @@ def export_rows(cap: Capture, out: IO[str], sel: Selection, fmt: str) -> ExportR
 
 def count_matches(cap: Capture, sel: Selection) -> int:
     """Exact number of selected events (index only when the selection is a window or nothing)."""
-    f = sel.filter
-    infos = [i for i in cap.chunk_infos() if i.n and (f.is_trivial or f.can_match(i))]
-    if all(f.is_trivial or f.must_match(i) for i in infos):
+    infos = [i for i in cap.chunk_infos() if i.n and sel.can_match(i)]
+    if all(sel.must_match(i) for i in infos):
         return sum(i.n for i in infos)
     return sum(c.n for c in sel.chunks(cap))
 
@@ -95,8 +94,7 @@ def export_perfetto(
     sample: bool = False,
 ) -> ExportReport:
     rep = ExportReport()
-    f = sel.filter
-    upper = sum(i.n for i in cap.chunk_infos() if i.n and (f.is_trivial or f.can_match(i)))
+    upper = sum(i.n for i in cap.chunk_infos() if i.n and sel.can_match(i))
     # count exactly (a decoding pass) only when the index alone cannot rule out the cap
     matched = upper if upper <= max_events else count_matches(cap, sel)
     rep.matched = matched
@@ -177,9 +175,7 @@ def export_perfetto(
             rep.slices += 1
         rep.events += chunk.n
     for loss in cap.losses():
-        if sel.t_min is not None and loss.t_last < sel.t_min:
-            continue
-        if sel.t_max is not None and loss.t_first >= sel.t_max:
+        if not sel.keeps_loss(loss):
             continue
         emit(
             {

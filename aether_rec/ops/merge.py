@@ -65,7 +65,7 @@ class MergeReport:
     duplicate_events: int = 0
     losses: int = 0
     reference: int = 0
-    warnings: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # merge's own (each capture keeps its own)
 
 
 def parse_offsets(specs: Sequence[str], labels: Sequence[str]) -> dict[int, int]:
@@ -451,6 +451,4 @@ def merge_captures(
                 rep.losses += 1
     rep.duplicate_chunks = sum(i.duplicate_chunks for i in inputs)
     rep.duplicate_events = sum(i.duplicate_events for i in inputs)
-    for inp in inputs:
-        rep.warnings.extend(inp.cap.warnings)
     return rep

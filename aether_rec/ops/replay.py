@@ -124,7 +124,7 @@ def replay(
 def follow(
     cap: Capture,
     out: IO[str],
-    where: Filter,
+    sel: Selection | Filter,
     *,
     fmt: str = "text",
     stop: Callable[[], bool] = lambda: False,
@@ -138,6 +138,8 @@ def follow(
     one (or the end of the file), so that its times are the ones ``replay`` prints later."""
     if fmt not in FORMATS:
         raise UsageError(f"unknown format {fmt!r} (choose from {', '.join(FORMATS)})")
+    if isinstance(sel, Filter):
+        sel = Selection(sel)
     rep = ReplayReport()
     pairs = pairs_of(cap.header)
     clock = ClockMap(pairs)
@@ -175,11 +177,11 @@ def follow(
                 clock = ClockMap(pairs)
                 release()
             continue
-        if isinstance(item, Chunk) and not where.is_trivial:
-            mask = where.mask(item)
-            if not mask.any():
+        if isinstance(item, Chunk):
+            kept = sel.apply(item)
+            if kept is None:
                 continue
-            item = item.take(mask)
+            item = kept
         held.append(item)
         release()
     release(everything=True)

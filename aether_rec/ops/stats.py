@@ -33,6 +33,7 @@ from aether_rec.ops.histogram import (
 )
 from aether_rec.ops.pipeline import prefetch
 from aether_rec.ops.units import iso_utc
+from aether_rec.ops.window import Selection
 from aether_rec.schema import FLAGS, LAYER_CODE, dev_name, layer_name, op_name
 
 SCHEMA_NAME = "aether-rec/stats"
@@ -386,20 +387,20 @@ def _finish_intervals(acc: _Acc, upto: float) -> None:
 def compute(
     caps: Sequence[Capture],
     opts: StatsOptions | None = None,
-    per_input: Sequence[Filter] | None = None,
+    per_input: Sequence[Selection] | None = None,
 ) -> dict[str, Any]:
     """Summarise ``caps`` together; returns the ``stats --json`` document. ``per_input`` gives
-    each capture its own filter (a time window is relative to each capture), else
+    each capture its own selection (a time window is relative to each capture), else
     ``opts.where`` applies to all."""
     opts = opts or StatsOptions()
     by = check_by(opts.by)
     opts.by = by
     if per_input is not None and len(per_input) != len(caps):
-        raise ValueError("per_input needs one filter per capture")
-    filters = list(per_input) if per_input is not None else [opts.where] * len(caps)
+        raise ValueError("per_input needs one selection per capture")
+    selections = list(per_input) if per_input is not None else [Selection(opts.where)] * len(caps)
     inputs: list[_Input] = []
     for k, cap in enumerate(caps):
-        infos = [i for i in cap.chunk_infos() if i.n and filters[k].can_match(i)]
+        infos = [i for i in cap.chunk_infos() if i.n and selections[k].can_match(i)]
         clock = cap.clock_map()
         inputs.append(_Input(k, cap, infos, bool(clock), _source_name(cap), clock))
     use_real = all(inp.has_clock for inp in inputs)
@@ -428,16 +429,10 @@ def compute(
     columns = None
     # a helper thread decompresses the next chunks while this one is analysed
     for inp, chunk, watermark in prefetch(interleave(inputs, columns, to_real=bool(opts.interval_ns))):
-        info = chunk.info
-        where = filters[inp.index]
-        if not where.is_trivial and not (info is not None and where.must_match(info)):
-            mask = where.mask(chunk)
-            n_match = int(np.count_nonzero(mask))
-            if n_match == 0:
-                continue
-            if n_match < chunk.n:
-                chunk = chunk.take(mask)
-                chunk.info = info
+        kept = selections[inp.index].apply(chunk)
+        if kept is None:
+            continue
+        chunk = kept
         real_ts = inp.to_real(chunk.column("ts")) if opts.interval_ns else None
         _process(acc, inp, chunk, real_ts, use_real)
         if opts.interval_ns:

@@ -34,7 +34,15 @@ from typing import Any
 
 import numpy as np
 
-from aether_rec.ops.expr.fields import ALIASES, FIELDS, ChunkLike, Field, field_values, string_codes
+from aether_rec.ops.expr.fields import (
+    ALIASES,
+    FIELDS,
+    ChunkLike,
+    Field,
+    enum_code,
+    field_values,
+    string_codes,
+)
 from aether_rec.ops.expr.lexer import ExprError, Token, tokenize
 from aether_rec.ops.expr.nodes import And, Compare, Const, HasFlags, InSet, Node, Not, Or, StrMatch
 from aether_rec.ops.expr.parser import Parser
@@ -43,7 +51,7 @@ from aether_rec.ops.units import parse_duration
 __all__ = [
     "ALIASES", "FIELDS", "MATCH_ALL", "And", "ChunkLike", "Compare", "Const", "ExprError", "Field",
     "Filter", "HasFlags", "InSet", "Node", "Not", "Or", "Parser", "StrMatch", "Token", "combine",
-    "field_values", "parse", "quote", "shortcuts", "string_codes", "tokenize",
+    "enum_code", "field_values", "parse", "quote", "shortcut_filter", "shortcuts", "string_codes", "tokenize",
 ]
 
 
@@ -125,6 +133,36 @@ def shortcuts(
     if op:
         parts.append("op in (" + ", ".join(op) + ")")
     return " and ".join(parts)
+
+
+def shortcut_filter(
+    *,
+    pids: Sequence[int] = (),
+    comms: Sequence[str] = (),
+    min_latency: str | None = None,
+    layers: Iterable[str] = (),
+    ops: Iterable[str] = (),
+) -> Filter:
+    """The CLI's ``--pid --comm --min-latency --layer --op`` options compiled straight to
+    nodes (their text, from ``shortcuts``, is only for showing the selection)."""
+    layers, ops = list(layers), list(ops)
+    text = shortcuts(pids=pids, comms=comms, min_latency=min_latency, layers=layers, ops=ops)
+    nodes: list[Node] = []
+    if pids:
+        nodes.append(InSet("pid", [int(p) for p in pids]))
+    if comms:
+        nodes.append(StrMatch("comm", list(comms)))
+    if min_latency:
+        nodes.append(Compare("lat", ">=", parse_duration(min_latency)))
+    lay = [x.strip() for v in layers for x in v.split(",") if x.strip()]
+    if lay:
+        nodes.append(InSet("layer", [enum_code("layer", x, "--layer") for x in lay]))
+    op = [x.strip() for v in ops for x in v.split(",") if x.strip()]
+    if op:
+        nodes.append(InSet("op", [enum_code("op", x, "--op") for x in op]))
+    if not nodes:
+        return MATCH_ALL
+    return Filter(text, nodes[0] if len(nodes) == 1 else And(nodes))
 
 
 def combine(*texts: str | None) -> Filter:

@@ -10,7 +10,8 @@ from typing import Protocol
 
 import numpy as np
 
-from aether_rec.schema import COLUMN_BY_NAME, FLAGS
+from aether_rec.errors import UsageError
+from aether_rec.schema import COLUMN_BY_NAME, FLAGS, LAYER_CODE, LAYERS, OP_CODE, OPS
 
 # -- the chunk protocol the expressions need ---------------------------------------------------
 
@@ -86,3 +87,13 @@ def string_codes(chunk: ChunkLike, name: str) -> tuple[np.ndarray, list[str]]:
     if d is None or name not in chunk.columns:
         return np.zeros(chunk.n, dtype=np.uint32), [""]
     return chunk.columns[name], d
+
+
+def enum_code(fld: str, word: str, where: str = "") -> int:
+    """The code of a layer or op name; UsageError naming the known ones otherwise."""
+    table, codes = (LAYERS, LAYER_CODE) if fld == "layer" else (OPS, OP_CODE)
+    code = codes.get(word.lower())
+    if code is None:
+        prefix = f"{where}: " if where else ""
+        raise UsageError(f"{prefix}unknown {fld} {word!r} (known: {', '.join(table.values())})")
+    return code

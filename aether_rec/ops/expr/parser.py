@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import re
 
-from aether_rec.ops.expr.fields import ALIASES, ERRNO_CODE, FIELDS, FLAG_CODE, U64_MAX
+from aether_rec.errors import UsageError
+from aether_rec.ops.expr.fields import ALIASES, ERRNO_CODE, FIELDS, FLAG_CODE, U64_MAX, enum_code
 from aether_rec.ops.expr.lexer import ExprError, Token, tokenize
 from aether_rec.ops.expr.nodes import (
     CMP_OPS,
@@ -21,7 +22,6 @@ from aether_rec.ops.expr.nodes import (
     StrMatch,
 )
 from aether_rec.ops.units import duration_factor, size_factor
-from aether_rec.schema import LAYER_CODE, LAYERS, OP_CODE, OPS
 
 # -- parser ---------------------------------------------------------------------------------
 
@@ -276,11 +276,12 @@ class Parser:
         word = str(t.value)
         key = word.lower()
         if kind == "enum":
-            table, codes = (LAYERS, LAYER_CODE) if fld == "layer" else (OPS, OP_CODE)
-            if key in codes:
-                self.next()
-                return codes[key]
-            raise self.error(f"unknown {fld} {word!r} (known: {', '.join(table.values())})", t)
+            try:
+                code = enum_code(fld, word)
+            except UsageError as exc:
+                raise self.error(str(exc), t) from None
+            self.next()
+            return code
         if kind in ("errno", "size") and fld in ("errno", "result") and word.upper() in ERRNO_CODE:
             self.next()
             return ERRNO_CODE[word.upper()]

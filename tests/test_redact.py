@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import zstandard
 from click.testing import CliRunner
+from fuzzing import blocks_of
 
 import aether_rec
 from aether_rec.cli import main
@@ -21,7 +22,6 @@ from aether_rec.format.blocks import CHNK
 from aether_rec.format.chunk import Chunk
 from aether_rec.format.synth import generate
 from aether_rec.format.writer import CaptureWriter
-from aether_rec.fuzz import blocks_of
 from aether_rec.ops.redact import Redactor, redact
 
 REPO = Path(__file__).resolve().parents[1]

@@ -80,7 +80,7 @@ def generate(
         k = 0
         while done < n_events:
             n = min(batch, n_events - done)
-            chunk, t = _batch(rng, n, t, rate, block_share, share, len(paths))
+            chunk, t = make_batch(rng, n, t, rate, block_share, share, len(paths))
             chunk.dicts = {"comm": comms, "path": paths}
             w.write_events(chunk)
             for _ in range(loss_at[k]):
@@ -91,10 +91,12 @@ def generate(
         return w.header
 
 
-def _batch(
+def make_batch(
     rng: np.random.Generator, n: int, t: int, rate: float, block_share: float,
     share: np.ndarray, n_paths: int,
 ) -> tuple[Chunk, int]:
+    """``n`` synthetic events after time ``t`` (ns) at about ``rate`` per second: the chunk
+    (comm and path as codes into PROCS' names and ``n_paths`` paths) and its last ts."""
     gaps = rng.exponential(1e9 / rate, n).astype(np.uint64) + np.uint64(1)
     ts = np.uint64(t) + np.cumsum(gaps)
     proc = rng.choice(len(PROCS), n, p=share).astype(np.uint32)

@@ -53,12 +53,12 @@ def scan_file(src: str | os.PathLike[str]) -> Iterator[Iterator[Block | Damage]]
     try:
         f = open(name, "rb")  # noqa: SIM115 - closed by the with below
     except OSError as exc:
-        raise CaptureError(f"{name}: cannot open ({exc.strerror or exc})") from None
+        raise CaptureError(f"cannot open ({exc.strerror or exc})", name) from None
     with f:
         try:
             check_preamble(f.read(PREAMBLE_SIZE))
         except CaptureError as exc:
-            raise type(exc)(f"{name}: {exc}") from None
+            raise exc.at(name) from None
         yield scan(f, PREAMBLE_SIZE, seekable=True)
 
 

@@ -78,10 +78,10 @@ class Capture:
             self.has_index = self._load_index()
         except CaptureError as exc:
             self.close()
-            msg = str(exc)
-            if not msg.startswith(self.name):
-                raise type(exc)(f"{self.name}: {msg}") from None
-            raise
+            err = exc.at(self.name)
+            if err is exc:
+                raise
+            raise err from None
         except BaseException:
             self.close()
             raise
@@ -91,14 +91,14 @@ class Capture:
         try:
             block = read_block(self._f, PREAMBLE_SIZE)
         except EOFError:
-            raise DamagedCaptureError(f"{self.name}: capture has no header block") from None
+            raise DamagedCaptureError("capture has no header block", self.name) from None
         except Damage as dmg:
-            raise DamagedCaptureError(f"{self.name}: header block damaged ({dmg.reason})") from None
+            raise DamagedCaptureError(f"header block damaged ({dmg.reason})", self.name) from None
         if block.type != HEAD:
-            raise DamagedCaptureError(f"{self.name}: first block is not a header")
+            raise DamagedCaptureError("first block is not a header", self.name)
         header = unpack(block.payload, "header")
         if not isinstance(header, dict):
-            raise DamagedCaptureError(f"{self.name}: header is not a map")
+            raise DamagedCaptureError("header is not a map", self.name)
         self._first_block = PREAMBLE_SIZE + block.length
         return header
 
@@ -402,7 +402,7 @@ class Capture:
                 block = read_block(self._f, offset)
             except (EOFError, Damage) as exc:
                 if isinstance(exc, Damage) and not exc.truncated:
-                    raise DamagedCaptureError(f"{self.name}: {exc.reason} at offset {offset}") from None
+                    raise DamagedCaptureError(f"{exc.reason} at offset {offset}", self.name) from None
                 time.sleep(poll)
                 continue
             offset += block.length
@@ -420,7 +420,7 @@ class Capture:
     # -- plumbing ---------------------------------------------------------------------
     def _warn(self, msg: str, hard: bool = True) -> None:
         if self.strict and hard:
-            raise DamagedCaptureError(f"{self.name}: {msg}")
+            raise DamagedCaptureError(msg, self.name)
         self.warnings.append(f"{self.name}: {msg}")
 
     def close(self) -> None:
@@ -459,14 +459,14 @@ def _py(v: Any) -> Any:
 def _open_path(path: str) -> BinaryIO:
     try:
         if os.path.isdir(path):
-            raise CaptureError(f"{path}: is a directory, not a capture")
+            raise CaptureError("is a directory, not a capture", path)
         return builtins.open(path, "rb")
     except FileNotFoundError:
-        raise CaptureError(f"{path}: no such file") from None
+        raise CaptureError("no such file", path) from None
     except PermissionError:
-        raise CaptureError(f"{path}: permission denied") from None
+        raise CaptureError("permission denied", path) from None
     except OSError as exc:
-        raise CaptureError(f"{path}: cannot open ({exc.strerror or exc})") from None
+        raise CaptureError(f"cannot open ({exc.strerror or exc})", path) from None
 
 
 def _seekable(f: IO[bytes]) -> BinaryIO:

@@ -39,7 +39,19 @@ from aether_rec.schema import schema_for_header
 
 
 class WriteError(AetherError):
-    """The output cannot be created or written (exists, symlink, disk full...)."""
+    """The output cannot be created or written (exists, symlink, disk full...): ``reason``
+    says why, ``path`` which output, ``broken_pipe`` whether the reader of a pipe went
+    away (not a failure of ours). ``str()`` is ``"path: reason"``."""
+
+    def __init__(self, reason: str, path: str | None = None, broken_pipe: bool = False) -> None:
+        self.reason = reason
+        self.path = path
+        self.broken_pipe = broken_pipe
+        super().__init__(f"{path}: {reason}" if path else reason)
+
+    def at(self, path: str) -> WriteError:
+        """The same error about ``path`` (a stream the writer only knew by its fd)."""
+        return WriteError(self.reason, path, self.broken_pipe)
 
 
 # Creating capture files. Recorders run as root, often in directories other users can
@@ -56,41 +68,46 @@ MODE = 0o600  # capture files: owner only
 
 
 def refuse_reason(path: str, force: bool) -> str:
+    """Why ``path`` cannot be created now, as a message naming it ("" when it can)."""
+    why = _refusal(path, force)
+    return f"{path}: {why}" if why else ""
+
+
+def _refusal(path: str, force: bool) -> str:
     """Why ``path`` cannot be created now ("" when it can), without creating it."""
     try:
         st = os.lstat(path)
     except OSError:
         return ""  # absent, or not ours to see: creating it will tell
     if stat.S_ISLNK(st.st_mode):
-        return f"{path}: is a symbolic link; refusing to follow or replace it"
+        return "is a symbolic link; refusing to follow or replace it"
     if not force:
-        return f"{path}: already exists (use --force to overwrite)"
+        return "already exists (use --force to overwrite)"
     if not stat.S_ISREG(st.st_mode):
-        return f"{path}: exists and is not a regular file; refusing to replace it"
+        return "exists and is not a regular file; refusing to replace it"
     return ""
 
 
 def create_output(path: str, force: bool = False) -> BinaryIO:
     """Create ``path`` for writing as described above; WriteError (one line) if not."""
-    why = refuse_reason(path, force)
-    if why:
-        raise WriteError(why)
+    if refuse_reason(path, force):
+        raise WriteError(_refusal(path, force) or "cannot be created now", path)
     if force:
         try:
             os.unlink(path)
         except FileNotFoundError:
             pass
         except OSError as exc:
-            raise WriteError(f"{path}: cannot replace it ({exc.strerror or exc})") from None
+            raise WriteError(f"cannot replace it ({exc.strerror or exc})", path) from None
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW
     try:
         fd = os.open(path, flags, MODE)
     except OSError as exc:
         if exc.errno in (errno.EEXIST, errno.ELOOP):
             # something was planted between the check and the open
-            why = refuse_reason(path, False) or f"{path}: appeared while it was being created"
-            raise WriteError(why) from None
-        raise WriteError(f"{path}: cannot create ({exc.strerror or exc})") from None
+            why = _refusal(path, False) or "appeared while it was being created"
+            raise WriteError(why, path) from None
+        raise WriteError(f"cannot create ({exc.strerror or exc})", path) from None
     try:
         os.fchmod(fd, MODE)
     except OSError:
@@ -348,10 +365,10 @@ class CaptureWriter:
             self._f.flush()
         except BrokenPipeError:
             self.closed = True
-            raise WriteError(f"{self.name}: reader went away (broken pipe)") from None
+            raise WriteError("reader went away (broken pipe)", self.name, broken_pipe=True) from None
         except OSError as exc:
             self.closed = True
-            raise WriteError(f"{self.name}: write failed ({exc.strerror or exc})") from None
+            raise WriteError(f"write failed ({exc.strerror or exc})", self.name) from None
         self.bytes_written += len(data)
 
 

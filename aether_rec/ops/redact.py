@@ -82,7 +82,7 @@ def redact(
                 f"{src}: header block missing or damaged; run `aether-rec recover` first")
         header = unpack(first.payload, "header")
         if not isinstance(header, dict):
-            raise DamagedCaptureError(f"{src}: header is not a map")
+            raise DamagedCaptureError("header is not a map", str(src))
         codec = header.get("codec")
         codecs: dict[str, Codec] = {}
         # The header goes first but lists what was redacted: what every capture has

@@ -175,3 +175,26 @@ def test_modules_stay_small_unless_they_are_one_thing() -> None:
     assert too_long == []
     stale = sorted(k for k in LONG_OK if long.get(k, 0) <= MAX_LINES)
     assert stale == [], f"no longer long, drop from LONG_OK: {stale}"
+
+
+def test_offline_outputs_are_driven_by_the_schema() -> None:
+    """A column added to schema.COLUMNS reaches the expression language, the row formats
+    (replay, export jsonl/csv) and parquet without another edit."""
+    import json
+
+    import numpy as np
+
+    from aether_rec.format.chunk import Chunk
+    from aether_rec.ops.expr import FIELDS
+    from aether_rec.ops.rows import CSV_FIELDS, lines
+    from aether_rec.schema import COLUMNS
+
+    names = [c.name for c in COLUMNS]
+    assert set(names) <= set(FIELDS)
+    assert set(names) <= set(CSV_FIELDS)
+    chunk = Chunk.from_columns({c.name: (np.array(["x"], dtype=object) if c.is_str else np.zeros(1, c.dtype))
+                                for c in COLUMNS})
+    (rec,) = [json.loads(x) for x in lines("jsonl", chunk, None)]
+    assert set(names) <= set(rec)
+    (row,) = lines("csv", chunk, None)
+    assert len(row.rstrip("\n").split(",")) == len(CSV_FIELDS)

@@ -15,9 +15,11 @@ import numpy as np
 from aether_rec.format.chunk import Chunk
 from aether_rec.ops.text import printable
 from aether_rec.ops.units import fmt_bytes, fmt_duration, iso_utc
-from aether_rec.schema import FLAGS, LAYERS, OPS, dev_name
+from aether_rec.schema import COLUMNS, FLAGS, LAYERS, OPS, dev_name
 
-CSV_FIELDS = (
+# The row fields, in this order, then every other column of schema.COLUMNS (a column added
+# there appears in replay and export rows without a change here).
+FIXED_FIELDS = (
     "time",
     "ts",
     "source",
@@ -39,6 +41,7 @@ CSV_FIELDS = (
     "cgroup",
     "flags",
 )
+CSV_FIELDS = FIXED_FIELDS + tuple(c.name for c in COLUMNS if c.name not in FIXED_FIELDS)
 
 ToReal = Callable[[np.ndarray], np.ndarray]
 
@@ -99,6 +102,8 @@ def columns(
         "queue": chunk.column("queue").tolist(),
         "cgroup": chunk.column("cgroup").tolist(),
         "flags": chunk.column("flags").tolist(),
+        **{c.name: (_strs(chunk, c.name, safe) if c.is_str else chunk.column(c.name).tolist())
+           for c in COLUMNS if c.name not in FIXED_FIELDS},
     }
 
 

@@ -42,6 +42,9 @@ SCHEMA_VERSION = 1
 BLOCK = LAYER_CODE["block"]
 F_QUEUED = next(bit for bit, name in FLAGS.items() if name == "queued")
 MAX_INTERVAL_ROWS = 100_000
+# --by: every group is tracked exactly (so that --max-groups keeps the largest), up to this
+# many; beyond it new groups are lumped into (other) and the document warns.
+MAX_TRACKED_GROUPS = 100_000
 BASE_COLUMNS = ("ts", "lat", "layer", "op", "bytes", "result", "queue", "flags")
 
 
@@ -167,6 +170,7 @@ class _Acc:
     # --by
     group_ids: dict[tuple[Any, ...], int] = field(default_factory=dict)
     groups: dict[int, _Group] = field(default_factory=dict)
+    untracked: bool = False
     # --interval
     intervals: GroupedHistograms | None = None
     iv_bytes: dict[int, int] = field(default_factory=dict)
@@ -325,8 +329,9 @@ def _process(
             gkey = _decode_key(int(gid), tables)
             slot = acc.group_ids.get(gkey)
             if slot is None:
-                if len(acc.group_ids) >= opts.max_groups:
-                    slot = -1
+                if len(acc.group_ids) >= MAX_TRACKED_GROUPS:
+                    slot = -1  # beyond what is tracked exactly: lumped (said in the warnings)
+                    acc.untracked = True
                 else:
                     slot = len(acc.group_ids)
                     acc.group_ids[gkey] = slot
@@ -394,6 +399,10 @@ def compute(
     ``opts.where`` applies to all."""
     opts = opts or StatsOptions()
     by = check_by(opts.by)
+    if "op" in by and "layer" not in by:
+        # the same op at two layers is two things (a read syscall and the block reads it
+        # caused): grouped rows keep layers apart, as the per-layer table does
+        by.insert(by.index("op"), "layer")
     opts.by = by
     if per_input is not None and len(per_input) != len(caps):
         raise ValueError("per_input needs one selection per capture")
@@ -632,11 +641,14 @@ def _document(acc: _Acc, inputs: Sequence[_Input], use_real: bool) -> dict[str, 
         "losses": _losses(inputs, use_real),
         "groups": None,
         "intervals": None,
-        "warnings": [w for inp in inputs for w in inp.cap.warnings],
+        "warnings": [w for inp in inputs for w in inp.cap.warnings] + (
+            [f"more than {MAX_TRACKED_GROUPS:,} groups: the groups seen after that were lumped into (other)"]
+            if acc.untracked else []),
     }
     if opts.by:
         grows = []
-        for grp in sorted(acc.groups.values(), key=lambda g: (-g.events, str(g.key))):
+        ranked = _largest_groups(acc)
+        for grp in ranked:
             if grp.key == ("(other)",):
                 key: dict[str, Any] = {name: "(other)" for name in opts.by}
             else:
@@ -655,12 +667,30 @@ def _document(acc: _Acc, inputs: Sequence[_Input], use_real: bool) -> dict[str, 
         doc["groups"] = {
             "by": list(opts.by),
             "max_groups": opts.max_groups,
-            "lumped_events": acc.groups[-1].events if -1 in acc.groups else 0,
+            "lumped_events": sum(g.events for g in ranked if g.key == ("(other)",)),
             "rows": grows,
         }
     if opts.interval_ns:
         doc["intervals"] = {"interval_ns": opts.interval_ns, "rows": acc.iv_rows}
     return doc
+
+
+def _largest_groups(acc: _Acc) -> list[_Group]:
+    """The ``max_groups`` largest groups by events (ties by key), then one (other) group
+    holding every other event, so that the rows add up to the total."""
+    ranked = sorted((g for g in acc.groups.values() if g.key != ("(other)",)),
+                    key=lambda g: (-g.events, str(g.key)))
+    keep, rest = ranked[: acc.opts.max_groups], ranked[acc.opts.max_groups :]
+    lumped = [g for g in acc.groups.values() if g.key == ("(other)",)] + rest
+    if lumped:
+        other = _Group(("(other)",), Histogram(acc.opts.precision))
+        for g in lumped:
+            other.hist.merge(g.hist)
+            other.events += g.events
+            other.bytes += g.bytes
+            other.errors += g.errors
+        keep.append(other)
+    return keep
 
 
 def _tool_version() -> str:

@@ -21,6 +21,7 @@ from aether_rec.format.columns import Codec, rewrite_dictionaries
 from aether_rec.format.limits import MAX_STR_LEN
 from aether_rec.format.writer import base_header
 
+MAX_TREE_DEPTH = 32  # nesting of a header or row kept when redacting it
 SCHEME = "hmac-sha256"
 HASH_HEX = 8  # hex digits kept of each HMAC (32 bits: names, not secrets)
 
@@ -118,12 +119,15 @@ class Redactor:
             return self.path(a)
         return f"arg-{self.digest('arg', a)}"
 
-    def argv(self, v: Any) -> Any:
+    def argv(self, v: Any, depth: int = 0) -> Any:
         if isinstance(v, str):
             return " ".join(self.arg(a) for a in v.split(" "))
+        if depth > MAX_TREE_DEPTH:
+            self.redacted.add("nested-too-deeply")
+            return None
         if isinstance(v, list):
-            return [self.argv(a) if isinstance(a, (str, list)) else a for a in v]
-        return self.tree(v, "command")
+            return [self.argv(a, depth + 1) if isinstance(a, (str, list)) else a for a in v]
+        return self.tree(v, "command", depth=depth + 1)
 
     def strings(self, column: str, words: Sequence[str]) -> list[str]:
         """A string column's dictionary, redacted entry by entry (codes stay valid)."""
@@ -135,15 +139,20 @@ class Redactor:
         return [self.text(w, f"column:{column}") for w in words]
 
     # -- documents -----------------------------------------------------------------------
-    def tree(self, obj: Any, key: str = "", table: str = "") -> Any:
-        """Any msgpack document: strings redacted by the key they are under."""
+    def tree(self, obj: Any, key: str = "", table: str = "", depth: int = 0) -> Any:
+        """Any msgpack document: strings redacted by the key they are under (nesting
+        beyond MAX_TREE_DEPTH, which only a hostile file has, is dropped)."""
+        if depth > MAX_TREE_DEPTH and isinstance(obj, (dict, list)):
+            self.redacted.add("nested-too-deeply")
+            return None
         if isinstance(obj, dict):
-            return {k: self.tree(v, k if isinstance(k, str) else key, table) for k, v in obj.items()}
+            return {k: self.tree(v, k if isinstance(k, str) else key, table, depth + 1)
+                    for k, v in obj.items()}
         if isinstance(obj, list):
             if key in ARGV_KEYS:
                 self.redacted.add(key)
                 return self.argv(obj)
-            return [self.tree(v, key, table) for v in obj]
+            return [self.tree(v, key, table, depth + 1) for v in obj]
         if isinstance(obj, (bytes, bytearray)):
             return self.text(bytes(obj).hex(), "bytes")
         if not isinstance(obj, str) or not obj:

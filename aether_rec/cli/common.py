@@ -12,6 +12,7 @@ import click
 
 from aether_rec.errors import AetherError, UsageError
 from aether_rec.format.reader import Capture
+from aether_rec.ops.text import json_safe
 
 
 def warn(msg: str) -> None:
@@ -56,4 +57,5 @@ def open_capture(path: str, strict: bool = False) -> Iterator[Capture]:
 
 
 def echo_json(obj: Any) -> None:
-    click.echo(json.dumps(obj, indent=2, default=str))
+    """Valid JSON whatever a capture's header holds (no NaN/Infinity, bounded nesting)."""
+    click.echo(json.dumps(json_safe(obj), indent=2, allow_nan=False))

@@ -19,7 +19,7 @@ from aether_rec.ops.filter import filter_capture
 from aether_rec.ops.report import render_stats
 from aether_rec.ops.stats import StatsOptions
 from aether_rec.ops.stats import compute as compute_stats
-from aether_rec.ops.text import printable_doc
+from aether_rec.ops.text import json_safe, printable_doc
 from aether_rec.ops.units import fmt_count, parse_duration
 from aether_rec.ops.window import SelectionSpec
 
@@ -167,7 +167,7 @@ def stats(
         doc = compute_stats(caps, opts, per_input=sels)
     _loss_warning(doc)
     if as_json:
-        click.echo(json.dumps(doc, indent=2))
+        click.echo(json.dumps(json_safe(doc), indent=2, allow_nan=False))
     else:
         click.echo(render_stats(printable_doc(doc), histograms=not no_histogram))
 

@@ -110,7 +110,7 @@ class Capture:
         if offset is None:
             return False  # no trailer: a file whose recorder was killed, or a cut one
         if not self._first_block <= offset < self.size - TRAILER_SIZE:
-            self._warn("trailer points outside the file; reading by scanning")
+            self.warn("trailer points outside the file; reading by scanning")
             return False
         self._f.seek(offset)
         try:
@@ -122,11 +122,11 @@ class Capture:
             losses = [Loss.from_row(r) for r in _rows(index, "losses")]
             metas = [MetaRef.from_row(r) for r in _rows(index, "meta")]
         except (Damage, DamagedCaptureError, TypeError, ValueError, IndexError, KeyError) as exc:
-            self._warn(f"index unusable ({exc}); reading by scanning")
+            self.warn(f"index unusable ({exc}); reading by scanning")
             return False
         for where, length in [(c.offset, c.length) for c in chunks] + [(m.offset, 16) for m in metas]:
             if not self._first_block <= where < offset or where + length > offset:
-                self._warn("index points outside the file; reading by scanning")
+                self.warn("index points outside the file; reading by scanning")
                 return False
         self._chunks, self._losses, self._metas = chunks, losses, metas
         stats = index.get("stats") if isinstance(index, dict) else None
@@ -142,7 +142,7 @@ class Capture:
         self._f.seek(self._first_block)
         for item in scan(self._f, self._first_block, seekable=True):
             if isinstance(item, Damage):
-                self._warn(
+                self.warn(
                     f"{item.reason} at offset {item.offset}; "
                     + ("dropped it" if item.truncated else "skipped it")
                     + f" (recovered {len(chunks)} chunks, {kept} events before it)"
@@ -161,7 +161,7 @@ class Capture:
                     metas.append(MetaRef(item.offset, m.table))
                 # HEAD (again), INDX, TRLR and unknown types: skipped.
             except (DamagedCaptureError, AttributeError, TypeError, ValueError, KeyError) as exc:
-                self._warn(f"block at offset {item.offset} is malformed ({exc}); skipped it")
+                self.warn(f"block at offset {item.offset} is malformed ({exc}); skipped it")
         self._chunks, self._losses, self._metas = chunks, losses, metas
 
     # -- summaries --------------------------------------------------------------
@@ -209,7 +209,7 @@ class Capture:
                 try:
                     m = Meta.from_doc(unpack(block.payload, "meta block"), offset)
                 except DamagedCaptureError as exc:
-                    self._warn(f"block at offset {offset} is malformed ({exc}); skipped it")
+                    self.warn(f"block at offset {offset} is malformed ({exc}); skipped it")
                     continue
             rows.extend(m.rows)
         return rows
@@ -288,7 +288,7 @@ class Capture:
                 # out in order only piecewise from here.
                 if not merge_warned:
                     merge_warned = True
-                    self._warn(f"chunks overlap in time by more than {MAX_MERGE_BYTES >> 20} MB of "
+                    self.warn(f"chunks overlap in time by more than {MAX_MERGE_BYTES >> 20} MB of "
                                f"events; from offset {info.offset} events are in time order "
                                "only piecewise", hard=False)
                 yield pending
@@ -315,26 +315,26 @@ class Capture:
         try:
             chunk = decode_chunk(block.payload, info, self._codecs, columns)
         except DamagedCaptureError as exc:
-            self._warn(f"chunk at offset {info.offset}: {exc}; skipped it")
+            self.warn(f"chunk at offset {info.offset}: {exc}; skipped it")
             return None
         if chunk.n != info.n:
-            self._warn(f"chunk at offset {info.offset} disagrees with the index; skipped it")
+            self.warn(f"chunk at offset {info.offset} disagrees with the index; skipped it")
             return None
         return chunk
 
     def _block_at(self, offset: int, btype: bytes) -> Block | None:
         if not self._first_block <= offset < self.size:
-            self._warn(f"block offset {offset} is outside the file; skipped it")
+            self.warn(f"block offset {offset} is outside the file; skipped it")
             return None
         self._f.seek(offset)
         try:
             block = read_block(self._f, offset)
         except (Damage, EOFError) as exc:
             reason = exc.reason if isinstance(exc, Damage) else "end of file"
-            self._warn(f"block at offset {offset}: {reason}; skipped it")
+            self.warn(f"block at offset {offset}: {reason}; skipped it")
             return None
         if block.type != btype:
-            self._warn(f"block at offset {offset} is not the expected kind; skipped it")
+            self.warn(f"block at offset {offset} is not the expected kind; skipped it")
             return None
         return block
 
@@ -363,10 +363,14 @@ class Capture:
 
     # -- integrity -----------------------------------------------------------------
     def verify(self) -> list[str]:
-        """Check every block's checksum and decode every chunk; return the problems."""
+        """Check every block's checksum, decode every chunk, and check the index against
+        the blocks it describes; return the problems (empty: the file is sound)."""
         problems: list[str] = []
         self._f.seek(self._first_block)
         n_chunks = 0
+        found: dict[int, ChunkInfo] = {}  # CHNK offset -> what its own summary says
+        found_losses: dict[int, Loss] = {}
+        found_metas: dict[int, str] = {}
         for item in scan(self._f, self._first_block, seekable=True):
             if isinstance(item, Damage):
                 problems.append(f"offset {item.offset}: {item.reason}")
@@ -376,17 +380,31 @@ class Capture:
                 try:
                     summary, _ = read_summary(item.payload)
                     info = ChunkInfo.from_summary(summary, item.offset, item.length)
+                    found[item.offset] = info
                     chunk = decode_chunk(item.payload, info, self._codecs)
-                    if chunk.n and (chunk.compute_info().t_first != info.t_first):
-                        problems.append(f"offset {item.offset}: chunk summary disagrees with data")
+                    wrong = _summary_mismatch(summary, chunk)
+                    if wrong:
+                        problems.append(f"offset {item.offset}: chunk summary disagrees with data ({wrong})")
                 except DamagedCaptureError as exc:
                     problems.append(f"offset {item.offset}: {exc}")
             elif item.type == TRLR and item.offset + item.length != self.size:
                 problems.append(f"offset {item.offset}: trailer is not at the end of the file")
+            elif item.type == LOSS:
+                try:
+                    found_losses[item.offset] = Loss.from_doc(unpack(item.payload, "loss block"), item.offset)
+                except DamagedCaptureError as exc:
+                    problems.append(f"offset {item.offset}: {exc}")
+            elif item.type == META:
+                try:
+                    found_metas[item.offset] = Meta.from_doc(unpack(item.payload, "meta block")).table
+                except DamagedCaptureError as exc:
+                    problems.append(f"offset {item.offset}: {exc}")
         if not self.has_index:
             problems.append("no index (recorder killed or file cut); `aether-rec recover` adds one")
-        elif n_chunks != len(self.chunk_infos()):
-            problems.append(f"index lists {len(self.chunk_infos())} chunks, file has {n_chunks}")
+        else:
+            problems += _index_problems(self.chunk_infos(), found, n_chunks, self.losses(), found_losses,
+                                        self._metas or [], found_metas)
+        problems += [w for w in self.warnings if w not in problems]
         return problems
 
     # -- following a growing file ---------------------------------------------------
@@ -418,7 +436,10 @@ class Capture:
                 return
 
     # -- plumbing ---------------------------------------------------------------------
-    def _warn(self, msg: str, hard: bool = True) -> None:
+    def warn(self, msg: str, hard: bool = True) -> None:
+        """Note damage: a warning (kept in ``warnings``), or with ``strict`` an error
+        (DamagedCaptureError) unless ``hard`` is False. Tools that read a capture their
+        own way report what they skip through this too, so --strict holds for them."""
         if self.strict and hard:
             raise DamagedCaptureError(msg, self.name)
         self.warnings.append(f"{self.name}: {msg}")
@@ -432,6 +453,47 @@ class Capture:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def _summary_mismatch(summary: dict[str, Any], chunk: Chunk) -> str:
+    """The summary fields (of those present) that the chunk's events contradict."""
+    if not chunk.n:
+        return ""
+    real = chunk.compute_info().summary()
+    return ", ".join(k for k in ("n", "t0", "t1", "lat_max", "layers", "ops", "pid_min", "pid_max", "pids")
+                     if k in summary and summary[k] != real[k])
+
+
+def _index_problems(
+    infos: list[ChunkInfo], found: dict[int, ChunkInfo], n_chunks: int,
+    losses: list[Loss], found_losses: dict[int, Loss], metas: list[MetaRef], found_metas: dict[int, str],
+) -> list[str]:
+    """Where the index disagrees with the blocks it describes."""
+    problems = []
+    if n_chunks != len(infos):
+        problems.append(f"index lists {len(infos)} chunks, file has {n_chunks}")
+    for info in infos:
+        own = found.get(info.offset)
+        if own is None:
+            problems.append(f"index entry for offset {info.offset}: no readable chunk there")
+            continue
+        said, is_ = info.to_row(), own.to_row()
+        if info.raw == 0:  # an 11-element entry: raw unknown (SPEC section 9)
+            said[11] = is_[11]
+        if said != is_:
+            fields = [name for name, a, b in zip(ChunkInfo.ROW_FIELDS, said, is_) if a != b]
+            problems.append(f"index entry for the chunk at offset {info.offset} disagrees with its "
+                            f"summary ({', '.join(fields)})")
+    for loss in losses:
+        got = found_losses.get(loss.offset)
+        if got is None or got.to_doc() != loss.to_doc():
+            problems.append(f"index: the loss entry for offset {loss.offset} disagrees with the block")
+    if len(losses) != len(found_losses):
+        problems.append(f"index lists {len(losses)} loss blocks, file has {len(found_losses)}")
+    for ref in metas:
+        if found_metas.get(ref.offset) != ref.table:
+            problems.append(f"index: the metadata entry for offset {ref.offset} disagrees with the block")
+    return problems
 
 
 def _rows(index: Any, key: str) -> list[Any]:

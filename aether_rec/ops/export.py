@@ -28,7 +28,7 @@ from aether_rec.format.chunk import Chunk
 from aether_rec.format.reader import Capture
 from aether_rec.ops.rows import columns, header_line, lines
 from aether_rec.ops.units import fmt_count, iso_utc
-from aether_rec.ops.window import Selection
+from aether_rec.ops.window import Selection, source_name
 from aether_rec.schema import COLUMNS, LAYER_CODE, LAYERS, OPS
 
 EXPORT_FORMATS = ("jsonl", "csv", "perfetto", "parquet")
@@ -59,7 +59,7 @@ def export_rows(cap: Capture, out: IO[str], sel: Selection, fmt: str) -> ExportR
     """jsonl or csv rows."""
     rep = ExportReport()
     to_real = _to_real(cap)
-    src = str(cap.header.get("hostname") or "")
+    src = source_name(cap)
     head = header_line(fmt)
     if head and fmt == "csv":
         out.write(head)

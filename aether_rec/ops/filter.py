@@ -19,6 +19,7 @@ from aether_rec.format.reader import Capture
 from aether_rec.format.writer import CaptureWriter
 from aether_rec.ops.pipeline import BackgroundWriter, prefetch
 from aether_rec.ops.rawcopy import RawChunks, copy_chunk, isolated
+from aether_rec.ops.text import MAX_DEPTH, pruned
 from aether_rec.ops.window import Selection
 
 # Header fields the writer sets itself for every new capture.
@@ -53,7 +54,7 @@ def meta_tables(cap: Capture) -> list[str]:
 def derived_header(caps: list[Capture], **extra: Any) -> dict[str, Any]:
     """A header for a capture made from ``caps``: the first one's provenance, a
     ``derived_from`` list, and ``extra``."""
-    base = {k: v for k, v in caps[0].header.items() if k not in WRITER_OWNED}
+    base = {k: pruned(v) for k, v in caps[0].header.items() if k not in WRITER_OWNED}
     parents = []
     for cap in caps:
         h = cap.header
@@ -63,7 +64,7 @@ def derived_header(caps: list[Capture], **extra: Any) -> dict[str, Any]:
                 "path": cap.name,
                 "hostname": h.get("hostname"),
                 "created": h.get("created"),
-                "derived_from": h.get("derived_from"),
+                "derived_from": pruned(h.get("derived_from"), MAX_DEPTH - 4),
             }
         )
     base["derived_from"] = parents
@@ -147,7 +148,7 @@ def _selected(cap: Capture, sel: Selection) -> Iterator[tuple[Chunk | None, tupl
                     yield None, (info, block)
                     continue
                 # a damaged block: skipped with a warning, as the reader does
-                cap.warnings.append(f"{cap.name}: chunk at offset {info.offset} is damaged; skipped it")
+                cap.warn(f"chunk at offset {info.offset} is damaged; skipped it")
                 continue
             if ahead is None:
                 ahead = next(decoded, None)

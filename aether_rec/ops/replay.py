@@ -25,7 +25,7 @@ from aether_rec.format.reader import Capture
 from aether_rec.format.records import Loss, Meta
 from aether_rec.ops.expr import Filter
 from aether_rec.ops.rows import FORMATS, header_line, lines
-from aether_rec.ops.window import Selection
+from aether_rec.ops.window import Selection, source_name
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], None]
@@ -41,10 +41,6 @@ class ReplayReport:
 def _to_real(cap: Capture) -> Callable[[np.ndarray], np.ndarray] | None:
     clock = cap.clock_map()
     return clock.to_real if clock else None
-
-
-def _source(cap: Capture) -> str:
-    return str(cap.header.get("hostname") or "")
 
 
 def _loss_line(fmt: str, loss: Loss) -> str | None:
@@ -74,7 +70,7 @@ def replay(
         raise UsageError("--speed must be >= 0 (0 = as fast as possible)")
     rep = ReplayReport()
     to_real = _to_real(cap)
-    src = _source(cap)
+    src = source_name(cap)
     head = header_line(fmt) if header else None
     if head:
         out.write(head)
@@ -143,7 +139,7 @@ def follow(
     rep = ReplayReport()
     pairs = pairs_of(cap.header)
     clock = ClockMap(pairs)
-    src = _source(cap)
+    src = source_name(cap)
     head = header_line(fmt) if header else None
     if head:
         out.write(head)

@@ -33,7 +33,7 @@ from aether_rec.ops.histogram import (
 )
 from aether_rec.ops.pipeline import prefetch
 from aether_rec.ops.units import iso_utc
-from aether_rec.ops.window import Selection
+from aether_rec.ops.window import Selection, source_name
 from aether_rec.schema import FLAGS, LAYER_CODE, dev_name, layer_name, op_name
 
 SCHEMA_NAME = "aether-rec/stats"
@@ -90,11 +90,6 @@ class _Input:
         """Wall-clock ns through the capture's ClockMap (no file access: safe while a helper
         thread reads chunks)."""
         return self.clock.to_real(mono)
-
-
-def _source_name(cap: Capture) -> str:
-    h = cap.header
-    return str(h.get("hostname") or h.get("capture_id") or cap.name)
 
 
 def interleave(
@@ -406,12 +401,13 @@ def compute(
     opts.by = by
     if per_input is not None and len(per_input) != len(caps):
         raise ValueError("per_input needs one selection per capture")
-    selections = list(per_input) if per_input is not None else [Selection(opts.where)] * len(caps)
+    selections = list(per_input) if per_input is not None else [
+        Selection(opts.where, source=source_name(cap)) for cap in caps]
     inputs: list[_Input] = []
     for k, cap in enumerate(caps):
         infos = [i for i in cap.chunk_infos() if i.n and selections[k].can_match(i)]
         clock = cap.clock_map()
-        inputs.append(_Input(k, cap, infos, bool(clock), _source_name(cap), clock))
+        inputs.append(_Input(k, cap, infos, bool(clock), source_name(cap), clock))
     use_real = all(inp.has_clock for inp in inputs)
     acc = _Acc(opts, GroupedHistograms(opts.precision))
     acc.queue = Histogram(opts.precision)

@@ -183,5 +183,8 @@ def iso_utc(unix_ns: int | None) -> str | None:
     """RFC 3339 UTC with nanoseconds, for JSON."""
     if unix_ns is None:
         return None
-    dt = _dt.datetime.fromtimestamp(int(unix_ns) // 1_000_000_000, tz=_dt.timezone.utc)
+    try:
+        dt = _dt.datetime.fromtimestamp(int(unix_ns) // 1_000_000_000, tz=_dt.timezone.utc)
+    except (OverflowError, OSError, ValueError):
+        return None  # beyond what a calendar date can say (a u64 ts of 2**63 and more)
     return dt.strftime("%Y-%m-%dT%H:%M:%S") + f".{int(unix_ns) % 1_000_000_000:09d}Z"

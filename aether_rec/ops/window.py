@@ -56,6 +56,7 @@ class Selection:
     t_min: int | None = None  # inclusive, monotonic ns
     t_max: int | None = None  # exclusive
     texts: list[str] = field(default_factory=list)
+    source: str | None = None  # the capture's source name, for events without a source column
 
     @property
     def filter(self) -> Filter:
@@ -95,13 +96,21 @@ class Selection:
         f = self.filter
         if f.is_trivial or (chunk.info is not None and f.must_match(chunk.info)):
             return chunk
-        mask = f.mask(chunk)
+        mask = f.mask(self._with_source(chunk, f))
         n = int(np.count_nonzero(mask))
         if n == chunk.n:
             return chunk
         if not n:
             return None
         return chunk.take(mask)
+
+    def _with_source(self, chunk: Chunk, f: Filter) -> Chunk:
+        """``source`` of an unmerged capture is its name for every event (what stats --by
+        source and replay show), though no column holds it."""
+        if self.source is None or "source" in chunk.columns or "source" not in f.fields():
+            return chunk
+        cols = {**chunk.columns, "source": np.zeros(chunk.n, np.uint32)}
+        return Chunk(chunk.n, cols, {**chunk.dicts, "source": [self.source]}, chunk.info)
 
     def chunks(self, cap: Capture, **kw: Any) -> Iterator[Chunk]:
         """The selected events of ``cap``, chunk by chunk, in time order (empty chunks
@@ -180,4 +189,11 @@ def _resolve(cap: Capture, where: Filter, since: str | None, until: str | None) 
         texts.append(f"since {since}")
     if until:
         texts.append(f"until {until}")
-    return Selection(where, t_min, t_max, texts)
+    return Selection(where, t_min, t_max, texts, source_name(cap))
+
+
+def source_name(cap: Capture) -> str:
+    """What ``source`` means for the events of a capture without a source column: its host
+    name, else its capture id, else its path (stats --by source, replay, export)."""
+    h = cap.header
+    return str(h.get("hostname") or h.get("capture_id") or cap.name)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import io
 import json
 import sys
 from collections.abc import Callable, Iterator
@@ -15,6 +16,7 @@ import click
 
 from aether_rec.cli.common import note, open_captures, warn
 from aether_rec.errors import UsageError
+from aether_rec.format.output import atomic_output, refuse_same_file
 from aether_rec.ops.filter import filter_capture
 from aether_rec.ops.report import render_stats
 from aether_rec.ops.stats import StatsOptions
@@ -79,15 +81,6 @@ def _output(path: str) -> str | BinaryIO:
             raise UsageError("refusing to write a binary capture to a terminal; use -o FILE or a pipe")
         return sys.stdout.buffer
     return path
-
-
-def _same_file(a: str, b: str) -> bool:
-    import os
-
-    try:
-        return os.path.samefile(a, b)
-    except OSError:
-        return os.path.abspath(a) == os.path.abspath(b)
 
 
 def _loss_warning(doc: dict[str, Any]) -> None:
@@ -215,8 +208,7 @@ Examples:
 def filter_cmd(
     src: str, expression: str | None, output: str, force: bool, strict: bool, selection: SelectionSpec
 ) -> None:
-    if src != "-" and output != "-" and _same_file(src, output):
-        raise UsageError("the output would overwrite the input; choose another -o")
+    refuse_same_file(output, [src])
     with open_captures([src], strict=strict) as caps:
         cap = caps[0]
         sel = selection.with_expression(expression).resolve(cap)
@@ -275,9 +267,7 @@ def merge(
     """
     from aether_rec.ops.merge import MergeInput, merge_captures, parse_offsets
 
-    for f in files:
-        if output != "-" and f != "-" and _same_file(f, output):
-            raise UsageError(f"the output would overwrite the input {f}; choose another -o")
+    refuse_same_file(output, files)
     shifts = parse_offsets(offsets, files)
     with open_captures(files, strict=strict) as caps:
         inputs = [MergeInput(cap, label) for cap, label in zip(caps, files)]
@@ -410,33 +400,25 @@ def export(
       aether-rec export run.aio --format parquet -o run.parquet
       aether-rec export big.aio --format perfetto --sample --max-events 500000 -o big.json
     """
-    import os
-
     from aether_rec.ops.export import export_parquet, export_perfetto, export_rows
 
-    if output != "-":
-        if src != "-" and _same_file(src, output):
-            raise UsageError("the output would overwrite the input; choose another -o")
-        if os.path.exists(output) and not force:
-            raise click.ClickException(f"{output}: already exists (use --force to overwrite)")
-    elif fmt == "parquet":
+    refuse_same_file(output, [src])
+    if output == "-" and fmt == "parquet":
         raise UsageError("parquet is written to a file: give -o FILE.parquet")
     with open_captures([src], strict=strict) as caps:
         cap = caps[0]
         sel = selection.with_expression(expression).resolve(cap)
-        try:
+        # a file appears under its name only when complete (format/output.py)
+        with _export_output(output, force) as binary:
             if fmt == "parquet":
-                rep = export_parquet(cap, output, sel)
+                assert binary is not None  # refused above for stdout
+                rep = export_parquet(cap, binary, sel)
             else:
-                with _text_output(output) as out:
+                with _text(binary) as out:
                     if fmt == "perfetto":
                         rep = export_perfetto(cap, out, sel, max_events=max_events, sample=sample)
                     else:
                         rep = export_rows(cap, out, sel, fmt)
-        except BaseException:
-            if output != "-" and os.path.exists(output):
-                os.unlink(output)  # no half-written export left behind
-            raise
     for w in rep.warnings:
         warn(w)
     if output != "-":
@@ -444,9 +426,23 @@ def export(
 
 
 @contextlib.contextmanager
-def _text_output(path: str) -> Iterator[Any]:
+def _export_output(path: str, force: bool) -> Iterator[BinaryIO | None]:
+    """The binary file to export into (None: stdout)."""
     if path == "-":
+        yield None
+        return
+    with atomic_output(path, force) as f:
+        yield f
+
+
+@contextlib.contextmanager
+def _text(binary: BinaryIO | None) -> Iterator[Any]:
+    if binary is None:
         yield sys.stdout
         return
-    with open(path, "w", encoding="utf-8", newline="") as f:
-        yield f
+    text = io.TextIOWrapper(binary, encoding="utf-8", newline="")
+    try:
+        yield text
+        text.flush()
+    finally:
+        text.detach()  # the binary file is committed or discarded by its owner

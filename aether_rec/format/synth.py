@@ -69,7 +69,7 @@ def generate(
     paths = [f"/var/lib/{c.split('/')[0]}/data{i}.db" for c in comms for i in range(4)] + DEV_NAMES
     share = np.array([p[3] for p in PROCS])
     share /= share.sum()
-    with CaptureWriter(out, hdr, overwrite=overwrite, chunk_events=chunk_events) as w:
+    with CaptureWriter(out, hdr, overwrite=overwrite, chunk_events=chunk_events, atomic=True) as w:
         w.write_meta("procs", [{"pid": p[1], "comm": p[0]} for p in PROCS])
         w.write_meta("devices", [{"dev": d, "name": nm} for d, nm in zip(DEVS, DEV_NAMES)])
         t = start_ns

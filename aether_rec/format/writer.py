@@ -11,13 +11,12 @@ import errno
 import os
 import platform
 import socket
-import stat
 import time
 import uuid
 from collections.abc import Mapping
 from typing import Any, BinaryIO
 
-from aether_rec.errors import AetherError, LimitError
+from aether_rec.errors import LimitError
 from aether_rec.format.blocks import (
     CHNK,
     HEAD,
@@ -34,91 +33,13 @@ from aether_rec.format.blocks import (
 from aether_rec.format.chunk import Chunk, ChunkInfo
 from aether_rec.format.columns import ChunkTooLarge, Codec, compact_dictionary, get_codec
 from aether_rec.format.limits import MAX_CHUNK_EVENTS, MAX_INDEX_ENTRIES, MAX_META_ROWS, MAX_STR_LEN
+from aether_rec.format.output import AtomicOutput, WriteError, create_output, open_output, refuse_reason
 from aether_rec.format.records import Loss, Meta, MetaRef
 from aether_rec.schema import schema_for_header
 
-
-class WriteError(AetherError):
-    """The output cannot be created or written (exists, symlink, disk full...): ``reason``
-    says why, ``path`` which output, ``broken_pipe`` whether the reader of a pipe went
-    away (not a failure of ours). ``str()`` is ``"path: reason"``."""
-
-    def __init__(self, reason: str, path: str | None = None, broken_pipe: bool = False) -> None:
-        self.reason = reason
-        self.path = path
-        self.broken_pipe = broken_pipe
-        super().__init__(f"{path}: {reason}" if path else reason)
-
-    def at(self, path: str) -> WriteError:
-        """The same error about ``path`` (a stream the writer only knew by its fd)."""
-        return WriteError(self.reason, path, self.broken_pipe)
-
-
-# Creating capture files. Recorders run as root, often in directories other users can
-# write to (/tmp), so every capture file any tool makes is:
-# * created exclusively (O_CREAT|O_EXCL): an existing name is refused unless --force; with
-#   --force the old *name* is removed first and a new file created, so a hard link to
-#   some other file is never truncated or written through, and the new file never
-#   inherits the old one's mode or owner;
-# * never reached through a symbolic link: a symlink at the name is refused (with or
-#   without --force), and O_NOFOLLOW/O_EXCL make the open itself refuse one planted
-#   after the check;
-# * mode 0600 whatever the umask (fchmod after creation).
-MODE = 0o600  # capture files: owner only
-
-
-def refuse_reason(path: str, force: bool) -> str:
-    """Why ``path`` cannot be created now, as a message naming it ("" when it can)."""
-    why = _refusal(path, force)
-    return f"{path}: {why}" if why else ""
-
-
-def _refusal(path: str, force: bool) -> str:
-    """Why ``path`` cannot be created now ("" when it can), without creating it."""
-    try:
-        st = os.lstat(path)
-    except OSError:
-        return ""  # absent, or not ours to see: creating it will tell
-    if stat.S_ISLNK(st.st_mode):
-        return "is a symbolic link; refusing to follow or replace it"
-    if not force:
-        return "already exists (use --force to overwrite)"
-    if not stat.S_ISREG(st.st_mode):
-        return "exists and is not a regular file; refusing to replace it"
-    return ""
-
-
-def create_output(path: str, force: bool = False) -> BinaryIO:
-    """Create ``path`` for writing as described above; WriteError (one line) if not."""
-    if refuse_reason(path, force):
-        raise WriteError(_refusal(path, force) or "cannot be created now", path)
-    if force:
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            pass
-        except OSError as exc:
-            raise WriteError(f"cannot replace it ({exc.strerror or exc})", path) from None
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW
-    try:
-        fd = os.open(path, flags, MODE)
-    except OSError as exc:
-        if exc.errno in (errno.EEXIST, errno.ELOOP):
-            # something was planted between the check and the open
-            why = _refusal(path, False) or "appeared while it was being created"
-            raise WriteError(why, path) from None
-        raise WriteError(f"cannot create ({exc.strerror or exc})", path) from None
-    try:
-        os.fchmod(fd, MODE)
-    except OSError:
-        os.close(fd)
-        raise
-    return os.fdopen(fd, "wb", buffering=0)
-
-
-def open_output(path: str | os.PathLike[str], overwrite: bool = False) -> BinaryIO:
-    """Create ``path`` for a capture writer (see create_output)."""
-    return create_output(os.fspath(path), overwrite)
+# How outputs are created is format/output.py's rule; these names are part of the writer's API.
+__all__ = ["AtomicOutput", "CaptureWriter", "WriteError", "base_header", "create_output", "open_output",
+           "refuse_reason"]
 
 
 def base_header() -> dict[str, Any]:
@@ -145,7 +66,12 @@ def base_header() -> dict[str, Any]:
 
 class CaptureWriter:
     """Write a capture: ``write_events`` batches, ``write_loss``/``write_meta`` tables,
-    then ``close``. Chunks are cut by event count, raw bytes and age."""
+    then ``close``. Chunks are cut by event count, raw bytes and age.
+
+    Given a path, the file is created by format/output.py's rule. By default it is written
+    in place, block by block, so that it can be read while it grows and after a crash (a
+    recording); with ``atomic`` (the offline tools) it appears under its name only when
+    ``close`` succeeds, and ``abort`` or an exception leaves nothing behind."""
 
     def __init__(
         self,
@@ -159,6 +85,7 @@ class CaptureWriter:
         chunk_bytes: int = 16 << 20,
         chunk_age: float = 1.0,
         overwrite: bool = False,
+        atomic: bool = False,
     ) -> None:
         if not 1 <= chunk_events <= MAX_CHUNK_EVENTS:
             raise ValueError(f"chunk_events must be 1..{MAX_CHUNK_EVENTS}")
@@ -169,7 +96,14 @@ class CaptureWriter:
         self.header["columns"] = schema_for_header()
         head = frame(HEAD, pack(self.header, "header"))  # LimitError before creating the output
         self._owns = not hasattr(out, "write")
-        self._f: BinaryIO = open_output(out, overwrite) if self._owns else out  # type: ignore[arg-type,assignment]
+        self._atomic: AtomicOutput | None = None
+        if self._owns and atomic:
+            self._atomic = AtomicOutput(out, overwrite)  # type: ignore[arg-type]
+            self._f: BinaryIO = self._atomic.file
+        elif self._owns:
+            self._f = open_output(out, overwrite)  # type: ignore[arg-type]
+        else:
+            self._f = out  # type: ignore[assignment]
         self.name = str(out) if self._owns else getattr(out, "name", "<stream>")
         self.chunk_events = chunk_events
         self.chunk_bytes = chunk_bytes
@@ -325,25 +259,31 @@ class CaptureWriter:
                 self._write(block)
                 self._write(trailer(offset))
                 self.indexed = True
-        finally:
-            self.closed = True
-            if self._owns:
-                self._f.close()
-            else:
-                try:
-                    self._f.flush()
-                except OSError:
-                    pass
+        except BaseException:
+            self.abort()
+            raise
+        self.closed = True
+        if self._atomic is not None:
+            self._atomic.commit()
+        elif self._owns:
+            self._f.close()
+        else:
+            try:
+                self._f.flush()
+            except OSError:
+                pass
 
     def abort(self) -> None:
-        """Close without index (the file stays readable by scanning)."""
-        if not self.closed:
-            self.closed = True
-            if self._owns:
-                try:
-                    self._f.close()
-                except OSError:
-                    pass
+        """Stop writing: a file this writer created is removed (it never appears under its
+        name); a stream it was given stays as written, readable by scanning."""
+        self.closed = True
+        if self._atomic is not None:
+            self._atomic.discard()
+        elif self._owns:
+            try:
+                self._f.close()
+            except OSError:
+                pass
 
     def __enter__(self) -> CaptureWriter:
         return self

@@ -312,6 +312,6 @@ def export_parquet(cap: Capture, out: str | BinaryIO, sel: Selection) -> ExportR
 
 
 def _time_array(pa: Any, chunk: Chunk, to_real: Callable[[np.ndarray], np.ndarray] | None) -> Any:
-    ts = chunk.column("ts").astype(np.int64)
-    real = to_real(ts) if to_real is not None else ts
+    ts = chunk.column("ts")
+    real = to_real(ts) if to_real is not None else np.minimum(ts, np.uint64(2**63 - 1)).astype(np.int64)
     return pa.array(real, pa.timestamp("ns", tz="UTC"))

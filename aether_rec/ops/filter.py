@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 from aether_rec.format.chunk import Chunk, ChunkInfo
+from aether_rec.format.output import refuse_same_file
 from aether_rec.format.reader import Capture
 from aether_rec.format.writer import CaptureWriter
 from aether_rec.ops.pipeline import BackgroundWriter, prefetch
@@ -95,7 +96,8 @@ def filter_capture(
         window={"t_min": sel.t_min, "t_max": sel.t_max},
     )
     # offline: zstd may use every CPU for each chunk (the recorder leaves them to the workload)
-    with CaptureWriter(out, header, overwrite=overwrite, threads=-1) as w:
+    refuse_same_file(out, [cap])
+    with CaptureWriter(out, header, overwrite=overwrite, threads=-1, atomic=True) as w:
         for name in meta_tables(cap):
             rows = cap.meta(name)
             if rows:

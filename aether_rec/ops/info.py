@@ -17,6 +17,8 @@ INFO_SCHEMA_VERSION = 1
 
 def iso_ns(real_ns: int) -> str:
     """UTC wall-clock time with microseconds, e.g. 2026-11-26T03:40:15.123456Z."""
+    if not -(2**63) < int(real_ns) < 2**63 - 1:
+        return "(no wall time)"  # a saturated conversion (format/clock.py)
     secs, ns = divmod(int(real_ns), 1_000_000_000)
     try:
         return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs)) + f".{ns // 1000:06d}Z"

@@ -28,8 +28,9 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from aether_rec.errors import UsageError
+from aether_rec.errors import CaptureError, UsageError
 from aether_rec.format.chunk import Chunk, ChunkInfo
+from aether_rec.format.output import refuse_same_file
 from aether_rec.format.reader import Capture
 from aether_rec.format.writer import CaptureWriter
 from aether_rec.ops.filter import derived_header, meta_tables
@@ -115,7 +116,8 @@ def plan(inputs: Sequence[MergeInput], *, align: bool = True, offsets: dict[int,
     ref = min(with_clock, key=lambda i: i.wall_offset or 0).index if with_clock else 0
     if align and with_clock and len(with_clock) < len(inputs):
         missing = ", ".join(inp.label for inp in inputs if inp.wall_offset is None)
-        raise UsageError(f"cannot align on wall-clock time: no clock mapping in {missing} (use --no-align)")
+        # a property of the file, not of the command line: exit 1, like any unreadable input
+        raise CaptureError(f"cannot align on wall-clock time: no clock mapping in {missing} (use --no-align)")
     # clock domains: same host and wall offsets within SAME_BOOT_NS share one monotonic clock
     domain_offset: dict[int, int] = {}
     if align and with_clock:
@@ -387,7 +389,9 @@ def merge_captures(
         for k, inp in enumerate(inputs)
     ]
     # offline: zstd may use every CPU for each chunk (the recorder leaves them to the workload)
-    with contextlib.ExitStack() as stack, CaptureWriter(out, header, overwrite=overwrite, threads=-1) as w:
+    refuse_same_file(out, caps)
+    with contextlib.ExitStack() as stack, CaptureWriter(out, header, overwrite=overwrite, threads=-1,
+                                                         atomic=True) as w:
         for r in raws:
             stack.callback(r.close)
         # The output's clock mapping: every pair (header and table) of the inputs that share

@@ -36,6 +36,7 @@ from aether_rec.errors import DamagedCaptureError, UsageError
 from aether_rec.format.blocks import HEAD, Damage, unpack
 from aether_rec.format.columns import CODECS, Codec
 from aether_rec.format.copy import CopyReport, copy_blocks, scan_file
+from aether_rec.format.output import refuse_same_file
 from aether_rec.format.writer import CaptureWriter
 from aether_rec.redaction import Redactor
 
@@ -72,6 +73,7 @@ def redact(
     """Write a redacted copy of capture ``src`` to ``dst``, block by block (one chunk in
     memory at a time). ``key`` None: a random key, not stored anywhere. Damaged blocks
     are left out and listed in the report, like ``recover``."""
+    refuse_same_file(dst, [src])
     report = RedactReport(random_key=key is None)
     r = Redactor(os.urandom(32) if key is None else key, keep_paths_under,
                  key_source="random" if key is None else "key-file")
@@ -88,7 +90,7 @@ def redact(
         # The header goes first but lists what was redacted: what every capture has
         # is listed up front; per-file extras (other string columns) land in the index.
         report.header = r.header(header)
-        writer = CaptureWriter(dst, report.header, overwrite=overwrite,
+        writer = CaptureWriter(dst, report.header, overwrite=overwrite, atomic=True,
                                codec=codec if isinstance(codec, str) and codec in CODECS else "zstd")
         try:
             copy_blocks(blocks, writer, report, chunk=lambda p: r.chunk_payload(p, codecs), meta=r.meta)

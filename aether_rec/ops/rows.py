@@ -73,7 +73,7 @@ def columns(
     """Python lists of display-ready values for every row field; ``safe`` escapes control
     characters in strings (for text and csv; json escapes them itself)."""
     ts = chunk.column("ts")
-    real = to_real(ts.astype(np.int64)) if to_real is not None else None
+    real = to_real(ts) if to_real is not None else None
     dev = chunk.column("dev")
     devs = {int(d): (dev_name(int(d)) if d else None) for d in np.unique(dev)}
     result = chunk.column("result").tolist()
@@ -108,9 +108,9 @@ def columns(
 
 
 def _time_text(real: int | None, ts: int) -> str:
-    if real is None:
+    s = iso_utc(real)
+    if s is None:  # no clock mapping, or no wall time for this ts: seconds of monotonic time
         return f"{ts / 1e9:17.6f}"
-    s = iso_utc(real) or ""
     return s[11:26]  # HH:MM:SS.ffffff (UTC)
 
 

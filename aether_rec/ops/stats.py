@@ -22,6 +22,7 @@ from aether_rec.format.chunk import Chunk, ChunkInfo
 from aether_rec.format.clock import ClockMap
 from aether_rec.format.reader import Capture
 from aether_rec.ops.expr import ALIASES, FIELDS, MATCH_ALL, Filter, field_values, string_codes
+from aether_rec.ops.expr.fields import end_times
 from aether_rec.ops.histogram import (
     DEFAULT_PRECISION,
     PERCENTILES,
@@ -306,7 +307,7 @@ def _process(
     # span
     ts = chunk.column("ts")
     first = ts[0]  # events of a chunk are in ts order
-    last_end = (ts + lat).max()
+    last_end = end_times(ts, lat).max()
     if use_real:
         first_r = int(inp.to_real(np.array([first]))[0])
         last_r = int(inp.to_real(np.array([last_end]))[0])

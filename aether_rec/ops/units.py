@@ -181,8 +181,8 @@ def fmt_wallclock(unix_ns: int | None, *, date: bool = True, utc: bool = False) 
 
 def iso_utc(unix_ns: int | None) -> str | None:
     """RFC 3339 UTC with nanoseconds, for JSON."""
-    if unix_ns is None:
-        return None
+    if unix_ns is None or not -(2**63) < int(unix_ns) < 2**63 - 1:
+        return None  # None, or a saturated conversion (format/clock.py): no wall time
     try:
         dt = _dt.datetime.fromtimestamp(int(unix_ns) // 1_000_000_000, tz=_dt.timezone.utc)
     except (OverflowError, OSError, ValueError):

@@ -77,8 +77,17 @@ def field_values(chunk: ChunkLike, name: str) -> np.ndarray:
         r = chunk.column("result")
         return np.where(r < 0, -r, 0)
     if name == "end":
-        return chunk.column("ts") + chunk.column("lat")
+        return end_times(chunk.column("ts"), chunk.column("lat"))
     return chunk.column(name)
+
+
+def end_times(ts: np.ndarray, lat: np.ndarray) -> np.ndarray:
+    """``ts + lat`` as u64, saturating at 2**64 - 1 instead of wrapping (a hostile lat)."""
+    end = ts.astype(np.uint64) + lat.astype(np.uint64)
+    wrapped = end < ts
+    if wrapped.any():
+        end[wrapped] = np.uint64(2**64 - 1)
+    return end
 
 
 def string_codes(chunk: ChunkLike, name: str) -> tuple[np.ndarray, list[str]]:

@@ -83,14 +83,24 @@ def _output(path: str) -> str | BinaryIO:
     return path
 
 
-def _loss_warning(doc: dict[str, Any]) -> None:
+def _loss_warning(doc: dict[str, Any], what: str = "figures") -> None:
+    """The one warning about losses, for stats (from its document) and for the commands
+    whose rows cannot carry them (replay --format jsonl/csv, export)."""
     losses = doc["losses"]
     if losses["total"]:
         cpus = ", ".join(f"cpu{c}" for c in sorted(losses["by_cpu"], key=int))
         warn(
             f"the capture lost {fmt_count(losses['total'])} events ({cpus}) in "
-            f"{len(losses['records'])} loss record(s); figures miss them"
+            f"{len(losses['records'])} loss record(s); {what} miss them"
         )
+
+
+def _capture_loss_warning(cap: Any, what: str) -> None:
+    by_cpu: dict[str, int] = {}
+    for loss in cap.losses():
+        by_cpu[str(loss.cpu)] = by_cpu.get(str(loss.cpu), 0) + loss.count
+    doc = {"losses": {"total": sum(by_cpu.values()), "by_cpu": by_cpu, "records": cap.losses()}}
+    _loss_warning(doc, what)
 
 
 # -- stats ----------------------------------------------------------------------------------------
@@ -348,6 +358,8 @@ def replay(
             follow_capture(cap, out, sel, fmt=fmt, header=not no_header)
         else:
             replay_capture(cap, out, sel, fmt=fmt, speed=speed, header=not no_header)
+        if fmt != "text":  # text shows each loss in place; jsonl and csv rows are events only
+            _capture_loss_warning(cap, f"the {fmt} rows")
 
 
 # -- export ---------------------------------------------------------------------------------------
@@ -419,6 +431,8 @@ def export(
                         rep = export_perfetto(cap, out, sel, max_events=max_events, sample=sample)
                     else:
                         rep = export_rows(cap, out, sel, fmt)
+        if fmt != "perfetto":  # perfetto shows losses as instant events; rows are events only
+            _capture_loss_warning(cap, f"the {fmt} rows")
     for w in rep.warnings:
         warn(w)
     if output != "-":

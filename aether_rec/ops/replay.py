@@ -81,7 +81,8 @@ def replay(
     for chunk in sel.chunks(cap):
         rows = lines(fmt, chunk, to_real, src)
         ts = chunk.column("ts")
-        # loss markers in time order between events (text only)
+        # loss markers in time order between events (text only): a loss goes after the
+        # events that started before it
         while li < len(losses) and losses[li].t_first <= int(ts[0]):
             line = _loss_line(fmt, losses[li])
             if line:
@@ -89,7 +90,17 @@ def replay(
             rep.losses += 1
             li += 1
         if speed <= 0:
-            out.write("".join(rows))
+            at = 0
+            while li < len(losses) and losses[li].t_first <= int(ts[-1]):
+                cut = int(np.searchsorted(ts, losses[li].t_first, side="left"))
+                out.write("".join(rows[at:cut]))
+                at = cut
+                line = _loss_line(fmt, losses[li])
+                if line:
+                    out.write(line)
+                rep.losses += 1
+                li += 1
+            out.write("".join(rows[at:]))
             rep.events += chunk.n
             continue
         if start is None:

@@ -290,3 +290,67 @@ def test_export_follows_the_output_rule(tmp_path: Path, cap_path: Path) -> None:
     out = tmp_path / "ok.csv"
     assert run("export", str(cap_path), "--format", "csv", "-o", str(out)).exit_code == 0
     assert out.stat().st_mode & 0o777 == 0o600 and out.read_text().count("\n") == 20_001
+
+
+# -- Ctrl-C --------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def big(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_capture(tmp_path_factory.mktemp("big") / "big.aio", 1_500_000, seed=9)
+
+
+@pytest.mark.parametrize("delay", [0.3, 0.8])  # (before ~0.1 s the interpreter itself is starting)
+@pytest.mark.parametrize("cmd", [["filter", "{big}", "-o", "{out}", "lat > 1us"],
+                                 ["merge", "{big}", "{big2}", "-o", "{out}", "--offset", "{big2}=+1s"],
+                                 ["stats", "{big}", "--by", "comm"]])
+def test_every_tool_stops_within_a_second_of_sigint(tmp_path: Path, big: Path, cmd: list[str],
+                                                     delay: float) -> None:
+    """At any moment (imports included): exit 130 or a one-line message, no traceback, no
+    output left behind, within a second."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    big2 = big.parent / "big2.aio"
+    if not big2.exists():
+        big2.write_bytes(big.read_bytes())
+    args = [a.format(big=big, big2=big2, out=tmp_path / "out.aio") for a in cmd]
+    exe = Path(sys.executable).parent / "aether-rec"  # the console script, as users run it
+    p = subprocess.Popen([str(exe), *args], stdout=subprocess.DEVNULL,
+                         stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    time.sleep(delay)
+    p.send_signal(signal.SIGINT)
+    t0 = time.monotonic()
+    try:
+        _, err = p.communicate(timeout=5)
+    finally:
+        p.kill()
+    assert time.monotonic() - t0 < 1.0, "took more than a second to stop"
+    assert "Traceback" not in err, err
+    assert p.returncode in (0, 1, 130), (p.returncode, err)
+    assert not (tmp_path / "out.aio").exists() or p.returncode == 0
+    assert [f for f in os.listdir(tmp_path) if f.endswith(".part")] == []
+
+
+@pytest.mark.parametrize("module", ["click", "numpy"])
+def test_ctrl_c_while_the_cli_loads_is_one_line(tmp_path: Path, cap_path: Path, module: str) -> None:
+    """Ctrl-C landing inside an import (click, or numpy for the command) is deterministic
+    here: the import itself raises KeyboardInterrupt."""
+    import subprocess
+    import sys
+
+    code = (
+        "import builtins, sys\n"
+        "real = builtins.__import__\n"
+        "def imp(name, *a, **k):\n"
+        f"    if name == {module!r}:\n"
+        "        raise KeyboardInterrupt\n"
+        "    return real(name, *a, **k)\n"
+        "builtins.__import__ = imp\n"
+        f"sys.argv = ['aether-rec', 'stats', {str(cap_path)!r}]\n"
+        "from aether_rec.console import main\n"
+        "main()\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert "Traceback" not in r.stderr, r.stderr
+    assert r.returncode in (1, 130) and r.stderr.strip().count("\n") <= 1, (r.returncode, r.stderr)

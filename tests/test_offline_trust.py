@@ -354,3 +354,29 @@ def test_ctrl_c_while_the_cli_loads_is_one_line(tmp_path: Path, cap_path: Path, 
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert "Traceback" not in r.stderr, r.stderr
     assert r.returncode in (1, 130) and r.stderr.strip().count("\n") <= 1, (r.returncode, r.stderr)
+
+
+# -- times and units ----------------------------------------------------------------------------------------
+def test_times_follow_one_rule(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """ISO without a zone is UTC whatever TZ says; a time of day as replay prints it is
+    accepted; relative times need a unit; a bound outside the capture is said."""
+    p = small(tmp_path / "t.aio", [T0, T0 + 10**9, T0 + 2 * 10**9, T0 + 3 * 10**9])
+    for tz in ("UTC", "America/New_York", "Asia/Tokyo"):
+        monkeypatch.setenv("TZ", tz)
+        r = run("stats", "--json", str(p), "--since", "2026-01-01T00:00:01")
+        assert json.loads(r.stdout)["events"] == 3, tz
+    first_line = run("replay", str(p), "--no-header").stdout.splitlines()[1]
+    tod = first_line.split()[0]  # 00:00:01.000000, as replay prints it
+    assert tod == "00:00:01.000000"
+    assert json.loads(run("stats", "--json", str(p), "--since", tod).stdout)["events"] == 3
+    assert json.loads(run("stats", "--json", str(p), "--until", "00:00:02").stdout)["events"] == 2
+    r = run("stats", str(p), "--since", "+1")
+    one_line_error(r, 2, "needs a unit")
+    one_line_error(run("stats", str(p), "--min-latency", "5"), 2, "needs a unit")
+    r = run("stats", "--json", str(p), "--since", "+100s")
+    assert r.exit_code == 0 and json.loads(r.stdout)["events"] == 0
+    assert "after the capture's last event" in r.stderr
+    r = run("stats", "--json", str(p), "-e", "lat > 5")
+    assert r.exit_code == 0 and "without a unit is nanoseconds" in r.stderr
+    assert "without a unit" not in run("stats", "--json", str(p), "-e", "lat > 5ms").stderr
+    assert "without a unit" not in run("stats", "--json", str(p), "-e", f"ts > {T0}").stderr

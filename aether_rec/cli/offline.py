@@ -9,7 +9,7 @@ import functools
 import io
 import json
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, BinaryIO, TypeVar, cast
 
 import click
@@ -73,6 +73,18 @@ def selection_options(func: F) -> F:
     for o in reversed(opts):
         wrapped = o(wrapped)
     return cast(F, wrapped)
+
+
+def _resolved(spec: SelectionSpec, cap: Any) -> Any:
+    """``spec`` resolved for ``cap``; what the user may not have meant is said on stderr."""
+    return _resolved_all(spec, [cap])[0]
+
+
+def _resolved_all(spec: SelectionSpec, caps: Sequence[Any]) -> list[Any]:
+    sels = [spec.resolve(cap) for cap in caps]
+    for w in dict.fromkeys(w for sel in sels for w in sel.warnings):
+        warn(w)
+    return sels
 
 
 def _output(path: str) -> str | BinaryIO:
@@ -159,7 +171,7 @@ def stats(
       aether-rec stats run.aio -e 'lat > 5ms and comm == "postgres"'
     """
     with open_captures(files, strict=strict) as caps:
-        sels = [selection.resolve(cap) for cap in caps]
+        sels = _resolved_all(selection, caps)
         opts = StatsOptions(
             filter_text=sels[0].text if sels else None,
             by=(by or "").split(","),
@@ -221,7 +233,7 @@ def filter_cmd(
     refuse_same_file(output, [src])
     with open_captures([src], strict=strict) as caps:
         cap = caps[0]
-        sel = selection.with_expression(expression).resolve(cap)
+        sel = _resolved(selection.with_expression(expression), cap)
         if not sel.texts:
             note("no expression or option given: copying every event")
         rep = filter_capture(cap, _output(output), sel, overwrite=force)
@@ -353,7 +365,7 @@ def replay(
             raise UsageError("--follow needs a file, not stdin")
     with open_captures([src], strict=strict) as caps:
         cap = caps[0]
-        sel = selection.with_expression(expression).resolve(cap)
+        sel = _resolved(selection.with_expression(expression), cap)
         if follow:
             follow_capture(cap, out, sel, fmt=fmt, header=not no_header)
         else:
@@ -419,7 +431,7 @@ def export(
         raise UsageError("parquet is written to a file: give -o FILE.parquet")
     with open_captures([src], strict=strict) as caps:
         cap = caps[0]
-        sel = selection.with_expression(expression).resolve(cap)
+        sel = _resolved(selection.with_expression(expression), cap)
         # a file appears under its name only when complete (format/output.py)
         with _export_output(output, force) as binary:
             if fmt == "parquet":

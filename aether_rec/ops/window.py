@@ -43,7 +43,25 @@ def resolve_bound(cap: Capture, text: str | None) -> int | None:
     if kind == "rel":
         start = capture_start(cap)
         return None if start is None else start + value
+    if kind == "tod":
+        start = capture_start(cap)
+        if start is None:
+            return None
+        first_real = cap.clock_map().real(start)
+        day = first_real - first_real % DAY_NS
+        real = day + value
+        if real < first_real and real + DAY_NS <= cap.clock_map().real(capture_end(cap) or start):
+            real += DAY_NS  # a capture over midnight: the time is on its second day
+        return real_to_mono(cap, real)
     return real_to_mono(cap, value)
+
+
+DAY_NS = 86_400 * 1_000_000_000
+
+
+def capture_end(cap: Capture) -> int | None:
+    """Monotonic ns of the last event's start (None for an empty capture)."""
+    return max((i.t_last for i in cap.chunk_infos() if i.n), default=None)
 
 
 @dataclass
@@ -57,6 +75,7 @@ class Selection:
     t_max: int | None = None  # exclusive
     texts: list[str] = field(default_factory=list)
     source: str | None = None  # the capture's source name, for events without a source column
+    warnings: list[str] = field(default_factory=list)  # what the user may not have meant
 
     @property
     def filter(self) -> Filter:
@@ -189,7 +208,13 @@ def _resolve(cap: Capture, where: Filter, since: str | None, until: str | None) 
         texts.append(f"since {since}")
     if until:
         texts.append(f"until {until}")
-    return Selection(where, t_min, t_max, texts, source_name(cap))
+    notes = list(where.notes)
+    first, last = capture_start(cap), capture_end(cap)
+    if t_min is not None and last is not None and t_min > last:
+        notes.append(f"{cap.name}: --since {since} is after the capture's last event: nothing is selected")
+    if t_max is not None and first is not None and t_max <= first:
+        notes.append(f"{cap.name}: --until {until} is before the capture's first event: nothing is selected")
+    return Selection(where, t_min, t_max, texts, source_name(cap), notes)
 
 
 def source_name(cap: Capture) -> str:

@@ -61,9 +61,10 @@ __all__ = [
 class Filter:
     """A compiled expression: ``mask(chunk)`` for events, ``can_match(info)`` for chunks."""
 
-    def __init__(self, text: str, root: Node) -> None:
+    def __init__(self, text: str, root: Node, notes: Sequence[str] = ()) -> None:
         self.text = text
         self.root = root
+        self.notes = list(notes)  # warnings about how the text was read (bare numbers...)
 
     @property
     def is_trivial(self) -> bool:
@@ -88,7 +89,8 @@ class Filter:
             return other
         if other.is_trivial:
             return self
-        return Filter(f"({self.text}) and ({other.text})", And([self.root, other.root]))
+        return Filter(f"({self.text}) and ({other.text})", And([self.root, other.root]),
+                      self.notes + other.notes)
 
     def __repr__(self) -> str:
         return f"Filter({self.text!r})"
@@ -101,7 +103,9 @@ def parse(text: str | None) -> Filter:
     """Compile an expression; None or blank matches every event."""
     if text is None or not text.strip():
         return MATCH_ALL
-    return Filter(text.strip(), Parser(text).parse())
+    parser = Parser(text)
+    root = parser.parse()
+    return Filter(text.strip(), root, parser.notes)
 
 
 def quote(s: str) -> str:

@@ -26,11 +26,15 @@ from aether_rec.ops.units import duration_factor, size_factor
 # -- parser ---------------------------------------------------------------------------------
 
 
+ABSOLUTE_TIMES = ("ts", "end")  # instants in ns of the monotonic clock: bare numbers are natural
+
+
 class Parser:
     def __init__(self, text: str) -> None:
         self.text = text
         self.toks = tokenize(text)
         self.i = 0
+        self.notes: list[str] = []  # warnings: the text parsed, but maybe not as meant
 
     # helpers
     @property
@@ -259,6 +263,11 @@ class Parser:
         t = self.tok
         if t.kind == "NUMBER":
             v = self.number(t, kind)
+            if kind == "time" and fld not in ABSOLUTE_TIMES and not t.value[1] and v:
+                # the one rule (docs/offline.md, Units): a bare number on a duration field is
+                # nanoseconds, the stored unit; said, since "lat > 5" may have meant 5 ms
+                self.notes.append(f"{fld} ... {t.text}: a number without a unit is nanoseconds; write "
+                                  f"{t.text}ns, {t.text}us or {t.text}ms to say which")
         elif t.kind == "DEV":
             if kind != "dev":
                 raise self.error(f"major:minor is a device number; {fld} is not a device", t)

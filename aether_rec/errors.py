@@ -17,7 +17,19 @@ class UsageError(AetherError, ValueError):
 
 
 class CaptureError(AetherError, ValueError):
-    """A capture cannot be read."""
+    """A capture cannot be read. ``reason`` says why, ``path`` (when known) which file;
+    ``str()`` is ``"path: reason"``. Callers decide on the attributes, never on the text."""
+
+    def __init__(self, reason: str, path: str | None = None) -> None:
+        self.reason = reason
+        self.path = path
+        super().__init__(f"{path}: {reason}" if path else reason)
+
+    def at(self, path: str) -> CaptureError:
+        """This error about file ``path`` (itself when it already names a file)."""
+        if self.path is not None:
+            return self
+        return type(self)(self.reason, path)
 
 
 class NotACaptureError(CaptureError):

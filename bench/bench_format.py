@@ -25,7 +25,7 @@ import numpy as np
 import zstandard
 
 from aether_rec.format.chunk import Chunk
-from aether_rec.format.synth import PROCS, _batch
+from aether_rec.format.synth import PROCS, make_batch
 from aether_rec.format.writer import CaptureWriter
 from aether_rec.schema import KERNEL_EVENT_DTYPE
 
@@ -39,7 +39,7 @@ def make_batches(n: int, batch: int = 131072) -> list[Chunk]:
     out, t, done = [], 10**12, 0
     while done < n:
         k = min(batch, n - done)
-        chunk, t = _batch(rng, k, t, 200_000.0, 0.2, share, len(paths))
+        chunk, t = make_batch(rng, k, t, 200_000.0, 0.2, share, len(paths))
         chunk.dicts = {"comm": comms, "path": paths}
         out.append(chunk)
         done += k

@@ -5,7 +5,7 @@
     .venv/bin/python bench/fuzz_captures.py --dump 1234 --seed 1 -o case.aio
 
 Cases are made from the synthetic seeds, the golden vectors (format/vectors/) and the
-recorded fixtures (fixtures/) by aether_rec/fuzz.py: bit flips, byte overwrites, numbers
+recorded fixtures (fixtures/) by tests/fuzzing.py: bit flips, byte overwrites, numbers
 in length fields, inserted and deleted bytes, truncation, splices of two captures, block
 drops/repeats/swaps, and structure-aware mutations re-framed with valid checksums. Each
 runs through open, chunk_infos, chunks, losses, meta, verify, info, strict open and
@@ -34,9 +34,10 @@ import subprocess
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path[:0] = [ROOT, os.path.join(ROOT, "tests")]  # the fuzzer is test tooling (tests/fuzzing.py)
 
-from aether_rec.fuzz import FuzzReport, FuzzRunner, default_seeds, dump_case  # noqa: E402
+from fuzzing import SCRIPT, FuzzReport, FuzzRunner, default_seeds, dump_case  # noqa: E402
 
 
 def main() -> int:
@@ -57,7 +58,7 @@ def main() -> int:
         return 0
 
     if args.bombs:
-        cmd = [sys.executable, "-m", "aether_rec.fuzz", "bombs"] + (["--heavy"] if args.heavy else [])
+        cmd = [sys.executable, SCRIPT, "bombs"] + (["--heavy"] if args.heavy else [])
         proc = subprocess.run(cmd, capture_output=True, text=True)
         bad = proc.returncode != 0
         for line in proc.stdout.splitlines():

@@ -230,3 +230,37 @@ def test_pack_replaces_lone_surrogates() -> None:
 def test_unpack_turns_bad_msgpack_into_damage(raw: bytes) -> None:
     with pytest.raises(DamagedCaptureError, match="undecodable metadata"):
         unpack(raw, "test document")
+
+
+@pytest.mark.parametrize("v", [1.0, 0.0, float("inf"), True, False, "1", None, [1], 2**64, -(2**63) - 1])
+def test_checked_int_refuses_everything_but_64_bit_integers(v: object) -> None:
+    from aether_rec.errors import DamagedCaptureError
+    from aether_rec.format.blocks import checked_int
+
+    with pytest.raises(DamagedCaptureError, match="not an integer"):
+        checked_int(v, "field")
+
+
+@pytest.mark.parametrize("v", [0, 1, 2**64 - 1, -(2**63), 2**63])
+def test_checked_int_keeps_every_64_bit_integer(v: int) -> None:
+    from aether_rec.format.blocks import checked_int
+
+    assert checked_int(v, "field") == v and type(checked_int(v, "field")) is int
+
+
+def test_a_float_in_a_summary_or_index_entry_is_damage() -> None:
+    from aether_rec.errors import DamagedCaptureError
+    from aether_rec.format.chunk import ChunkInfo
+    from aether_rec.format.records import Loss
+
+    good = {"n": 1, "t0": 5, "t1": 6, "raw": 10}
+    assert ChunkInfo.from_summary(good, 0, 0).t_first == 5
+    for key in ("n", "t0", "t1", "raw", "lat_max", "pid_min"):
+        with pytest.raises(DamagedCaptureError):
+            ChunkInfo.from_summary({**good, key: 5.0}, 0, 0)
+    with pytest.raises(DamagedCaptureError):
+        ChunkInfo.from_row([0, 10, 1, 5.0, 6, 0, 0, 0, 0, 0, None])
+    with pytest.raises(DamagedCaptureError):
+        Loss.from_doc({"cpu": 0, "count": 1.5, "t0": 1, "t1": 2})
+    with pytest.raises(DamagedCaptureError):
+        Loss.from_row([0, 0, 1, 1.0, 2, "ringbuf"])

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 import aether_rec
 from aether_rec.errors import CaptureError
 from aether_rec.format.chunk import Chunk
-from aether_rec.format.reader import Loss
+from aether_rec.format.records import Loss
 from aether_rec.format.writer import CaptureWriter
 
 VECTORS = Path(__file__).resolve().parent.parent / "format" / "vectors"

@@ -104,3 +104,30 @@ def test_recover_refuses_what_is_not_a_capture_and_existing_outputs(tmp_path: Pa
     with pytest.raises(WriteError, match="already exists"):
         recover(VECTORS / "003-no-index.aio", existing)
     assert existing.read_bytes() == b"keep"
+
+
+def test_recover_keeps_the_recorder_statistics_losses_and_metadata(tmp_path: Path) -> None:
+    """What the recorder wrote into the index (its counters) survives recovery, next to the
+    'recovered' mark; so do every loss record and metadata table."""
+    import numpy as np
+
+    from aether_rec.format.records import Loss
+    from aether_rec.format.writer import CaptureWriter
+
+    src = tmp_path / "src.aio"
+    stats = {"events_seen": 1234, "counters": {"submit_failed": [0, 3]}, "stop_reason": "signal"}
+    with CaptureWriter(str(src), {"clock": [[1, 2]]}) as w:
+        w.write_meta("procs", [{"pid": 1, "comm": "x"}])
+        w.write_events({"ts": np.arange(10, dtype=np.uint64), "lat": np.ones(10, np.uint64)})
+        w.write_loss(Loss(1, 3, 4, 5, "ringbuf"))
+        w.flush()
+        w.close(stats=stats)
+    out = tmp_path / "out.aio"
+    rep = recover(src, out)
+    with aether_rec.open(out, strict=True) as cap:
+        assert {k: cap.index_stats.get(k) for k in stats} == stats
+        assert cap.index_stats["recovered"] is True
+        assert [(x.cpu, x.count, x.t_first, x.t_last, x.kind) for x in cap.losses()] == [
+            (1, 3, 4, 5, "ringbuf")]
+        assert cap.meta("procs") == [{"pid": 1, "comm": "x"}] and cap.n_events == 10
+    assert rep.had_index and rep.index_stats == stats

@@ -309,7 +309,7 @@ def test_metadata_strings_are_clipped_and_big_tables_split(monkeypatch: pytest.M
         (proc,) = cap.meta("procs")
         assert len(proc["cmdline"]) == MAX_STR_LEN and proc["cmdline"].startswith("java x")
         assert [r["fd"] for r in cap.meta("fds")] == list(range(40))
-        assert sum(1 for _, t in cap._metas or [] if t == "fds") > 1
+        assert sum(1 for m in cap._metas or [] if m.table == "fds") > 1
 
 
 def _small_frame(btype: bytes, payload: bytes) -> bytes:

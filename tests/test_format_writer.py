@@ -15,6 +15,7 @@ import pytest
 import aether_rec
 from aether_rec.errors import CaptureError
 from aether_rec.format.blocks import CHNK, INDX, PREAMBLE_SIZE, TRLR, Block, scan
+from aether_rec.format.records import Loss
 from aether_rec.format.writer import CaptureWriter, WriteError
 
 
@@ -93,7 +94,7 @@ def test_writer_on_a_pipe_reads_back() -> None:
         with CaptureWriter(out, chunk_events=4) as cw:
             for i in range(5):
                 cw.write_events(batch(3, 3 * i))
-            cw.write_loss(0, 5, 1, 2, "perf_buffer")
+            cw.write_loss(Loss(0, 5, 1, 2, "perf_buffer"))
             cw.write_meta("procs", [{"pid": 1, "comm": "init"}])
     t.join(10)
     data = received[0]

@@ -1,7 +1,7 @@
 """Hostile and damaged captures: a seeded fuzz run, decompression and size bombs, and
 regression tests for every crash the fuzzing found.
 
-The fuzz run (aether_rec/fuzz.py) mutates, truncates and splices synthetic captures, the
+The fuzz run (tests/fuzzing.py) mutates, truncates and splices synthetic captures, the
 golden vectors and the recorded fixtures; every case must end in a CaptureError or a
 read with warnings, never another exception, never a hang, with bounded memory. A
 longer run: ``.venv/bin/python bench/fuzz_captures.py --cases 100000``.
@@ -19,12 +19,8 @@ from typing import Any
 import msgpack
 import numpy as np
 import pytest
-
-from aether_rec.errors import CaptureError
-from aether_rec.format.blocks import CHNK, HEAD, INDX, LOSS, META, TRLR
-from aether_rec.format.reader import Capture
-from aether_rec.format.synth import generate
-from aether_rec.fuzz import (
+from fuzzing import (
+    SCRIPT,
     FuzzRunner,
     blocks_of,
     default_seeds,
@@ -32,6 +28,11 @@ from aether_rec.fuzz import (
     make_case,
     reframe,
 )
+
+from aether_rec.errors import CaptureError
+from aether_rec.format.blocks import CHNK, HEAD, INDX, LOSS, META, TRLR
+from aether_rec.format.reader import Capture
+from aether_rec.format.synth import generate
 from aether_rec.ops.info import capture_info, format_info
 from aether_rec.ops.recover import recover
 
@@ -178,7 +179,7 @@ def test_bombs_are_refused_with_bounded_memory() -> None:
     """Each bomb runs in one fresh child process; VmHWM (its own peak, not ru_maxrss,
     which Linux carries across fork and exec) is read after each."""
     proc = subprocess.run(
-        [sys.executable, "-m", "aether_rec.fuzz", "bombs"],
+        [sys.executable, SCRIPT, "bombs"],
         capture_output=True, text=True, timeout=120,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -205,7 +206,7 @@ def test_clean_error_class_for_a_non_capture(tmp_path: Any) -> None:
 def test_ordered_reading_caps_what_it_holds_back(monkeypatch: Any) -> None:
     """Chunks that all overlap in time: past MAX_MERGE_BYTES held back, the reader yields
     what it holds (order becomes piecewise, with a warning) instead of growing without
-    bound. (The full-size version is in ``python -m aether_rec.fuzz bombs --heavy``.)"""
+    bound. (The full-size version is in ``python tests/fuzzing.py bombs --heavy``.)"""
     import aether_rec.format.reader as reader_mod
     from aether_rec.format.chunk import Chunk
     from aether_rec.format.writer import CaptureWriter

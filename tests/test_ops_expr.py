@@ -230,10 +230,10 @@ BAD = [
 @pytest.mark.parametrize("text,fragment,start,width", BAD)
 def test_errors_point_at_the_bad_token(text: str, fragment: str, start: int, width: int) -> None:
     if text == "":
-        from aether_rec.ops.expr import _Parser
+        from aether_rec.ops.expr import Parser
 
         with pytest.raises(ExprError) as ei:
-            _Parser(text).parse()
+            Parser(text).parse()
     else:
         with pytest.raises(ExprError) as ei:
             parse(text)

@@ -188,3 +188,23 @@ def test_merge_parts_equals_concat_then_stable_sort() -> None:
             np.testing.assert_array_equal(got.strings(name), want.strings(name), err_msg=name)
         else:
             np.testing.assert_array_equal(got.column(name), want.column(name), err_msg=name)
+
+
+def test_merged_chunks_are_in_time_order_in_the_file(tmp_path: Path) -> None:
+    """Two hosts recording at the same time: their events interleave, so every batch is
+    merged, not copied. The output's chunks, in file order, must follow each other in time
+    (no overlap to re-sort at read time, no warning), not only read back sorted."""
+    a, b = (make_capture(tmp_path / f"{name}.aio", 150_000, seed=seed, start_ns=mono0,
+                         header={"hostname": name, "clock": [[mono0, REAL0 + seed * 1_000]]})
+            for name, mono0, seed in (("db1", 5_000_000_000_000, 1), ("db2", 9_000_000_000, 2)))
+    out = tmp_path / "fleet.aio"
+    rep = _merge([a, b], out)
+    assert rep.chunks_copied == 0  # type: ignore[attr-defined]
+    with aether_rec.open(str(out)) as cap:
+        infos = cap.chunk_infos()
+        assert len(infos) >= 2
+        spans = [(i.t_first, i.t_last) for i in infos]
+        assert all(x[1] <= y[0] for x, y in zip(spans, spans[1:])), spans
+        unordered = np.concatenate([c.column("ts") for c in cap.chunks(ordered=False)])
+        assert np.all(np.diff(unordered.astype(np.int64)) >= 0)
+        assert cap.n_events == 300_000 and cap.warnings == []

@@ -21,6 +21,7 @@ from ops_common import make_capture, read_all
 import aether_rec
 from aether_rec.cli import main
 from aether_rec.errors import UsageError
+from aether_rec.format.records import Loss
 from aether_rec.format.synth import generate
 from aether_rec.format.writer import CaptureWriter
 from aether_rec.ops.export import MissingDependencyError, export_parquet, export_perfetto
@@ -132,7 +133,7 @@ def test_follow_a_growing_capture(tmp_path: Path) -> None:
             w.write_events(b)
             w.flush()
             time.sleep(0.02)
-        w.write_loss(0, 7, 1, 2, "ringbuf")
+        w.write_loss(Loss(0, 7, 1, 2, "ringbuf"))
         w.close()
 
     t = threading.Thread(target=recorder)

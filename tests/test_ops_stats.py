@@ -109,8 +109,9 @@ def test_by_and_interval(cap_path: Path, data: dict[str, np.ndarray]) -> None:
     assert validate(doc, SCHEMA) == []
     rows = doc["groups"]["rows"]
     assert sum(r["events"] for r in rows) == data["lat"].size
-    pg_read = [r for r in rows if r["key"] == {"comm": "postgres", "op": "read"}][0]
-    sel = (data["comm"] == "postgres") & (data["op"] == 1)
+    # grouped rows keep layers apart (issue 12: a read syscall and a block read are two things)
+    pg_read = [r for r in rows if r["key"] == {"comm": "postgres", "layer": "syscall", "op": "read"}][0]
+    sel = (data["comm"] == "postgres") & (data["op"] == 1) & (data["layer"] == 1)
     assert pg_read["events"] == int(sel.sum())
     _check_latency(pg_read["latency"], data["lat"][sel], doc["relative_error"])
     iv = doc["intervals"]["rows"]

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from kernel_util import CLI, ROOT
 
-from aether_rec.format import writer
+from aether_rec.format import output as writer  # where the output-creation rule lives
 from aether_rec.format.writer import WriteError, create_output
 from aether_rec.recorder.perfbuf import PerfMmapTransport
 from aether_rec.recorder.privileges import credentials, resolve_user

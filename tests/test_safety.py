@@ -26,8 +26,6 @@ FORBIDDEN_NAMES = {"pickle", "cPickle", "marshal", "shelve", "eval", "exec", "__
 ALLOWED = {
     ("cli/__init__.py", "import_module"): "imports aether_rec.cli.<name> for a fixed tuple of names",
     ("recorder/bccload.py", "format"): "pattern from the constant SYSTEM_BCC_DIRS",
-    ("fuzz.py", "unpackb"): "test tooling: decodes its own seed captures to mutate them",
-    ("fuzz.py", "ZstdDecompressor"): "test tooling: decompresses its own seeds to mutate them",
 }
 MSGPACK_DECODERS = {"unpackb", "Unpacker", "unpack"}  # `unpack` only as msgpack.unpack
 DECOMPRESSORS = {"ZstdDecompressor", "decompressobj", "BZ2Decompressor", "LZMADecompressor"}
@@ -43,10 +41,9 @@ def _rel(path: Path) -> str:
     return path.relative_to(PKG).as_posix()
 
 
-@pytest.mark.parametrize("path", FILES, ids=_rel)
-def test_no_code_execution_from_data(path: Path) -> None:
+def code_execution_problems(path: Path, rel: str) -> list[str]:
+    """Names that turn file content into code (pickle, eval, shell=True, allow_pickle...)."""
     toks = _tokens(path)
-    rel = _rel(path)
     bad = []
     for i, t in enumerate(toks):
         prev = toks[i - 1] if i else None
@@ -58,8 +55,9 @@ def test_no_code_execution_from_data(path: Path) -> None:
             bad.append(f"{where}: {t.string}")
         if t.string == "compile" and not (prev and prev.string == "."):
             bad.append(f"{where}: builtin compile")
-        if t.string == "shell" and nxt and nxt.string == "=" and toks[i + 2].string != "False":
-            bad.append(f"{where}: shell=")
+        keyword_true = nxt is not None and nxt.string == "=" and toks[i + 2].string != "False"
+        if t.string in ("shell", "allow_pickle") and keyword_true:
+            bad.append(f"{where}: {t.string}=")
         if t.string == "import_module" and (rel, "import_module") not in ALLOWED:
             bad.append(f"{where}: dynamic import")
         called = nxt is not None and nxt.string == "("
@@ -67,14 +65,12 @@ def test_no_code_execution_from_data(path: Path) -> None:
             receiver = toks[i - 2]
             if receiver.type != tokenize.STRING and (rel, "format") not in ALLOWED:
                 bad.append(f"{where}: .{t.string}() on a non-literal (a format string from data?)")
-    assert not bad, "\n".join(bad)
+    return bad
 
 
-@pytest.mark.parametrize("path", FILES, ids=_rel)
-def test_decoding_goes_through_the_limits(path: Path) -> None:
-    """msgpack is decoded only in format/blocks.py, decompression only in format/columns.py."""
+def decoding_problems(path: Path, rel: str) -> list[str]:
+    """msgpack decoded outside format/blocks.py, decompression outside format/columns.py."""
     toks = _tokens(path)
-    rel = _rel(path)
     bad = []
     for i, t in enumerate(toks):
         if t.type != tokenize.NAME:
@@ -87,6 +83,18 @@ def test_decoding_goes_through_the_limits(path: Path) -> None:
         if t.string in DECOMPRESSORS or stdlib:
             if rel != "format/columns.py" and (rel, t.string) not in ALLOWED:
                 bad.append(f"{rel}:{t.start[0]}: {t.string} outside format/columns.py")
+    return bad
+
+
+@pytest.mark.parametrize("path", FILES, ids=_rel)
+def test_no_code_execution_from_data(path: Path) -> None:
+    bad = code_execution_problems(path, _rel(path))
+    assert not bad, "\n".join(bad)
+
+
+@pytest.mark.parametrize("path", FILES, ids=_rel)
+def test_decoding_goes_through_the_limits(path: Path) -> None:
+    bad = decoding_problems(path, _rel(path))
     assert not bad, "\n".join(bad)
 
 
@@ -104,6 +112,43 @@ def test_limits_are_defined_only_in_limits_py() -> None:
             if t.type == tokenize.NAME and t.string in names and assigned:
                 bad.append(f"{_rel(path)}:{t.start[0]}: {t.string} redefined")
     assert not bad, "\n".join(bad)
+
+
+PLANTED = {
+    "import pickle\n": "pickle",
+    "arr = np.load(f, allow_pickle=True)\n": "allow_pickle=",
+    "x = eval(text)\n": "eval",
+    "fmt = row['fmt']\nprint(fmt.format(1))\n": ".format() on a non-literal",
+    "subprocess.run('x', shell=True)\n": "shell=",
+    "code = compile(src, 'f', 'exec')\n": "builtin compile",
+    "mod = importlib.import_module(name)\n": "dynamic import",
+}
+PLANTED_DECODING = {
+    "doc = msgpack.unpackb(data)\n": "msgpack unpackb",
+    "d = zstandard.ZstdDecompressor()\n": "ZstdDecompressor",
+    "raw = zlib.decompress(data)\n": "decompress outside",
+}
+
+
+@pytest.mark.parametrize("code,what", sorted(PLANTED.items()))
+def test_the_code_checker_fails_a_planted_sample(tmp_path: Path, code: str, what: str) -> None:
+    """A reader that loaded numpy data with allow_pickle=True (or any other planted line)
+    must fail the check: the checker is run, not only its tokens inspected."""
+    sample = tmp_path / "reader.py"
+    sample.write_text(code)
+    bad = code_execution_problems(sample, "format/reader.py")
+    assert any(what in b for b in bad), bad
+    sample.write_text("arr = np.load(f, allow_pickle=False)\nprint('{}'.format(1))\n")
+    assert code_execution_problems(sample, "format/reader.py") == []
+
+
+@pytest.mark.parametrize("code,what", sorted(PLANTED_DECODING.items()))
+def test_the_decoding_checker_fails_a_planted_sample(tmp_path: Path, code: str, what: str) -> None:
+    sample = tmp_path / "reader.py"
+    sample.write_text(code)
+    bad = decoding_problems(sample, "format/reader.py")
+    assert any(what in b for b in bad), bad
+    assert decoding_problems(sample, "format/blocks.py" if "msgpack" in code else "format/columns.py") == []
 
 
 def test_the_checker_catches_what_it_should(tmp_path: Path) -> None:

@@ -3,14 +3,15 @@ errors into one line on stderr with exit code 1 (runtime) or 2 (usage)."""
 
 from __future__ import annotations
 
+import errno
 import importlib
+import os
 import sys
 from typing import Any
 
 import click
 
 from aether_rec import __version__
-from aether_rec.cli.common import fail
 from aether_rec.errors import AetherError
 
 
@@ -26,7 +27,22 @@ class AetherGroup(click.Group):
         assert isinstance(cmd, click.Command)
         return cmd
 
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            try:
+                return super().main(*args, **kwargs)
+            finally:
+                sys.stdout.flush()  # here, not at exit, where a failure is a traceback
+        except OSError as exc:  # stdout is full (> /dev/full), or its file too big (ulimit -f)
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - nothing more may be written there
+            if exc.errno == errno.EPIPE:
+                raise SystemExit(0) from None  # the reader went away (| head): not our error
+            click.echo(f"aether-rec: cannot write the output ({exc.strerror or exc})", err=True)
+            raise SystemExit(1) from None
+
     def invoke(self, ctx: click.Context) -> Any:
+        from aether_rec.cli.common import fail
+
         try:
             return super().invoke(ctx)
         except AetherError as exc:
@@ -38,6 +54,10 @@ class AetherGroup(click.Group):
         except KeyboardInterrupt:
             click.echo("aether-rec: interrupted", err=True)
             raise SystemExit(130) from None
+        except OSError as exc:
+            # an output that failed outside the library's own checks (stdout, a full disk)
+            where = f"{exc.filename}: " if exc.filename else ""
+            raise click.ClickException(f"{where}cannot write the output ({exc.strerror or exc})") from None
 
 
 @click.group(cls=AetherGroup, context_settings={"help_option_names": ["-h", "--help"]})

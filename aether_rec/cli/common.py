@@ -5,13 +5,14 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import click
 
 from aether_rec.errors import AetherError, UsageError
 from aether_rec.format.reader import Capture
+from aether_rec.ops.text import json_safe
 
 
 def warn(msg: str) -> None:
@@ -42,25 +43,37 @@ def fail(exc: AetherError) -> click.ClickException:
 
 
 @contextlib.contextmanager
-def open_capture(path: str, strict: bool = False, progress: bool = False) -> Iterator[Capture]:
-    """Open a capture for a command ("-" is stdin); its warnings go to stderr at the end.
-    With ``progress``, it is read through a counter that terminal.progress() draws."""
+def open_captures(
+    paths: Sequence[str], strict: bool = False, progress: bool = False
+) -> Iterator[list[Capture]]:
+    """Open captures for a command ("-" is stdin, once); their warnings go to stderr at the
+    end, once each, and nowhere else. With ``progress``, files are read through counters
+    that terminal.progress() draws."""
     from aether_rec.cli import terminal
 
-    src: Any = sys.stdin.buffer if path == "-" else terminal.source(path, progress)
+    if list(paths).count("-") > 1:
+        raise UsageError("'-' (stdin) can be given only once")
+    caps: list[Capture] = []
     try:
-        cap = Capture(src, strict=strict)
-    except BaseException:
-        terminal.close_tracked()
-        raise
-    try:
-        yield cap
+        for p in paths:
+            src: Any = sys.stdin.buffer if p == "-" else terminal.source(p, progress)
+            caps.append(Capture(src, strict=strict))
+        yield caps
     finally:
-        for w in cap.warnings:
-            warn(w)
-        cap.close()
+        for cap in caps:
+            for w in cap.warnings:
+                warn(w)
+            cap.close()
         terminal.close_tracked()
+
+
+@contextlib.contextmanager
+def open_capture(path: str, strict: bool = False, progress: bool = False) -> Iterator[Capture]:
+    """One capture, as open_captures opens it."""
+    with open_captures([path], strict, progress) as caps:
+        yield caps[0]
 
 
 def echo_json(obj: Any) -> None:
-    click.echo(json.dumps(obj, indent=2, default=str))
+    """Valid JSON whatever a capture's header holds (no NaN/Infinity, bounded nesting)."""
+    click.echo(json.dumps(json_safe(obj), indent=2, allow_nan=False))

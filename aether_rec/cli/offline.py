@@ -5,25 +5,26 @@ stderr; domain errors become one line and exit 1 (2 for usage errors) in the mai
 from __future__ import annotations
 
 import contextlib
+import functools
+import io
 import json
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, BinaryIO, TypeVar
+from typing import Any, BinaryIO, TypeVar, cast
 
 import click
 
 from aether_rec.cli import terminal
-from aether_rec.cli.common import note, warn
+from aether_rec.cli.common import note, open_captures, warn
 from aether_rec.errors import UsageError
-from aether_rec.format.reader import Capture
-from aether_rec.ops import expr as expr_mod
+from aether_rec.format.output import atomic_output, refuse_same_file
 from aether_rec.ops.filter import filter_capture
 from aether_rec.ops.report import render_stats
-from aether_rec.ops.stats import StatsOptions, check_by
+from aether_rec.ops.stats import StatsOptions
 from aether_rec.ops.stats import compute as compute_stats
-from aether_rec.ops.text import printable_doc
+from aether_rec.ops.text import json_safe, printable_doc
 from aether_rec.ops.units import fmt_count, parse_duration
-from aether_rec.ops.window import Selection, select
+from aether_rec.ops.window import SelectionSpec
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -32,7 +33,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def selection_options(func: F) -> F:
-    """``--where --since --until --pid --comm --min-latency --layer --op``."""
+    """``--where --since --until --pid --comm --min-latency --layer --op``, handed to the
+    command as one typed ``selection`` argument (ops.window.SelectionSpec); checking it is
+    the library's job (``SelectionSpec.resolve``)."""
     opts = [
         click.option(
             "-e",
@@ -58,53 +61,31 @@ def selection_options(func: F) -> F:
             "--op", "ops", multiple=True, help="Only these ops (read, pwrite, fsync...; comma list)."
         ),
     ]
+
+    @functools.wraps(func)
+    def with_selection(*args: Any, where: tuple[str, ...], since: str | None, until: str | None,
+                       pids: tuple[int, ...], comms: tuple[str, ...], min_latency: str | None,
+                       layers: tuple[str, ...], ops: tuple[str, ...], **kw: Any) -> Any:
+        kw["selection"] = SelectionSpec(tuple(where), since, until, tuple(pids), tuple(comms),
+                                        min_latency, tuple(layers), tuple(ops))
+        return func(*args, **kw)
+
+    wrapped: Any = with_selection
     for o in reversed(opts):
-        func = o(func)
-    return func
+        wrapped = o(wrapped)
+    return cast(F, wrapped)
 
 
-def _expressions(kw: dict[str, Any], positional: str | None = None) -> list[str]:
-    exprs: list[str] = []
-    if positional:
-        exprs.append(positional)
-    exprs.extend(kw.pop("where", ()) or ())
-    short = expr_mod.shortcuts(
-        pids=kw.pop("pids", ()) or (),
-        comms=kw.pop("comms", ()) or (),
-        min_latency=kw.pop("min_latency", None),
-        layers=kw.pop("layers", ()) or (),
-        ops=kw.pop("ops", ()) or (),
-    )
-    if short:
-        exprs.append(short)
-    return exprs
+def _resolved(spec: SelectionSpec, cap: Any) -> Any:
+    """``spec`` resolved for ``cap``; what the user may not have meant is said on stderr."""
+    return _resolved_all(spec, [cap])[0]
 
 
-def _selection(cap: Capture, kw: dict[str, Any], positional: str | None = None) -> Selection:
-    exprs = _expressions(kw, positional)
-    return select(cap, exprs, kw.pop("since", None), kw.pop("until", None))
-
-
-@contextlib.contextmanager
-def open_captures(
-    paths: Sequence[str], strict: bool = False, progress: bool = False
-) -> Iterator[list[Capture]]:
-    """Open several captures ("-" is stdin, once); warnings go to stderr at the end. With
-    ``progress``, files are read through counters that terminal.progress() draws."""
-    if list(paths).count("-") > 1:
-        raise UsageError("'-' (stdin) can be given only once")
-    caps: list[Capture] = []
-    try:
-        for p in paths:
-            src = sys.stdin.buffer if p == "-" else terminal.source(p, progress)
-            caps.append(Capture(src, strict=strict))
-        yield caps
-    finally:
-        for cap in caps:
-            for w in cap.warnings:
-                warn(w)
-            cap.close()
-        terminal.close_tracked()
+def _resolved_all(spec: SelectionSpec, caps: Sequence[Any]) -> list[Any]:
+    sels = [spec.resolve(cap) for cap in caps]
+    for w in dict.fromkeys(w for sel in sels for w in sel.warnings):
+        warn(w)
+    return sels
 
 
 def _output(path: str) -> str | BinaryIO:
@@ -115,23 +96,24 @@ def _output(path: str) -> str | BinaryIO:
     return path
 
 
-def _same_file(a: str, b: str) -> bool:
-    import os
-
-    try:
-        return os.path.samefile(a, b)
-    except OSError:
-        return os.path.abspath(a) == os.path.abspath(b)
-
-
-def _loss_warning(doc: dict[str, Any]) -> None:
+def _loss_warning(doc: dict[str, Any], what: str = "figures") -> None:
+    """The one warning about losses, for stats (from its document) and for the commands
+    whose rows cannot carry them (replay --format jsonl/csv, export)."""
     losses = doc["losses"]
     if losses["total"]:
         cpus = ", ".join(f"cpu{c}" for c in sorted(losses["by_cpu"], key=int))
         warn(terminal.paint_err(
             f"the capture lost {fmt_count(losses['total'])} events ({cpus}) in "
-            f"{len(losses['records'])} loss record(s); figures miss them", "loss"
+            f"{len(losses['records'])} loss record(s); {what} miss them", "loss"
         ))
+
+
+def _capture_loss_warning(cap: Any, what: str) -> None:
+    by_cpu: dict[str, int] = {}
+    for loss in cap.losses():
+        by_cpu[str(loss.cpu)] = by_cpu.get(str(loss.cpu), 0) + loss.count
+    doc = {"losses": {"total": sum(by_cpu.values()), "by_cpu": by_cpu, "records": cap.losses()}}
+    _loss_warning(doc, what)
 
 
 # -- stats ----------------------------------------------------------------------------------------
@@ -183,7 +165,7 @@ def stats(
     no_histogram: bool,
     unit: str,
     strict: bool,
-    **kw: Any,
+    selection: SelectionSpec,
 ) -> None:
     """Summarise captures: span, IOPS, throughput, latency percentiles, errors, histograms.
 
@@ -198,29 +180,21 @@ def stats(
       aether-rec stats host1.aio host2.aio --by source --json > summary.json
       aether-rec stats run.aio -e 'lat > 5ms and comm == "postgres"'
     """
-    by_cols = check_by([c for c in (by or "").split(",") if c.strip()])
-    interval_ns = parse_duration(interval) if interval else None
-    if interval_ns is not None and interval_ns <= 0:
-        raise UsageError("--interval must be positive")
-    exprs = _expressions(kw)
-    since, until = kw.pop("since", None), kw.pop("until", None)
     with open_captures(files, strict=strict, progress=terminal.progress_wanted()) as caps, terminal.progress(
         "stats"
     ):
-        sels = [select(cap, exprs, since, until) for cap in caps]
-        filters = [sel.filter for sel in sels]
+        sels = _resolved_all(selection, caps)
         opts = StatsOptions(
             filter_text=sels[0].text if sels else None,
-            by=by_cols,
-            interval_ns=interval_ns,
+            by=(by or "").split(","),
+            interval_ns=parse_duration(interval) if interval else None,
             top=top,
             max_groups=max_groups,
-            where=filters[0] if filters else expr_mod.MATCH_ALL,
         )
-        doc = compute_stats(caps, opts, per_input=filters)
+        doc = compute_stats(caps, opts, per_input=sels)
     _loss_warning(doc)
     if as_json:
-        click.echo(json.dumps(doc, indent=2))
+        click.echo(json.dumps(json_safe(doc), indent=2, allow_nan=False))
     else:
         text = render_stats(
             printable_doc(doc), histograms=not no_histogram, unit=unit, style=terminal.styler(sys.stdout)
@@ -269,13 +243,14 @@ Examples:
 @click.option("--strict", is_flag=True, help="Treat any damage in IN as an error.")
 @selection_options
 @terminal.terminal_options
-def filter_cmd(src: str, expression: str | None, output: str, force: bool, strict: bool, **kw: Any) -> None:
-    if src != "-" and output != "-" and _same_file(src, output):
-        raise UsageError("the output would overwrite the input; choose another -o")
+def filter_cmd(
+    src: str, expression: str | None, output: str, force: bool, strict: bool, selection: SelectionSpec
+) -> None:
+    refuse_same_file(output, [src])
     wanted = terminal.progress_wanted(streams_to_stdout=output == "-")
     with open_captures([src], strict=strict, progress=wanted) as caps, terminal.progress("filter"):
         cap = caps[0]
-        sel = _selection(cap, kw, expression)
+        sel = _resolved(selection.with_expression(expression), cap)
         if not sel.texts:
             note("no expression or option given: copying every event")
         rep = filter_capture(cap, _output(output), sel, overwrite=force)
@@ -332,17 +307,14 @@ def merge(
     """
     from aether_rec.ops.merge import MergeInput, merge_captures, parse_offsets
 
-    for f in files:
-        if output != "-" and f != "-" and _same_file(f, output):
-            raise UsageError(f"the output would overwrite the input {f}; choose another -o")
+    refuse_same_file(output, files)
     shifts = parse_offsets(offsets, files)
     wanted = terminal.progress_wanted(streams_to_stdout=output == "-")
     with open_captures(files, strict=strict, progress=wanted) as caps, terminal.progress("merge"):
         inputs = [MergeInput(cap, label) for cap, label in zip(caps, files)]
         rep = merge_captures(inputs, _output(output), align=not no_align, offsets=shifts, overwrite=force)
     for w in rep.warnings:
-        if not any(w == x for cap in caps for x in cap.warnings):
-            warn(w)
+        warn(w)
     if rep.duplicate_chunks:
         warn(
             f"skipped {fmt_count(rep.duplicate_events)} events in {rep.duplicate_chunks} chunks "
@@ -385,7 +357,7 @@ def replay(
     follow: bool,
     no_header: bool,
     strict: bool,
-    **kw: Any,
+    selection: SelectionSpec,
 ) -> None:
     """Print events in time order, one line each (or jsonl/csv), optionally paced.
 
@@ -407,19 +379,20 @@ def replay(
     if follow:
         if speed:
             raise UsageError("--speed cannot be combined with --follow (events are shown as they arrive)")
-        if kw.get("since") or kw.get("until"):
+        if selection.has_window:
             raise UsageError("--since/--until cannot be combined with --follow")
         if src == "-":
             raise UsageError("--follow needs a file, not stdin")
     wanted = terminal.progress_wanted(streams_to_stdout=True) and not follow and not speed
     with open_captures([src], strict=strict, progress=wanted) as caps, terminal.progress("replay"):
         cap = caps[0]
+        sel = _resolved(selection.with_expression(expression), cap)
         if follow:
-            where = expr_mod.combine(*_expressions(kw))
-            follow_capture(cap, out, where, fmt=fmt, header=not no_header)
+            follow_capture(cap, out, sel, fmt=fmt, header=not no_header)
         else:
-            sel = _selection(cap, kw, expression)
             replay_capture(cap, out, sel, fmt=fmt, speed=speed, header=not no_header)
+        if fmt != "text":  # text shows each loss in place; jsonl and csv rows are events only
+            _capture_loss_warning(cap, f"the {fmt} rows")
 
 
 # -- export ---------------------------------------------------------------------------------------
@@ -458,7 +431,7 @@ def export(
     sample: bool,
     force: bool,
     strict: bool,
-    **kw: Any,
+    selection: SelectionSpec,
 ) -> None:
     """Export events for other tools: jsonl, csv, perfetto (Chrome JSON), parquet.
 
@@ -473,34 +446,28 @@ def export(
       aether-rec export run.aio --format parquet -o run.parquet
       aether-rec export big.aio --format perfetto --sample --max-events 500000 -o big.json
     """
-    import os
-
     from aether_rec.ops.export import export_parquet, export_perfetto, export_rows
 
-    if output != "-":
-        if src != "-" and _same_file(src, output):
-            raise UsageError("the output would overwrite the input; choose another -o")
-        if os.path.exists(output) and not force:
-            raise click.ClickException(f"{output}: already exists (use --force to overwrite)")
-    elif fmt == "parquet":
+    refuse_same_file(output, [src])
+    if output == "-" and fmt == "parquet":
         raise UsageError("parquet is written to a file: give -o FILE.parquet")
     wanted = terminal.progress_wanted(streams_to_stdout=output == "-")
     with open_captures([src], strict=strict, progress=wanted) as caps, terminal.progress("export"):
         cap = caps[0]
-        sel = _selection(cap, kw, expression)
-        try:
+        sel = _resolved(selection.with_expression(expression), cap)
+        # a file appears under its name only when complete (format/output.py)
+        with _export_output(output, force) as binary:
             if fmt == "parquet":
-                rep = export_parquet(cap, output, sel)
+                assert binary is not None  # refused above for stdout
+                rep = export_parquet(cap, binary, sel)
             else:
-                with _text_output(output) as out:
+                with _text(binary) as out:
                     if fmt == "perfetto":
                         rep = export_perfetto(cap, out, sel, max_events=max_events, sample=sample)
                     else:
                         rep = export_rows(cap, out, sel, fmt)
-        except BaseException:
-            if output != "-" and os.path.exists(output):
-                os.unlink(output)  # no half-written export left behind
-            raise
+        if fmt != "perfetto":  # perfetto shows losses as instant events; rows are events only
+            _capture_loss_warning(cap, f"the {fmt} rows")
     for w in rep.warnings:
         warn(w)
     if output != "-":
@@ -508,9 +475,23 @@ def export(
 
 
 @contextlib.contextmanager
-def _text_output(path: str) -> Iterator[Any]:
+def _export_output(path: str, force: bool) -> Iterator[BinaryIO | None]:
+    """The binary file to export into (None: stdout)."""
     if path == "-":
+        yield None
+        return
+    with atomic_output(path, force) as f:
+        yield f
+
+
+@contextlib.contextmanager
+def _text(binary: BinaryIO | None) -> Iterator[Any]:
+    if binary is None:
         yield sys.stdout
         return
-    with open(path, "w", encoding="utf-8", newline="") as f:
-        yield f
+    text = io.TextIOWrapper(binary, encoding="utf-8", newline="")
+    try:
+        yield text
+        text.flush()
+    finally:
+        text.detach()  # the binary file is committed or discarded by its owner

@@ -7,14 +7,14 @@ import os
 import sys
 import tempfile
 from collections.abc import Sequence
-from typing import Any
 
 import click
 
 from aether_rec.cli import terminal
-from aether_rec.cli.common import note, warn
-from aether_rec.cli.offline import _expressions, _same_file, open_captures, selection_options
+from aether_rec.cli.common import note, open_captures, warn
+from aether_rec.cli.offline import selection_options
 from aether_rec.errors import AetherError, UsageError
+from aether_rec.format.output import refuse_same_file
 from aether_rec.format.reader import Capture
 from aether_rec.ops.profile import (
     COLUMNS_LIMIT,
@@ -27,14 +27,21 @@ from aether_rec.ops.profile import (
 from aether_rec.ops.stats import check_by
 from aether_rec.ops.text import printable
 from aether_rec.ops.units import fmt_count
-from aether_rec.ops.window import select
+from aether_rec.ops.window import Selection, SelectionSpec
 
 EXIT_CONDITION = 3
 
 
+def _resolve(selection: SelectionSpec, cap: Capture) -> Selection:
+    sel = selection.resolve(cap)
+    for w in sel.warnings:
+        warn(w)
+    return sel
+
+
 def _profiles(
     caps: Sequence[Capture],
-    kw: dict[str, Any],
+    selection: SelectionSpec,
     *,
     columns: int = DEFAULT_COLUMNS,
     top: int = 20,
@@ -42,11 +49,9 @@ def _profiles(
     labels: Sequence[str] | None = None,
     tables: Sequence[str] = TABLES,
 ) -> list[Profile]:
-    exprs = _expressions(kw)
-    since, until = kw.pop("since", None), kw.pop("until", None)
     out = []
     for i, cap in enumerate(caps):
-        sel = select(cap, exprs, since, until)
+        sel = _resolve(selection, cap)
         label = labels[i] if labels else None
         out.append(collect(cap, sel, label=label, max_columns=columns, top=top, by=by, tables=tables))
     return out
@@ -126,7 +131,8 @@ scale_option = click.option(
 @selection_options
 @terminal.terminal_options
 def report(files: tuple[str, ...], output: str, compare: tuple[str, str] | None, columns: int, scale: str,
-           top: int, by: str | None, alpha: float, force: bool, strict: bool, **kw: Any) -> None:
+           top: int, by: str | None, alpha: float, force: bool, strict: bool,
+           selection: SelectionSpec) -> None:
     """Write one self-contained HTML page about captures: latency heatmaps, percentiles,
     IOPS and throughput over time, histograms, tables, the slowest I/Os, losses, provenance.
 
@@ -152,9 +158,8 @@ def report(files: tuple[str, ...], output: str, compare: tuple[str, str] | None,
     paths = list(compare or files)
     if not paths:
         raise UsageError("no capture given (CAPTURE... or --compare BEFORE AFTER)")
-    for p in paths:
-        if output != "-" and p != "-" and _same_file(p, output):
-            raise UsageError("the output would overwrite an input; choose another -o")
+    if output != "-":
+        refuse_same_file(output, [p for p in paths if p != "-"])
     if by == "source" and compare:
         raise UsageError("--by source cannot be combined with --compare")
     if compare and not 0 < alpha < 1:
@@ -171,17 +176,15 @@ def report(files: tuple[str, ...], output: str, compare: tuple[str, str] | None,
         if compare:
             labels = [f"before: {labels[0]}", f"after: {labels[1]}"]
         if by == "source":
-            exprs = _expressions(kw)
-            since, until = kw.pop("since", None), kw.pop("until", None)
             profiles = []
             for cap in caps:
                 try:
-                    sel = select(cap, exprs, since, until)
+                    sel = _resolve(selection, cap)
                     profiles += collect_sources(cap, sel, max_columns=columns, top=top)
                 except ValueError as exc:
                     raise UsageError(str(exc)) from None
         else:
-            profiles = _profiles(caps, kw, columns=columns, top=top, labels=labels)
+            profiles = _profiles(caps, selection, columns=columns, top=top, labels=labels)
     _loss_notes(profiles)
     doc = diff_compare(profiles[0], profiles[1], alpha=alpha) if compare else None
     try:
@@ -212,7 +215,7 @@ def report(files: tuple[str, ...], output: str, compare: tuple[str, str] | None,
 @selection_options
 @terminal.terminal_options
 def plot(kind: str, src: str, output: str, fmt: str | None, columns: int, scale: str, title: str | None,
-         dpi: int, force: bool, strict: bool, **kw: Any) -> None:
+         dpi: int, force: bool, strict: bool, selection: SelectionSpec) -> None:
     """Draw a PNG or SVG: heatmap, hist (per op), timeline (IOPS and throughput) or
     percentiles (p50/p99/max over time), one panel per layer.
 
@@ -229,14 +232,14 @@ def plot(kind: str, src: str, output: str, fmt: str | None, columns: int, scale:
 
     plot_mod.output_format(output, fmt)
     plot_mod._pyplot()  # fail early, before reading anything, when matplotlib is missing
-    if src != "-" and _same_file(src, output):
-        raise UsageError("the output would overwrite the input; choose another -o")
+    if src != "-" and output != "-":
+        refuse_same_file(output, [src])
     if os.path.exists(output) and not force:
         raise click.ClickException(f"{output}: already exists (use --force to overwrite)")
-    layers = [x.strip() for v in kw.get("layers") or () for x in v.split(",") if x.strip()]
+    layers = [x.strip() for v in selection.layers for x in v.split(",") if x.strip()]
     with open_captures([src], strict=strict, progress=terminal.progress_wanted()) as caps, \
             terminal.progress("plot"):
-        prof = _profiles(caps, kw, columns=columns, top=0, labels=[_label(src, caps[0])], tables=())[0]
+        prof = _profiles(caps, selection, columns=columns, top=0, labels=[_label(src, caps[0])], tables=())[0]
     _loss_notes([prof])
     try:
         plot_mod.draw(prof, kind, output, fmt=fmt, layers=layers or None, scale=scale, title=title, dpi=dpi)
@@ -291,7 +294,7 @@ def _diff_help() -> str:
 @selection_options
 @terminal.terminal_options
 def diff(before: str, after: str, by: str | None, as_json: bool, fail_if: tuple[str, ...], alpha: float,
-         strict: bool, **kw: Any) -> None:
+         strict: bool, selection: SelectionSpec) -> None:
     from aether_rec.ops.diff import check, compare, parse_conditions, render_diff
 
     conditions = parse_conditions(fail_if)  # usage errors before any reading
@@ -300,7 +303,7 @@ def diff(before: str, after: str, by: str | None, as_json: bool, fail_if: tuple[
     by_cols = check_by([c for c in (by or "").split(",") if c.strip()]) or None
     with open_captures([before, after], strict=strict, progress=terminal.progress_wanted()) as caps, \
             terminal.progress("diff"):
-        pb, pa = _profiles(caps, kw, top=0, by=by_cols, columns=1, tables=())
+        pb, pa = _profiles(caps, selection, top=0, by=by_cols, columns=1, tables=())
     _loss_notes([pb, pa])
     doc = compare(pb, pa, alpha=alpha)
     held = check(doc, conditions)

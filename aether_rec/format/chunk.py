@@ -63,6 +63,9 @@ class ChunkInfo:
             raw=checked_int(s.get("raw", 0), "raw"),
         )
 
+    ROW_FIELDS = ("offset", "length", "n", "t_first", "t_last", "lat_max", "layers", "ops", "pid_min",
+                  "pid_max", "pids", "raw")
+
     def to_row(self) -> list[Any]:
         """Compact index entry (format/SPEC.md, INDX)."""
         return [

@@ -290,16 +290,14 @@ def encode_chunk(chunk: Chunk, codec: Codec) -> tuple[bytes, ChunkInfo]:
         parts.append(data)
     if decoded > MAX_CHUNK_DECODED:
         raise ChunkTooLarge(f"chunk decodes to {decoded} bytes (limit {MAX_CHUNK_DECODED})")
-    dir_bytes = pack(directory, "chunk directory")
-    body = U32.pack(len(dir_bytes)) + dir_bytes + b"".join(parts)
+    body = prefixed(directory, "chunk directory") + b"".join(parts)
     if len(body) > MAX_CHUNK_RAW:
         raise ChunkTooLarge(f"chunk body of {len(body)} bytes exceeds {MAX_CHUNK_RAW}")
     info = chunk.compute_info()
     summary = info.summary()
     summary["codec"] = codec.name
     summary["raw"] = info.raw = len(body)
-    summary_bytes = pack(summary, "chunk summary")
-    payload = U32.pack(len(summary_bytes)) + summary_bytes + codec.compress(body)
+    payload = prefixed(summary, "chunk summary") + codec.compress(body)
     if len(payload) > MAX_BLOCK_PAYLOAD:
         raise ChunkTooLarge(f"chunk block of {len(payload)} bytes exceeds {MAX_BLOCK_PAYLOAD}")
     return payload, info
@@ -307,12 +305,8 @@ def encode_chunk(chunk: Chunk, codec: Codec) -> tuple[bytes, ChunkInfo]:
 
 def read_summary(payload: bytes) -> tuple[dict[str, Any], int]:
     """The summary map of a CHNK payload and the offset of the body within it."""
-    if len(payload) < 4:
-        raise DamagedCaptureError("chunk block too short for its summary")
-    (slen,) = U32.unpack_from(payload)
-    if 4 + slen > len(payload):
-        raise DamagedCaptureError("chunk summary runs past the block")
-    summary = unpack(payload[4 : 4 + slen], "chunk summary")
+    summary, body_at = read_prefixed(payload, "chunk summary", "chunk block too short for its summary",
+                                     "chunk summary runs past the block")
     if not isinstance(summary, dict):
         raise DamagedCaptureError("chunk summary is not a map")
     for key in ("n", "t0", "t1", "raw"):
@@ -323,7 +317,24 @@ def read_summary(payload: bytes) -> tuple[dict[str, Any], int]:
         raise LimitError(f"chunk declares {summary['n']} events (limit {MAX_CHUNK_EVENTS})")
     if summary["raw"] > MAX_CHUNK_RAW:
         raise LimitError(f"chunk declares {summary['raw']} bytes decompressed (limit {MAX_CHUNK_RAW})")
-    return summary, 4 + slen
+    return summary, body_at
+
+
+def read_prefixed(buf: bytes, what: str, short: str, past: str) -> tuple[Any, int]:
+    """The msgpack document at the front of ``buf`` behind its u32 length, and where what
+    follows it starts; ``short``/``past`` say what is wrong when it does not fit."""
+    if len(buf) < 4:
+        raise DamagedCaptureError(short)
+    (n,) = U32.unpack_from(buf)
+    if 4 + n > len(buf):
+        raise DamagedCaptureError(past)
+    return unpack(buf[4 : 4 + n], what), 4 + n
+
+
+def prefixed(doc: Any, what: str) -> bytes:
+    """A msgpack document behind its u32 length (read back by read_prefixed)."""
+    data = pack(doc, what)
+    return U32.pack(len(data)) + data
 
 
 @dataclass
@@ -349,15 +360,11 @@ def open_body(payload: bytes, codecs: dict[str, Codec]) -> Body:
     if codec is None:
         codec = codecs[name] = get_codec(name)
     raw = codec.decompress(payload[body_at:], summary["raw"])
-    if len(raw) < 4:
-        raise DamagedCaptureError("chunk body too short")
-    (dlen,) = U32.unpack_from(raw)
-    if 4 + dlen > len(raw):
-        raise DamagedCaptureError("chunk directory runs past the body")
-    directory = unpack(raw[4 : 4 + dlen], "chunk directory")
+    directory, data_at = read_prefixed(raw, "chunk directory", "chunk body too short",
+                                       "chunk directory runs past the body")
     if not isinstance(directory, list) or len(directory) > MAX_COLUMNS:
         raise DamagedCaptureError("chunk directory is not a list of columns")
-    return Body(summary, codec, raw, directory, 4 + dlen)
+    return Body(summary, codec, raw, directory, data_at)
 
 
 def decode_chunk(
@@ -408,3 +415,62 @@ def decode_chunk(
             if end != pos + size:
                 raise DamagedCaptureError(f"column {cname!r} has the wrong size")
     return Chunk(n, cols, dicts, info)
+
+
+# Keys of a summary and of a directory entry this version writes (others are dropped
+# when a chunk is rewritten: they could be anything a later version added).
+SUMMARY_KEYS = ("n", "t0", "t1", "lat_max", "layers", "ops", "pid_min", "pid_max", "pids", "codec", "raw")
+ENTRY_KEYS = ("name", "type", "enc", "w", "base", "first", "size", "dict")
+
+
+def rewrite_dictionaries(
+    payload: bytes,
+    rename: Callable[[str, list[str]], list[str]],
+    codecs: dict[str, Codec],
+    dropped: Callable[[str], None] | None = None,
+) -> tuple[bytes, ChunkInfo]:
+    """A CHNK payload whose string dictionaries are replaced by ``rename(column, words)``
+    (same length: the codes stay valid), without decoding any column: the body is
+    decompressed, its directory rewritten, the column bytes copied, the body compressed
+    again with the chunk's codec. Columns of a type this version does not know are left
+    out (``dropped(name)`` is told). The result obeys the limits the writer enforces
+    (ChunkTooLarge / LimitError otherwise); damage -> DamagedCaptureError."""
+    body = open_body(payload, codecs)
+    summary, raw, pos = body.summary, body.raw, body.data_at
+    entries: list[dict[str, Any]] = []
+    data: list[bytes] = []
+    for entry in body.directory:
+        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+            raise DamagedCaptureError("chunk directory entry is malformed")
+        size = entry.get("size")
+        if type(size) is not int or size < 0 or pos + size > len(raw):
+            raise DamagedCaptureError(f"column {entry['name']!r} runs past the chunk body")
+        typ = entry.get("type")
+        if typ == "str":
+            words = entry.get("dict")
+            if not isinstance(words, list) or not all(isinstance(w, str) for w in words):
+                raise DamagedCaptureError(f"dictionary of column {entry['name']!r} is malformed")
+            new = rename(entry["name"], words)
+            if len(new) != len(words):
+                raise ValueError("rename must keep the dictionary's length")
+            if any(len(w) > MAX_STR_LEN for w in new):
+                raise LimitError(f"column {entry['name']!r} would hold a string longer than {MAX_STR_LEN}")
+            entry = dict(entry, dict=new)
+        elif typ not in INT_TYPES:
+            if dropped is not None:
+                dropped(entry["name"])
+            pos += size
+            continue
+        entries.append({k: entry[k] for k in ENTRY_KEYS if k in entry})
+        data.append(raw[pos : pos + size])
+        pos += size
+    new_body = prefixed(entries, "chunk directory") + b"".join(data)
+    if len(new_body) > MAX_CHUNK_RAW:
+        raise ChunkTooLarge(f"chunk body of {len(new_body)} bytes exceeds {MAX_CHUNK_RAW}")
+    out_summary = {k: summary[k] for k in SUMMARY_KEYS if k in summary}
+    out_summary["raw"] = len(new_body)
+    info = ChunkInfo.from_summary(out_summary, -1, 0)
+    out = prefixed(out_summary, "chunk summary") + body.codec.compress(new_body)
+    if len(out) > MAX_BLOCK_PAYLOAD:
+        raise ChunkTooLarge(f"chunk block of {len(out)} bytes exceeds {MAX_BLOCK_PAYLOAD}")
+    return out, info

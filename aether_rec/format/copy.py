@@ -28,7 +28,7 @@ from aether_rec.format.blocks import (
 )
 from aether_rec.format.chunk import ChunkInfo
 from aether_rec.format.columns import read_summary
-from aether_rec.format.reader import parse_loss
+from aether_rec.format.records import Loss, Meta
 from aether_rec.format.writer import CaptureWriter
 
 ChunkFn = Callable[[bytes], tuple[bytes, ChunkInfo]]
@@ -53,12 +53,12 @@ def scan_file(src: str | os.PathLike[str]) -> Iterator[Iterator[Block | Damage]]
     try:
         f = open(name, "rb")  # noqa: SIM115 - closed by the with below
     except OSError as exc:
-        raise CaptureError(f"{name}: cannot open ({exc.strerror or exc})") from None
+        raise CaptureError(f"cannot open ({exc.strerror or exc})", name) from None
     with f:
         try:
             check_preamble(f.read(PREAMBLE_SIZE))
         except CaptureError as exc:
-            raise type(exc)(f"{name}: {exc}") from None
+            raise exc.at(name) from None
         yield scan(f, PREAMBLE_SIZE, seekable=True)
 
 
@@ -89,15 +89,11 @@ def copy_blocks(
                 report.chunks += 1
                 report.events += info.n
             elif item.type == LOSS:
-                loss = parse_loss(unpack(item.payload, "loss block"), item.offset)
-                writer.write_loss(loss.cpu, loss.count, loss.t_first, loss.t_last, loss.kind)
+                writer.write_loss(Loss.from_doc(unpack(item.payload, "loss block"), item.offset))
                 report.losses += 1
             elif item.type == META:
-                doc = unpack(item.payload, "meta block")
-                table, rows = doc.get("table"), doc.get("rows")
-                if not isinstance(table, str) or not isinstance(rows, list):
-                    raise DamagedCaptureError("meta block is malformed")
-                writer.write_meta(table, meta(table, rows) if meta is not None else rows)
+                m = Meta.from_doc(unpack(item.payload, "meta block"), item.offset)
+                writer.write_meta(m.table, meta(m.table, m.rows) if meta is not None else m.rows)
                 report.metas += 1
             elif item.type == INDX:
                 report.had_index = True

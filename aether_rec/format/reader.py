@@ -13,7 +13,6 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from typing import IO, Any, BinaryIO
 
 import numpy as np
@@ -31,7 +30,6 @@ from aether_rec.format.blocks import (
     Block,
     Damage,
     check_preamble,
-    checked_int,
     frame,
     parse_trailer,
     read_block,
@@ -39,21 +37,12 @@ from aether_rec.format.blocks import (
     unpack,
 )
 from aether_rec.format.chunk import Chunk, ChunkInfo
+from aether_rec.format.clock import ClockMap, pairs_of
 from aether_rec.format.columns import Codec, decode_chunk, read_summary
 from aether_rec.format.limits import MAX_INDEX_ENTRIES, MAX_MERGE_BYTES
+from aether_rec.format.records import Loss, Meta, MetaRef
+from aether_rec.format.verify import verify_capture
 from aether_rec.schema import COLUMN_BY_NAME, is_real_loss
-
-
-@dataclass
-class Loss:
-    """``count`` events lost on ``cpu`` between t_first and t_last (monotonic ns)."""
-
-    cpu: int
-    count: int
-    t_first: int
-    t_last: int
-    kind: str
-    offset: int = -1
 
 
 def open(source: str | os.PathLike[str] | BinaryIO, strict: bool = False) -> Capture:  # noqa: A001
@@ -79,9 +68,10 @@ class Capture:
         self._codecs: dict[str, Codec] = {}
         self._chunks: list[ChunkInfo] | None = None
         self._losses: list[Loss] | None = None
-        self._metas: list[tuple[int, str]] | None = None
-        self._scanned_meta: dict[int, dict[str, Any]] = {}
+        self._metas: list[MetaRef] | None = None
+        self._scanned_meta: dict[int, Meta] = {}
         self.index_stats: dict[str, Any] = {}
+        self._clock: ClockMap | None = None
         try:
             self.major, self.minor = check_preamble(self._f.read(PREAMBLE_SIZE))
             self.header = self._read_header()
@@ -89,10 +79,10 @@ class Capture:
             self.has_index = self._load_index()
         except CaptureError as exc:
             self.close()
-            msg = str(exc)
-            if not msg.startswith(self.name):
-                raise type(exc)(f"{self.name}: {msg}") from None
-            raise
+            err = exc.at(self.name)
+            if err is exc:
+                raise
+            raise err from None
         except BaseException:
             self.close()
             raise
@@ -102,14 +92,14 @@ class Capture:
         try:
             block = read_block(self._f, PREAMBLE_SIZE)
         except EOFError:
-            raise DamagedCaptureError(f"{self.name}: capture has no header block") from None
+            raise DamagedCaptureError("capture has no header block", self.name) from None
         except Damage as dmg:
-            raise DamagedCaptureError(f"{self.name}: header block damaged ({dmg.reason})") from None
+            raise DamagedCaptureError(f"header block damaged ({dmg.reason})", self.name) from None
         if block.type != HEAD:
-            raise DamagedCaptureError(f"{self.name}: first block is not a header")
+            raise DamagedCaptureError("first block is not a header", self.name)
         header = unpack(block.payload, "header")
         if not isinstance(header, dict):
-            raise DamagedCaptureError(f"{self.name}: header is not a map")
+            raise DamagedCaptureError("header is not a map", self.name)
         self._first_block = PREAMBLE_SIZE + block.length
         return header
 
@@ -121,7 +111,7 @@ class Capture:
         if offset is None:
             return False  # no trailer: a file whose recorder was killed, or a cut one
         if not self._first_block <= offset < self.size - TRAILER_SIZE:
-            self._warn("trailer points outside the file; reading by scanning")
+            self.warn("trailer points outside the file; reading by scanning")
             return False
         self._f.seek(offset)
         try:
@@ -130,19 +120,14 @@ class Capture:
                 raise Damage(offset, "trailer does not point at an index", False)
             index = unpack(block.payload, "index")
             chunks = [ChunkInfo.from_row(r) for r in _rows(index, "chunks")]
-            losses = [
-                Loss(checked_int(r[1], "index loss entry"), checked_int(r[2], "index loss entry"),
-                     checked_int(r[3], "index loss entry"), checked_int(r[4], "index loss entry"),
-                     str(r[5]), checked_int(r[0], "index loss entry"))
-                for r in _rows(index, "losses")
-            ]
-            metas = [(checked_int(r[0], "index meta entry"), str(r[1])) for r in _rows(index, "meta")]
+            losses = [Loss.from_row(r) for r in _rows(index, "losses")]
+            metas = [MetaRef.from_row(r) for r in _rows(index, "meta")]
         except (Damage, DamagedCaptureError, TypeError, ValueError, IndexError, KeyError) as exc:
-            self._warn(f"index unusable ({exc}); reading by scanning")
+            self.warn(f"index unusable ({exc}); reading by scanning")
             return False
-        for where, length in [(c.offset, c.length) for c in chunks] + [(m[0], 16) for m in metas]:
+        for where, length in [(c.offset, c.length) for c in chunks] + [(m.offset, 16) for m in metas]:
             if not self._first_block <= where < offset or where + length > offset:
-                self._warn("index points outside the file; reading by scanning")
+                self.warn("index points outside the file; reading by scanning")
                 return False
         self._chunks, self._losses, self._metas = chunks, losses, metas
         stats = index.get("stats") if isinstance(index, dict) else None
@@ -153,12 +138,12 @@ class Capture:
         """Walk every block once, building the chunk, loss and meta lists."""
         chunks: list[ChunkInfo] = []
         losses: list[Loss] = []
-        metas: list[tuple[int, str]] = []
+        metas: list[MetaRef] = []
         kept = 0
         self._f.seek(self._first_block)
         for item in scan(self._f, self._first_block, seekable=True):
             if isinstance(item, Damage):
-                self._warn(
+                self.warn(
                     f"{item.reason} at offset {item.offset}; "
                     + ("dropped it" if item.truncated else "skipped it")
                     + f" (recovered {len(chunks)} chunks, {kept} events before it)"
@@ -170,14 +155,14 @@ class Capture:
                     chunks.append(ChunkInfo.from_summary(summary, item.offset, item.length))
                     kept += chunks[-1].n
                 elif item.type == LOSS:
-                    losses.append(parse_loss(unpack(item.payload, "loss block"), item.offset))
+                    losses.append(Loss.from_doc(unpack(item.payload, "loss block"), item.offset))
                 elif item.type == META:
-                    doc = unpack(item.payload, "meta block")
-                    self._scanned_meta[item.offset] = doc
-                    metas.append((item.offset, str(doc.get("table", ""))))
+                    m = Meta.from_doc(unpack(item.payload, "meta block"), item.offset)
+                    self._scanned_meta[item.offset] = m
+                    metas.append(MetaRef(item.offset, m.table))
                 # HEAD (again), INDX, TRLR and unknown types: skipped.
             except (DamagedCaptureError, AttributeError, TypeError, ValueError, KeyError) as exc:
-                self._warn(f"block at offset {item.offset} is malformed ({exc}); skipped it")
+                self.warn(f"block at offset {item.offset} is malformed ({exc}); skipped it")
         self._chunks, self._losses, self._metas = chunks, losses, metas
 
     # -- summaries --------------------------------------------------------------
@@ -213,18 +198,21 @@ class Capture:
             self._scan()
         assert self._metas is not None
         rows: list[dict[str, Any]] = []
-        for offset, name in self._metas:
-            if name != table:
+        for ref in self._metas:
+            if ref.table != table:
                 continue
-            doc = self._scanned_meta.get(offset)
-            if doc is None:
+            offset = ref.offset
+            m = self._scanned_meta.get(offset)
+            if m is None:
                 block = self._block_at(offset, META)
                 if block is None:
                     continue
-                doc = unpack(block.payload, "meta block")
-            got = doc.get("rows") if isinstance(doc, dict) else None
-            if isinstance(got, list):
-                rows.extend(r for r in got if isinstance(r, dict))
+                try:
+                    m = Meta.from_doc(unpack(block.payload, "meta block"), offset)
+                except DamagedCaptureError as exc:
+                    self.warn(f"block at offset {offset} is malformed ({exc}); skipped it")
+                    continue
+            rows.extend(m.rows)
         return rows
 
     def meta_tables(self) -> list[str]:
@@ -232,7 +220,7 @@ class Capture:
         if self._metas is None:
             self._scan()
         assert self._metas is not None
-        return list(dict.fromkeys(name for _, name in self._metas))
+        return list(dict.fromkeys(ref.table for ref in self._metas))
 
     def raw_chunk(self, info: ChunkInfo) -> bytes | None:
         """The framed CHNK block of ``info`` as stored (checksum verified), for copying
@@ -241,36 +229,24 @@ class Capture:
         block = self._block_at(info.offset, CHNK)
         return None if block is None else frame(CHNK, block.payload)
 
+    def clock_map(self) -> ClockMap:
+        """The capture's clock mapping (header pairs and the ``clock`` table), read once:
+        the one monotonic -> wall-clock conversion every tool uses (format/clock.py)."""
+        if self._clock is None:
+            self._clock = ClockMap(pairs_of(self.header, self.meta("clock")))
+        return self._clock
+
     def clock_pairs(self) -> np.ndarray:
         """(mono_ns, real_ns) pairs from the header and the ``clock`` table, by mono."""
-        pairs: list[tuple[int, int]] = []
-        clock = self.header.get("clock")
-        for p in clock if isinstance(clock, list) else []:
-            if isinstance(p, (list, tuple)) and len(p) == 2 and _i64(p[0]) and _i64(p[1]):
-                pairs.append((p[0], p[1]))
-        for row in self.meta("clock"):
-            if _i64(row.get("mono")) and _i64(row.get("real")):
-                pairs.append((row["mono"], row["real"]))
-        if not pairs:
-            return np.zeros((0, 2), dtype=np.int64)
-        return np.array(sorted(pairs), dtype=np.int64)
+        return self.clock_map().array()
 
     def mono_to_real(self, mono: Any) -> Any:
-        """Wall-clock ns (CLOCK_REALTIME) for monotonic ns, through the clock mapping."""
-        pairs = self.clock_pairs()
-        if len(pairs) == 0:
+        """Wall-clock ns (CLOCK_REALTIME) for monotonic ns, through the clock mapping
+        (unchanged without one); int64, saturating (see ClockMap.to_real)."""
+        clock = self.clock_map()
+        if not clock:
             return mono
-        # ts is unsigned; values of 2**63 and more (never real) wrap instead of raising.
-        arr = np.asarray(mono)
-        arr = arr.astype(np.uint64).view(np.int64) if arr.dtype.kind == "u" else arr.astype(np.int64)
-        with np.errstate(over="ignore"):
-            if len(pairs) == 1:
-                return arr + (pairs[0, 1] - pairs[0, 0])
-            # Interpolate the offsets relative to the first one: absolute offsets (~1.8e18)
-            # are only exact to 256 ns in float64, their differences to well under 1 ns.
-            off = pairs[:, 1] - pairs[:, 0]
-            rel = np.interp(arr, pairs[:, 0], (off - off[0]).astype(np.float64))
-            return arr + off[0] + np.rint(rel).astype(np.int64)
+        return clock.to_real(mono)
 
     # -- events -----------------------------------------------------------------
     def chunks(
@@ -313,7 +289,7 @@ class Capture:
                 # out in order only piecewise from here.
                 if not merge_warned:
                     merge_warned = True
-                    self._warn(f"chunks overlap in time by more than {MAX_MERGE_BYTES >> 20} MB of "
+                    self.warn(f"chunks overlap in time by more than {MAX_MERGE_BYTES >> 20} MB of "
                                f"events; from offset {info.offset} events are in time order "
                                "only piecewise", hard=False)
                 yield pending
@@ -340,26 +316,26 @@ class Capture:
         try:
             chunk = decode_chunk(block.payload, info, self._codecs, columns)
         except DamagedCaptureError as exc:
-            self._warn(f"chunk at offset {info.offset}: {exc}; skipped it")
+            self.warn(f"chunk at offset {info.offset}: {exc}; skipped it")
             return None
         if chunk.n != info.n:
-            self._warn(f"chunk at offset {info.offset} disagrees with the index; skipped it")
+            self.warn(f"chunk at offset {info.offset} disagrees with the index; skipped it")
             return None
         return chunk
 
     def _block_at(self, offset: int, btype: bytes) -> Block | None:
         if not self._first_block <= offset < self.size:
-            self._warn(f"block offset {offset} is outside the file; skipped it")
+            self.warn(f"block offset {offset} is outside the file; skipped it")
             return None
         self._f.seek(offset)
         try:
             block = read_block(self._f, offset)
         except (Damage, EOFError) as exc:
             reason = exc.reason if isinstance(exc, Damage) else "end of file"
-            self._warn(f"block at offset {offset}: {reason}; skipped it")
+            self.warn(f"block at offset {offset}: {reason}; skipped it")
             return None
         if block.type != btype:
-            self._warn(f"block at offset {offset} is not the expected kind; skipped it")
+            self.warn(f"block at offset {offset} is not the expected kind; skipped it")
             return None
         return block
 
@@ -388,36 +364,16 @@ class Capture:
 
     # -- integrity -----------------------------------------------------------------
     def verify(self) -> list[str]:
-        """Check every block's checksum and decode every chunk; return the problems."""
-        problems: list[str] = []
-        self._f.seek(self._first_block)
-        n_chunks = 0
-        for item in scan(self._f, self._first_block, seekable=True):
-            if isinstance(item, Damage):
-                problems.append(f"offset {item.offset}: {item.reason}")
-                continue
-            if item.type == CHNK:
-                n_chunks += 1
-                try:
-                    summary, _ = read_summary(item.payload)
-                    info = ChunkInfo.from_summary(summary, item.offset, item.length)
-                    chunk = decode_chunk(item.payload, info, self._codecs)
-                    if chunk.n and (chunk.compute_info().t_first != info.t_first):
-                        problems.append(f"offset {item.offset}: chunk summary disagrees with data")
-                except DamagedCaptureError as exc:
-                    problems.append(f"offset {item.offset}: {exc}")
-            elif item.type == TRLR and item.offset + item.length != self.size:
-                problems.append(f"offset {item.offset}: trailer is not at the end of the file")
-        if not self.has_index:
-            problems.append("no index (recorder killed or file cut); `aether-rec recover` adds one")
-        elif n_chunks != len(self.chunk_infos()):
-            problems.append(f"index lists {len(self.chunk_infos())} chunks, file has {n_chunks}")
-        return problems
+        """Check every block's checksum, decode every chunk, and check the index against
+        the blocks it describes; return the problems (empty: the file is sound)."""
+        return verify_capture(self)
 
     # -- following a growing file ---------------------------------------------------
-    def follow(self, stop: Callable[[], bool], poll: float = 0.25) -> Iterator[Chunk | Loss]:
-        """Chunks and losses in file order as a recorder appends them, until the trailer
-        is written or ``stop()`` is true (like ``tail -f``)."""
+    def follow(
+        self, stop: Callable[[], bool], poll: float = 0.25, meta: bool = False
+    ) -> Iterator[Chunk | Loss | Meta]:
+        """Chunks and losses (and with ``meta`` metadata blocks) in file order as a recorder
+        appends them, until the trailer is written or ``stop()`` is true (like ``tail -f``)."""
         offset = self._first_block
         while not stop():
             self._f.seek(offset)
@@ -425,7 +381,7 @@ class Capture:
                 block = read_block(self._f, offset)
             except (EOFError, Damage) as exc:
                 if isinstance(exc, Damage) and not exc.truncated:
-                    raise DamagedCaptureError(f"{self.name}: {exc.reason} at offset {offset}") from None
+                    raise DamagedCaptureError(f"{exc.reason} at offset {offset}", self.name) from None
                 time.sleep(poll)
                 continue
             offset += block.length
@@ -434,14 +390,19 @@ class Capture:
                 info = ChunkInfo.from_summary(summary, block.offset, block.length)
                 yield decode_chunk(block.payload, info, self._codecs)
             elif block.type == LOSS:
-                yield parse_loss(unpack(block.payload, "loss block"), block.offset)
+                yield Loss.from_doc(unpack(block.payload, "loss block"), block.offset)
+            elif block.type == META and meta:
+                yield Meta.from_doc(unpack(block.payload, "meta block"), block.offset)
             elif block.type in (INDX, TRLR):
                 return
 
     # -- plumbing ---------------------------------------------------------------------
-    def _warn(self, msg: str, hard: bool = True) -> None:
+    def warn(self, msg: str, hard: bool = True) -> None:
+        """Note damage: a warning (kept in ``warnings``), or with ``strict`` an error
+        (DamagedCaptureError) unless ``hard`` is False. Tools that read a capture their
+        own way report what they skip through this too, so --strict holds for them."""
         if self.strict and hard:
-            raise DamagedCaptureError(f"{self.name}: {msg}")
+            raise DamagedCaptureError(msg, self.name)
         self.warnings.append(f"{self.name}: {msg}")
 
     def close(self) -> None:
@@ -464,18 +425,6 @@ def _rows(index: Any, key: str) -> list[Any]:
     return rows
 
 
-def parse_loss(doc: Any, offset: int) -> Loss:
-    """A LOSS block's document, checked field by field."""
-    if not isinstance(doc, dict):
-        raise DamagedCaptureError("loss block is not a map")
-    cpu, count, t0, t1 = (checked_int(doc.get(k), f"loss {k}") for k in ("cpu", "count", "t0", "t1"))
-    return Loss(cpu, count, t0, t1, str(doc.get("kind", "")), offset)
-
-
-def _i64(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and -(1 << 63) <= v < 1 << 63
-
-
 def _nbytes(chunk: Chunk) -> int:
     return sum(a.nbytes for a in chunk.columns.values())
 
@@ -492,14 +441,14 @@ def _py(v: Any) -> Any:
 def _open_path(path: str) -> BinaryIO:
     try:
         if os.path.isdir(path):
-            raise CaptureError(f"{path}: is a directory, not a capture")
+            raise CaptureError("is a directory, not a capture", path)
         return builtins.open(path, "rb")
     except FileNotFoundError:
-        raise CaptureError(f"{path}: no such file") from None
+        raise CaptureError("no such file", path) from None
     except PermissionError:
-        raise CaptureError(f"{path}: permission denied") from None
+        raise CaptureError("permission denied", path) from None
     except OSError as exc:
-        raise CaptureError(f"{path}: cannot open ({exc.strerror or exc})") from None
+        raise CaptureError(f"cannot open ({exc.strerror or exc})", path) from None
 
 
 def _seekable(f: IO[bytes]) -> BinaryIO:

@@ -13,6 +13,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from aether_rec.format.chunk import Chunk
+from aether_rec.format.records import Loss
 from aether_rec.format.writer import CaptureWriter
 from aether_rec.schema import LAYER_CODE, OP_CODE
 
@@ -68,7 +69,7 @@ def generate(
     paths = [f"/var/lib/{c.split('/')[0]}/data{i}.db" for c in comms for i in range(4)] + DEV_NAMES
     share = np.array([p[3] for p in PROCS])
     share /= share.sum()
-    with CaptureWriter(out, hdr, overwrite=overwrite, chunk_events=chunk_events) as w:
+    with CaptureWriter(out, hdr, overwrite=overwrite, chunk_events=chunk_events, atomic=True) as w:
         w.write_meta("procs", [{"pid": p[1], "comm": p[0]} for p in PROCS])
         w.write_meta("devices", [{"dev": d, "name": nm} for d, nm in zip(DEVS, DEV_NAMES)])
         t = start_ns
@@ -79,20 +80,23 @@ def generate(
         k = 0
         while done < n_events:
             n = min(batch, n_events - done)
-            chunk, t = _batch(rng, n, t, rate, block_share, share, len(paths))
+            chunk, t = make_batch(rng, n, t, rate, block_share, share, len(paths))
             chunk.dicts = {"comm": comms, "path": paths}
             w.write_events(chunk)
             for _ in range(loss_at[k]):
-                w.write_loss(int(rng.integers(0, 2)), int(rng.integers(1, 1000)), t - 1000, t, "perf_buffer")
+                cpu, count = int(rng.integers(0, 2)), int(rng.integers(1, 1000))
+                w.write_loss(Loss(cpu, count, t - 1000, t, "perf_buffer"))
             done += n
             k += 1
         return w.header
 
 
-def _batch(
+def make_batch(
     rng: np.random.Generator, n: int, t: int, rate: float, block_share: float,
     share: np.ndarray, n_paths: int,
 ) -> tuple[Chunk, int]:
+    """``n`` synthetic events after time ``t`` (ns) at about ``rate`` per second: the chunk
+    (comm and path as codes into PROCS' names and ``n_paths`` paths) and its last ts."""
     gaps = rng.exponential(1e9 / rate, n).astype(np.uint64) + np.uint64(1)
     ts = np.uint64(t) + np.cumsum(gaps)
     proc = rng.choice(len(PROCS), n, p=share).astype(np.uint32)

@@ -11,13 +11,12 @@ import errno
 import os
 import platform
 import socket
-import stat
 import time
 import uuid
 from collections.abc import Mapping
 from typing import Any, BinaryIO
 
-from aether_rec.errors import AetherError, LimitError
+from aether_rec.errors import LimitError
 from aether_rec.format.blocks import (
     CHNK,
     HEAD,
@@ -34,96 +33,13 @@ from aether_rec.format.blocks import (
 from aether_rec.format.chunk import Chunk, ChunkInfo
 from aether_rec.format.columns import ChunkTooLarge, Codec, compact_dictionary, get_codec
 from aether_rec.format.limits import MAX_CHUNK_EVENTS, MAX_INDEX_ENTRIES, MAX_META_ROWS, MAX_STR_LEN
+from aether_rec.format.output import AtomicOutput, WriteError, create_output, open_output, refuse_reason
+from aether_rec.format.records import Loss, Meta, MetaRef
 from aether_rec.schema import schema_for_header
 
-
-class WriteError(AetherError):
-    """The output cannot be created or written (exists, symlink, disk full...).
-
-    ``path`` names the output, ``reason`` says what went wrong without it (the message
-    is ``"path: reason"``), ``kind`` is one of :data:`WRITE_ERROR_KINDS`, so callers decide
-    on the kind instead of searching the message."""
-
-    def __init__(self, path: str, reason: str, kind: str = "write") -> None:
-        super().__init__(f"{path}: {reason}")
-        self.path = path
-        self.reason = reason
-        self.kind = kind
-
-
-#: exists, symlink, not_regular: refused before creating; create: the open or the
-#: unlink of --force failed; broken_pipe: the reader of a pipe went away; write: any
-#: other failed write (disk full, I/O error)
-WRITE_ERROR_KINDS: tuple[str, ...] = ("exists", "symlink", "not_regular", "create", "broken_pipe", "write")
-
-
-# Creating capture files. Recorders run as root, often in directories other users can
-# write to (/tmp), so every capture file any tool makes is:
-# * created exclusively (O_CREAT|O_EXCL): an existing name is refused unless --force; with
-#   --force the old *name* is removed first and a new file created, so a hard link to
-#   some other file is never truncated or written through, and the new file never
-#   inherits the old one's mode or owner;
-# * never reached through a symbolic link: a symlink at the name is refused (with or
-#   without --force), and O_NOFOLLOW/O_EXCL make the open itself refuse one planted
-#   after the check;
-# * mode 0600 whatever the umask (fchmod after creation).
-MODE = 0o600  # capture files: owner only
-
-
-def refusal(path: str, force: bool) -> WriteError | None:
-    """Why ``path`` cannot be created now (None when it can), without creating it."""
-    try:
-        st = os.lstat(path)
-    except OSError:
-        return None  # absent, or not ours to see: creating it will tell
-    if stat.S_ISLNK(st.st_mode):
-        return WriteError(path, "is a symbolic link; refusing to follow or replace it", "symlink")
-    if not force:
-        return WriteError(path, "already exists (use --force to overwrite)", "exists")
-    if not stat.S_ISREG(st.st_mode):
-        return WriteError(path, "exists and is not a regular file; refusing to replace it", "not_regular")
-    return None
-
-
-def refuse_reason(path: str, force: bool) -> str:
-    """Why ``path`` cannot be created now ("" when it can), as one line."""
-    why = refusal(path, force)
-    return str(why) if why is not None else ""
-
-
-def create_output(path: str, force: bool = False) -> BinaryIO:
-    """Create ``path`` for writing as described above; WriteError (one line) if not."""
-    why = refusal(path, force)
-    if why is not None:
-        raise why
-    if force:
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            pass
-        except OSError as exc:
-            raise WriteError(path, f"cannot replace it ({exc.strerror or exc})", "create") from None
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW
-    try:
-        fd = os.open(path, flags, MODE)
-    except OSError as exc:
-        if exc.errno in (errno.EEXIST, errno.ELOOP):
-            # something was planted between the check and the open
-            raise refusal(path, False) or WriteError(
-                path, "appeared while it was being created", "exists"
-            ) from None
-        raise WriteError(path, f"cannot create ({exc.strerror or exc})", "create") from None
-    try:
-        os.fchmod(fd, MODE)
-    except OSError:
-        os.close(fd)
-        raise
-    return os.fdopen(fd, "wb", buffering=0)
-
-
-def open_output(path: str | os.PathLike[str], overwrite: bool = False) -> BinaryIO:
-    """Create ``path`` for a capture writer (see create_output)."""
-    return create_output(os.fspath(path), overwrite)
+# How outputs are created is format/output.py's rule; these names are part of the writer's API.
+__all__ = ["AtomicOutput", "CaptureWriter", "WriteError", "base_header", "create_output", "open_output",
+           "refuse_reason"]
 
 
 def base_header(minor: int = VERSION_MINOR) -> dict[str, Any]:
@@ -150,7 +66,12 @@ def base_header(minor: int = VERSION_MINOR) -> dict[str, Any]:
 
 class CaptureWriter:
     """Write a capture: ``write_events`` batches, ``write_loss``/``write_meta`` tables,
-    then ``close``. Chunks are cut by event count, raw bytes and age."""
+    then ``close``. Chunks are cut by event count, raw bytes and age.
+
+    Given a path, the file is created by format/output.py's rule. By default it is written
+    in place, block by block, so that it can be read while it grows and after a crash (a
+    recording); with ``atomic`` (the offline tools) it appears under its name only when
+    ``close`` succeeds, and ``abort`` or an exception leaves nothing behind."""
 
     def __init__(
         self,
@@ -164,6 +85,7 @@ class CaptureWriter:
         chunk_bytes: int = 16 << 20,
         chunk_age: float = 1.0,
         overwrite: bool = False,
+        atomic: bool = False,
         minor: int = VERSION_MINOR,
     ) -> None:
         """``minor``: the format version 1.minor to write (older ones for test vectors:
@@ -180,7 +102,14 @@ class CaptureWriter:
         self._minor = minor
         head = frame(HEAD, pack(self.header, "header"))  # LimitError before creating the output
         self._owns = not hasattr(out, "write")
-        self._f: BinaryIO = open_output(out, overwrite) if self._owns else out  # type: ignore[arg-type,assignment]
+        self._atomic: AtomicOutput | None = None
+        if self._owns and atomic:
+            self._atomic = AtomicOutput(out, overwrite)  # type: ignore[arg-type]
+            self._f: BinaryIO = self._atomic.file
+        elif self._owns:
+            self._f = open_output(out, overwrite)  # type: ignore[arg-type]
+        else:
+            self._f = out  # type: ignore[assignment]
         self.name = str(out) if self._owns else getattr(out, "name", "<stream>")
         self.chunk_events = chunk_events
         self.chunk_bytes = chunk_bytes
@@ -195,8 +124,8 @@ class CaptureWriter:
         self._pending_bytes = 0
         self._pending_since = 0.0
         self._chunks: list[ChunkInfo] = []
-        self._losses: list[list[Any]] = []
-        self._metas: list[list[Any]] = []
+        self._losses: list[Loss] = []
+        self._metas: list[MetaRef] = []
         self._write(preamble(minor))
         self._write(head)
 
@@ -276,13 +205,13 @@ class CaptureWriter:
         return info
 
     # -- tables -------------------------------------------------------------------
-    def write_loss(self, cpu: int, count: int, t_first: int, t_last: int, kind: str) -> None:
-        """Record ``count`` events lost on ``cpu`` between t_first and t_last (ns)."""
-        row = [self.bytes_written, int(cpu), int(count), int(t_first), int(t_last), str(kind)]
-        rec = dict(zip(("cpu", "count", "t0", "t1", "kind"), row[1:]))
-        self._losses.append(row)
-        self.lost += int(count)
-        self._write(frame(LOSS, pack(rec)))
+    def write_loss(self, loss: Loss) -> None:
+        """Write a LOSS block for ``loss`` (its ``offset`` is ignored: it gets its own)."""
+        block = frame(LOSS, pack(loss.to_doc(), "loss block"))
+        stored = Loss(loss.cpu, loss.count, loss.t_first, loss.t_last, loss.kind, self.bytes_written)
+        self._write(block)
+        self._losses.append(stored)
+        self.lost += int(loss.count)
 
     def write_meta(self, table: str, rows: list[dict[str, Any]]) -> None:
         """Append rows to metadata table ``table`` (procs, fds, devices, clock, ...).
@@ -296,7 +225,7 @@ class CaptureWriter:
 
     def _write_meta(self, table: str, rows: list[dict[str, Any]]) -> None:
         try:
-            block = frame(META, pack({"table": table, "rows": rows}, "metadata block"))
+            block = frame(META, pack(Meta(table, rows).to_doc(), "metadata block"))
         except LimitError:
             if len(rows) < 2:
                 raise
@@ -304,8 +233,9 @@ class CaptureWriter:
             self._write_meta(table, rows[:half])
             self._write_meta(table, rows[half:])
             return
-        self._metas.append([self.bytes_written, table])
+        ref = MetaRef(self.bytes_written, table)
         self._write(block)
+        self._metas.append(ref)
 
     # -- end ------------------------------------------------------------------------
     def close(self, stats: Mapping[str, Any] | None = None) -> None:
@@ -319,8 +249,8 @@ class CaptureWriter:
             self.flush()
             index = {
                 "chunks": [c.to_row() for c in self._chunks],
-                "losses": self._losses,
-                "meta": self._metas,
+                "losses": [x.to_row() for x in self._losses],
+                "meta": [m.to_row() for m in self._metas],
                 "events": self.events_written,
                 "stats": dict(stats or {}),
             }
@@ -335,25 +265,31 @@ class CaptureWriter:
                 self._write(block)
                 self._write(trailer(offset))
                 self.indexed = True
-        finally:
-            self.closed = True
-            if self._owns:
-                self._f.close()
-            else:
-                try:
-                    self._f.flush()
-                except OSError:
-                    pass
+        except BaseException:
+            self.abort()
+            raise
+        self.closed = True
+        if self._atomic is not None:
+            self._atomic.commit()
+        elif self._owns:
+            self._f.close()
+        else:
+            try:
+                self._f.flush()
+            except OSError:
+                pass
 
     def abort(self) -> None:
-        """Close without index (the file stays readable by scanning)."""
-        if not self.closed:
-            self.closed = True
-            if self._owns:
-                try:
-                    self._f.close()
-                except OSError:
-                    pass
+        """Stop writing: a file this writer created is removed (it never appears under its
+        name); a stream it was given stays as written, readable by scanning."""
+        self.closed = True
+        if self._atomic is not None:
+            self._atomic.discard()
+        elif self._owns:
+            try:
+                self._f.close()
+            except OSError:
+                pass
 
     def __enter__(self) -> CaptureWriter:
         return self
@@ -375,10 +311,10 @@ class CaptureWriter:
             self._f.flush()
         except BrokenPipeError:
             self.closed = True
-            raise WriteError(str(self.name), "reader went away (broken pipe)", "broken_pipe") from None
+            raise WriteError("reader went away (broken pipe)", self.name, broken_pipe=True) from None
         except OSError as exc:
             self.closed = True
-            raise WriteError(str(self.name), f"write failed ({exc.strerror or exc})", "write") from None
+            raise WriteError(f"write failed ({exc.strerror or exc})", self.name) from None
         self.bytes_written += len(data)
 
 

@@ -28,7 +28,7 @@ from aether_rec.format.chunk import Chunk
 from aether_rec.format.reader import Capture
 from aether_rec.ops.rows import columns, header_line, lines
 from aether_rec.ops.units import fmt_count, iso_utc
-from aether_rec.ops.window import Selection
+from aether_rec.ops.window import Selection, source_name
 from aether_rec.schema import COLUMNS, LAYER_CODE, LAYERS, OPS
 
 EXPORT_FORMATS = ("jsonl", "csv", "perfetto", "parquet")
@@ -51,16 +51,15 @@ class ExportReport:
 
 
 def _to_real(cap: Capture) -> Callable[[np.ndarray], np.ndarray] | None:
-    if len(cap.clock_pairs()) == 0:
-        return None
-    return lambda ts: np.asarray(cap.mono_to_real(ts), dtype=np.int64)
+    clock = cap.clock_map()
+    return clock.to_real if clock else None
 
 
 def export_rows(cap: Capture, out: IO[str], sel: Selection, fmt: str) -> ExportReport:
     """jsonl or csv rows."""
     rep = ExportReport()
     to_real = _to_real(cap)
-    src = str(cap.header.get("hostname") or "")
+    src = source_name(cap)
     head = header_line(fmt)
     if head and fmt == "csv":
         out.write(head)
@@ -76,9 +75,8 @@ def export_rows(cap: Capture, out: IO[str], sel: Selection, fmt: str) -> ExportR
 
 def count_matches(cap: Capture, sel: Selection) -> int:
     """Exact number of selected events (index only when the selection is a window or nothing)."""
-    f = sel.filter
-    infos = [i for i in cap.chunk_infos() if i.n and (f.is_trivial or f.can_match(i))]
-    if all(f.is_trivial or f.must_match(i) for i in infos):
+    infos = [i for i in cap.chunk_infos() if i.n and sel.can_match(i)]
+    if all(sel.must_match(i) for i in infos):
         return sum(i.n for i in infos)
     return sum(c.n for c in sel.chunks(cap))
 
@@ -96,8 +94,7 @@ def export_perfetto(
     sample: bool = False,
 ) -> ExportReport:
     rep = ExportReport()
-    f = sel.filter
-    upper = sum(i.n for i in cap.chunk_infos() if i.n and (f.is_trivial or f.can_match(i)))
+    upper = sum(i.n for i in cap.chunk_infos() if i.n and sel.can_match(i))
     # count exactly (a decoding pass) only when the index alone cannot rule out the cap
     matched = upper if upper <= max_events else count_matches(cap, sel)
     rep.matched = matched
@@ -178,9 +175,7 @@ def export_perfetto(
             rep.slices += 1
         rep.events += chunk.n
     for loss in cap.losses():
-        if sel.t_min is not None and loss.t_last < sel.t_min:
-            continue
-        if sel.t_max is not None and loss.t_first >= sel.t_max:
+        if not sel.keeps_loss(loss):
             continue
         emit(
             {
@@ -317,6 +312,6 @@ def export_parquet(cap: Capture, out: str | BinaryIO, sel: Selection) -> ExportR
 
 
 def _time_array(pa: Any, chunk: Chunk, to_real: Callable[[np.ndarray], np.ndarray] | None) -> Any:
-    ts = chunk.column("ts").astype(np.int64)
-    real = to_real(ts) if to_real is not None else ts
+    ts = chunk.column("ts")
+    real = to_real(ts) if to_real is not None else np.minimum(ts, np.uint64(2**63 - 1)).astype(np.int64)
     return pa.array(real, pa.timestamp("ns", tz="UTC"))

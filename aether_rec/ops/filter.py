@@ -11,16 +11,16 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, BinaryIO
 
-import numpy as np
-
 from aether_rec.format.chunk import Chunk, ChunkInfo
+from aether_rec.format.output import refuse_same_file
 from aether_rec.format.reader import Capture
 from aether_rec.format.writer import CaptureWriter
 from aether_rec.ops.pipeline import BackgroundWriter, prefetch
 from aether_rec.ops.rawcopy import RawChunks, copy_chunk, isolated
+from aether_rec.ops.text import MAX_DEPTH, pruned
 from aether_rec.ops.window import Selection
 
 # Header fields the writer sets itself for every new capture.
@@ -45,7 +45,6 @@ class FilterReport:
     chunks_copied: int = 0  # copied whole, without decoding
     losses_kept: int = 0
     losses_dropped: int = 0
-    warnings: list[str] = field(default_factory=list)
 
 
 def meta_tables(cap: Capture) -> list[str]:
@@ -56,7 +55,7 @@ def meta_tables(cap: Capture) -> list[str]:
 def derived_header(caps: list[Capture], **extra: Any) -> dict[str, Any]:
     """A header for a capture made from ``caps``: the first one's provenance, a
     ``derived_from`` list, and ``extra``."""
-    base = {k: v for k, v in caps[0].header.items() if k not in WRITER_OWNED}
+    base = {k: pruned(v) for k, v in caps[0].header.items() if k not in WRITER_OWNED}
     parents = []
     for cap in caps:
         h = cap.header
@@ -66,7 +65,7 @@ def derived_header(caps: list[Capture], **extra: Any) -> dict[str, Any]:
                 "path": cap.name,
                 "hostname": h.get("hostname"),
                 "created": h.get("created"),
-                "derived_from": h.get("derived_from"),
+                "derived_from": pruned(h.get("derived_from"), MAX_DEPTH - 4),
             }
         )
     base["derived_from"] = parents
@@ -86,7 +85,6 @@ def filter_capture(
     infos = cap.chunk_infos()
     rep.chunks_total = len(infos)
     rep.events_in = sum(i.n for i in infos)
-    f = sel.filter
     # ("filters" in a header is the recorder's own selection, a map: kept as provenance)
     previous = cap.header.get("filter_history")
     previous = list(previous) if isinstance(previous, list) else []
@@ -98,7 +96,8 @@ def filter_capture(
         window={"t_min": sel.t_min, "t_max": sel.t_max},
     )
     # offline: zstd may use every CPU for each chunk (the recorder leaves them to the workload)
-    with CaptureWriter(out, header, overwrite=overwrite, threads=-1) as w:
+    refuse_same_file(out, [cap])
+    with CaptureWriter(out, header, overwrite=overwrite, threads=-1, atomic=True) as w:
         for name in meta_tables(cap):
             rows = cap.meta(name)
             if rows:
@@ -116,16 +115,12 @@ def filter_capture(
                 bw.submit(functools.partial(w.write_events, chunk))
                 rep.events_out += chunk.n
         for loss in cap.losses():
-            inside = (sel.t_min is None or loss.t_last >= sel.t_min) and (
-                sel.t_max is None or loss.t_first < sel.t_max
-            )
-            if inside:
-                w.write_loss(loss.cpu, loss.count, loss.t_first, loss.t_last, loss.kind)
+            if sel.keeps_loss(loss):
+                w.write_loss(loss)
                 rep.losses_kept += 1
             else:
                 rep.losses_dropped += 1
-    rep.chunks_read = sum(1 for i in infos if f.is_trivial or f.can_match(i))
-    rep.warnings = list(cap.warnings)
+    rep.chunks_read = sum(1 for i in infos if sel.can_match(i))
     return rep
 
 
@@ -133,7 +128,6 @@ def _selected(cap: Capture, sel: Selection) -> Iterator[tuple[Chunk | None, tupl
     """The selected events in time order: decoded chunks to write, or (None, (info, block)) for
     a chunk to copy whole. The copy path needs chunks that do not overlap in time and sit
     in the file in time order (what a recorder writes); otherwise everything is decoded."""
-    f = sel.filter
     infos = [i for i in cap.chunk_infos() if i.n]
     raw = RawChunks(cap)
     in_order = all(a.t_first <= b.t_first for a, b in zip(infos, infos[1:]))
@@ -141,8 +135,8 @@ def _selected(cap: Capture, sel: Selection) -> Iterator[tuple[Chunk | None, tupl
         for chunk in prefetch(sel.chunks(cap)):
             yield chunk, None
         return
-    wanted = [i for i in infos if f.can_match(i)]
-    whole = {i.offset for i in wanted if f.must_match(i)}
+    wanted = [i for i in infos if sel.can_match(i)]
+    whole = {i.offset for i in wanted if sel.must_match(i)}
     decode = {i.offset for i in wanted if i.offset not in whole}
     # decoded in a helper thread (it owns the capture's file); raw blocks come through RawChunks' own
     decoded = prefetch(cap.chunks(where=lambda i: i.offset in decode, ordered=False))
@@ -156,7 +150,7 @@ def _selected(cap: Capture, sel: Selection) -> Iterator[tuple[Chunk | None, tupl
                     yield None, (info, block)
                     continue
                 # a damaged block: skipped with a warning, as the reader does
-                cap.warnings.append(f"{cap.name}: chunk at offset {info.offset} is damaged; skipped it")
+                cap.warn(f"chunk at offset {info.offset} is damaged; skipped it")
                 continue
             if ahead is None:
                 ahead = next(decoded, None)
@@ -165,12 +159,9 @@ def _selected(cap: Capture, sel: Selection) -> Iterator[tuple[Chunk | None, tupl
             if position[ahead.info.offset] > position[info.offset]:
                 continue  # the reader skipped this one (damaged) with a warning
             chunk, ahead = ahead, None
-            mask = f.mask(chunk)
-            n = int(np.count_nonzero(mask))
-            if n == chunk.n:
-                yield chunk, None
-            elif n:
-                yield chunk.take(mask), None
+            kept = sel.apply(chunk)
+            if kept is not None:
+                yield kept, None
     finally:
         decoded.close()  # stops the helper thread if we leave early
         raw.close()

@@ -17,21 +17,27 @@ INFO_SCHEMA_VERSION = 1
 
 def iso_ns(real_ns: int) -> str:
     """UTC wall-clock time with microseconds, e.g. 2026-11-26T03:40:15.123456Z."""
+    if not -(2**63) < int(real_ns) < 2**63 - 1:
+        return "(no wall time)"  # a saturated conversion (format/clock.py)
     secs, ns = divmod(int(real_ns), 1_000_000_000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs)) + f".{ns // 1000:06d}Z"
+    try:
+        return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs)) + f".{ns // 1000:06d}Z"
+    except (OverflowError, OSError, ValueError):
+        return f"(not a date: {int(real_ns)} ns)"
 
 
 def capture_info(cap: Capture, verify: bool = False) -> dict[str, Any]:
     """A JSON-ready description of ``cap`` (schema version INFO_SCHEMA_VERSION)."""
     h = cap.header
     infos = cap.chunk_infos()
-    n = sum(c.n for c in infos)
+    index_n = sum(c.n for c in infos)  # what the index (or the summaries) claim
     per: Counter[tuple[int, int]] = Counter()
     for chunk in cap.chunks(columns=["layer", "op"], ordered=False):
         key = chunk.column("layer").astype(np.uint32) << 8 | chunk.column("op")
         vals, counts = np.unique(key, return_counts=True)
         for v, c in zip(vals.tolist(), counts.tolist()):
             per[(v >> 8, v & 0xFF)] += c
+    n = sum(per.values())  # what can be read: the same count as stats and replay
     t0 = min((c.t_first for c in infos), default=None)
     t1 = max((c.t_last for c in infos), default=None)
     losses = cap.losses()
@@ -69,6 +75,8 @@ def capture_info(cap: Capture, verify: bool = False) -> dict[str, Any]:
         "codec": h.get("codec"),
         "redacted": bool(h.get("redacted", False)),
         "events": n,
+        "index_events": index_n,
+        "derived": _derivation(h),
         "chunks": len(infos),
         "indexed": cap.has_index,
         "first_ts": t0,
@@ -98,6 +106,21 @@ def capture_info(cap: Capture, verify: bool = False) -> dict[str, Any]:
     return out
 
 
+def _derivation(h: dict[str, Any]) -> dict[str, Any] | None:
+    """How a derived capture was made (filter, merge, recover, redact), from its header."""
+    parents = h.get("derived_from")
+    recovered = h.get("recovered_from")
+    if not isinstance(parents, list) and not isinstance(recovered, dict) and not h.get("redacted"):
+        return None
+    keys = ("path", "capture_id", "hostname", "created")
+    made = [{k: p.get(k) for k in keys if not isinstance(p.get(k), (dict, list))}
+            for p in (parents if isinstance(parents, list) else []) if isinstance(p, dict)]
+    kind = "merge" if isinstance(h.get("merge"), dict) else "filter" if "filter" in h else (
+        "recover" if isinstance(recovered, dict) else "redact" if h.get("redacted") else "derived")
+    return {"by": kind, "filter": h.get("filter"), "from": made,
+            "recovered_from": recovered.get("file") if isinstance(recovered, dict) else None}
+
+
 def format_info(d: dict[str, Any]) -> str:
     """The text form of ``capture_info``."""
 
@@ -115,11 +138,26 @@ def format_info(d: dict[str, Any]) -> str:
     if d["redacted"]:
         lines.append(row("Redacted", "yes (names and paths are keyed hashes)"))
     cmd = d.get("command")
+    derived = d.get("derived")
     lines += [
         row("Recorded on", f"{d['hostname']}  kernel {d['kernel']}  {d['arch']}  {d['ncpu']} CPUs"),
         row("Recorded by", f"aether-rec {d['tool_version']}: {_cmdline(cmd)}"),
-        row("Created", d["created"]),
     ]
+    if derived:
+        parents = derived["from"]
+        if parents and parents[0].get("created"):
+            lines.append(row("Recorded", parents[0]["created"]))
+        what = derived["by"]
+        if derived.get("filter"):
+            what += f" {derived['filter']!r}"
+        if parents:
+            what += " of " + ", ".join(str(p.get("path") or p.get("capture_id")) for p in parents)
+        elif derived.get("recovered_from"):
+            what += f" of {derived['recovered_from']}"
+        lines.append(row("Derived by", what))
+        lines.append(row("Created", f"{d['created']} (this file)"))
+    else:
+        lines.append(row("Created", d["created"]))
     if d.get("hooks"):
         lines.append(row("Hooks", summarize_hooks(d["hooks"])))
     if d.get("filters"):
@@ -131,7 +169,8 @@ def format_info(d: dict[str, Any]) -> str:
         row("First event", d["start"] or "-"),
         row("Last event", d["end"] or "-"),
         row("Duration", f"{d['duration_s']:.3f} s"),
-        row("Events", f"{d['events']:,}"),
+        row("Events", f"{d['events']:,}" + (f"  (the index lists {d['index_events']:,})"
+                                             if d["index_events"] != d["events"] else "")),
         row("Chunks", f"{d['chunks']:,}  codec {d['codec']}"),
     ]
     if d["bytes_per_event"] is not None:

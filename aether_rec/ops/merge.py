@@ -28,8 +28,9 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from aether_rec.errors import UsageError
+from aether_rec.errors import CaptureError, UsageError
 from aether_rec.format.chunk import Chunk, ChunkInfo
+from aether_rec.format.output import refuse_same_file
 from aether_rec.format.reader import Capture
 from aether_rec.format.writer import CaptureWriter
 from aether_rec.ops.filter import derived_header, meta_tables
@@ -65,7 +66,7 @@ class MergeReport:
     duplicate_events: int = 0
     losses: int = 0
     reference: int = 0
-    warnings: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # merge's own (each capture keeps its own)
 
 
 def parse_offsets(specs: Sequence[str], labels: Sequence[str]) -> dict[int, int]:
@@ -108,15 +109,15 @@ def plan(inputs: Sequence[MergeInput], *, align: bool = True, offsets: dict[int,
         inp.events = sum(i.n for i in infos)
         inp.t_first = min((i.t_first for i in infos), default=0)
         inp.t_last = max((i.t_last for i in infos), default=0)
-        if len(inp.cap.clock_pairs()):
-            inp.wall_offset = (
-                int(inp.cap.mono_to_real(np.array([inp.t_first], dtype=np.int64))[0]) - inp.t_first
-            )
+        clock = inp.cap.clock_map()
+        if clock:
+            inp.wall_offset = clock.offset(inp.t_first)
     with_clock = [inp for inp in inputs if inp.wall_offset is not None]
     ref = min(with_clock, key=lambda i: i.wall_offset or 0).index if with_clock else 0
     if align and with_clock and len(with_clock) < len(inputs):
         missing = ", ".join(inp.label for inp in inputs if inp.wall_offset is None)
-        raise UsageError(f"cannot align on wall-clock time: no clock mapping in {missing} (use --no-align)")
+        # a property of the file, not of the command line: exit 1, like any unreadable input
+        raise CaptureError(f"cannot align on wall-clock time: no clock mapping in {missing} (use --no-align)")
     # clock domains: same host and wall offsets within SAME_BOOT_NS share one monotonic clock
     domain_offset: dict[int, int] = {}
     if align and with_clock:
@@ -388,19 +389,31 @@ def merge_captures(
         for k, inp in enumerate(inputs)
     ]
     # offline: zstd may use every CPU for each chunk (the recorder leaves them to the workload)
-    with contextlib.ExitStack() as stack, CaptureWriter(out, header, overwrite=overwrite, threads=-1) as w:
+    refuse_same_file(out, caps)
+    with contextlib.ExitStack() as stack, CaptureWriter(out, header, overwrite=overwrite, threads=-1,
+                                                         atomic=True) as w:
         for r in raws:
             stack.callback(r.close)
-        ref_domain = {k for k, inp in enumerate(inputs) if inp.shift == inputs[ref].shift}
+        # The output's clock mapping: every pair (header and table) of the inputs that share
+        # the reference's monotonic clock, so each of their events keeps its wall time;
+        # inputs of other clock domains were aligned by shifting, their pairs no longer apply.
+        in_header = {tuple(p) for p in header["clock"] or [] if isinstance(p, list)}
+        clock_rows = [
+            {"mono": m, "real": r}
+            for m, r in sorted({p for inp in inputs if inp.shift == inputs[ref].shift
+                                for p in inp.cap.clock_map().shifted(inp.shift - inputs[ref].shift)})
+            if (m, r) not in in_header
+        ]
+        if clock_rows:
+            w.write_meta("clock", clock_rows)
         for inp in inputs:
             for name in meta_tables(inp.cap):
-                if name == "clock" and inp.index not in ref_domain:
-                    continue  # another clock domain: its mapping no longer applies
+                if name == "clock":
+                    continue  # written above
                 rows = []
                 for row in inp.cap.meta(name):
                     tagged = dict(row)
-                    if name != "clock":
-                        tagged.setdefault("source", inp.source)
+                    tagged.setdefault("source", inp.source)
                     key = (name, repr(sorted(tagged.items())))
                     if key not in seen_rows:
                         seen_rows.add(key)
@@ -438,16 +451,8 @@ def merge_captures(
                 if lkey in seen_losses:
                     continue
                 seen_losses.add(lkey)
-                w.write_loss(
-                    loss.cpu,
-                    loss.count,
-                    max(0, loss.t_first + inp.shift),
-                    max(0, loss.t_last + inp.shift),
-                    loss.kind,
-                )
+                w.write_loss(loss.moved(inp.shift))
                 rep.losses += 1
     rep.duplicate_chunks = sum(i.duplicate_chunks for i in inputs)
     rep.duplicate_events = sum(i.duplicate_events for i in inputs)
-    for inp in inputs:
-        rep.warnings.extend(inp.cap.warnings)
     return rep

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 _DONE = object()
+STOP_WAIT_S = 0.5  # how long stopping early waits for a helper thread (every tool stops within 1 s)
 
 
 class _Failure:
@@ -60,7 +61,9 @@ def prefetch(source: Iterator[T], depth: int = 2) -> Generator[T, None, None]:
             yield item  # type: ignore[misc]
     finally:
         stop.set()
-        t.join()
+        # bounded: after Ctrl-C the helper may be inside a long decompression; it is a
+        # daemon and stops at its next put, so nobody waits for it longer than this
+        t.join(timeout=STOP_WAIT_S)
 
 
 class BackgroundWriter:
@@ -72,6 +75,7 @@ class BackgroundWriter:
     def __init__(self, depth: int = 2) -> None:
         self._q: queue.Queue[Callable[[], None] | None] = queue.Queue(maxsize=depth)
         self._error: BaseException | None = None
+        self._abandon = threading.Event()
         self._t = threading.Thread(target=self._run, name="aether-writer", daemon=True)
         self._t.start()
 
@@ -80,8 +84,8 @@ class BackgroundWriter:
             op = self._q.get()
             if op is None:
                 return
-            if self._error is not None:
-                continue  # drain without writing after a failure
+            if self._error is not None or self._abandon.is_set():
+                continue  # drain without writing after a failure or when abandoned
             try:
                 op()
             except BaseException as exc:
@@ -103,11 +107,23 @@ class BackgroundWriter:
     def __enter__(self) -> BackgroundWriter:
         return self
 
+    def abandon(self) -> None:
+        """Stop without finishing the queued writes and without waiting long (the output is
+        being thrown away: an exception, Ctrl-C)."""
+        self._abandon.set()
+        while True:
+            try:
+                self._q.get_nowait()
+            except queue.Empty:
+                break
+        try:
+            self._q.put_nowait(None)
+        except queue.Full:
+            pass
+        self._t.join(timeout=STOP_WAIT_S)
+
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         if exc_type is None:
             self.close()
         else:
-            try:
-                self.close()
-            except BaseException:
-                pass  # the first error is the one to report
+            self.abandon()  # the first error is the one to report

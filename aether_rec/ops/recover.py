@@ -14,6 +14,7 @@ from typing import Any, BinaryIO
 from aether_rec.errors import DamagedCaptureError
 from aether_rec.format.blocks import HEAD, Damage, unpack
 from aether_rec.format.copy import CopyReport, copy_blocks, scan_file
+from aether_rec.format.output import refuse_same_file
 from aether_rec.format.writer import CaptureWriter
 
 
@@ -30,6 +31,7 @@ class RecoverReport(CopyReport):
 def recover(src: str | os.PathLike[str], dst: str | os.PathLike[str] | BinaryIO,
             overwrite: bool = False) -> RecoverReport:
     report = RecoverReport()
+    refuse_same_file(dst, [src])
     with scan_file(src) as blocks:
         header: dict[str, Any] | None = None
         first = next(blocks, None)
@@ -46,7 +48,7 @@ def recover(src: str | os.PathLike[str], dst: str | os.PathLike[str] | BinaryIO,
             pending = []
         out_header: dict[str, Any] = dict(header) if isinstance(header, dict) else {"recovered_header": True}
         out_header["recovered_from"] = {"file": os.path.basename(os.fspath(src))}
-        writer = CaptureWriter(dst, out_header, overwrite=overwrite)
+        writer = CaptureWriter(dst, out_header, overwrite=overwrite, atomic=True)
         try:
             copy_blocks(itertools.chain(pending, blocks), writer, report)
             writer.close(stats={**(report.index_stats or {}), "recovered": True, "damaged": report.damaged})

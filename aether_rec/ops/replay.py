@@ -20,10 +20,12 @@ import numpy as np
 
 from aether_rec.errors import UsageError
 from aether_rec.format.chunk import Chunk
-from aether_rec.format.reader import Capture, Loss
+from aether_rec.format.clock import ClockMap, pairs_of
+from aether_rec.format.reader import Capture
+from aether_rec.format.records import Loss, Meta
 from aether_rec.ops.expr import Filter
 from aether_rec.ops.rows import FORMATS, header_line, lines
-from aether_rec.ops.window import Selection
+from aether_rec.ops.window import Selection, source_name
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], None]
@@ -37,13 +39,8 @@ class ReplayReport:
 
 
 def _to_real(cap: Capture) -> Callable[[np.ndarray], np.ndarray] | None:
-    if len(cap.clock_pairs()) == 0:
-        return None
-    return lambda ts: np.asarray(cap.mono_to_real(ts), dtype=np.int64)
-
-
-def _source(cap: Capture) -> str:
-    return str(cap.header.get("hostname") or "")
+    clock = cap.clock_map()
+    return clock.to_real if clock else None
 
 
 def _loss_line(fmt: str, loss: Loss) -> str | None:
@@ -73,7 +70,7 @@ def replay(
         raise UsageError("--speed must be >= 0 (0 = as fast as possible)")
     rep = ReplayReport()
     to_real = _to_real(cap)
-    src = _source(cap)
+    src = source_name(cap)
     head = header_line(fmt) if header else None
     if head:
         out.write(head)
@@ -84,7 +81,8 @@ def replay(
     for chunk in sel.chunks(cap):
         rows = lines(fmt, chunk, to_real, src)
         ts = chunk.column("ts")
-        # loss markers in time order between events (text only)
+        # loss markers in time order between events (text only): a loss goes after the
+        # events that started before it
         while li < len(losses) and losses[li].t_first <= int(ts[0]):
             line = _loss_line(fmt, losses[li])
             if line:
@@ -92,7 +90,17 @@ def replay(
             rep.losses += 1
             li += 1
         if speed <= 0:
-            out.write("".join(rows))
+            at = 0
+            while li < len(losses) and losses[li].t_first <= int(ts[-1]):
+                cut = int(np.searchsorted(ts, losses[li].t_first, side="left"))
+                out.write("".join(rows[at:cut]))
+                at = cut
+                line = _loss_line(fmt, losses[li])
+                if line:
+                    out.write(line)
+                rep.losses += 1
+                li += 1
+            out.write("".join(rows[at:]))
             rep.events += chunk.n
             continue
         if start is None:
@@ -123,42 +131,65 @@ def replay(
 def follow(
     cap: Capture,
     out: IO[str],
-    where: Filter,
+    sel: Selection | Filter,
     *,
     fmt: str = "text",
     stop: Callable[[], bool] = lambda: False,
     poll: float = 0.25,
     header: bool = True,
 ) -> ReplayReport:
-    """Print chunks as a recorder appends them (file order), until the capture is complete."""
+    """Print chunks as a recorder appends them (file order), until the capture is complete.
+
+    Wall times come from the same ClockMap as ``replay``'s, grown as the recorder appends
+    clock rows: a chunk whose last event is past the newest clock pair waits for the next
+    one (or the end of the file), so that its times are the ones ``replay`` prints later."""
     if fmt not in FORMATS:
         raise UsageError(f"unknown format {fmt!r} (choose from {', '.join(FORMATS)})")
+    if isinstance(sel, Filter):
+        sel = Selection(sel)
     rep = ReplayReport()
-    # only the header's clock pair: reading the clock table would scan a file still growing
-    pairs = [p for p in cap.header.get("clock") or [] if isinstance(p, (list, tuple)) and len(p) == 2]
-    to_real = None
-    if pairs:
-        off = int(pairs[0][1]) - int(pairs[0][0])
-        to_real = lambda ts: ts + off  # noqa: E731
-    src = _source(cap)
+    pairs = pairs_of(cap.header)
+    clock = ClockMap(pairs)
+    src = source_name(cap)
     head = header_line(fmt) if header else None
     if head:
         out.write(head)
         out.flush()
-    for item in cap.follow(stop, poll=poll):
+    held: list[Chunk | Loss] = []
+
+    def ready(item: Chunk | Loss) -> bool:
+        if not clock or not isinstance(item, Chunk) or not item.n:
+            return True
+        return int(item.column("ts").max()) <= clock.pairs[-1][0]
+
+    def emit(item: Chunk | Loss) -> None:
         if isinstance(item, Chunk):
-            chunk = item
-            if not where.is_trivial:
-                mask = where.mask(chunk)
-                if not mask.any():
-                    continue
-                chunk = chunk.take(mask)
-            out.write("".join(lines(fmt, chunk, to_real, src)))
-            rep.events += chunk.n
+            out.write("".join(lines(fmt, item, clock.to_real if clock else None, src)))
+            rep.events += item.n
         else:
             line = _loss_line(fmt, item)
             if line:
                 out.write(line)
             rep.losses += 1
+
+    def release(everything: bool = False) -> None:
+        while held and (everything or ready(held[0])):
+            emit(held.pop(0))
         out.flush()
+
+    for item in cap.follow(stop, poll=poll, meta=True):
+        if isinstance(item, Meta):
+            if item.table == "clock":
+                pairs += pairs_of({}, item.rows)
+                clock = ClockMap(pairs)
+                release()
+            continue
+        if isinstance(item, Chunk):
+            kept = sel.apply(item)
+            if kept is None:
+                continue
+            item = kept
+        held.append(item)
+        release()
+    release(everything=True)
     return rep

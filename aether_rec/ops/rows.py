@@ -15,9 +15,11 @@ import numpy as np
 from aether_rec.format.chunk import Chunk
 from aether_rec.ops.text import printable
 from aether_rec.ops.units import fmt_bytes, fmt_duration, iso_utc
-from aether_rec.schema import FLAGS, LAYERS, OPS, dev_name
+from aether_rec.schema import COLUMNS, FLAGS, LAYERS, OPS, dev_name
 
-CSV_FIELDS = (
+# The row fields, in this order, then every other column of schema.COLUMNS (a column added
+# there appears in replay and export rows without a change here).
+FIXED_FIELDS = (
     "time",
     "ts",
     "source",
@@ -39,6 +41,7 @@ CSV_FIELDS = (
     "cgroup",
     "flags",
 )
+CSV_FIELDS = FIXED_FIELDS + tuple(c.name for c in COLUMNS if c.name not in FIXED_FIELDS)
 
 ToReal = Callable[[np.ndarray], np.ndarray]
 
@@ -70,7 +73,7 @@ def columns(
     """Python lists of display-ready values for every row field; ``safe`` escapes control
     characters in strings (for text and csv; json escapes them itself)."""
     ts = chunk.column("ts")
-    real = to_real(ts.astype(np.int64)) if to_real is not None else None
+    real = to_real(ts) if to_real is not None else None
     dev = chunk.column("dev")
     devs = {int(d): (dev_name(int(d)) if d else None) for d in np.unique(dev)}
     result = chunk.column("result").tolist()
@@ -99,13 +102,15 @@ def columns(
         "queue": chunk.column("queue").tolist(),
         "cgroup": chunk.column("cgroup").tolist(),
         "flags": chunk.column("flags").tolist(),
+        **{c.name: (_strs(chunk, c.name, safe) if c.is_str else chunk.column(c.name).tolist())
+           for c in COLUMNS if c.name not in FIXED_FIELDS},
     }
 
 
 def _time_text(real: int | None, ts: int) -> str:
-    if real is None:
+    s = iso_utc(real)
+    if s is None:  # no clock mapping, or no wall time for this ts: seconds of monotonic time
         return f"{ts / 1e9:17.6f}"
-    s = iso_utc(real) or ""
     return s[11:26]  # HH:MM:SS.ffffff (UTC)
 
 

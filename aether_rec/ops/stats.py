@@ -19,8 +19,10 @@ import numpy as np
 
 from aether_rec.errors import UsageError
 from aether_rec.format.chunk import Chunk, ChunkInfo
+from aether_rec.format.clock import ClockMap
 from aether_rec.format.reader import Capture
 from aether_rec.ops.expr import ALIASES, FIELDS, MATCH_ALL, Filter, field_values, string_codes
+from aether_rec.ops.expr.fields import end_times
 from aether_rec.ops.histogram import (
     DEFAULT_PRECISION,
     PERCENTILES,
@@ -32,6 +34,7 @@ from aether_rec.ops.histogram import (
 )
 from aether_rec.ops.pipeline import prefetch
 from aether_rec.ops.units import iso_utc
+from aether_rec.ops.window import Selection, source_name
 from aether_rec.schema import FLAGS, LAYER_CODE, dev_name, layer_name, op_name
 
 SCHEMA_NAME = "aether-rec/stats"
@@ -40,6 +43,9 @@ SCHEMA_VERSION = 1
 BLOCK = LAYER_CODE["block"]
 F_QUEUED = next(bit for bit, name in FLAGS.items() if name == "queued")
 MAX_INTERVAL_ROWS = 100_000
+# --by: every group is tracked exactly (so that --max-groups keeps the largest), up to this
+# many; beyond it new groups are lumped into (other) and the document warns.
+MAX_TRACKED_GROUPS = 100_000
 BASE_COLUMNS = ("ts", "lat", "layer", "op", "bytes", "result", "queue", "flags")
 
 
@@ -79,26 +85,12 @@ class _Input:
     infos: list[ChunkInfo]
     has_clock: bool
     source: str
-    pairs: np.ndarray | None = None  # (mono, real) clock pairs, read once
+    clock: ClockMap  # read once, before any helper thread reads chunks
 
     def to_real(self, mono: np.ndarray) -> np.ndarray:
-        """Wall-clock ns, as Capture.mono_to_real, from pairs read once (no file access: safe
-        while a helper thread reads chunks)."""
-        if self.pairs is None:
-            self.pairs = self.cap.clock_pairs()
-        pairs = self.pairs
-        arr = np.asarray(mono).astype(np.int64)
-        if len(pairs) == 0:
-            return arr
-        if len(pairs) == 1:
-            return arr + int(pairs[0, 1] - pairs[0, 0])
-        off = pairs[:, 1] - pairs[:, 0]
-        return arr + np.interp(arr, pairs[:, 0], off).astype(np.int64)
-
-
-def _source_name(cap: Capture) -> str:
-    h = cap.header
-    return str(h.get("hostname") or h.get("capture_id") or cap.name)
+        """Wall-clock ns through the capture's ClockMap (no file access: safe while a helper
+        thread reads chunks)."""
+        return self.clock.to_real(mono)
 
 
 def interleave(
@@ -174,6 +166,7 @@ class _Acc:
     # --by
     group_ids: dict[tuple[Any, ...], int] = field(default_factory=dict)
     groups: dict[int, _Group] = field(default_factory=dict)
+    untracked: bool = False
     # --interval
     intervals: GroupedHistograms | None = None
     iv_bytes: dict[int, int] = field(default_factory=dict)
@@ -314,7 +307,7 @@ def _process(
     # span
     ts = chunk.column("ts")
     first = ts[0]  # events of a chunk are in ts order
-    last_end = (ts + lat).max()
+    last_end = end_times(ts, lat).max()
     if use_real:
         first_r = int(inp.to_real(np.array([first]))[0])
         last_r = int(inp.to_real(np.array([last_end]))[0])
@@ -332,8 +325,9 @@ def _process(
             gkey = _decode_key(int(gid), tables)
             slot = acc.group_ids.get(gkey)
             if slot is None:
-                if len(acc.group_ids) >= opts.max_groups:
-                    slot = -1
+                if len(acc.group_ids) >= MAX_TRACKED_GROUPS:
+                    slot = -1  # beyond what is tracked exactly: lumped (said in the warnings)
+                    acc.untracked = True
                 else:
                     slot = len(acc.group_ids)
                     acc.group_ids[gkey] = slot
@@ -394,22 +388,27 @@ def _finish_intervals(acc: _Acc, upto: float) -> None:
 def compute(
     caps: Sequence[Capture],
     opts: StatsOptions | None = None,
-    per_input: Sequence[Filter] | None = None,
+    per_input: Sequence[Selection] | None = None,
 ) -> dict[str, Any]:
     """Summarise ``caps`` together; returns the ``stats --json`` document. ``per_input`` gives
-    each capture its own filter (a time window is relative to each capture), else
+    each capture its own selection (a time window is relative to each capture), else
     ``opts.where`` applies to all."""
     opts = opts or StatsOptions()
     by = check_by(opts.by)
+    if "op" in by and "layer" not in by:
+        # the same op at two layers is two things (a read syscall and the block reads it
+        # caused): grouped rows keep layers apart, as the per-layer table does
+        by.insert(by.index("op"), "layer")
     opts.by = by
     if per_input is not None and len(per_input) != len(caps):
-        raise ValueError("per_input needs one filter per capture")
-    filters = list(per_input) if per_input is not None else [opts.where] * len(caps)
+        raise ValueError("per_input needs one selection per capture")
+    selections = list(per_input) if per_input is not None else [
+        Selection(opts.where, source=source_name(cap)) for cap in caps]
     inputs: list[_Input] = []
     for k, cap in enumerate(caps):
-        infos = [i for i in cap.chunk_infos() if i.n and filters[k].can_match(i)]
-        pairs = cap.clock_pairs()
-        inputs.append(_Input(k, cap, infos, len(pairs) > 0, _source_name(cap), pairs))
+        infos = [i for i in cap.chunk_infos() if i.n and selections[k].can_match(i)]
+        clock = cap.clock_map()
+        inputs.append(_Input(k, cap, infos, bool(clock), source_name(cap), clock))
     use_real = all(inp.has_clock for inp in inputs)
     acc = _Acc(opts, GroupedHistograms(opts.precision))
     acc.queue = Histogram(opts.precision)
@@ -436,16 +435,10 @@ def compute(
     columns = None
     # a helper thread decompresses the next chunks while this one is analysed
     for inp, chunk, watermark in prefetch(interleave(inputs, columns, to_real=bool(opts.interval_ns))):
-        info = chunk.info
-        where = filters[inp.index]
-        if not where.is_trivial and not (info is not None and where.must_match(info)):
-            mask = where.mask(chunk)
-            n_match = int(np.count_nonzero(mask))
-            if n_match == 0:
-                continue
-            if n_match < chunk.n:
-                chunk = chunk.take(mask)
-                chunk.info = info
+        kept = selections[inp.index].apply(chunk)
+        if kept is None:
+            continue
+        chunk = kept
         real_ts = inp.to_real(chunk.column("ts")) if opts.interval_ns else None
         _process(acc, inp, chunk, real_ts, use_real)
         if opts.interval_ns:
@@ -645,11 +638,14 @@ def _document(acc: _Acc, inputs: Sequence[_Input], use_real: bool) -> dict[str, 
         "losses": _losses(inputs, use_real),
         "groups": None,
         "intervals": None,
-        "warnings": [w for inp in inputs for w in inp.cap.warnings],
+        "warnings": [w for inp in inputs for w in inp.cap.warnings] + (
+            [f"more than {MAX_TRACKED_GROUPS:,} groups: the groups seen after that were lumped into (other)"]
+            if acc.untracked else []),
     }
     if opts.by:
         grows = []
-        for grp in sorted(acc.groups.values(), key=lambda g: (-g.events, str(g.key))):
+        ranked = _largest_groups(acc)
+        for grp in ranked:
             if grp.key == ("(other)",):
                 key: dict[str, Any] = {name: "(other)" for name in opts.by}
             else:
@@ -668,12 +664,30 @@ def _document(acc: _Acc, inputs: Sequence[_Input], use_real: bool) -> dict[str, 
         doc["groups"] = {
             "by": list(opts.by),
             "max_groups": opts.max_groups,
-            "lumped_events": acc.groups[-1].events if -1 in acc.groups else 0,
+            "lumped_events": sum(g.events for g in ranked if g.key == ("(other)",)),
             "rows": grows,
         }
     if opts.interval_ns:
         doc["intervals"] = {"interval_ns": opts.interval_ns, "rows": acc.iv_rows}
     return doc
+
+
+def _largest_groups(acc: _Acc) -> list[_Group]:
+    """The ``max_groups`` largest groups by events (ties by key), then one (other) group
+    holding every other event, so that the rows add up to the total."""
+    ranked = sorted((g for g in acc.groups.values() if g.key != ("(other)",)),
+                    key=lambda g: (-g.events, str(g.key)))
+    keep, rest = ranked[: acc.opts.max_groups], ranked[acc.opts.max_groups :]
+    lumped = [g for g in acc.groups.values() if g.key == ("(other)",)] + rest
+    if lumped:
+        other = _Group(("(other)",), Histogram(acc.opts.precision))
+        for g in lumped:
+            other.hist.merge(g.hist)
+            other.events += g.events
+            other.bytes += g.bytes
+            other.errors += g.errors
+        keep.append(other)
+    return keep
 
 
 def _tool_version() -> str:

@@ -96,7 +96,9 @@ def parse_offset(text: str) -> int:
 
 
 def parse_wallclock(text: str) -> int:
-    """An ISO 8601 time to UTC nanoseconds. Without a zone it is local time, like ``date``."""
+    """An ISO 8601 time to UTC nanoseconds. Without a zone it is UTC, like every time
+    aether-rec prints (a local-time reading would select nothing or everything depending
+    on the TZ of whoever runs it)."""
     t = text.strip()
     if t.endswith("Z"):
         t = t[:-1] + "+00:00"
@@ -108,21 +110,39 @@ def parse_wallclock(text: str) -> int:
             "or ISO 8601 (e.g. 2024-05-01T12:00:03.5)"
         ) from exc
     if dt.tzinfo is None:
-        dt = dt.astimezone()  # local time zone, as a user at a terminal means it
+        dt = dt.replace(tzinfo=_dt.timezone.utc)
     epoch = _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)
     delta = dt - epoch
     return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1_000
 
 
+_TIME_OF_DAY = re.compile(r"^(\d{1,2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?$")
+
+
 def parse_time_bound(text: str) -> tuple[str, int]:
-    """``--since/--until`` values: ``("rel", ns)`` for ``+2.5s`` / ``2.5s``, ``("abs", unix_ns)``
-    for an ISO wall-clock time."""
+    """``--since/--until`` values, one rule for each form (docs/offline.md, Times):
+
+    * ``+2.5s`` (or ``2.5s``): ``("rel", ns)`` after the capture's first event; the unit is
+      required, as for every duration on the command line;
+    * ``03:54:56.123456``, a time of day as ``replay`` prints it (UTC): ``("tod", ns since
+      midnight)``, taken on the capture's own date;
+    * an ISO 8601 date and time, ``Z``/offset or none (then UTC): ``("abs", unix_ns)``."""
     t = text.strip()
     if not t:
         raise UsageError("empty time")
+    tod = _TIME_OF_DAY.match(t)
+    if tod:
+        h, m, s = int(tod.group(1)), int(tod.group(2)), int(tod.group(3))
+        if h > 23 or m > 59 or s > 59:
+            raise UsageError(f"bad time of day {text!r}")
+        frac = int((tod.group(4) or "0").ljust(9, "0"))
+        return "tod", ((h * 60 + m) * 60 + s) * 1_000_000_000 + frac
     if t[0] == "+" or (t[0].isdigit() and _NUM_UNIT.match(t) and "-" not in t[1:]):
         sign, value, unit = _split(t)
-        factor = duration_factor(unit or "s")
+        if not unit:
+            raise UsageError(f"time {text!r} needs a unit: +{t.lstrip('+')}s from the capture start, "
+                             "or a time of day such as 03:54:56")
+        factor = duration_factor(unit)
         if factor is None:
             raise UsageError(f"bad unit {unit!r} in {text!r}: use ns, us, ms or s")
         return "rel", int(value * factor)
@@ -181,7 +201,10 @@ def fmt_wallclock(unix_ns: int | None, *, date: bool = True, utc: bool = False) 
 
 def iso_utc(unix_ns: int | None) -> str | None:
     """RFC 3339 UTC with nanoseconds, for JSON."""
-    if unix_ns is None:
-        return None
-    dt = _dt.datetime.fromtimestamp(int(unix_ns) // 1_000_000_000, tz=_dt.timezone.utc)
+    if unix_ns is None or not -(2**63) < int(unix_ns) < 2**63 - 1:
+        return None  # None, or a saturated conversion (format/clock.py): no wall time
+    try:
+        dt = _dt.datetime.fromtimestamp(int(unix_ns) // 1_000_000_000, tz=_dt.timezone.utc)
+    except (OverflowError, OSError, ValueError):
+        return None  # beyond what a calendar date can say (a u64 ts of 2**63 and more)
     return dt.strftime("%Y-%m-%dT%H:%M:%S") + f".{int(unix_ns) % 1_000_000_000:09d}Z"

@@ -1,18 +1,20 @@
-"""Time windows (``--since/--until``) and the selection every offline command shares: an
-expression, a window and the CLI shortcuts, compiled to one ``Filter`` with index push-down."""
+"""The selection every offline command shares: an expression, a time window
+(``--since/--until``) and the CLI shortcuts, given as a ``SelectionSpec``, resolved for one
+capture into a ``Selection`` that applies itself (with index push-down)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
 from aether_rec.errors import UsageError
-from aether_rec.format.chunk import Chunk
+from aether_rec.format.chunk import Chunk, ChunkInfo
 from aether_rec.format.reader import Capture
-from aether_rec.ops.expr import MATCH_ALL, Compare, Filter, combine
+from aether_rec.format.records import Loss
+from aether_rec.ops.expr import MATCH_ALL, Compare, Filter, combine, shortcut_filter
 from aether_rec.ops.units import parse_time_bound
 
 
@@ -24,17 +26,13 @@ def capture_start(cap: Capture) -> int | None:
 
 def real_to_mono(cap: Capture, real_ns: int) -> int:
     """Invert the capture's clock mapping (monotonic -> wall clock) at one instant."""
-    pairs = cap.clock_pairs()
-    if len(pairs) == 0:
+    clock = cap.clock_map()
+    if not clock:
         raise UsageError(
             f"{cap.name}: the capture has no wall-clock mapping; give times relative to its start "
             "(e.g. --since +2.5s)"
         )
-    offsets = pairs[:, 1] - pairs[:, 0]
-    reals = pairs[:, 1]
-    if len(pairs) == 1:
-        return int(real_ns - offsets[0])
-    return int(real_ns - int(np.interp(real_ns, reals, offsets)))
+    return clock.to_mono(real_ns)
 
 
 def resolve_bound(cap: Capture, text: str | None) -> int | None:
@@ -45,17 +43,39 @@ def resolve_bound(cap: Capture, text: str | None) -> int | None:
     if kind == "rel":
         start = capture_start(cap)
         return None if start is None else start + value
+    if kind == "tod":
+        start = capture_start(cap)
+        if start is None:
+            return None
+        first_real = cap.clock_map().real(start)
+        day = first_real - first_real % DAY_NS
+        real = day + value
+        if real < first_real and real + DAY_NS <= cap.clock_map().real(capture_end(cap) or start):
+            real += DAY_NS  # a capture over midnight: the time is on its second day
+        return real_to_mono(cap, real)
     return real_to_mono(cap, value)
+
+
+DAY_NS = 86_400 * 1_000_000_000
+
+
+def capture_end(cap: Capture) -> int | None:
+    """Monotonic ns of the last event's start (None for an empty capture)."""
+    return max((i.t_last for i in cap.chunk_infos() if i.n), default=None)
 
 
 @dataclass
 class Selection:
-    """What to keep: an expression plus a time window, resolved for one capture."""
+    """What to keep of one capture: an expression plus a time window, resolved for it. The
+    one place a selection is applied: to a chunk (``apply``), to a whole capture
+    (``chunks``), to an index entry (``can_match``) and to a loss record (``keeps_loss``)."""
 
     where: Filter = MATCH_ALL
     t_min: int | None = None  # inclusive, monotonic ns
     t_max: int | None = None  # exclusive
     texts: list[str] = field(default_factory=list)
+    source: str | None = None  # the capture's source name, for events without a source column
+    warnings: list[str] = field(default_factory=list)  # what the user may not have meant
 
     @property
     def filter(self) -> Filter:
@@ -72,8 +92,48 @@ class Selection:
     def text(self) -> str | None:
         return " and ".join(self.texts) if self.texts else None
 
+    @property
+    def is_trivial(self) -> bool:
+        return self.filter.is_trivial
+
+    def can_match(self, info: ChunkInfo) -> bool:
+        """False when the index entry proves no event of the chunk is selected."""
+        f = self.filter
+        return f.is_trivial or f.can_match(info)
+
+    def must_match(self, info: ChunkInfo) -> bool:
+        """True when the index entry proves every event of the chunk is selected."""
+        f = self.filter
+        return f.is_trivial or f.must_match(info)
+
+    def apply(self, chunk: Chunk) -> Chunk | None:
+        """The selected events of ``chunk``: the chunk itself when all are (its index entry
+        may prove it without a mask), a new chunk without ``info`` when some are, None when
+        none is."""
+        if not chunk.n:
+            return None
+        f = self.filter
+        if f.is_trivial or (chunk.info is not None and f.must_match(chunk.info)):
+            return chunk
+        mask = f.mask(self._with_source(chunk, f))
+        n = int(np.count_nonzero(mask))
+        if n == chunk.n:
+            return chunk
+        if not n:
+            return None
+        return chunk.take(mask)
+
+    def _with_source(self, chunk: Chunk, f: Filter) -> Chunk:
+        """``source`` of an unmerged capture is its name for every event (what stats --by
+        source and replay show), though no column holds it."""
+        if self.source is None or "source" in chunk.columns or "source" not in f.fields():
+            return chunk
+        cols = {**chunk.columns, "source": np.zeros(chunk.n, np.uint32)}
+        return Chunk(chunk.n, cols, {**chunk.dicts, "source": [self.source]}, chunk.info)
+
     def chunks(self, cap: Capture, **kw: Any) -> Iterator[Chunk]:
-        """The matching events of ``cap``, chunk by chunk (empty chunks dropped)."""
+        """The selected events of ``cap``, chunk by chunk, in time order (empty chunks
+        dropped); chunks the index rules out are not read."""
         f = self.filter
         it = cap.chunks(
             t_min=self.t_min,
@@ -82,18 +142,50 @@ class Selection:
             **kw,
         )
         for chunk in it:
-            info = chunk.info
-            if f.is_trivial or (info is not None and f.must_match(info)):
-                yield chunk
-                continue
-            mask = f.mask(chunk)
-            n = int(np.count_nonzero(mask))
-            if n == chunk.n:
-                yield chunk
-            elif n:
-                out = chunk.take(mask)
-                out.info = None
+            out = self.apply(chunk)
+            if out is not None:
                 yield out
+
+    def keeps_loss(self, loss: Loss) -> bool:
+        """Whether a loss record overlaps the window (losses carry no event fields)."""
+        return (self.t_min is None or loss.t_last >= self.t_min) and (
+            self.t_max is None or loss.t_first < self.t_max)
+
+
+@dataclass(frozen=True)
+class SelectionSpec:
+    """A selection as the user gave it (the CLI's EXPR, ``-e``, ``--since/--until`` and the
+    shortcut options), typed but not yet checked: ``resolve`` checks it and turns it into
+    the Selection of one capture (times are relative to each capture)."""
+
+    expressions: tuple[str, ...] = ()
+    since: str | None = None
+    until: str | None = None
+    pids: tuple[int, ...] = ()
+    comms: tuple[str, ...] = ()
+    min_latency: str | None = None
+    layers: tuple[str, ...] = ()
+    ops: tuple[str, ...] = ()
+
+    def with_expression(self, text: str | None) -> SelectionSpec:
+        """This spec with a positional expression in front of the others."""
+        if not text:
+            return self
+        return replace(self, expressions=(text, *self.expressions))
+
+    @property
+    def has_window(self) -> bool:
+        return bool(self.since or self.until)
+
+    def where(self) -> Filter:
+        """The expressions (each parsed alone, so carets point into what the user wrote)
+        ANDed with the shortcut options (compiled directly, not through text)."""
+        short = shortcut_filter(pids=self.pids, comms=self.comms, min_latency=self.min_latency,
+                                layers=self.layers, ops=self.ops)
+        return combine(*self.expressions) & short
+
+    def resolve(self, cap: Capture) -> Selection:
+        return _resolve(cap, self.where(), self.since, self.until)
 
 
 def select(
@@ -103,7 +195,10 @@ def select(
     until: str | None = None,
 ) -> Selection:
     """Compile expressions (ANDed) and a window for ``cap``."""
-    where = combine(*expressions)
+    return _resolve(cap, combine(*expressions), since, until)
+
+
+def _resolve(cap: Capture, where: Filter, since: str | None, until: str | None) -> Selection:
     t_min = resolve_bound(cap, since)
     t_max = resolve_bound(cap, until)
     if t_min is not None and t_max is not None and t_max <= t_min:
@@ -113,4 +208,17 @@ def select(
         texts.append(f"since {since}")
     if until:
         texts.append(f"until {until}")
-    return Selection(where, t_min, t_max, texts)
+    notes = list(where.notes)
+    first, last = capture_start(cap), capture_end(cap)
+    if t_min is not None and last is not None and t_min > last:
+        notes.append(f"{cap.name}: --since {since} is after the capture's last event: nothing is selected")
+    if t_max is not None and first is not None and t_max <= first:
+        notes.append(f"{cap.name}: --until {until} is before the capture's first event: nothing is selected")
+    return Selection(where, t_min, t_max, texts, source_name(cap), notes)
+
+
+def source_name(cap: Capture) -> str:
+    """What ``source`` means for the events of a capture without a source column: its host
+    name, else its capture id, else its path (stats --by source, replay, export)."""
+    h = cap.header
+    return str(h.get("hostname") or h.get("capture_id") or cap.name)

@@ -47,7 +47,7 @@ class LossLedger:
 
     def write(self, out: OutputFile, loss: Loss) -> None:
         """A loss block in ``out`` and the counts of the file and of the recording."""
-        out.writer.write_loss(loss.cpu, loss.count, loss.t_first, loss.t_last, loss.kind)
+        out.writer.write_loss(loss)
         out.lost[loss.kind] = out.lost.get(loss.kind, 0) + loss.count
         self.lost[loss.kind] = self.lost.get(loss.kind, 0) + loss.count
 

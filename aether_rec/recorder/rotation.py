@@ -87,7 +87,7 @@ class RotatingOutput:
                     f, header=header, chunk_events=self.opts.chunk_events, chunk_age=self.opts.chunk_age_s
                 )
             except WriteError as exc:  # the writer names a stream it did not open by its fd
-                raise WriteError(name, exc.reason, exc.kind) from None
+                raise exc.at(name) from None
             w.name = name
         except BaseException:
             if not to_stdout:

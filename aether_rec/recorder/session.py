@@ -75,7 +75,7 @@ class Session:
         self._oldest_end_ns: int | None = None  # completion time of the oldest unwritten event
         self.redactor: Any = None
         if opts.redact:
-            from aether_rec.ops.redact import Redactor
+            from aether_rec.redaction import Redactor
 
             key = opts.redact_key
             self.redactor = Redactor(
@@ -339,7 +339,7 @@ class Session:
                     "stopped by a second signal while the reader of stdout was not reading: "
                     "the capture on stdout ends without its last blocks and index"
                 )
-            elif isinstance(exc, WriteError) and exc.kind == "broken_pipe":
+            elif isinstance(exc, WriteError) and exc.broken_pipe:
                 err = RecorderError(
                     "the reader of the capture on stdout went away (broken pipe); recording stopped"
                 )

@@ -14,19 +14,13 @@ imports neither, so they import it without a circle.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from aether_rec.format.records import Loss
 
-@dataclass
-class Loss:
-    cpu: int
-    count: int
-    t_first: int  # CLOCK_MONOTONIC ns: the loss happened in [t_first, t_last]
-    t_last: int
-    kind: str
+__all__ = ["Loss", "Transport"]
 
 
 class Transport(ABC):

@@ -59,6 +59,7 @@ from aether_rec.format.blocks import (
 )
 from aether_rec.format.chunk import ChunkInfo
 from aether_rec.format.columns import U32, get_codec, read_summary
+from aether_rec.format.records import Loss
 from aether_rec.format.writer import CaptureWriter
 from aether_rec.schema import FD_KIND_CODE, LAYER_CODE, OP_CODE
 
@@ -259,7 +260,7 @@ def several(w: CaptureWriter) -> None:
     w.write_meta("devices", DEVICES)
     w.write_meta("fds", FDS)
     w.write_events(columns(EVENTS[0:4]))
-    w.write_loss(1, 17, T0 + 132_000, T0 + 149_000, "perf_buffer")
+    w.write_loss(Loss(1, 17, T0 + 132_000, T0 + 149_000, "perf_buffer"))
     w.write_events(columns(EVENTS[4:8]))
     w.write_meta("clock", [{"mono": T0 + 250_000, "real": REAL0 + 250_010}])
     w.write_events(columns(EVENTS[8:10]))

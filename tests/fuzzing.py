@@ -1,5 +1,6 @@
 """Fuzzing of damaged and hostile captures, shared by tests/test_fuzz.py and
-bench/fuzz_captures.py.
+bench/fuzz_captures.py (a development tool: it lives with the tests, not in the installed
+package, because it reads the checkout's vectors and fixtures).
 
 A *case* is a capture made from a seed (a synthetic capture, a golden vector, a recorded
 fixture) by one mutation: bit flips, byte overwrites, interesting numbers written into
@@ -22,7 +23,7 @@ The outcome is one of
     crash     any other exception: a bug
     hang      the case took longer than its time budget: a bug
 
-Cases run in a worker subprocess (``python -m aether_rec.fuzz worker``) watched by
+Cases run in a worker subprocess (``python tests/fuzzing.py worker``) watched by
 ``FuzzRunner``, which kills and restarts it when a case overruns its budget, so a hang
 in C code is caught too; the worker's peak memory is read from VmHWM in
 /proc/self/status (its own, fresh after exec: not ru_maxrss, which Linux carries across
@@ -70,8 +71,10 @@ from aether_rec.format.blocks import (
     preamble,
 )
 from aether_rec.format.limits import MAX_BLOCK_PAYLOAD
+from aether_rec.format.records import Loss
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPT = os.path.abspath(__file__)  # run as the worker process
+REPO = os.path.dirname(os.path.dirname(SCRIPT))
 META_TABLES = ("procs", "fds", "devices", "clock", "cgroups")
 MAX_SEED_BYTES = 4 << 20  # vectors and fixtures larger than this are left out of the corpus
 
@@ -128,7 +131,7 @@ def synthetic_seeds() -> list[tuple[str, bytes]]:
             dicts["zz_label"] = ["alpha", "beta", "gamma"]
             w.write_chunk(Chunk(c.n, cols, dicts))
             if i == 1:
-                w.write_loss(1, 17, 10**12, 10**12 + 10**6, "ringbuf")
+                w.write_loss(Loss(1, 17, 10**12, 10**12 + 10**6, "ringbuf"))
         late = chunks[0].take(slice(0, 50))  # overlaps everything before it
         w.write_chunk(late)
     seeds.append(("synth-none", buf.getvalue()))
@@ -656,7 +659,7 @@ class FuzzRunner:
         env = dict(os.environ)
         env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
         return subprocess.Popen(
-            [sys.executable, "-m", "aether_rec.fuzz", "worker", self._dir, str(self.seed),
+            [sys.executable, SCRIPT, "worker", self._dir, str(self.seed),
              str(self.as_limit)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
             text=True, bufsize=1, env=env,
@@ -883,5 +886,5 @@ if __name__ == "__main__":
     elif sys.argv[1:2] == ["bombs"]:
         run_bombs(heavy=sys.argv[2:] == ["--heavy"])
     else:
-        sys.exit("usage: python -m aether_rec.fuzz worker CORPUS_DIR SEED AS_LIMIT "
+        sys.exit("usage: python tests/fuzzing.py worker CORPUS_DIR SEED AS_LIMIT "
                  "(see bench/fuzz_captures.py)")

@@ -1,0 +1,382 @@
+"""Offline tools you can trust (issue 12): one test per wrong answer, traceback and
+leftover found by trying the tools as a new user would, so none can come back."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner, Result
+from ops_common import make_capture
+
+import aether_rec
+from aether_rec.cli import main
+from aether_rec.format.blocks import INDX, frame, pack, trailer
+from aether_rec.format.records import Loss
+from aether_rec.format.writer import CaptureWriter
+from aether_rec.ops.expr import parse
+from aether_rec.ops.filter import filter_capture
+from aether_rec.ops.replay import replay
+from aether_rec.ops.window import Selection, select
+from aether_rec.schema import LAYER_CODE
+
+REAL0 = 1_767_225_600_000_000_000
+T0 = 10**12
+
+
+def run(*args: str) -> Result:
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+def one_line_error(r: Result, code: int, fragment: str) -> None:
+    assert r.exit_code == code, (r.exit_code, r.stdout, r.stderr)
+    assert fragment in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr and "Usage:" not in r.stderr, r.stderr
+    assert r.stderr.strip().count("\n") == 0, r.stderr
+
+
+@pytest.fixture(scope="module")
+def cap_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_capture(tmp_path_factory.mktemp("trust") / "c.aio", 20_000, seed=5, losses=3,
+                        header={"hostname": "vm"})
+
+
+def small(path: Path, ts: list[int], **cols: list[int]) -> Path:
+    with CaptureWriter(str(path), {"clock": [[T0, REAL0]], "hostname": "vm"}) as w:
+        data = {"ts": np.array(ts, np.uint64), "lat": np.full(len(ts), 100, np.uint64)}
+        data.update({k: np.array(v) for k, v in cols.items()})
+        w.write_events(data)
+    return path
+
+
+# -- selection -------------------------------------------------------------------------------------
+def test_source_matches_the_name_stats_and_replay_show(cap_path: Path) -> None:
+    doc = json.loads(run("stats", str(cap_path), "--by", "source", "--json").stdout)
+    assert [r["key"]["source"] for r in doc["groups"]["rows"]] == ["vm"]
+    r = run("stats", str(cap_path), "-e", "source == vm", "--json")
+    assert json.loads(r.stdout)["events"] == 20_000
+    r = run("stats", str(cap_path), "-e", "source != vm", "--json")
+    assert json.loads(r.stdout)["events"] == 0
+
+
+def test_until_is_exclusive_and_since_inclusive(tmp_path: Path) -> None:
+    p = small(tmp_path / "s.aio", [T0, T0 + 10**9 - 1, T0 + 10**9, T0 + 2 * 10**9])
+    with aether_rec.open(str(p)) as cap:
+        until = [int(t) for c in select(cap, [], None, "+1s").chunks(cap) for t in c.column("ts")]
+        since = [int(t) for c in select(cap, [], "+1s", None).chunks(cap) for t in c.column("ts")]
+    assert until == [T0, T0 + 10**9 - 1]
+    assert since == [T0 + 10**9, T0 + 2 * 10**9]
+
+
+def test_sets_on_one_byte_columns_include_code_zero(tmp_path: Path) -> None:
+    p = small(tmp_path / "l.aio", [T0, T0 + 1, T0 + 2], layer=[0, LAYER_CODE["syscall"], LAYER_CODE["block"]])
+    with aether_rec.open(str(p)) as cap:
+        chunk = next(cap.chunks())
+        assert parse("layer in (unknown, syscall)").mask(chunk).tolist() == [True, True, False]
+        assert parse("layer in (unknown, block, vfs)").mask(chunk).tolist() == [True, False, True]
+
+
+# -- replay and export --------------------------------------------------------------------------------
+def test_rows_name_errors_by_errno(tmp_path: Path) -> None:
+    p = small(tmp_path / "e.aio", [T0, T0 + 1], result=[-5, 4096])
+    out = io.StringIO()
+    with aether_rec.open(str(p)) as cap:
+        replay(cap, out, Selection(), fmt="jsonl")
+    assert [json.loads(x)["error"] for x in out.getvalue().splitlines()] == ["EIO", None]
+
+
+def test_text_replay_places_losses_between_the_events_around_them(tmp_path: Path) -> None:
+    p = tmp_path / "loss.aio"
+    with CaptureWriter(str(p), {"clock": [[T0, REAL0]]}) as w:
+        w.write_events({"ts": np.array([T0, T0 + 10, T0 + 20], np.uint64), "lat": np.ones(3, np.uint64),
+                        "pid": np.array([1, 2, 3], np.uint32)})
+        w.write_loss(Loss(0, 9, T0 + 15, T0 + 16, "ringbuf"))
+    out = io.StringIO()
+    with aether_rec.open(str(p)) as cap:
+        replay(cap, out, Selection(), fmt="text", header=False)
+    kinds = ["loss" if x.startswith("# LOST") else x.split()[1] for x in out.getvalue().splitlines()]
+    assert kinds == ["1/0", "2/0", "loss", "3/0"]
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+def test_machine_readable_replay_and_export_say_events_were_lost(cap_path: Path, fmt: str) -> None:
+    for cmd in (["replay", str(cap_path), "--format", fmt], ["export", str(cap_path), "--format", fmt]):
+        r = run(*cmd)
+        assert r.exit_code == 0
+        assert "lost" in r.stderr and "warning" in r.stderr, r.stderr
+        assert "LOST" not in r.stdout
+
+
+# -- info -----------------------------------------------------------------------------------------------
+def _lying_index(tmp_path: Path) -> Path:
+    """A capture whose index claims 2**32 more events in its chunk than the chunk holds."""
+    p = small(tmp_path / "i.aio", [T0, T0 + 1, T0 + 2])
+    data = p.read_bytes()
+    with aether_rec.open(str(p)) as cap:
+        info = cap.chunk_infos()[0]
+        row = info.to_row()
+        off = int.from_bytes(data[-24:-16], "little")  # the trailer's index offset (SPEC section 10)
+    row[2] += 2**32
+    index = {"chunks": [row], "losses": [], "meta": [], "events": row[2]}
+    bad = tmp_path / "lying.aio"
+    bad.write_bytes(data[:off] + frame(INDX, pack(index)) + trailer(off))
+    return bad
+
+
+def test_verify_checks_the_index_against_the_chunks(tmp_path: Path) -> None:
+    bad = _lying_index(tmp_path)
+    r = run("info", "--verify", str(bad))
+    assert r.exit_code == 1, r.stdout
+    assert "disagrees" in r.stdout and "FAILED" in r.stdout
+    with aether_rec.open(str(bad)) as cap:
+        assert any("disagrees with its summary (n)" in p for p in cap.verify())
+
+
+def test_info_counts_the_events_it_can_read(tmp_path: Path) -> None:
+    bad = _lying_index(tmp_path)
+    """The index's claim is shown next to what can be read (the chunk whose entry lies is
+    skipped, SPEC 15.2), and info, stats and replay count the same."""
+    doc = json.loads(run("info", "--json", str(bad)).stdout)
+    assert doc["events"] == 0 and doc["index_events"] == 3 + 2**32
+    assert json.loads(run("stats", "--json", str(bad)).stdout)["events"] == doc["events"]
+    assert run("replay", "--format", "jsonl", str(bad)).stdout == ""
+    assert f"(the index lists {3 + 2**32:,})" in run("info", str(bad)).stdout
+
+
+def test_info_shows_how_a_derived_capture_was_made(tmp_path: Path, cap_path: Path) -> None:
+    out = tmp_path / "f.aio"
+    assert run("filter", str(cap_path), "-o", str(out), "lat > 1ms").exit_code == 0
+    r = run("info", str(out))
+    assert "Derived by" in r.stdout and "filter 'lat > 1ms' of " + str(cap_path) in r.stdout
+    assert "(this file)" in r.stdout
+    doc = json.loads(run("info", "--json", str(out)).stdout)
+    assert doc["derived"]["by"] == "filter" and doc["derived"]["from"][0]["path"] == str(cap_path)
+
+
+def test_json_output_is_valid_whatever_the_header_holds(tmp_path: Path) -> None:
+    p = tmp_path / "nan.aio"
+    with CaptureWriter(str(p), {"clock": [[T0, REAL0]], "weird": float("inf"), "nan": float("nan")}) as w:
+        w.write_events({"ts": np.array([T0], np.uint64)})
+    r = run("info", "--json", str(p))
+    assert r.exit_code == 0 and "Infinity" not in r.stdout and "NaN" not in r.stdout
+    assert json.loads(r.stdout)["file"] == str(p)
+
+
+def test_a_deeply_nested_header_is_written_back_pruned(tmp_path: Path) -> None:
+    p = tmp_path / "deep.aio"
+    import msgpack
+
+    from aether_rec.format import blocks
+
+    with CaptureWriter(str(p), {"clock": [[T0, REAL0]]}) as w:
+        w.write_events({"ts": np.array([T0], np.uint64)})
+    data = bytearray(p.read_bytes())
+    # replace the header block by one whose derived_from nests 1000 deep (msgpack allows it
+    # to be read within the limits; writing it back used to raise RecursionError)
+    with aether_rec.open(str(p)) as cap:
+        header = dict(cap.header)
+        first = cap._first_block
+    header["derived_from"] = "PLACEHOLDER-1234"
+    packed = msgpack.packb(header)  # msgpack itself will not pack 1000 levels: splice them in
+    packed = packed.replace(msgpack.packb("PLACEHOLDER-1234"), b"\x91" * 1000 + b"\xc0")
+    head = blocks.frame(blocks.HEAD, packed)
+    nested = tmp_path / "nested.aio"
+    nested.write_bytes(bytes(data[:16]) + head + bytes(data[first:]))
+    for cmd in (["filter", str(nested), "-o", str(tmp_path / "f.aio")],
+                ["merge", str(nested), "-o", str(tmp_path / "m.aio")],
+                ["redact", str(nested), "-o", str(tmp_path / "r.aio")],
+                ["info", "--json", str(nested)]):
+        r = run(*cmd)
+        assert r.exit_code in (0, 1) and "Traceback" not in r.stderr, (cmd, r.stderr)
+        assert r.exit_code == 0 or r.stderr.count("\n") == 1
+
+
+# -- huge timestamps ------------------------------------------------------------------------------------
+@pytest.fixture()
+def huge(tmp_path: Path) -> Path:
+    p = tmp_path / "huge.aio"
+    with CaptureWriter(str(p), {"clock": [[T0, REAL0]], "hostname": "vm"}) as w:
+        w.write_events({"ts": np.array([T0, 2**63 - 5, 2**63 + 5, 2**64 - 10], np.uint64),
+                        "lat": np.array([5, 10, 2**63, 7], np.uint64), "pid": np.arange(4, dtype=np.uint32)})
+        w.write_loss(Loss(0, 3, 2**63, 2**64 - 1, "ringbuf"))
+    return p
+
+
+def test_u64_timestamps_never_crash_or_wrap(tmp_path: Path, huge: Path) -> None:
+    for cmd in (["stats", str(huge)], ["stats", "--json", str(huge)], ["info", str(huge)],
+                ["replay", str(huge)], ["replay", "--format", "jsonl", str(huge)],
+                ["export", "--format", "perfetto", str(huge)],
+                ["merge", str(huge), "-o", str(tmp_path / "m.aio")],
+                ["filter", str(huge), "-o", str(tmp_path / "f.aio"), "end > 5"]):
+        r = run(*cmd)
+        assert r.exit_code == 0 and "Traceback" not in r.stderr, (cmd, r.stderr)
+        assert "1970" not in r.stdout and "1733" not in r.stdout, cmd
+    rows = [json.loads(x) for x in run("replay", "--format", "jsonl", str(huge)).stdout.splitlines()]
+    assert rows[0]["time"] == "2026-01-01T00:00:00.000000000Z"
+    assert [x["time"] for x in rows[1:]] == [None, None, None]  # no wall time, said as such
+    doc = json.loads(run("stats", "--json", str(huge)).stdout)
+    assert doc["losses"]["records"][0]["last"] is None
+
+
+def test_a_capture_without_clock_mapping_is_a_bad_file_for_merge(tmp_path: Path, cap_path: Path) -> None:
+    p = tmp_path / "noclock.aio"
+    with CaptureWriter(str(p), {"clock": None, "hostname": "x"}) as w:
+        w.write_events({"ts": np.array([T0], np.uint64)})
+    one_line_error(run("merge", str(cap_path), str(p), "-o", str(tmp_path / "m.aio")), 1, "no clock mapping")
+
+
+# -- outputs ---------------------------------------------------------------------------------------------
+def test_a_strict_failure_leaves_no_output(tmp_path: Path, cap_path: Path) -> None:
+    blob = bytearray(cap_path.read_bytes())
+    blob[len(blob) // 2] ^= 0xFF  # damage one chunk
+    bad = tmp_path / "bad.aio"
+    bad.write_bytes(bytes(blob))
+    for cmd in (["filter", str(bad), "-o", str(tmp_path / "out.aio"), "--strict"],
+                ["filter", str(bad), "-o", str(tmp_path / "out.aio"), "--strict", "lat > 0"]):
+        r = run(*cmd)
+        assert r.exit_code == 1, (cmd, r.stderr)
+        assert not (tmp_path / "out.aio").exists()
+    assert sorted(os.listdir(tmp_path)) == ["bad.aio"]  # no temporary file either
+
+
+@pytest.mark.parametrize("expr", ["", "lat > 1ms"])  # whole chunks copied / decoded and re-encoded
+def test_an_interrupted_filter_leaves_nothing(tmp_path: Path, cap_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                              expr: str) -> None:
+    from aether_rec.format import writer
+
+    real = writer.CaptureWriter._write
+    calls = {"n": 0}
+
+    def interrupted(self: writer.CaptureWriter, data: bytes) -> None:
+        calls["n"] += 1
+        if calls["n"] == 6:  # some blocks written, then Ctrl-C
+            raise KeyboardInterrupt
+        real(self, data)
+
+    monkeypatch.setattr(writer.CaptureWriter, "_write", interrupted)
+    with aether_rec.open(str(cap_path)) as cap, pytest.raises(KeyboardInterrupt):
+        filter_capture(cap, str(tmp_path / "out.aio"), Selection(parse(expr)))
+    assert calls["n"] == 6
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("cmd", ["recover", "redact", "filter", "export"])
+def test_no_tool_writes_over_its_input(tmp_path: Path, cap_path: Path, cmd: str) -> None:
+    copy = tmp_path / "in.aio"
+    copy.write_bytes(cap_path.read_bytes())
+    args = [cmd, str(copy), "-o", str(copy), "--force"] + (["--format", "jsonl"] if cmd == "export" else [])
+    one_line_error(run(*args), 2, "would overwrite the input")
+    assert copy.read_bytes() == cap_path.read_bytes()
+
+
+def test_export_follows_the_output_rule(tmp_path: Path, cap_path: Path) -> None:
+    target = tmp_path / "target"
+    target.write_text("precious")
+    link = tmp_path / "link.json"
+    link.symlink_to(target)
+    one_line_error(run("export", str(cap_path), "--format", "jsonl", "-o", str(link), "--force"), 1,
+                   "symbolic link")
+    dangling = tmp_path / "dangling.json"
+    dangling.symlink_to(tmp_path / "nowhere")
+    one_line_error(run("export", str(cap_path), "--format", "jsonl", "-o", str(dangling)), 1, "symbolic link")
+    assert not (tmp_path / "nowhere").exists() and target.read_text() == "precious"
+    one_line_error(run("export", str(cap_path), "--format", "csv", "-o", str(tmp_path / "no" / "x.csv")), 1,
+                   "cannot create")
+    one_line_error(run("export", str(cap_path), "--format", "csv", "-o", str(tmp_path)), 1, "exists")
+    out = tmp_path / "ok.csv"
+    assert run("export", str(cap_path), "--format", "csv", "-o", str(out)).exit_code == 0
+    assert out.stat().st_mode & 0o777 == 0o600 and out.read_text().count("\n") == 20_001
+
+
+# -- Ctrl-C --------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def big(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_capture(tmp_path_factory.mktemp("big") / "big.aio", 1_500_000, seed=9)
+
+
+@pytest.mark.parametrize("delay", [0.3, 0.8])  # (before ~0.1 s the interpreter itself is starting)
+@pytest.mark.parametrize("cmd", [["filter", "{big}", "-o", "{out}", "lat > 1us"],
+                                 ["merge", "{big}", "{big2}", "-o", "{out}", "--offset", "{big2}=+1s"],
+                                 ["stats", "{big}", "--by", "comm"]])
+def test_every_tool_stops_within_a_second_of_sigint(tmp_path: Path, big: Path, cmd: list[str],
+                                                     delay: float) -> None:
+    """At any moment (imports included): exit 130 or a one-line message, no traceback, no
+    output left behind, within a second."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    big2 = big.parent / "big2.aio"
+    if not big2.exists():
+        big2.write_bytes(big.read_bytes())
+    args = [a.format(big=big, big2=big2, out=tmp_path / "out.aio") for a in cmd]
+    exe = Path(sys.executable).parent / "aether-rec"  # the console script, as users run it
+    p = subprocess.Popen([str(exe), *args], stdout=subprocess.DEVNULL,
+                         stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    time.sleep(delay)
+    p.send_signal(signal.SIGINT)
+    t0 = time.monotonic()
+    try:
+        _, err = p.communicate(timeout=5)
+    finally:
+        p.kill()
+    assert time.monotonic() - t0 < 1.0, "took more than a second to stop"
+    assert "Traceback" not in err, err
+    assert p.returncode in (0, 1, 130), (p.returncode, err)
+    assert not (tmp_path / "out.aio").exists() or p.returncode == 0
+    assert [f for f in os.listdir(tmp_path) if f.endswith(".part")] == []
+
+
+@pytest.mark.parametrize("module", ["click", "numpy"])
+def test_ctrl_c_while_the_cli_loads_is_one_line(tmp_path: Path, cap_path: Path, module: str) -> None:
+    """Ctrl-C landing inside an import (click, or numpy for the command) is deterministic
+    here: the import itself raises KeyboardInterrupt."""
+    import subprocess
+    import sys
+
+    code = (
+        "import builtins, sys\n"
+        "real = builtins.__import__\n"
+        "def imp(name, *a, **k):\n"
+        f"    if name == {module!r}:\n"
+        "        raise KeyboardInterrupt\n"
+        "    return real(name, *a, **k)\n"
+        "builtins.__import__ = imp\n"
+        f"sys.argv = ['aether-rec', 'stats', {str(cap_path)!r}]\n"
+        "from aether_rec.console import main\n"
+        "main()\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert "Traceback" not in r.stderr, r.stderr
+    assert r.returncode in (1, 130) and r.stderr.strip().count("\n") <= 1, (r.returncode, r.stderr)
+
+
+# -- times and units ----------------------------------------------------------------------------------------
+def test_times_follow_one_rule(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """ISO without a zone is UTC whatever TZ says; a time of day as replay prints it is
+    accepted; relative times need a unit; a bound outside the capture is said."""
+    p = small(tmp_path / "t.aio", [T0, T0 + 10**9, T0 + 2 * 10**9, T0 + 3 * 10**9])
+    for tz in ("UTC", "America/New_York", "Asia/Tokyo"):
+        monkeypatch.setenv("TZ", tz)
+        r = run("stats", "--json", str(p), "--since", "2026-01-01T00:00:01")
+        assert json.loads(r.stdout)["events"] == 3, tz
+    first_line = run("replay", str(p), "--no-header").stdout.splitlines()[1]
+    tod = first_line.split()[0]  # 00:00:01.000000, as replay prints it
+    assert tod == "00:00:01.000000"
+    assert json.loads(run("stats", "--json", str(p), "--since", tod).stdout)["events"] == 3
+    assert json.loads(run("stats", "--json", str(p), "--until", "00:00:02").stdout)["events"] == 2
+    r = run("stats", str(p), "--since", "+1")
+    one_line_error(r, 2, "needs a unit")
+    one_line_error(run("stats", str(p), "--min-latency", "5"), 2, "needs a unit")
+    r = run("stats", "--json", str(p), "--since", "+100s")
+    assert r.exit_code == 0 and json.loads(r.stdout)["events"] == 0
+    assert "after the capture's last event" in r.stderr
+    r = run("stats", "--json", str(p), "-e", "lat > 5")
+    assert r.exit_code == 0 and "without a unit is nanoseconds" in r.stderr
+    assert "without a unit" not in run("stats", "--json", str(p), "-e", "lat > 5ms").stderr
+    assert "without a unit" not in run("stats", "--json", str(p), "-e", f"ts > {T0}").stderr

@@ -1,0 +1,147 @@
+"""``stats`` answers against an oracle computed with plain numpy from every event.
+
+Each test pins a behaviour a planted mutant once got past the suite with: the block
+queue-time histogram counting requests that were never queued, per-interval and
+per-group error counts, the service time, the --top order, the span's end, errnos,
+--max-groups keeping the largest groups, and --by op keeping layers apart.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import aether_rec
+from aether_rec.format.writer import CaptureWriter
+from aether_rec.ops.stats import StatsOptions, compute
+from aether_rec.schema import FLAGS, LAYER_CODE, OP_CODE
+
+QUEUED = next(bit for bit, name in FLAGS.items() if name == "queued")
+BLOCK, SYSCALL = LAYER_CODE["block"], LAYER_CODE["syscall"]
+N = 6000
+
+
+@pytest.fixture(scope="module")
+def capture(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    rng = np.random.default_rng(11)
+    path = tmp_path_factory.mktemp("answers") / "a.aio"
+    ts = 10**12 + np.cumsum(rng.integers(1_000, 2_000_000, N)).astype(np.uint64)
+    layer = np.where(rng.random(N) < 0.4, BLOCK, SYSCALL).astype(np.uint8)
+    op = np.where(rng.random(N) < 0.5, OP_CODE["read"], OP_CODE["write"]).astype(np.uint8)
+    lat = rng.integers(1_000, 9_000_000, N).astype(np.uint64)
+    queued = (layer == BLOCK) & (rng.random(N) < 0.5)  # half the block requests never queued
+    queue = np.where(queued, lat // np.uint64(3), 0).astype(np.uint64)
+    flags = np.where(queued & (rng.random(N) < 0.5), QUEUED, 0).astype(np.uint32)
+    result = np.where(rng.random(N) < 0.05, -rng.choice([5, 11, 28], N), 4096).astype(np.int64)
+    # pid 7 has most events but appears late: first-seen order is not size order
+    pid = np.where(np.arange(N) < N // 3, rng.integers(1, 5, N), 7).astype(np.uint32)
+    comm = np.array(["a", "b", "c"], dtype=object)[rng.integers(0, 3, N)]
+    with CaptureWriter(str(path), {"clock": [[10**12, 1_767_225_600 * 10**9]]}, chunk_events=700) as w:
+        w.write_events({"ts": ts, "lat": lat, "layer": layer, "op": op, "queue": queue, "flags": flags,
+                        "result": result, "pid": pid, "tid": pid, "comm": comm,
+                        "bytes": np.full(N, 4096, np.uint64)})
+    return path
+
+
+@pytest.fixture(scope="module")
+def data(capture: Path) -> dict[str, np.ndarray]:
+    with aether_rec.open(str(capture)) as cap:
+        return cap.to_numpy()
+
+
+def _stats(capture: Path, **kw: object) -> dict:  # type: ignore[type-arg]
+    with aether_rec.open(str(capture)) as cap:
+        return compute([cap], StatsOptions(**kw))  # type: ignore[arg-type]
+
+
+def test_queue_time_counts_only_queued_requests(capture: Path, data: dict[str, np.ndarray]) -> None:
+    doc = _stats(capture)
+    blk = data["layer"] == BLOCK
+    queued = blk & (((data["flags"] & QUEUED) != 0) | (data["queue"] > 0))
+    assert 0 < queued.sum() < blk.sum()
+    block = doc["block"]
+    assert block["events"] == int(blk.sum())
+    assert block["queued_events"] == int(queued.sum()) == block["queue"]["count"]
+    assert block["queue"]["min"] == int(data["queue"][queued].min()) > 0
+    assert block["queue"]["max"] == int(data["queue"][queued].max())
+    service = data["lat"][blk] - np.minimum(data["queue"][blk], data["lat"][blk])
+    assert block["service"]["count"] == int(blk.sum())
+    assert block["service"]["min"] == int(service.min()) and block["service"]["max"] == int(service.max())
+
+
+def test_interval_rows_count_events_bytes_and_errors(capture: Path, data: dict[str, np.ndarray]) -> None:
+    iv = 500_000_000
+    doc = _stats(capture, interval_ns=iv)
+    real = data["ts"].astype(np.int64) - 10**12 + 1_767_225_600 * 10**9
+    origin = (int(real.min()) // iv) * iv
+    bucket = (real - origin) // iv
+    rows = doc["intervals"]["rows"]
+    assert len(rows) == int(bucket.max()) + 1
+    for b, row in enumerate(rows):
+        sel = bucket == b
+        assert row["start_ns"] == origin + b * iv
+        assert row["events"] == int(sel.sum())
+        assert row["errors"] == int((data["result"][sel] < 0).sum())
+        assert row["bytes"] == int(data["bytes"][sel].sum())
+    assert sum(r["errors"] for r in rows) == int((data["result"] < 0).sum()) > 0
+
+
+def test_interval_errors_in_a_single_interval(capture: Path, data: dict[str, np.ndarray]) -> None:
+    """An interval longer than the capture: every chunk is in one bucket (the single-group path)."""
+    doc = _stats(capture, interval_ns=10**13)
+    (row,) = doc["intervals"]["rows"]
+    assert row["errors"] == int((data["result"] < 0).sum()) and row["events"] == N
+
+
+def test_groups_count_their_own_events_and_errors(capture: Path, data: dict[str, np.ndarray]) -> None:
+    doc = _stats(capture, by=["comm"])
+    for row in doc["groups"]["rows"]:
+        sel = data["comm"] == row["key"]["comm"]
+        assert row["events"] == int(sel.sum())
+        assert row["errors"] == int((data["result"][sel] < 0).sum())
+        assert row["latency"]["max"] == int(data["lat"][sel].max())
+
+
+def test_max_groups_keeps_the_largest_groups(capture: Path, data: dict[str, np.ndarray]) -> None:
+    doc = _stats(capture, by=["pid"], max_groups=2)
+    pids, counts = np.unique(data["pid"], return_counts=True)
+    order = np.argsort(-counts, kind="stable")
+    want = [int(pids[i]) for i in order[:2]]
+    rows = doc["groups"]["rows"]
+    kept = [r["key"]["pid"] for r in rows if r["key"]["pid"] != "(other)"]
+    assert kept == want and want[0] == 7
+    other = next(r for r in rows if r["key"]["pid"] == "(other)")
+    assert other["events"] == doc["groups"]["lumped_events"] == int(counts[order[2:]].sum())
+    assert sum(r["events"] for r in rows) == N
+
+
+def test_by_op_keeps_layers_apart(capture: Path, data: dict[str, np.ndarray]) -> None:
+    doc = _stats(capture, by=["op"])
+    rows = doc["groups"]["rows"]
+    assert {tuple(sorted(r["key"])) for r in rows} == {("layer", "op")}
+    for r in rows:
+        sel = (data["op"] == OP_CODE[r["key"]["op"]]) & (data["layer"] == LAYER_CODE[r["key"]["layer"]])
+        assert r["events"] == int(sel.sum()) and r["bytes"] == int(data["bytes"][sel].sum())
+    assert len(rows) == 4 and sum(r["bytes"] for r in rows) == int(data["bytes"].sum())
+
+
+def test_top_is_the_slowest_in_order(capture: Path, data: dict[str, np.ndarray]) -> None:
+    doc = _stats(capture, top=25)
+    got = [r["lat"] for r in doc["top"]]
+    assert got == sorted(data["lat"].tolist(), reverse=True)[:25]
+
+
+def test_span_ends_when_the_last_io_ends(capture: Path, data: dict[str, np.ndarray]) -> None:
+    doc = _stats(capture)
+    end = int((data["ts"] + data["lat"]).max()) - 10**12 + 1_767_225_600 * 10**9
+    assert doc["span"]["end_ns"] == end
+    assert doc["span"]["start_ns"] == int(data["ts"].min()) - 10**12 + 1_767_225_600 * 10**9
+
+
+def test_errnos_are_named_and_counted(capture: Path, data: dict[str, np.ndarray]) -> None:
+    doc = _stats(capture)
+    codes, counts = np.unique(-data["result"][data["result"] < 0], return_counts=True)
+    assert {e["errno"]: e["count"] for e in doc["errnos"]} == dict(zip(codes.tolist(), counts.tolist()))
+    assert {e["name"] for e in doc["errnos"]} == {"EIO", "EAGAIN", "ENOSPC"}

@@ -162,7 +162,7 @@ def test_cli_errors(tmp_path: Path) -> None:
     r = run(main, ["report", str(tmp_path / "missing.aio"), "-o", str(out)])
     assert r.exit_code == 1 and "Traceback" not in r.output and out.read_text() == "keep"
     r = run(main, ["report", fix, "-o", fix, "--force"])
-    assert r.exit_code == 2 and "overwrite an input" in r.output
+    assert r.exit_code == 2 and "would overwrite the input" in r.output
     r = run(main, ["report", str(tmp_path / "missing.aio"), "-o", str(tmp_path / "y.html")])
     assert r.exit_code == 1 and "no such file" in r.output and not (tmp_path / "y.html").exists()
     r = run(main, ["report", fix, "-o", "-"])
@@ -178,9 +178,10 @@ def test_cli_errors(tmp_path: Path) -> None:
 def test_damaged_captures_give_a_page_or_a_clean_error(tmp_path: Path) -> None:
     """The fuzzer's hostile cases through report and diff: a CaptureError or a page, never
     another exception."""
+    from fuzzing import default_seeds, make_case
+
     from aether_rec.errors import CaptureError
     from aether_rec.format.reader import Capture
-    from aether_rec.fuzz import default_seeds, make_case
     from aether_rec.ops import htmlreport
     from aether_rec.ops.diff import compare
     from aether_rec.ops.profile import collect

@@ -13,6 +13,7 @@ import pytest
 
 import aether_rec
 from aether_rec.errors import UsageError
+from aether_rec.format.records import Loss
 from aether_rec.format.writer import WriteError
 from aether_rec.recorder.fdtable import FdName
 from aether_rec.recorder.launcher import TracedCommand, exit_code
@@ -130,8 +131,8 @@ class _Writer:
     def __init__(self) -> None:
         self.losses: list[tuple[int, int, int, int, str]] = []
 
-    def write_loss(self, cpu: int, count: int, t_first: int, t_last: int, kind: str) -> None:
-        self.losses.append((cpu, count, t_first, t_last, kind))
+    def write_loss(self, loss: Loss) -> None:
+        self.losses.append((loss.cpu, loss.count, loss.t_first, loss.t_last, loss.kind))
 
 
 class _Out:

@@ -14,7 +14,10 @@ from pathlib import Path
 import pytest
 from kernel_util import CLI, ROOT
 
-from aether_rec.format import output as writer  # where the output-creation rule lives
+from aether_rec.format import (
+    output,  # where the output-creation rule lives
+    writer,
+)
 from aether_rec.format.writer import WriteError, create_output
 from aether_rec.recorder.perfbuf import PerfMmapTransport
 from aether_rec.recorder.privileges import credentials, resolve_user
@@ -79,7 +82,7 @@ def test_a_symlink_planted_after_the_check_is_refused_by_the_open(
     target = tmp_path / "target"
     target.write_text("precious")
     link = tmp_path / "a.aio"
-    real = writer.refusal
+    real = output.refusal
     calls = []
 
     def racy(path: str, force: bool) -> WriteError | None:
@@ -89,7 +92,7 @@ def test_a_symlink_planted_after_the_check_is_refused_by_the_open(
             return None
         return real(path, force)
 
-    monkeypatch.setattr(writer, "refusal", racy)
+    monkeypatch.setattr(output, "refusal", racy)
     with pytest.raises(WriteError, match="symbolic link"):
         create_output(str(link))
     assert target.read_text() == "precious"
@@ -121,7 +124,7 @@ def test_write_errors_carry_path_reason_and_kind(tmp_path: Path) -> None:
             create_output(path, force=force)
         assert (exc.value.path, exc.value.kind) == (path, kind)
         assert str(exc.value) == f"{path}: {exc.value.reason}" and exc.value.reason
-        assert kind in writer.WRITE_ERROR_KINDS
+        assert kind in output.WRITE_ERROR_KINDS
     r, w = os.pipe()
     os.close(r)
     with os.fdopen(w, "wb", buffering=0) as out:

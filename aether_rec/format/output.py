@@ -28,21 +28,31 @@ from typing import Any, BinaryIO
 
 from aether_rec.errors import AetherError, UsageError
 
+#: exists, symlink, not_regular: refused before creating; create: the open, or the unlink
+#: of --force, failed; broken_pipe: the reader of a pipe went away (not a failure of ours);
+#: write: any other failed write (disk full, I/O error)
+WRITE_ERROR_KINDS: tuple[str, ...] = ("exists", "symlink", "not_regular", "create", "broken_pipe", "write")
+
 
 class WriteError(AetherError):
     """The output cannot be created or written (exists, symlink, disk full...): ``reason``
-    says why, ``path`` which output, ``broken_pipe`` whether the reader of a pipe went
-    away (not a failure of ours). ``str()`` is ``"path: reason"``."""
+    says why, ``path`` which output, ``kind`` (one of WRITE_ERROR_KINDS) what happened, so
+    callers decide on the kind, never by searching the text. ``str()`` is ``"path: reason"``."""
 
-    def __init__(self, reason: str, path: str | None = None, broken_pipe: bool = False) -> None:
+    def __init__(self, reason: str, path: str | None = None, broken_pipe: bool = False,
+                 kind: str = "write") -> None:
         self.reason = reason
         self.path = path
-        self.broken_pipe = broken_pipe
+        self.kind = "broken_pipe" if broken_pipe else kind
         super().__init__(f"{path}: {reason}" if path else reason)
+
+    @property
+    def broken_pipe(self) -> bool:
+        return self.kind == "broken_pipe"
 
     def at(self, path: str) -> WriteError:
         """The same error about ``path`` (a stream the writer only knew by its fd)."""
-        return WriteError(self.reason, path, self.broken_pipe)
+        return WriteError(self.reason, path, kind=self.kind)
 
 
 MODE = 0o600  # capture files: owner only
@@ -51,45 +61,48 @@ APPEARED = "appeared while it was being written; left as it is"
 
 def refuse_reason(path: str, force: bool) -> str:
     """Why ``path`` cannot be created now, as a message naming it ("" when it can)."""
-    why = _refusal(path, force)
-    return f"{path}: {why}" if why else ""
+    why = refusal(path, force)
+    return str(why) if why is not None else ""
 
 
-def _refusal(path: str, force: bool) -> str:
-    """Why ``path`` cannot be created now ("" when it can), without creating it."""
+def refusal(path: str, force: bool) -> WriteError | None:
+    """Why ``path`` cannot be created now (None when it can), without creating it."""
     try:
         st = os.lstat(path)
     except OSError:
-        return ""  # absent, or not ours to see: creating it will tell
+        return None  # absent, or not ours to see: creating it will tell
     if stat.S_ISLNK(st.st_mode):
-        return "is a symbolic link; refusing to follow or replace it"
+        return WriteError("is a symbolic link; refusing to follow or replace it", path, kind="symlink")
     if not force:
-        return "already exists (use --force to overwrite)"
+        return WriteError("already exists (use --force to overwrite)", path, kind="exists")
     if not stat.S_ISREG(st.st_mode):
-        return "exists and is not a regular file; refusing to replace it"
-    return ""
+        why = "exists and is not a regular file; refusing to replace it"
+        return WriteError(why, path, kind="not_regular")
+    return None
 
 
 def create_output(path: str, force: bool = False) -> BinaryIO:
     """Create ``path`` for writing as described above; WriteError (one line) if not."""
-    if refuse_reason(path, force):
-        raise WriteError(_refusal(path, force) or "cannot be created now", path)
+    why = refusal(path, force)
+    if why is not None:
+        raise why
     if force:
         try:
             os.unlink(path)
         except FileNotFoundError:
             pass
         except OSError as exc:
-            raise WriteError(f"cannot replace it ({exc.strerror or exc})", path) from None
+            raise WriteError(f"cannot replace it ({exc.strerror or exc})", path, kind="create") from None
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW
     try:
         fd = os.open(path, flags, MODE)
     except OSError as exc:
         if exc.errno in (errno.EEXIST, errno.ELOOP):
             # something was planted between the check and the open
-            why = _refusal(path, False) or "appeared while it was being created"
-            raise WriteError(why, path) from None
-        raise WriteError(f"cannot create ({exc.strerror or exc})", path) from None
+            raise refusal(path, False) or WriteError(
+                "appeared while it was being created", path, kind="exists"
+            ) from None
+        raise WriteError(f"cannot create ({exc.strerror or exc})", path, kind="create") from None
     try:
         os.fchmod(fd, MODE)
     except OSError:
@@ -118,8 +131,9 @@ class AtomicOutput:
     def __init__(self, path: str | os.PathLike[str], force: bool = False) -> None:
         self.path = os.fspath(path)
         self.force = force
-        if refuse_reason(self.path, force):
-            raise WriteError(_refusal(self.path, force) or "cannot be created now", self.path)
+        why = refusal(self.path, force)
+        if why is not None:
+            raise why
         folder, base = os.path.split(self.path)
         self.tmp = ""
         for _ in range(100):
@@ -129,7 +143,7 @@ class AtomicOutput:
             except WriteError as exc:
                 if os.path.lexists(tmp):
                     continue  # taken: try another name
-                raise WriteError(exc.reason, self.path) from None
+                raise exc.at(self.path) from None
             self.tmp = tmp
             break
         else:

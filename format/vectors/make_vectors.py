@@ -587,7 +587,7 @@ expect.ts: {ALL_TS}
         cols["pages_missed"] = np.array([r[17] for r in rows], np.uint32)
         cols["fdkind"] = np.array([FD_KIND_CODE[r[18]] for r in rows], np.uint8)
         w.write_events(cols)
-        w.write_loss(-1, 3, T0 + 400_000, T0 + 500_000, "recursion")
+        w.write_loss(Loss(-1, 3, T0 + 400_000, T0 + 500_000, "recursion"))
 
     one_one = write(truth, fixed_header("015-version-1.1", layers=["syscall", "block", "io_uring"]),
                     chunk_events=16, minor=1)

@@ -23,7 +23,6 @@ from aether_rec.recorder.procinfo import Names
 from aether_rec.recorder.program import COUNTERS, LOSS_COUNTERS
 from aether_rec.recorder.rotation import OutputFile, RotatingOutput
 from aether_rec.recorder.status import RecordResult, summary_line
-from aether_rec.recorder.transport import Loss
 
 
 # -- options ---------------------------------------------------------------------------------

@@ -218,6 +218,15 @@ def fdkind_name(code: int) -> str:
     return FD_KINDS.get(int(code), f"fdkind{int(code)}")
 
 
+#: the columns whose numbers have names, and their tables
+ENUMS: dict[str, dict[int, str]] = {"layer": LAYERS, "op": OPS, "fdkind": FD_KINDS}
+
+
+def enum_name(column: str, code: int) -> str:
+    """``layer`` 2 -> "block"; an unknown code -> "layer9" (readers show, never refuse)."""
+    return ENUMS[column].get(int(code), f"{column}{int(code)}")
+
+
 def dev_name(dev: int) -> str:
     """``major:minor`` from the kernel's internal dev_t encoding."""
     dev = int(dev)

@@ -145,6 +145,7 @@ def _capture_loss_warning(cap: Any, what: str) -> None:
     help="Print the versioned JSON document (schema aether-rec/stats v1, docs/stats-json.md).",
 )
 @click.option("--no-histogram", is_flag=True, help="Leave out the log2 latency histograms.")
+@click.option("--all-fds", is_flag=True, help="Include I/O on pipes, sockets, terminals (not storage).")
 @click.option(
     "--unit",
     type=click.Choice(["ns", "us", "ms"]),
@@ -163,6 +164,7 @@ def stats(
     max_groups: int,
     as_json: bool,
     no_histogram: bool,
+    all_fds: bool,
     unit: str,
     strict: bool,
     selection: SelectionSpec,
@@ -170,7 +172,8 @@ def stats(
     """Summarise captures: span, IOPS, throughput, latency percentiles, errors, histograms.
 
     Several files are summarised together (their histograms add). Percentiles are
-    accurate to 0.4 %. A capture that lost events says so loudly.
+    accurate to 0.4 %. A capture that lost events says so loudly. Only storage I/O (files,
+    block devices) unless --all-fds; EAGAIN is not an error; reads show the cache hit ratio.
 
     \b
     Examples:
@@ -179,6 +182,7 @@ def stats(
       aether-rec stats run.aio --interval 1s --layer block
       aether-rec stats host1.aio host2.aio --by source --json > summary.json
       aether-rec stats run.aio -e 'lat > 5ms and comm == "postgres"'
+      aether-rec stats run.aio --all-fds -e 'fdkind == pipe'
     """
     with open_captures(files, strict=strict, progress=terminal.progress_wanted()) as caps, terminal.progress(
         "stats"
@@ -190,6 +194,7 @@ def stats(
             interval_ns=parse_duration(interval) if interval else None,
             top=top,
             max_groups=max_groups,
+            all_fds=all_fds,
         )
         doc = compute_stats(caps, opts, per_input=sels)
     _loss_warning(doc)
@@ -212,13 +217,13 @@ metadata; its header records the filter. Chunks the index rules out are skipped 
 \b
 Expression language:
   fields      ts lat queue service end pid tid comm cpu layer op fd dev offset bytes
-              result errno cgroup flags path source
+              result errno cgroup flags path link pages_missed fdkind source
   compare     == != < <= > >=      lat > 5ms    bytes >= 1M    dev == 8:0
   logic       and or not ( )       also && || !
   sets        op in (read, pread)  pid not in (1, 2)
   strings     comm == "postgres"   path == "/var/lib/*" (glob)   comm =~ "^kworker" (regex)
   units       ns us ms s on times; K M G (powers of 1024) on sizes
-  names       layer == block  errno == EIO  result == -EIO  flags has direct
+  names       layer == block  errno == EIO  flags has direct  fdkind == pipe
 
 \b
 Examples:

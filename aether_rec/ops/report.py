@@ -183,6 +183,20 @@ def render_stats(
             )
         heads = ["LAYER", "OP", "EVENTS", "IOPS", "BYTES", "THROUGHPUT", "ERRORS", *(h for _, h in LAT_COLS)]
         out += ["  " + line for line in table(heads, rows, [False, False] + [True] * (len(heads) - 2))]
+    ns = doc.get("not_storage")
+    if ns and ns["events"]:
+        by_kind = sorted(ns["by_kind"].items(), key=lambda kv: -kv[1])
+        kind_text = ", ".join(f"{k} {fmt_count(c)}" for k, c in by_kind)
+        n_ns = fmt_count(ns["events"])
+        out.append(f"not storage (left out, --all-fds includes it): {n_ns} events ({kind_text})")
+    if doc.get("would_block"):
+        out.append(f"would block (EAGAIN, not counted as errors): {fmt_count(doc['would_block'])}")
+    pc = doc.get("page_cache")
+    if pc and pc["hit_ratio"] is not None:
+        out.append(
+            f"page cache: {pc['hit_ratio'] * 100:.1f} % of {fmt_count(pc['read_pages'])} pages read were "
+            f"hits ({fmt_count(pc['missed_pages'])} pages had to be read from storage)"
+        )
     if doc["errnos"]:
         out.append("")
         out.append("errors by errno")

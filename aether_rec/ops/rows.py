@@ -15,7 +15,7 @@ import numpy as np
 from aether_rec.format.chunk import Chunk
 from aether_rec.ops.text import printable
 from aether_rec.ops.units import fmt_bytes, fmt_duration, iso_utc
-from aether_rec.schema import COLUMNS, FLAGS, LAYERS, OPS, dev_name
+from aether_rec.schema import COLUMNS, ENUMS, FLAGS, LAYERS, OPS, dev_name
 
 # The row fields, in this order, then every other column of schema.COLUMNS (a column added
 # there appears in replay and export rows without a change here).
@@ -102,7 +102,9 @@ def columns(
         "queue": chunk.column("queue").tolist(),
         "cgroup": chunk.column("cgroup").tolist(),
         "flags": chunk.column("flags").tolist(),
-        **{c.name: (_strs(chunk, c.name, safe) if c.is_str else chunk.column(c.name).tolist())
+        **{c.name: (_strs(chunk, c.name, safe) if c.is_str
+                    else _names(ENUMS[c.name], chunk.column(c.name), c.name) if c.name in ENUMS
+                    else chunk.column(c.name).tolist())
            for c in COLUMNS if c.name not in FIXED_FIELDS},
     }
 

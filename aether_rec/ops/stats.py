@@ -35,12 +35,27 @@ from aether_rec.ops.histogram import (
 from aether_rec.ops.pipeline import prefetch
 from aether_rec.ops.units import iso_utc
 from aether_rec.ops.window import Selection, source_name
-from aether_rec.schema import FLAGS, LAYER_CODE, dev_name, layer_name, op_name
+from aether_rec.schema import (
+    ENUMS,
+    FLAGS,
+    LAYER_CODE,
+    OP_CODE,
+    STORAGE_FD_KINDS,
+    dev_name,
+    enum_name,
+    layer_name,
+    op_name,
+)
 
 SCHEMA_NAME = "aether-rec/stats"
 SCHEMA_VERSION = 1
 
 BLOCK = LAYER_CODE["block"]
+SYSCALL = LAYER_CODE["syscall"]
+EAGAIN = _errno.EAGAIN  # == EWOULDBLOCK on Linux
+PAGE = 4096
+READ_OPS = np.array([OP_CODE[o] for o in ("read", "pread", "readv", "preadv", "preadv2")], dtype=np.uint8)
+STORAGE_CODES = np.array(sorted(STORAGE_FD_KINDS), dtype=np.uint8)
 F_QUEUED = next(bit for bit, name in FLAGS.items() if name == "queued")
 MAX_INTERVAL_ROWS = 100_000
 # --by: every group is tracked exactly (so that --max-groups keeps the largest), up to this
@@ -58,6 +73,7 @@ class StatsOptions:
     max_groups: int = 1000
     precision: int = DEFAULT_PRECISION
     filter_text: str | None = None  # how to show the selection (default: the expression's text)
+    all_fds: bool = False  # False: storage I/O only (files, block devices), the rest counted apart
 
 
 def check_by(by: Sequence[str]) -> list[str]:
@@ -179,6 +195,12 @@ class _Acc:
     top: list[tuple[int, int, int]] = field(default_factory=list)
     top_rows: dict[int, tuple[_Input, Chunk]] = field(default_factory=dict)
     top_seq: int = 0
+    # I/O on pipes, sockets, terminals... left out without --all-fds: fdkind -> events
+    not_storage: dict[int, int] = field(default_factory=dict)
+    # reads: pages read and pages the reads had to add to the page cache
+    read_pages: int = 0
+    missed_pages: int = 0
+    would_block: int = 0  # EAGAIN results: not errors (non-blocking I/O that had to wait)
 
 
 def _top_update(acc: _Acc, inp: _Input, chunk: Chunk, lat: np.ndarray) -> None:
@@ -280,7 +302,16 @@ def _process(
     acc.events += n
     result = chunk.column("result")
     err = result < 0
+    would_block = result == -EAGAIN  # non-blocking I/O with nothing to do: not an error
+    if would_block.any():
+        acc.would_block += int(np.count_nonzero(would_block))
+        err &= ~would_block
     n_err = int(np.count_nonzero(err))
+    if "pages_missed" in chunk.columns:
+        reads = np.isin(op, READ_OPS) & (layer == SYSCALL) & (result > 0)
+        if reads.any():
+            acc.read_pages += int(((result[reads] + PAGE - 1) // PAGE).sum())
+            acc.missed_pages += int(chunk.column("pages_missed")[reads].sum(dtype=np.uint64))
     if n_err:
         e = (-result[err]).astype(np.int64)
         for code, c in zip(*np.unique(e, return_counts=True)):
@@ -438,7 +469,9 @@ def compute(
         kept = selections[inp.index].apply(chunk)
         if kept is None:
             continue
-        chunk = kept
+        chunk = kept if opts.all_fds else _storage_only(acc, kept)
+        if not chunk.n:
+            continue
         real_ts = inp.to_real(chunk.column("ts")) if opts.interval_ns else None
         _process(acc, inp, chunk, real_ts, use_real)
         if opts.interval_ns:
@@ -446,6 +479,19 @@ def compute(
     if opts.interval_ns:
         _finish_intervals(acc, float("inf"))
     return _document(acc, inputs, use_real)
+
+
+def _storage_only(acc: _Acc, chunk: Chunk) -> Chunk:
+    """The storage I/O of a chunk (schema.STORAGE_FD_KINDS); the rest is counted by kind."""
+    if "fdkind" not in chunk.columns:
+        return chunk  # a 1.0 capture: every fd is of unknown kind
+    kinds = chunk.column("fdkind")
+    storage = np.isin(kinds, STORAGE_CODES)
+    if storage.all():
+        return chunk
+    for k, c in zip(*np.unique(kinds[~storage], return_counts=True)):
+        acc.not_storage[int(k)] = acc.not_storage.get(int(k), 0) + int(c)
+    return chunk.take(storage)
 
 
 def _base_columns(names: Any) -> set[str]:
@@ -470,10 +516,8 @@ def _rate(x: float, seconds: float | None) -> float | None:
 
 
 def _display(name: str, v: Any) -> Any:
-    if name == "layer":
-        return layer_name(v)
-    if name == "op":
-        return op_name(v)
+    if name in ENUMS:
+        return enum_name(name, v)
     if name == "dev":
         return dev_name(v)
     if name == "errno":
@@ -635,6 +679,16 @@ def _document(acc: _Acc, inputs: Sequence[_Input], use_real: bool) -> dict[str, 
             else None
         ),
         "top": _fetch_top(acc, use_real),
+        "not_storage": None if opts.all_fds else {
+            "events": sum(acc.not_storage.values()),
+            "by_kind": {enum_name("fdkind", k): c for k, c in sorted(acc.not_storage.items())},
+        },
+        "would_block": acc.would_block,
+        "page_cache": {
+            "read_pages": acc.read_pages,
+            "missed_pages": acc.missed_pages,
+            "hit_ratio": max(0.0, 1 - acc.missed_pages / acc.read_pages) if acc.read_pages else None,
+        } if acc.read_pages else None,
         "losses": _losses(inputs, use_real),
         "groups": None,
         "intervals": None,

@@ -11,7 +11,7 @@ from typing import Protocol
 import numpy as np
 
 from aether_rec.errors import UsageError
-from aether_rec.schema import COLUMN_BY_NAME, FLAGS, LAYER_CODE, LAYERS, OP_CODE, OPS
+from aether_rec.schema import COLUMN_BY_NAME, ENUMS, FLAGS
 
 # -- the chunk protocol the expressions need ---------------------------------------------------
 
@@ -41,7 +41,7 @@ def _kind_of(col: str) -> str:
     c = COLUMN_BY_NAME[col]
     if c.is_str:
         return "str"
-    if col in ("layer", "op"):
+    if col in ENUMS:
         return "enum"
     if col == "flags":
         return "flags"
@@ -99,9 +99,9 @@ def string_codes(chunk: ChunkLike, name: str) -> tuple[np.ndarray, list[str]]:
 
 
 def enum_code(fld: str, word: str, where: str = "") -> int:
-    """The code of a layer or op name; UsageError naming the known ones otherwise."""
-    table, codes = (LAYERS, LAYER_CODE) if fld == "layer" else (OPS, OP_CODE)
-    code = codes.get(word.lower())
+    """The code of a layer, op or fdkind name; UsageError naming the known ones otherwise."""
+    table = ENUMS[fld]
+    code = {v: k for k, v in table.items()}.get(word.lower())
     if code is None:
         prefix = f"{where}: " if where else ""
         raise UsageError(f"{prefix}unknown {fld} {word!r} (known: {', '.join(table.values())})")

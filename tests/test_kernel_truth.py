@@ -165,6 +165,19 @@ def test_flushes_are_events_of_the_process_that_asked(tmp_path: Path) -> None:
     fds = (cols["layer"] == SYSCALL) & (cols["op"] == op_code("fdatasync"))
     sync_keys = set(zip(cols["tid"][fds].tolist(), cols["ts"][fds].tolist()))
     assert all(k in sync_keys for k in zip(cols["tid"][fl].tolist(), cols["link"][fl].tolist()))
+    # under a process filter, every block request in the capture is one the traced processes
+    # made (none of another task that merely got dispatched from dd's context: the
+    # journal's commits, other processes' writeback), and a linked one is linked to one of
+    # their recorded syscalls (discards of a truncating open are dd's but unlinked: open
+    # is not an I/O call)
+    blk = cols["layer"] == BLOCK
+    sc = cols["layer"] == SYSCALL
+    assert blk.sum() >= 2 * n
+    assert set(cols["pid"][blk].tolist()) <= set(cols["pid"][sc].tolist())
+    calls = set(zip(cols["tid"][sc].tolist(), cols["ts"][sc].tolist()))
+    linked = blk & (cols["link"] != 0)
+    assert linked.sum() >= 2 * n
+    assert all(k in calls for k in zip(cols["tid"][linked].tolist(), cols["link"][linked].tolist()))
     # nothing about flushes is a loss
     assert cap.lost == 0, cap.losses()
     r = rec(["stats", str(out)])

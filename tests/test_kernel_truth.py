@@ -73,14 +73,15 @@ def fio(disk: Path, name: str, engine: str, depth: int, seconds: float, rw: str 
     ]
 
 
-@pytest.mark.parametrize("engine", ["io_uring", "libaio", "psync"])
-def test_every_fio_io_is_in_the_capture(tmp_path: Path, disk_dir: Path, engine: str) -> None:
+@pytest.mark.parametrize(
+    ("engine", "depth"), [("io_uring", 8), ("io_uring", 32), ("libaio", 8), ("psync", 1)]
+)
+def test_every_fio_io_is_in_the_capture(tmp_path: Path, disk_dir: Path, engine: str, depth: int) -> None:
     """fio's per-I/O log is the oracle: as many I/Os of each direction in the capture's
     syscall (psync) or io_uring layer, latencies at most fio's (fio measures around the
     kernel's work from user space), and block requests linked to the call that issued
     them."""
     out = tmp_path / "fio.aio"
-    depth = 1 if engine == "psync" else 8
     record(out, *fio(disk_dir, "t", engine, depth, 3))
     clat = fio_log(disk_dir / "t", "clat")
     cap, cols = load(out)
@@ -106,7 +107,10 @@ def test_every_fio_io_is_in_the_capture(tmp_path: Path, disk_dir: Path, engine: 
             # fio's clat includes reaping the completion in user space: ours may be lower,
             # never higher (beyond noise), and within 5 % at the median
             assert o <= t * 1.05, (q, o, t)
-        assert np.quantile(ours, 0.5) >= np.quantile(theirs, 0.5) * 0.95
+        # fio's clat ends when fio reaps the completion: at depth 8 that is within 5 % of
+        # the kernel posting it; at depth 32 fio reaps in batches and the wait grows (15-20 %
+        # at the median measured here, bench/bench_truth.py prints it)
+        assert np.quantile(ours, 0.5) >= np.quantile(theirs, 0.5) * (0.95 if depth <= 8 else 0.75)
     elif engine == "psync":
         mine = (cols["layer"] == SYSCALL) & on_file
         got = {0: int((mine & (cols["op"] == op_code("pread"))).sum()),
@@ -291,13 +295,43 @@ def test_paths_of_files_opened_and_closed_quickly(tmp_path: Path, disk_dir: Path
     assert {p: per.get(p, 0) for p in files} == {p: sizes[p] for p in files}
 
 
+class FtracePageCache:
+    """Pages the kernel adds to the page cache for one inode, as ftrace sees them (a private
+    tracefs instance on filemap:mm_filemap_add_to_page_cache)."""
+
+    def __init__(self, ino: int) -> None:
+        from aether_rec.recorder.tracefs import ensure_tracefs
+
+        root, _ = ensure_tracefs()
+        self.dir = Path(root) / "instances" / f"aether-pc-{os.getpid()}"
+        self.dir.mkdir()
+        (self.dir / "buffer_size_kb").write_text("16384\n")
+        self.ev = self.dir / "events" / "filemap" / "mm_filemap_add_to_page_cache"
+        (self.ev / "filter").write_text(f"i_ino == {ino}\n")
+        (self.ev / "enable").write_text("1\n")
+
+    def pages(self) -> int:
+        (self.dir / "tracing_on").write_text("0\n")
+        n = 0
+        for line in (self.dir / "trace").read_text().splitlines():
+            m = re.search(r"order=(\d+)", line)
+            if "mm_filemap_add_to_page_cache" in line:
+                n += 1 << int(m.group(1)) if m else 1
+        (self.ev / "enable").write_text("0\n")
+        self.dir.rmdir()
+        return n
+
+
 def test_page_cache_misses_per_read(tmp_path: Path, disk_dir: Path) -> None:
-    """A 64 MiB file read after dropping the caches: >= 99 % of its pages reported
-    missing; read again: every page a hit."""
+    """A 256 MiB file read after dropping the caches: >= 99 % of its pages reported
+    missing. Read again: the misses are exactly the pages ftrace saw the kernel add back for
+    that file. (All hits is what an idle machine gives; here the kernel evicted 1-11 % of
+    the file between the two reads in some runs, and the capture said so exactly.)"""
     f = disk_dir / "big.dat"
     with open(f, "wb") as fh:
-        fh.write(os.urandom(1 << 20) * 64)
-    pages = (64 << 20) // 4096
+        for _ in range(16):
+            fh.write(os.urandom(16 << 20))
+    pages = (256 << 20) // 4096
     drop_caches()
     out = tmp_path / "cold.aio"
     record(out, need("dd"), f"if={f}", "of=/dev/null", "bs=128k")
@@ -305,11 +339,14 @@ def test_page_cache_misses_per_read(tmp_path: Path, disk_dir: Path) -> None:
     on = (cold["layer"] == SYSCALL) & (np.array(cold["path"], dtype=object) == str(f))
     assert int(cold["pages_missed"][on].sum()) >= 0.99 * pages
     out = tmp_path / "warm.aio"
+    oracle = FtracePageCache(os.stat(f).st_ino)
     record(out, need("dd"), f"if={f}", "of=/dev/null", "bs=128k")
+    added = oracle.pages()
     _, warm = load(out)
     on = (warm["layer"] == SYSCALL) & (np.array(warm["path"], dtype=object) == str(f))
-    assert int(warm["result"][on].clip(min=0).sum()) == 64 << 20
-    assert int(warm["pages_missed"][on].sum()) == 0
+    assert int(warm["result"][on].clip(min=0).sum()) == 256 << 20
+    missed = int(warm["pages_missed"][on].sum())
+    assert missed == added, (missed, added)
 
 
 def test_fd_kinds_and_storage_first_stats(tmp_path: Path) -> None:

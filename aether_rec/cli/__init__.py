@@ -69,4 +69,5 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "replay": ("offline", "replay"),
     "export": ("offline", "export"),
     "redact": ("redact", "redact"),
+    "sql": ("fleet", "sql"),
 }

@@ -379,6 +379,17 @@ class Capture:
         return {k: (whole.strings(k) if whole.is_str(k) or _is_str(k) else whole.column(k))
                 for k in names}
 
+    def to_arrow(self, columns: Sequence[str] | None = None, **chunk_kw: Any) -> Any:
+        """All events as a ``pyarrow.Table`` in time order (schema: format/arrow.py); keyword
+        arguments as for ``chunks`` (``t_min``, ``t_max``, ``where``). Needs pyarrow."""
+        return self.to_arrow_reader(columns, **chunk_kw).read_all()
+
+    def to_arrow_reader(self, columns: Sequence[str] | None = None, **chunk_kw: Any) -> Any:
+        """A ``pyarrow.RecordBatchReader``, one batch per chunk, streamed. Needs pyarrow."""
+        from aether_rec.format import arrow
+
+        return arrow.capture_reader(self, columns, **chunk_kw)
+
     def to_pandas(self, columns: Sequence[str] | None = None) -> Any:
         try:
             import pandas as pd

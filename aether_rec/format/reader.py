@@ -501,6 +501,10 @@ def _py(v: Any) -> Any:
 
 
 def _open_path(path: str) -> BinaryIO:
+    from aether_rec.format.remote import is_url, open_url
+
+    if is_url(path):  # https://, s3://...: read by range (format/remote.py)
+        return open_url(path)  # type: ignore[return-value]
     try:
         if os.path.isdir(path):
             raise CaptureError(f"{path}: is a directory, not a capture")

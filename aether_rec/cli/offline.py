@@ -158,6 +158,12 @@ def _loss_warning(doc: dict[str, Any]) -> None:
 )
 @click.option("--no-histogram", is_flag=True, help="Leave out the log2 latency histograms.")
 @click.option("--strict", is_flag=True, help="Treat any damage in a capture as an error.")
+@click.option(
+    "--scheduler",
+    metavar="ADDRESS",
+    help="Compute on a Dask cluster (tcp://host:8786); workers open FILES themselves (paths they "
+    "see, or URLs). Needs aether-rec[dask].",
+)
 @selection_options
 def stats(
     files: tuple[str, ...],
@@ -168,6 +174,7 @@ def stats(
     as_json: bool,
     no_histogram: bool,
     strict: bool,
+    scheduler: str | None = None,
     **kw: Any,
 ) -> None:
     """Summarise captures: span, IOPS, throughput, latency percentiles, errors, histograms.
@@ -182,6 +189,7 @@ def stats(
       aether-rec stats run.aio --interval 1s --layer block
       aether-rec stats host1.aio host2.aio --by source --json > summary.json
       aether-rec stats run.aio -e 'lat > 5ms and comm == "postgres"'
+      aether-rec stats --scheduler tcp://10.0.0.5:8786 /shared/caps/*.aio --json
     """
     by_cols = check_by([c for c in (by or "").split(",") if c.strip()])
     interval_ns = parse_duration(interval) if interval else None
@@ -200,7 +208,15 @@ def stats(
             max_groups=max_groups,
             where=filters[0] if filters else expr_mod.MATCH_ALL,
         )
-        doc = compute_stats(caps, opts, per_input=filters)
+        if scheduler:
+            from aether_rec.ops import distributed
+
+            if "-" in files:
+                raise UsageError("--scheduler: workers open the files themselves; stdin cannot be shared")
+            doc = distributed.stats(list(files), opts, per_input=filters, scheduler=scheduler,
+                                    strict=strict)
+        else:
+            doc = compute_stats(caps, opts, per_input=filters)
     _loss_warning(doc)
     if as_json:
         click.echo(json.dumps(doc, indent=2))
@@ -402,7 +418,12 @@ def replay(
 @click.command()
 @click.argument("src", metavar="FILE", type=click.Path(allow_dash=True))
 @click.argument("expression", metavar="[EXPR]", required=False)
-@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv", "perfetto", "parquet"]), required=True)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["jsonl", "csv", "perfetto", "perfetto-proto", "parquet"]),
+    required=True,
+)
 @click.option(
     "-o",
     "--output",
@@ -433,7 +454,8 @@ def export(
     strict: bool,
     **kw: Any,
 ) -> None:
-    """Export events for other tools: jsonl, csv, perfetto (Chrome JSON), parquet.
+    """Export events for other tools: jsonl, csv, perfetto (Chrome JSON), perfetto-proto
+    (Perfetto's native protobuf trace, no size cap), parquet.
 
     perfetto opens in ui.perfetto.dev: a track per process and thread, a slice per
     I/O (block requests as async slices), losses as instant events. parquet needs
@@ -442,13 +464,14 @@ def export(
     \b
     Examples:
       aether-rec export run.aio --format perfetto -o run.json
+      aether-rec export big.aio --format perfetto-proto -o big.pftrace   # any size
       aether-rec export run.aio --format csv 'layer == block' > block.csv
       aether-rec export run.aio --format parquet -o run.parquet
       aether-rec export big.aio --format perfetto --sample --max-events 500000 -o big.json
     """
     import os
 
-    from aether_rec.ops.export import export_parquet, export_perfetto, export_rows
+    from aether_rec.ops.export import ExportReport, export_parquet, export_perfetto, export_rows
 
     if output != "-":
         if src != "-" and _same_file(src, output):
@@ -457,12 +480,20 @@ def export(
             raise click.ClickException(f"{output}: already exists (use --force to overwrite)")
     elif fmt == "parquet":
         raise UsageError("parquet is written to a file: give -o FILE.parquet")
+    elif fmt == "perfetto-proto" and sys.stdout.isatty():
+        raise UsageError("refusing to write a binary trace to a terminal; use -o FILE.pftrace or a pipe")
     with open_captures([src], strict=strict) as caps:
         cap = caps[0]
         sel = _selection(cap, kw, expression)
         try:
             if fmt == "parquet":
                 rep = export_parquet(cap, output, sel)
+            elif fmt == "perfetto-proto":
+                from aether_rec.ops.perfetto import export_perfetto_proto
+
+                with _binary_output(output) as bout:
+                    prep = export_perfetto_proto(cap, bout, sel)
+                rep = ExportReport(events=prep.events, slices=prep.slices, warnings=prep.warnings)
             else:
                 with _text_output(output) as out:
                     if fmt == "perfetto":
@@ -477,6 +508,15 @@ def export(
         warn(w)
     if output != "-":
         note(f"exported {fmt_count(rep.events)} events to {output}")
+
+
+@contextlib.contextmanager
+def _binary_output(path: str) -> Iterator[BinaryIO]:
+    if path == "-":
+        yield sys.stdout.buffer
+        return
+    with open(path, "wb") as f:
+        yield f
 
 
 @contextlib.contextmanager

@@ -219,3 +219,18 @@ def test_cli_sql_outputs_and_errors(caps: list[Path]) -> None:
     assert r.exit_code == 2 and "nope" in r.stderr
     r = runner.invoke(main, ["sql", "SELECT 1", str(caps[0]) + ".missing"])
     assert r.exit_code == 1 and "no such file" in r.stderr
+
+
+def test_cli_sql_damaged_capture(caps: list[Path], tmp_path: Path) -> None:
+    bad = tmp_path / "bad.aio"
+    data = bytearray(caps[0].read_bytes())
+    with aether_rec.open(str(caps[0])) as cap:
+        info = cap.chunk_infos()[3]
+    data[info.offset + info.length // 2] ^= 0xFF  # inside a chunk: its checksum fails
+    bad.write_bytes(bytes(data))
+    runner = CliRunner()
+    r = runner.invoke(main, ["sql", "SELECT count(*) AS n FROM events", str(bad), "--strict"])
+    assert r.exit_code == 1 and "bad.aio" in r.stderr and "Traceback" not in r.output
+    r = runner.invoke(main, ["sql", "SELECT count(*) AS n FROM events", str(bad), "--csv"])
+    assert r.exit_code == 0 and "warning" in r.stderr
+    assert r.stdout.splitlines()[1] == str(N - info.n)

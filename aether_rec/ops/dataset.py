@@ -73,6 +73,7 @@ class CaptureDataset:
         self._clocks = [arrow.real_clock(c) for c in self.captures]
         self._sources = [arrow.source_name(c) for c in self.captures]
         self.scan_stats = ScanStats()
+        self.scan_error: Exception | None = None
 
     # -- planning ---------------------------------------------------------------------------
     @property
@@ -161,10 +162,19 @@ class CaptureDataset:
                                            to_real=to_real)
 
     def to_reader(self, columns: Sequence[str] | None = None, **kw: Any) -> Any:
-        """A ``pyarrow.RecordBatchReader`` (streams: read it once)."""
+        """A ``pyarrow.RecordBatchReader`` (streams: read it once). An error raised while a
+        consumer such as DuckDB reads it is also kept in ``scan_error``, so that the caller can
+        report it as itself rather than as the consumer's error."""
         pa = arrow.pyarrow()
         cols = arrow.check_columns(columns)
-        return pa.RecordBatchReader.from_batches(arrow.event_schema(cols), self.to_batches(cols, **kw))
+        return pa.RecordBatchReader.from_batches(arrow.event_schema(cols), self._guarded(cols, kw))
+
+    def _guarded(self, cols: list[str] | None, kw: dict[str, Any]) -> Iterator[Any]:
+        try:
+            yield from self.to_batches(cols, **kw)
+        except Exception as exc:
+            self.scan_error = exc
+            raise
 
     def to_table(self, columns: Sequence[str] | None = None, **kw: Any) -> Any:
         return self.to_reader(columns, **kw).read_all()

@@ -276,6 +276,8 @@ def run(query: str, sources: Sequence[str | Capture], strict: bool = False) -> S
             try:
                 table = _arrow_result(con.sql(query))
             except duckdb().Error as exc:
+                if ds.scan_error is not None:
+                    raise ds.scan_error from None  # a damaged capture, not a bad query
                 msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
                 raise UsageError(f"sql: {msg}") from None
             return SqlResult(table, pd, ds.scan_stats, ds.warnings)

@@ -234,3 +234,28 @@ def test_cli_sql_damaged_capture(caps: list[Path], tmp_path: Path) -> None:
     r = runner.invoke(main, ["sql", "SELECT count(*) AS n FROM events", str(bad), "--csv"])
     assert r.exit_code == 0 and "warning" in r.stderr
     assert r.stdout.splitlines()[1] == str(N - info.n)
+
+
+@pytest.mark.parametrize(("args", "extra"), [
+    (["sql", "SELECT 1"], "sql"),
+    (["info"], "remote"),
+])
+def test_missing_optional_package_names_the_extra(
+    caps: list[Path], monkeypatch: pytest.MonkeyPatch, args: list[str], extra: str
+) -> None:
+    import importlib
+
+    import aether_rec.optional as optional
+
+    real = importlib.import_module
+
+    def fake(name: str, package: str | None = None):  # type: ignore[no-untyped-def]
+        if name.split(".")[0] in ("duckdb", "fsspec"):
+            raise ImportError(name)
+        return real(name, package)
+
+    monkeypatch.setattr(optional.importlib, "import_module", fake)
+    target = "https://127.0.0.1:9/x.aio" if extra == "remote" else str(caps[0])
+    r = CliRunner().invoke(main, [*args, target])
+    assert r.exit_code == 1 and f"pip install 'aether-rec[{extra}]'" in r.stderr
+    assert "Traceback" not in r.output

@@ -135,19 +135,35 @@ def test_flows_link_syscalls_to_block_requests(traced: tuple[Path, Path, dict[st
 
 
 def test_counters_count_block_requests(traced: tuple[Path, Path, dict[str, int]]) -> None:
-    _, out, counts = traced
+    cap_path, out, counts = traced
     packets = decode(out)
     descs = {p.track_descriptor.uuid: p.track_descriptor for p in packets if p.HasField("track_descriptor")}
     iops = [u for u, d in descs.items() if d.name == "IOPS" and d.HasField("counter")]
     depth = [u for u, d in descs.items() if d.name == "queue depth" and d.HasField("counter")]
     assert len(iops) == len(depth) == 2
-    samples: dict[int, list[int]] = defaultdict(list)
+    samples: dict[int, list[tuple[int, int]]] = defaultdict(list)
     for p in packets:
         if p.track_event.type == pb.TrackEvent.TYPE_COUNTER:
-            samples[p.track_event.track_uuid].append(p.track_event.counter_value)
+            samples[p.track_event.track_uuid].append((p.timestamp, p.track_event.counter_value))
     # IOPS samples are completions per 10 ms interval, scaled to per second
-    assert sum(sum(samples[u]) for u in iops) * 10_000_000 // 1_000_000_000 == counts["block"]
-    assert all(v >= 0 for u in depth for v in samples[u]) and max(max(samples[u]) for u in depth) >= 1
+    assert sum(v for u in iops for _, v in samples[u]) * 10_000_000 // 1_000_000_000 == counts["block"]
+    with aether_rec.open(str(cap_path)) as cap:
+        cols = cap.to_numpy(["ts", "lat", "layer", "dev"])
+    for u in depth + iops:
+        dev = 254 << 20 if descs[descs[u].parent_uuid].name.startswith("vda") else (259 << 20) | 1
+        m = (cols["layer"] == BLOCK) & (cols["dev"] == dev)
+        starts = np.sort(cols["ts"][m].astype(np.int64))
+        ends = np.sort((cols["ts"] + cols["lat"])[m].astype(np.int64))
+        edges = np.array([t for t, _ in samples[u]], dtype=np.int64)
+        got = np.array([v for _, v in samples[u]])
+        assert np.all(np.diff(edges) == 10_000_000)
+        if u in depth:  # requests in flight at each interval's start
+            want = np.searchsorted(starts, edges, "right") - np.searchsorted(ends, edges, "right")
+        else:
+            want = (np.searchsorted(ends, edges + 10_000_000, "left")
+                    - np.searchsorted(ends, edges, "left")) * 100
+        assert np.array_equal(got, want)
+        assert got.max() >= 1
 
 
 def test_capture_without_link_column_has_no_flows_and_shows_losses(tmp_path: Path) -> None:

@@ -309,6 +309,44 @@ class _Writer:
         self.pool.shutdown()
 
 
+class _Counters:
+    """Per-device counts on a fixed grid of intervals over the capture's span, added chunk by
+    chunk (memory per interval, not per event): requests started and ended at or before each
+    interval's start (queue depth there = started - ended), and completions within it."""
+
+    def __init__(self, t_first: int, t_last: int, counter_ns: int) -> None:
+        step = counter_ns
+        while (t_last - t_first) // step + 2 > MAX_COUNTER_SAMPLES:
+            step *= 10
+        self.step = step
+        self.t0 = t_first // step * step
+        self.nbins = (t_last - self.t0) // step + 2
+        self.dev: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+
+    def add(self, dev: int, start: np.ndarray, end: np.ndarray) -> None:
+        if dev not in self.dev:
+            z = np.zeros(self.nbins, np.int64)
+            self.dev[dev] = (z, z.copy(), z.copy())
+        started, ended, done = self.dev[dev]
+        step, nb = self.step, self.nbins - 1
+        s = start.astype(np.int64) - self.t0
+        e = end.astype(np.int64) - self.t0
+        # x <= t0 + b * step  <=>  ceil(x / step) <= b
+        started += np.bincount(np.clip(-(-s // step), 0, nb), minlength=self.nbins)
+        ended += np.bincount(np.clip(-(-e // step), 0, nb), minlength=self.nbins)
+        done += np.bincount(np.clip(e // step, 0, nb), minlength=self.nbins)
+
+    def samples(self, dev: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(interval starts, completions per second, requests in flight at the start)."""
+        started, ended, done = self.dev[dev]
+        used = np.flatnonzero(started + ended + done)
+        last = int(used[-1]) + 1 if used.size else 0
+        edges = self.t0 + np.arange(last, dtype=np.int64) * self.step
+        depth = (np.cumsum(started) - np.cumsum(ended))[:last]
+        scale = 1_000_000_000 // self.step if self.step <= 1_000_000_000 else 1
+        return edges, done[:last] * scale, depth
+
+
 class _Tracks:
     """Track uuids, each described once (TrackDescriptor) before its first use."""
 
@@ -422,7 +460,14 @@ def export_perfetto_proto(
     w = _Writer(out, rep, level)
     tracks = _Tracks(w, rep)
     thread_lanes, dev_lanes = Lanes(), Lanes()
-    block_spans: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}
+    infos = [i for i in cap.chunk_infos() if i.n]
+    lo = min((i.t_first for i in infos), default=0)
+    hi = max((i.t_last + i.lat_max for i in infos), default=0)
+    if sel.t_min is not None:
+        lo = max(lo, sel.t_min)
+    if sel.t_max is not None:
+        hi = min(hi, sel.t_max + max((i.lat_max for i in infos), default=0))
+    counters = _Counters(lo, max(hi, lo), counter_ns)
     dev_names = {int(r["dev"]): str(r.get("name", "")) for r in cap.meta("devices")
                  if isinstance(r.get("dev"), int)}
     w.raw(_interned())
@@ -435,10 +480,10 @@ def export_perfetto_proto(
             if first:
                 w.raw(_clock_snapshot(cap, int(chunk.column("ts")[0])))
                 first = False
-            _chunk(chunk, w, tracks, thread_lanes, dev_lanes, dev_names, block_spans, rep)
+            _chunk(chunk, w, tracks, thread_lanes, dev_lanes, dev_names, counters, rep)
         if first:
             w.raw(_clock_snapshot(cap, 0))
-        _counters(w, tracks, block_spans, dev_names, counter_ns, rep)
+        _counters(w, tracks, counters, dev_names, rep)
         _losses(cap, sel, w, tracks, rep)
     finally:
         w.close()
@@ -446,7 +491,7 @@ def export_perfetto_proto(
 
 
 def _chunk(chunk: Chunk, w: _Writer, tracks: _Tracks, thread_lanes: Lanes, dev_lanes: Lanes,
-           dev_names: dict[int, str], block_spans: dict[int, list[tuple[np.ndarray, np.ndarray]]],
+           dev_names: dict[int, str], counters: _Counters,
            rep: PerfettoReport) -> None:
     ts = chunk.column("ts")
     end = ts + chunk.column("lat")
@@ -493,7 +538,7 @@ def _chunk(chunk: Chunk, w: _Writer, tracks: _Tracks, thread_lanes: Lanes, dev_l
         uuid[bk] = _map_tracks((dinv << 8) | lanes, make_dev)
         for d in np.unique(dev).tolist():
             m = dev == d
-            block_spans.setdefault(int(d), []).append((ts[bk][m], end[bk][m]))
+            counters.add(int(d), ts[bk][m], end[bk][m])
     link = chunk.columns.get("link")  # flows only when the capture has link ids
     flow = (link != 0) if link is not None and link.dtype.kind in "ui" else None
     if link is not None and flow is not None and flow.any():
@@ -510,28 +555,17 @@ def _chunk(chunk: Chunk, w: _Writer, tracks: _Tracks, thread_lanes: Lanes, dev_l
     rep.packets += 2 * chunk.n
 
 
-def _counters(w: _Writer, tracks: _Tracks, spans: dict[int, list[tuple[np.ndarray, np.ndarray]]],
-              dev_names: dict[int, str], counter_ns: int, rep: PerfettoReport) -> None:
+def _counters(w: _Writer, tracks: _Tracks, counters: _Counters, dev_names: dict[int, str],
+              rep: PerfettoReport) -> None:
     """IOPS (completions per second, per interval) and queue depth (requests in flight at each
     interval's start) per device."""
-    for d, parts in spans.items():
-        starts = np.sort(np.concatenate([p[0] for p in parts]))
-        ends = np.sort(np.concatenate([p[1] for p in parts]))
-        t0 = int(starts[0]) // counter_ns * counter_ns
-        t1 = int(ends[-1])
-        step = counter_ns
-        while (t1 - t0) // step + 1 > MAX_COUNTER_SAMPLES:
-            step *= 10
-        edges = np.arange(t0, t1 + step, step, dtype=np.int64)
-        done = np.diff(np.searchsorted(ends, edges, side="left"))
-        inflight = (np.searchsorted(starts, edges[:-1], side="right")
-                    - np.searchsorted(ends, edges[:-1], side="right"))
+    for d in counters.dev:
+        edges, iops, depth = counters.samples(d)
         parent = tracks.device(d, dev_names.get(d, ""))
         iops_u = tracks.named("IOPS", parent, counter=True)
         qd_u = tracks.named("queue depth", parent, counter=True)
-        scale = 1_000_000_000 // step if step <= 1_000_000_000 else 1
-        for t, c, q in zip(edges[:-1].tolist(), done.tolist(), inflight.tolist()):
-            w.add(counter_event(t, iops_u, int(c) * scale))
+        for t, c, q in zip(edges.tolist(), iops.tolist(), depth.tolist()):
+            w.add(counter_event(t, iops_u, int(c)))
             w.add(counter_event(t, qd_u, int(q)))
             rep.counters += 2
             rep.packets += 2

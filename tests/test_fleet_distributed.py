@@ -6,8 +6,11 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -45,8 +48,11 @@ def cluster() -> Iterator[Any]:
 
 
 def _json(args: list[str]) -> dict[str, Any]:
-    r = CliRunner().invoke(main, args)
-    assert r.exit_code == 0, r.output
+    """The command's JSON, run in its own process (as a user would: a client process that
+    connects to the scheduler over TCP)."""
+    exe = Path(sys.executable).parent / "aether-rec"
+    r = subprocess.run([str(exe), *args], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
     return json.loads(r.stdout)  # type: ignore[no-any-return]
 
 
@@ -124,3 +130,14 @@ def test_read_dask_partitions_and_pushdown(fleet: list[str], cluster: Any) -> No
 def test_unreachable_scheduler_is_one_line(fleet: list[str]) -> None:
     r = CliRunner().invoke(main, ["stats", "--scheduler", "tcp://127.0.0.1:9", fleet[0]])
     assert r.exit_code == 1 and "Dask scheduler" in r.stderr and "Traceback" not in r.output
+
+
+def test_relative_paths_reach_the_workers(
+    fleet: list[str], cluster: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    d = os.path.dirname(fleet[0])
+    monkeypatch.chdir(d)
+    rel = [os.path.basename(p) for p in fleet[:5]]
+    local = _json(["stats", "--json", *rel])
+    remote = _json(["stats", "--json", "--scheduler", cluster.scheduler.address, *rel])
+    assert remote == local and remote["inputs"][0]["path"] == rel[0]

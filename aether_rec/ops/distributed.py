@@ -25,6 +25,7 @@ are not scheduled at all.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,6 +36,7 @@ from aether_rec.errors import AetherError, UsageError
 from aether_rec.format import arrow
 from aether_rec.format.chunk import ChunkInfo
 from aether_rec.format.reader import Capture
+from aether_rec.format.remote import is_url
 from aether_rec.ops import stats as st
 from aether_rec.ops.expr import MATCH_ALL, Filter
 from aether_rec.ops.histogram import GroupedHistograms, Histogram
@@ -82,6 +84,12 @@ def plan(
     return out
 
 
+def worker_paths(sources: Sequence[str]) -> list[str]:
+    """Local paths made absolute (workers do not share the client's working directory); URLs
+    as they are."""
+    return [s if is_url(s) else os.path.abspath(s) for s in sources]
+
+
 # -- the dataframe reader ------------------------------------------------------------------------
 
 
@@ -120,6 +128,7 @@ def read_dask(
     dd = require("dask.dataframe", "dask", "read_dask")
     from aether_rec.ops.expr import parse
 
+    sources = worker_paths(sources)
     cols = arrow.check_columns(columns)
     f = parse(filter) if isinstance(filter, str) else (filter or MATCH_ALL)
     caps = [Capture(s) for s in sources]
@@ -287,7 +296,7 @@ def stats(
             if iv_last + 1 > st.MAX_INTERVAL_ROWS:
                 raise UsageError(f"--interval gives {iv_last + 1:,} rows over these captures (at most "
                                  f"{st.MAX_INTERVAL_ROWS:,}): use a coarser interval")
-        parts = plan(caps, list(sources), filters, partition_events)
+        parts = plan(caps, worker_paths(sources), filters, partition_events)
         acc = _new_acc(st.StatsOptions(by=opts.by, interval_ns=opts.interval_ns, top=opts.top,
                                        where=opts.where, max_groups=UNLIMITED_GROUPS,
                                        precision=opts.precision), iv_origin, iv_last)

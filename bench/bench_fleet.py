@@ -151,10 +151,12 @@ def main() -> None:
         ours = median_of("sql", caps, a.runs)
         peer = median_of("parquet", pqs, a.runs)
         print(f"sql: {a.captures} captures x {a.events:,} events, query: {QUERY.format(t='events')}")
-        print(f"  aether-rec sql (.aio)      {ours['seconds']:8.3f} s   {ours['rss_mb']:7.1f} MB peak")
-        print(f"  duckdb over Parquet (peer) {peer['seconds']:8.3f} s   {peer['rss_mb']:7.1f} MB peak")
-        print(f"  ratio .aio / Parquet       {ours['seconds'] / peer['seconds']:8.2f}x  (same rows: "
-              f"{ours['rows'] == peer['rows']})")
+        for name, r in (("aether-rec sql (.aio)", ours), ("duckdb over Parquet (peer)", peer)):
+            print(f"  {name:<27}{r['seconds']:8.3f} s wall {r['cpu_seconds']:8.3f} s CPU "
+                  f"{r['rss_mb']:7.1f} MB peak")
+        print(f"  ratio .aio / Parquet       {ours['seconds'] / peer['seconds']:8.2f}x wall "
+              f"{ours['cpu_seconds'] / peer['cpu_seconds']:5.2f}x CPU "
+              f"(same rows: {ours['rows'] == peer['rows']})")
         # a one-minute window: bytes decompressed against the chunks that can match
         with aether_rec.open(caps[0]) as cap:
             infos = cap.chunk_infos()

@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import math
+import textwrap
 from typing import Any
 
 import click
@@ -16,13 +17,16 @@ from aether_rec.format.arrow import column_names
 from aether_rec.ops.text import printable
 from aether_rec.ops.units import fmt_count, iso_utc
 
+_EVENT_COLUMNS = textwrap.fill(", ".join(column_names()), width=88, initial_indent=" " * 31,
+                               subsequent_indent=" " * 12).lstrip()
+
 SQL_HELP = f"""Run a SQL query (DuckDB) over captures.
 
 FILES are capture paths or URLs (https://, s3://, ... with aether-rec[remote]); every one is
 read together. Tables:
 
 \b
-  events    one row per event: {", ".join(column_names())}
+  events    one row per event: {_EVENT_COLUMNS}
             (time: wall clock, UTC; ts: monotonic ns; lat, queue: ns; strings are dictionary
             encoded; source: host name or a merged capture's source; capture: index in FILES)
   losses    one row per loss record: source, capture, cpu, count, kind, real_loss,

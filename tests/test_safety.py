@@ -25,6 +25,7 @@ FORBIDDEN_NAMES = {"pickle", "cPickle", "marshal", "shelve", "eval", "exec", "__
 # Reviewed uses: (file relative to aether_rec/, name) -> why it is safe.
 ALLOWED = {
     ("cli/__init__.py", "import_module"): "imports aether_rec.cli.<name> for a fixed tuple of names",
+    ("optional.py", "import_module"): "imports optional packages named by constants in aether-rec's code",
     ("recorder/bccload.py", "format"): "pattern from the constant SYSTEM_BCC_DIRS",
 }
 MSGPACK_DECODERS = {"unpackb", "Unpacker", "unpack"}  # `unpack` only as msgpack.unpack

@@ -92,4 +92,5 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "report": ("visual", "report"),
     "plot": ("visual", "plot"),
     "diff": ("visual", "diff"),
+    "sql": ("fleet", "sql"),
 }

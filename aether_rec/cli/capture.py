@@ -8,6 +8,7 @@ import click
 
 from aether_rec.cli import terminal
 from aether_rec.cli.common import echo_json, note, open_capture, warn
+from aether_rec.format.remote import is_url
 from aether_rec.format.synth import generate as synth_generate
 from aether_rec.ops.info import capture_info, format_info
 from aether_rec.ops.recover import recover as recover_capture
@@ -18,14 +19,20 @@ from aether_rec.ops.recover import recover as recover_capture
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON document (schema aether-rec/info v1).")
 @click.option("--verify", is_flag=True, help="Check every block checksum and decode every chunk.")
 @click.option("--strict", is_flag=True, help="Treat any damage as an error instead of a warning.")
+@click.option("--scan/--index-only", "scan", default=None,
+              help="Count events per layer and op by reading every chunk (default: yes for local "
+                   "files, no for URLs, which then transfer only the header and index).")
 @terminal.terminal_options
-def info(files: tuple[str, ...], as_json: bool, verify: bool, strict: bool) -> None:
+def info(files: tuple[str, ...], as_json: bool, verify: bool, strict: bool, scan: bool | None) -> None:
     """Describe captures: provenance, time span, events per layer and op, size, losses.
+
+    FILES may be URLs (https://, s3://... with aether-rec[remote]), read by range.
 
     \b
     Examples:
       aether-rec info run.aio
       aether-rec info --verify --json run.aio other.aio
+      aether-rec info https://example.org/caps/db1.aio
 
     Exit status is 1 if --verify finds a problem in any file.
     """
@@ -34,7 +41,8 @@ def info(files: tuple[str, ...], as_json: bool, verify: bool, strict: bool) -> N
     for i, path in enumerate(files):
         with open_capture(path, strict=strict, progress=terminal.progress_wanted()) as cap, \
                 terminal.progress("info"):
-            d = capture_info(cap, verify=verify)
+            index_only = not scan if scan is not None else is_url(path)
+            d = capture_info(cap, verify=verify, index_only=index_only)
         docs.append(d)
         bad = bad or (verify and not d["verify"]["ok"])
         if not as_json:

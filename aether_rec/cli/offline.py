@@ -154,6 +154,12 @@ def _capture_loss_warning(cap: Any, what: str) -> None:
     help="Unit of the log2 histogram rows (like biolatency -m).",
 )
 @click.option("--strict", is_flag=True, help="Treat any damage in a capture as an error.")
+@click.option(
+    "--scheduler",
+    metavar="ADDRESS",
+    help="Compute on a Dask cluster (tcp://host:8786); workers open FILES themselves (paths they "
+    "see, or URLs). Needs aether-rec[dask].",
+)
 @selection_options
 @terminal.terminal_options
 def stats(
@@ -168,6 +174,7 @@ def stats(
     unit: str,
     strict: bool,
     selection: SelectionSpec,
+    scheduler: str | None = None,
 ) -> None:
     """Summarise captures: span, IOPS, throughput, latency percentiles, errors, histograms.
 
@@ -183,6 +190,7 @@ def stats(
       aether-rec stats host1.aio host2.aio --by source --json > summary.json
       aether-rec stats run.aio -e 'lat > 5ms and comm == "postgres"'
       aether-rec stats run.aio --all-fds -e 'fdkind == pipe'
+      aether-rec stats --scheduler tcp://10.0.0.5:8786 /shared/caps/*.aio --json
     """
     with open_captures(files, strict=strict, progress=terminal.progress_wanted()) as caps, terminal.progress(
         "stats"
@@ -196,7 +204,15 @@ def stats(
             max_groups=max_groups,
             all_fds=all_fds,
         )
-        doc = compute_stats(caps, opts, per_input=sels)
+        if scheduler:
+            from aether_rec.ops import distributed
+
+            if "-" in files:
+                raise UsageError("--scheduler: workers open the files themselves; stdin cannot be shared")
+            doc = distributed.stats(list(files), opts, per_input=[sel.filter for sel in sels],
+                                    scheduler=scheduler, strict=strict)
+        else:
+            doc = compute_stats(caps, opts, per_input=sels)
     _loss_warning(doc)
     if as_json:
         click.echo(json.dumps(json_safe(doc), indent=2, allow_nan=False))
@@ -406,7 +422,12 @@ def replay(
 @click.command()
 @click.argument("src", metavar="FILE", type=click.Path(allow_dash=True))
 @click.argument("expression", metavar="[EXPR]", required=False)
-@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv", "perfetto", "parquet"]), required=True)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["jsonl", "csv", "perfetto", "perfetto-proto", "parquet"]),
+    required=True,
+)
 @click.option(
     "-o",
     "--output",
@@ -438,7 +459,8 @@ def export(
     strict: bool,
     selection: SelectionSpec,
 ) -> None:
-    """Export events for other tools: jsonl, csv, perfetto (Chrome JSON), parquet.
+    """Export events for other tools: jsonl, csv, perfetto (Chrome JSON), perfetto-proto
+    (Perfetto's native protobuf trace, no size cap), parquet.
 
     perfetto opens in ui.perfetto.dev: a track per process and thread, a slice per
     I/O (block requests as async slices), losses as instant events. parquet needs
@@ -447,15 +469,18 @@ def export(
     \b
     Examples:
       aether-rec export run.aio --format perfetto -o run.json
+      aether-rec export big.aio --format perfetto-proto -o big.pftrace   # any size
       aether-rec export run.aio --format csv 'layer == block' > block.csv
       aether-rec export run.aio --format parquet -o run.parquet
       aether-rec export big.aio --format perfetto --sample --max-events 500000 -o big.json
     """
-    from aether_rec.ops.export import export_parquet, export_perfetto, export_rows
+    from aether_rec.ops.export import ExportReport, export_parquet, export_perfetto, export_rows
 
     refuse_same_file(output, [src])
     if output == "-" and fmt == "parquet":
         raise UsageError("parquet is written to a file: give -o FILE.parquet")
+    if fmt == "perfetto-proto" and output == "-" and sys.stdout.isatty():
+        raise UsageError("refusing to write a binary trace to a terminal; use -o FILE.pftrace or a pipe")
     wanted = terminal.progress_wanted(streams_to_stdout=output == "-")
     with open_captures([src], strict=strict, progress=wanted) as caps, terminal.progress("export"):
         cap = caps[0]
@@ -465,6 +490,11 @@ def export(
             if fmt == "parquet":
                 assert binary is not None  # refused above for stdout
                 rep = export_parquet(cap, binary, sel)
+            elif fmt == "perfetto-proto":
+                from aether_rec.ops.perfetto import export_perfetto_proto
+
+                prep = export_perfetto_proto(cap, binary if binary is not None else sys.stdout.buffer, sel)
+                rep = ExportReport(events=prep.events, slices=prep.slices, warnings=prep.warnings)
             else:
                 with _text(binary) as out:
                     if fmt == "perfetto":

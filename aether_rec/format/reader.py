@@ -355,6 +355,17 @@ class Capture:
         return {k: (whole.strings(k) if whole.is_str(k) or _is_str(k) else whole.column(k))
                 for k in names}
 
+    def to_arrow(self, columns: Sequence[str] | None = None, **chunk_kw: Any) -> Any:
+        """All events as a ``pyarrow.Table`` in time order (schema: format/arrow.py); keyword
+        arguments as for ``chunks`` (``t_min``, ``t_max``, ``where``). Needs pyarrow."""
+        return self.to_arrow_reader(columns, **chunk_kw).read_all()
+
+    def to_arrow_reader(self, columns: Sequence[str] | None = None, **chunk_kw: Any) -> Any:
+        """A ``pyarrow.RecordBatchReader``, one batch per chunk, streamed. Needs pyarrow."""
+        from aether_rec.format import arrow
+
+        return arrow.capture_reader(self, columns, **chunk_kw)
+
     def to_pandas(self, columns: Sequence[str] | None = None) -> Any:
         try:
             import pandas as pd
@@ -439,6 +450,10 @@ def _py(v: Any) -> Any:
 
 
 def _open_path(path: str) -> BinaryIO:
+    from aether_rec.format.remote import is_url, open_url
+
+    if is_url(path):  # https://, s3://...: read by range (format/remote.py)
+        return open_url(path)  # type: ignore[return-value]
     try:
         if os.path.isdir(path):
             raise CaptureError("is a directory, not a capture", path)

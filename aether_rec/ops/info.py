@@ -26,13 +26,14 @@ def iso_ns(real_ns: int) -> str:
         return f"(not a date: {int(real_ns)} ns)"
 
 
-def capture_info(cap: Capture, verify: bool = False) -> dict[str, Any]:
-    """A JSON-ready description of ``cap`` (schema version INFO_SCHEMA_VERSION)."""
+def capture_info(cap: Capture, verify: bool = False, index_only: bool = False) -> dict[str, Any]:
+    """A JSON-ready description of ``cap`` (schema version INFO_SCHEMA_VERSION). With
+    ``index_only`` no chunk is read (for remote captures): ``by_layer_op`` is then empty."""
     h = cap.header
     infos = cap.chunk_infos()
     index_n = sum(c.n for c in infos)  # what the index (or the summaries) claim
     per: Counter[tuple[int, int]] = Counter()
-    for chunk in cap.chunks(columns=["layer", "op"], ordered=False):
+    for chunk in [] if index_only else cap.chunks(columns=["layer", "op"], ordered=False):
         key = chunk.column("layer").astype(np.uint32) << 8 | chunk.column("op")
         vals, counts = np.unique(key, return_counts=True)
         for v, c in zip(vals.tolist(), counts.tolist()):
@@ -98,6 +99,7 @@ def capture_info(cap: Capture, verify: bool = False) -> dict[str, Any]:
         "lost_last": _wall(cap, max(w[1] for w in lost_windows)) if lost_windows else None,
         "unmatched": unmatched,
         "recorder_stats": cap.index_stats,
+        "index_only": index_only,
         "warnings": list(cap.warnings),
     }
     if verify:
@@ -177,6 +179,8 @@ def format_info(d: dict[str, Any]) -> str:
         lines.append(row("Bytes per event", f"{d['bytes_per_event']:.2f}"))
     if d["compression_ratio"] is not None:
         lines.append(row("Compression ratio", f"{d['compression_ratio']:.1f}x"))
+    if d.get("index_only"):
+        lines.append(row("Events by layer/op", "not counted (index only; --scan reads every chunk)"))
     if d["by_layer_op"]:
         lines.append("Events by layer and op:")
         for e in d["by_layer_op"]:

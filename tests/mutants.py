@@ -49,6 +49,7 @@ T_RECOVER = ("tests/test_format_recover.py",)
 T_SAFETY = ("tests/test_safety.py",)
 T_REPLAY = ("tests/test_ops_replay_export.py", "tests/test_clock.py")
 T_FILTER = ("tests/test_ops_stats.py", "tests/test_ops_pushdown.py", "tests/test_ops_cli.py")
+T_TRUST = ("tests/test_offline_trust.py",)
 
 NODES = "aether_rec/ops/expr/nodes.py"
 STATS = "aether_rec/ops/stats.py"
@@ -87,7 +88,7 @@ MUTANTS: tuple[Mutant, ...] = (
            "            grp.errors += int(np.count_nonzero(err))", T_STATS),
     Mutant("stats-service", STATS, "        acc.service.add(lb - np.minimum(qb, lb))", "        acc.service.add(lb)", T_STATS),
     Mutant("stats-top-order", STATS, "        elif item > acc.top[0]:", "        elif item < acc.top[0]:", T_STATS),
-    Mutant("stats-span-end", STATS, "    last_end = (ts + lat).max()", "    last_end = ts.max()", T_STATS),
+    Mutant("stats-span-end", STATS, "    last_end = end_times(ts, lat).max()", "    last_end = ts.max()", T_STATS),
     Mutant("stats-errnos", STATS, "        e = (-result[err]).astype(np.int64)", "        e = (result[err]).astype(np.int64)",
            T_STATS),
     # -- merge (ops/merge.py) -----------------------------------------------------------
@@ -159,6 +160,31 @@ MUTANTS: tuple[Mutant, ...] = (
            "    return [(_errno.errorcode.get(r, str(r)) if r < 0 else None) for r in result]", T_REPLAY),
     Mutant("replay-loss-order", "aether_rec/ops/replay.py", "        while li < len(losses) and losses[li].t_first <= int(ts[0]):",
            "        while False:", T_REPLAY),
+    Mutant("replay-loss-in-chunk", "aether_rec/ops/replay.py", '                cut = int(np.searchsorted(ts, losses[li].t_first, side="left"))',
+           "                cut = len(rows)", T_TRUST),
+    # -- the issue-12 fixes (tests/test_offline_trust.py) ----------------------------------------
+    Mutant("stats-max-groups-first-seen", STATS, "                    key=lambda g: (-g.events, str(g.key)))",
+           "                    key=lambda g: 0)", T_STATS),
+    Mutant("stats-by-op-no-layer", STATS, '    if "op" in by and "layer" not in by:', '    if False:', T_STATS),
+    Mutant("selection-source", "aether_rec/ops/window.py", '        if self.source is None or "source" in chunk.columns or "source" not in f.fields():',
+           "        if True:", T_TRUST),
+    Mutant("output-not-atomic", "aether_rec/format/output.py", "            os.unlink(self.tmp)\n        except OSError:\n            pass\n",
+           "            pass\n        except OSError:\n            pass\n", T_TRUST),
+    Mutant("output-same-file", "aether_rec/format/output.py", "        if same:\n", "        if False:\n", T_TRUST),
+    Mutant("output-symlink", "aether_rec/format/output.py", "    if stat.S_ISLNK(st.st_mode):", "    if False:", T_TRUST + ("tests/test_recorder_safety.py",)),
+    Mutant("verify-index-fields", "aether_rec/format/verify.py", "        if said != is_:", "        if said[:2] != is_[:2]:", T_TRUST),
+    Mutant("info-counts-index", "aether_rec/ops/info.py", "    n = sum(per.values())  # what can be read: the same count as stats and replay",
+           "    n = index_n", T_TRUST),
+    Mutant("time-local", "aether_rec/ops/units.py", "        dt = dt.replace(tzinfo=_dt.timezone.utc)", "        dt = dt.astimezone()", T_TRUST),
+    Mutant("time-bare-seconds", "aether_rec/ops/units.py", "        if not unit:\n            raise UsageError(f\"time {text!r} needs a unit",
+           "        if False:\n            raise UsageError(f\"time {text!r} needs a unit", T_TRUST),
+    Mutant("json-nan", "aether_rec/ops/text.py", "        return obj if math.isfinite(obj) else None", "        return obj", T_TRUST),
+    Mutant("end-wraps", "aether_rec/ops/expr/fields.py", "    if wrapped.any():\n", "    if False:\n", T_TRUST),
+    Mutant("follow-header-pair-only", "aether_rec/ops/replay.py", "                pairs += pairs_of({}, item.rows)", "                pass", T_CLOCK),
+    Mutant("merge-clock-rows", "aether_rec/ops/merge.py", "        if clock_rows:\n            w.write_meta(\"clock\", clock_rows)",
+           "        if False:\n            w.write_meta(\"clock\", clock_rows)", T_CLOCK),
+    Mutant("strict-copy-path", "aether_rec/ops/filter.py", '                cap.warn(f"chunk at offset {info.offset} is damaged; skipped it")',
+           '                cap.warnings.append(f"chunk at offset {info.offset} is damaged; skipped it")', T_TRUST),
 )
 
 

@@ -222,6 +222,18 @@ def test_u64_timestamps_never_crash_or_wrap(tmp_path: Path, huge: Path) -> None:
     assert doc["losses"]["records"][0]["last"] is None
 
 
+def test_a_chunk_entirely_past_2_63_is_summarised(tmp_path: Path) -> None:
+    """Found by the fuzzer once it checked answers: stats built an int64 array of the
+    chunks' first times and raised OverflowError."""
+    p = tmp_path / "late.aio"
+    with CaptureWriter(str(p), {"clock": [[T0, REAL0]]}) as w:
+        w.write_chunk(aether_rec.format.chunk.Chunk.from_columns({"ts": np.array([T0], np.uint64)}))
+        w.write_chunk(aether_rec.format.chunk.Chunk.from_columns({"ts": np.array([2**63 + 1], np.uint64)}))
+    for args in (["stats", "--json", str(p)], ["stats", "--json", "--by", "pid", str(p)]):
+        r = run(*args)
+        assert r.exit_code == 0 and json.loads(r.stdout)["events"] == 2, r.stderr
+
+
 def test_a_capture_without_clock_mapping_is_a_bad_file_for_merge(tmp_path: Path, cap_path: Path) -> None:
     p = tmp_path / "noclock.aio"
     with CaptureWriter(str(p), {"clock": None, "hostname": "x"}) as w:

@@ -32,7 +32,9 @@ def capture_info(cap: Capture, verify: bool = False) -> dict[str, Any]:
     infos = cap.chunk_infos()
     index_n = sum(c.n for c in infos)  # what the index (or the summaries) claim
     per: Counter[tuple[int, int]] = Counter()
-    for chunk in cap.chunks(columns=["layer", "op"], ordered=False):
+    # every column decoded: a chunk counts when it can be read whole, as stats and replay
+    # read it (a chunk damaged in another column is skipped by them too)
+    for chunk in cap.chunks(ordered=False):
         key = chunk.column("layer").astype(np.uint32) << 8 | chunk.column("op")
         vals, counts = np.unique(key, return_counts=True)
         for v, c in zip(vals.tolist(), counts.tolist()):

@@ -23,6 +23,7 @@ from aether_rec.format.chunk import Chunk
 from aether_rec.format.clock import ClockMap, pairs_of
 from aether_rec.format.reader import Capture
 from aether_rec.format.records import Loss, Meta
+from aether_rec.ops import feed
 from aether_rec.ops.expr import Filter
 from aether_rec.ops.rows import FORMATS, header_line, lines
 from aether_rec.ops.window import Selection, source_name
@@ -36,11 +37,6 @@ class ReplayReport:
     events: int = 0
     losses: int = 0
     max_late_s: float = 0.0  # worst lateness of a paced line
-
-
-def _to_real(cap: Capture) -> Callable[[np.ndarray], np.ndarray] | None:
-    clock = cap.clock_map()
-    return clock.to_real if clock else None
 
 
 def _loss_line(fmt: str, loss: Loss) -> str | None:
@@ -64,21 +60,36 @@ def replay(
     sleep: Sleep = time.sleep,
 ) -> ReplayReport:
     """Write the selected events of ``cap`` to ``out`` in time order."""
+    return replay_feed(feed.single(cap, sel), out, fmt=fmt, speed=speed, header=header, clock=clock,
+                       sleep=sleep)
+
+
+def replay_feed(
+    source: feed.Feed,
+    out: IO[str],
+    *,
+    fmt: str = "text",
+    speed: float = 0.0,
+    header: bool = True,
+    clock: Clock = time.monotonic,
+    sleep: Sleep = time.sleep,
+) -> ReplayReport:
+    """Write the events of a feed (one capture, or several merged) to ``out`` in time order."""
     if fmt not in FORMATS:
         raise UsageError(f"unknown format {fmt!r} (choose from {', '.join(FORMATS)})")
     if speed < 0:
         raise UsageError("--speed must be >= 0 (0 = as fast as possible)")
     rep = ReplayReport()
-    to_real = _to_real(cap)
-    src = source_name(cap)
+    to_real = source.clock.to_real if source.clock else None
+    src = source.source
     head = header_line(fmt) if header else None
     if head:
         out.write(head)
-    losses = sorted(cap.losses(), key=lambda x: x.t_first)
+    losses = source.losses
     li = 0
     start: float | None = None
     t0 = 0
-    for chunk in sel.chunks(cap):
+    for chunk in source.chunks():
         rows = lines(fmt, chunk, to_real, src)
         ts = chunk.column("ts")
         # loss markers in time order between events (text only): a loss goes after the

@@ -435,3 +435,19 @@ def test_export_and_filter_take_several_files(tmp_path: Path, two_hosts: tuple[P
     assert doc["events"] == want and {r["key"]["source"] for r in doc["groups"]["rows"]} == {"db1", "db2"}
     assert json.loads(run("info", "--json", str(merged)).stdout)["derived"]["filter"] == "lat > 1ms"
     one_line_error(run("export", str(a), str(b), "--format", "perfetto"), 2, "merge them first")
+
+
+def test_an_unreadable_input_is_the_library_s_one_line_error(tmp_path: Path, cap_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """click used to check readability itself (exit 2 with its usage banner); the library
+    opens the file and says why it cannot (exit 1, one line). As root nothing is unreadable,
+    so os.access is made to say no: the commands must not ask it."""
+    monkeypatch.setattr(os, "access", lambda *a, **k: False)
+    for cmd in (["info", str(cap_path)], ["stats", str(cap_path)], ["recover", str(cap_path), "-o",
+                str(tmp_path / "r.aio")], ["redact", str(cap_path), "-o", str(tmp_path / "x.aio")],
+                ["merge", str(cap_path), "-o", str(tmp_path / "m.aio")]):
+        r = run(*cmd)
+        assert r.exit_code == 0 and "Usage:" not in r.stderr, (cmd, r.stderr)
+    d = tmp_path / "adir"
+    d.mkdir()
+    one_line_error(run("recover", str(d), "-o", str(tmp_path / "y.aio")), 1, "Is a directory")

@@ -13,7 +13,7 @@ from typing import Any, BinaryIO, TypeVar
 
 import click
 
-from aether_rec.cli.common import note, open_captures, warn
+from aether_rec.cli.common import CAPTURE_PATH, note, open_captures, warn
 from aether_rec.cli.selection import files_and_expression, resolved, resolved_all, selection_options
 from aether_rec.errors import UsageError
 from aether_rec.format.output import atomic_output, refuse_same_file
@@ -63,7 +63,7 @@ def _capture_loss_warning(cap: Any, what: str) -> None:
 
 
 @click.command()
-@click.argument("files", nargs=-1, required=True, type=click.Path(allow_dash=True))
+@click.argument("files", nargs=-1, required=True, type=CAPTURE_PATH)
 @click.option(
     "--by",
     "by",
@@ -214,7 +214,7 @@ def _filter_several(files: list[str], spec: SelectionSpec, output: str, force: b
 
 
 @click.command()
-@click.argument("files", nargs=-1, required=True, type=click.Path(allow_dash=True))
+@click.argument("files", nargs=-1, required=True, type=CAPTURE_PATH)
 @click.option(
     "-o",
     "--output",

@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import IO
+from typing import IO, Any
 
 import numpy as np
 
@@ -48,20 +48,10 @@ def _loss_line(fmt: str, loss: Loss) -> str | None:
     return None  # jsonl/csv carry events only; losses are in stats and the capture itself
 
 
-def replay(
-    cap: Capture,
-    out: IO[str],
-    sel: Selection,
-    *,
-    fmt: str = "text",
-    speed: float = 0.0,
-    header: bool = True,
-    clock: Clock = time.monotonic,
-    sleep: Sleep = time.sleep,
-) -> ReplayReport:
-    """Write the selected events of ``cap`` to ``out`` in time order."""
-    return replay_feed(feed.single(cap, sel), out, fmt=fmt, speed=speed, header=header, clock=clock,
-                       sleep=sleep)
+def replay(cap: Capture, out: IO[str], sel: Selection, **options: Any) -> ReplayReport:
+    """Write the selected events of ``cap`` to ``out`` in time order (options as for
+    replay_feed: fmt, speed, header, clock, sleep)."""
+    return replay_feed(feed.single(cap, sel), out, **options)
 
 
 def replay_feed(

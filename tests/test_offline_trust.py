@@ -102,6 +102,27 @@ def test_text_replay_places_losses_between_the_events_around_them(tmp_path: Path
     assert kinds == ["1/0", "2/0", "loss", "3/0"]
 
 
+def test_paced_replay_places_losses_between_chunks(tmp_path: Path) -> None:
+    p = tmp_path / "paced.aio"
+    with CaptureWriter(str(p), {"clock": [[T0, REAL0]]}) as w:
+        for k in range(2):
+            w.write_chunk(aether_rec.format.chunk.Chunk.from_columns(
+                {"ts": np.array([T0 + 100 * k, T0 + 100 * k + 10], np.uint64),
+                 "pid": np.array([k + 1, k + 1], np.uint32)}))
+        w.write_loss(Loss(0, 9, T0 + 50, T0 + 60, "ringbuf"))
+    now = [0.0]
+
+    def sleep(d: float) -> None:
+        now[0] += d
+
+    out = io.StringIO()
+    with aether_rec.open(str(p)) as cap:
+        rep = replay(cap, out, Selection(), fmt="text", header=False, speed=1.0, clock=lambda: now[0],
+                     sleep=sleep)
+    kinds = ["loss" if x.startswith("# LOST") else x.split()[1] for x in out.getvalue().splitlines()]
+    assert kinds == ["1/0", "1/0", "loss", "2/0", "2/0"] and rep.losses == 1
+
+
 @pytest.mark.parametrize("fmt", ["jsonl", "csv"])
 def test_machine_readable_replay_and_export_say_events_were_lost(cap_path: Path, fmt: str) -> None:
     for cmd in (["replay", str(cap_path), "--format", fmt], ["export", str(cap_path), "--format", fmt]):
@@ -159,11 +180,14 @@ def test_info_shows_how_a_derived_capture_was_made(tmp_path: Path, cap_path: Pat
 
 def test_json_output_is_valid_whatever_the_header_holds(tmp_path: Path) -> None:
     p = tmp_path / "nan.aio"
-    with CaptureWriter(str(p), {"clock": [[T0, REAL0]], "weird": float("inf"), "nan": float("nan")}) as w:
+    with CaptureWriter(str(p), {"clock": [[T0, REAL0]], "ncpu": float("inf"), "hooks": [float("nan")]}) as w:
         w.write_events({"ts": np.array([T0], np.uint64)})
+        w.flush()
+        w.close(stats={"rate": float("-inf")})
     r = run("info", "--json", str(p))
     assert r.exit_code == 0 and "Infinity" not in r.stdout and "NaN" not in r.stdout
-    assert json.loads(r.stdout)["file"] == str(p)
+    doc = json.loads(r.stdout)
+    assert doc["ncpu"] is None and doc["hooks"] == [None] and doc["recorder_stats"] == {"rate": None}
 
 
 def test_a_deeply_nested_header_is_written_back_pruned(tmp_path: Path) -> None:
@@ -215,6 +239,12 @@ def test_u64_timestamps_never_crash_or_wrap(tmp_path: Path, huge: Path) -> None:
         r = run(*cmd)
         assert r.exit_code == 0 and "Traceback" not in r.stderr, (cmd, r.stderr)
         assert "1970" not in r.stdout and "1733" not in r.stdout, cmd
+    with aether_rec.open(str(tmp_path / "f.aio")) as cap:
+        assert cap.n_events == 4
+    # ts + lat saturates at 2**64 - 1: it must not wrap to 5 (which this would keep)
+    assert run("filter", str(huge), "-o", str(tmp_path / "g.aio"), f"end < {2**64 - 100}").exit_code == 0
+    with aether_rec.open(str(tmp_path / "g.aio")) as cap:
+        assert sorted(cap.to_numpy(["pid"])["pid"].tolist()) == [0, 1]
     rows = [json.loads(x) for x in run("replay", "--format", "jsonl", str(huge)).stdout.splitlines()]
     assert rows[0]["time"] == "2026-01-01T00:00:00.000000000Z"
     assert [x["time"] for x in rows[1:]] == [None, None, None]  # no wall time, said as such
@@ -376,10 +406,15 @@ def test_times_follow_one_rule(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     """ISO without a zone is UTC whatever TZ says; a time of day as replay prints it is
     accepted; relative times need a unit; a bound outside the capture is said."""
     p = small(tmp_path / "t.aio", [T0, T0 + 10**9, T0 + 2 * 10**9, T0 + 3 * 10**9])
+    import time
+
     for tz in ("UTC", "America/New_York", "Asia/Tokyo"):
         monkeypatch.setenv("TZ", tz)
+        time.tzset()
         r = run("stats", "--json", str(p), "--since", "2026-01-01T00:00:01")
         assert json.loads(r.stdout)["events"] == 3, tz
+    monkeypatch.delenv("TZ")
+    time.tzset()
     first_line = run("replay", str(p), "--no-header").stdout.splitlines()[1]
     tod = first_line.split()[0]  # 00:00:01.000000, as replay prints it
     assert tod == "00:00:01.000000"

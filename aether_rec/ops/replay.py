@@ -84,12 +84,6 @@ def replay_feed(
         ts = chunk.column("ts")
         # loss markers in time order between events (text only): a loss goes after the
         # events that started before it
-        while li < len(losses) and losses[li].t_first <= int(ts[0]):
-            line = _loss_line(fmt, losses[li])
-            if line:
-                out.write(line)
-            rep.losses += 1
-            li += 1
         if speed <= 0:
             at = 0
             while li < len(losses) and losses[li].t_first <= int(ts[-1]):
@@ -104,6 +98,13 @@ def replay_feed(
             out.write("".join(rows[at:]))
             rep.events += chunk.n
             continue
+        # paced: losses are placed between chunks
+        while li < len(losses) and losses[li].t_first <= int(ts[0]):
+            line = _loss_line(fmt, losses[li])
+            if line:
+                out.write(line)
+            rep.losses += 1
+            li += 1
         if start is None:
             start, t0 = clock(), int(ts[0])
         due = start + (ts.astype(np.float64) - t0) / (1e9 * speed)

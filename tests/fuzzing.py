@@ -21,6 +21,7 @@ The outcome is one of
     partial   read with warnings or verify problems (the reader kept what it could)
     error     a clean ``CaptureError`` (or subclass)
     crash     any other exception: a bug
+    wrong     read, but the answers disagree: a bug (see ``answers``)
     hang      the case took longer than its time budget: a bug
 
 Cases run in a worker subprocess (``python tests/fuzzing.py worker``) watched by
@@ -522,7 +523,7 @@ def make_case(seeds: list[tuple[str, bytes]], seed: int, case: int) -> tuple[str
 # -- running one case -------------------------------------------------------------------
 @dataclass
 class Outcome:
-    kind: str  # ok / partial / error / crash / hang
+    kind: str  # ok / partial / error / crash / wrong / hang
     detail: str = ""
 
 
@@ -554,6 +555,9 @@ def exercise(path: str) -> Outcome:
             warned = bool(cap.warnings or problems or d["warnings"])
             first = (cap.warnings + problems)[:1]
             del infos
+            wrong = answers(cap, n, d)
+            if wrong:
+                return Outcome("wrong", wrong[:600])
         with Capture(path, strict=True) as cap:
             cap.chunk_infos()
             cap.losses()
@@ -573,6 +577,52 @@ def exercise(path: str) -> Outcome:
     except Exception:
         return Outcome("crash", traceback.format_exc(limit=12))
     return Outcome("partial", first[0][:300]) if warned else Outcome("ok")
+
+
+def answers(cap: Any, n: int, info: dict[str, Any]) -> str:
+    """What a readable capture's tools must agree on ("" when they do): the events that
+    the ordered read, ``info``, ``stats`` and ``replay`` count are the same, and writing
+    the events read into a new capture and reading it back gives them back exactly."""
+    from aether_rec.format.chunk import Chunk
+    from aether_rec.format.writer import CaptureWriter
+    from aether_rec.ops.replay import replay
+    from aether_rec.ops.stats import StatsOptions, compute
+    from aether_rec.ops.window import Selection
+
+    counts = {"ordered read": n, "info": info["events"]}
+    counts["unordered read"] = sum(c.n for c in cap.chunks(ordered=False))
+    counts["stats"] = compute([cap], StatsOptions(top=0))["events"]
+    rows = io.StringIO()
+    counts["replay"] = replay(cap, rows, Selection(), fmt="jsonl").events
+    counts["replay lines"] = rows.getvalue().count("\n")
+    if len(set(counts.values())) != 1:
+        return f"tools disagree on the number of events: {counts}"
+    if n > 200_000:
+        return ""
+    events = Chunk.concat(list(cap.chunks()))
+    out = io.BytesIO()
+    with CaptureWriter(out, {"clock": cap.header.get("clock") if isinstance(cap.header.get("clock"), list)
+                             else None}, chunk_events=4096) as w:
+        if events.n:
+            w.write_events(events)
+    from aether_rec.format.reader import Capture
+
+    with Capture(io.BytesIO(out.getvalue()), strict=True) as again:
+        back = Chunk.concat(list(again.chunks()))
+    if back.n != events.n:
+        return f"re-encoding {events.n} events gave {back.n}"
+    # the same events; in the same order unless the source's summaries lie about time
+    # ranges (then its ordered read is only as ordered as they allow; verify says so)
+    def rows(c: Chunk) -> list[tuple[Any, ...]]:
+        cols = [(c.strings(k) if c.is_str(k) else c.column(k)).tolist() for k in sorted(events.columns)]
+        return list(zip(*cols))
+
+    a, b = rows(events), rows(back)
+    ts = events.column("ts") if "ts" in events.columns else None
+    in_order = ts is None or bool(np.all(ts[:-1] <= ts[1:]))
+    if (a != b) if in_order else (sorted(a, key=repr) != sorted(b, key=repr)):
+        return "re-encoding changed the events"
+    return ""
 
 
 def _redact(path: str, out: io.BytesIO) -> None:
@@ -627,7 +677,8 @@ def worker(corpus_dir: str, seed: int, as_limit: int) -> None:
 class FuzzReport:
     cases: int = 0
     counts: dict[str, int] = field(default_factory=lambda: {k: 0 for k in
-                                                            ("ok", "partial", "error", "crash", "hang")})
+                                                            ("ok", "partial", "error", "crash", "wrong",
+                                                             "hang")})
     failures: list[dict[str, Any]] = field(default_factory=list)
     peak_kb: int = 0
     secs: float = 0.0
@@ -638,7 +689,8 @@ class FuzzReport:
         return (
             f"{self.cases} cases in {self.secs:.1f} s: {c['error']} clean errors, "
             f"{c['partial']} partial reads with warnings, {c['ok']} read whole, "
-            f"{c['crash']} crashes, {c['hang']} hangs; peak memory {self.peak_kb / 1024:.0f} MB "
+            f"{c['crash']} crashes, {c['wrong']} wrong answers, {c['hang']} hangs; "
+            f"peak memory {self.peak_kb / 1024:.0f} MB "
             f"(VmHWM of the worker); slowest case {self.slowest[0] * 1000:.0f} ms ({self.slowest[1]})"
         )
 
@@ -712,7 +764,7 @@ class FuzzRunner:
                 rep.peak_kb = max(rep.peak_kb, int(res.get("hwm_kb", 0)))
                 if res.get("secs", 0) > rep.slowest[0]:
                     rep.slowest = (res["secs"], f"case {case} {res.get('desc', '')}")
-                if res["kind"] in ("crash", "hang"):
+                if res["kind"] in ("crash", "wrong", "hang"):
                     res.setdefault("desc", "")
                     rep.failures.append(res)
                 if progress is not None:

@@ -87,7 +87,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "filter": ("offline", "filter_cmd"),
     "merge": ("offline", "merge"),
     "replay": ("offline", "replay"),
-    "export": ("offline", "export"),
+    "export": ("export", "export"),
     "redact": ("redact", "redact"),
     "report": ("visual", "report"),
     "plot": ("visual", "plot"),

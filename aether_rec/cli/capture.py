@@ -7,7 +7,7 @@ import sys
 import click
 
 from aether_rec.cli import terminal
-from aether_rec.cli.common import echo_json, note, open_capture, warn
+from aether_rec.cli.common import CAPTURE_PATH, echo_json, note, open_capture, warn
 from aether_rec.format.remote import is_url
 from aether_rec.format.synth import generate as synth_generate
 from aether_rec.ops.info import capture_info, format_info
@@ -15,7 +15,7 @@ from aether_rec.ops.recover import recover as recover_capture
 
 
 @click.command()
-@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=True, allow_dash=True))
+@click.argument("files", nargs=-1, required=True, type=CAPTURE_PATH)
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON document (schema aether-rec/info v1).")
 @click.option("--verify", is_flag=True, help="Check every block checksum and decode every chunk.")
 @click.option("--strict", is_flag=True, help="Treat any damage as an error instead of a warning.")
@@ -56,7 +56,7 @@ def info(files: tuple[str, ...], as_json: bool, verify: bool, strict: bool, scan
 
 
 @click.command()
-@click.argument("src", type=click.Path(dir_okay=False))
+@click.argument("src", type=CAPTURE_PATH)
 @click.option("-o", "--output", required=True, type=click.Path(allow_dash=True),
               help="Where to write the clean capture ('-' for stdout).")
 @click.option("--force", is_flag=True, help="Overwrite OUTPUT if it exists.")

@@ -14,6 +14,11 @@ from aether_rec.errors import AetherError, UsageError
 from aether_rec.format.reader import Capture
 from aether_rec.ops.text import json_safe
 
+# An input capture on the command line: a name, checked by the library when it opens it
+# (one line, exit 1 for a missing, unreadable or wrong file), not by click (a usage banner
+# and exit 2).
+CAPTURE_PATH = click.Path(allow_dash=True, readable=False)
+
 
 def warn(msg: str) -> None:
     from aether_rec.cli.terminal import echo_err, paint_err

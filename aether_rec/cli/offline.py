@@ -4,20 +4,18 @@ stderr; domain errors become one line and exit 1 (2 for usage errors) in the mai
 
 from __future__ import annotations
 
-import contextlib
-import functools
-import io
 import json
 import sys
-from collections.abc import Callable, Iterator, Sequence
-from typing import Any, BinaryIO, TypeVar, cast
+from collections.abc import Callable
+from typing import Any, BinaryIO, TypeVar
 
 import click
 
 from aether_rec.cli import terminal
-from aether_rec.cli.common import note, open_captures, warn
+from aether_rec.cli.common import CAPTURE_PATH, note, open_captures, warn
+from aether_rec.cli.selection import files_and_expression, resolved, resolved_all, selection_options
 from aether_rec.errors import UsageError
-from aether_rec.format.output import atomic_output, refuse_same_file
+from aether_rec.format.output import refuse_same_file
 from aether_rec.ops.filter import filter_capture
 from aether_rec.ops.report import render_stats
 from aether_rec.ops.stats import StatsOptions
@@ -30,62 +28,6 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 # -- shared options -------------------------------------------------------------------------------
-
-
-def selection_options(func: F) -> F:
-    """``--where --since --until --pid --comm --min-latency --layer --op``, handed to the
-    command as one typed ``selection`` argument (ops.window.SelectionSpec); checking it is
-    the library's job (``SelectionSpec.resolve``)."""
-    opts = [
-        click.option(
-            "-e",
-            "--where",
-            "where",
-            multiple=True,
-            metavar="EXPR",
-            help="Keep events matching EXPR (repeatable; ANDed). See `filter --help`.",
-        ),
-        click.option(
-            "--since",
-            metavar="TIME",
-            help="Start of the window: +SECONDS from the capture start (+2.5s) or ISO time.",
-        ),
-        click.option("--until", metavar="TIME", help="End of the window (exclusive), same forms as --since."),
-        click.option("--pid", "pids", multiple=True, type=int, help="Only this process id (repeatable)."),
-        click.option("--comm", "comms", multiple=True, help="Only this command name or glob (repeatable)."),
-        click.option("--min-latency", metavar="DURATION", help="Only I/Os at least this slow (e.g. 5ms)."),
-        click.option(
-            "--layer", "layers", multiple=True, help="Only these layers (syscall, block, vfs; comma list)."
-        ),
-        click.option(
-            "--op", "ops", multiple=True, help="Only these ops (read, pwrite, fsync...; comma list)."
-        ),
-    ]
-
-    @functools.wraps(func)
-    def with_selection(*args: Any, where: tuple[str, ...], since: str | None, until: str | None,
-                       pids: tuple[int, ...], comms: tuple[str, ...], min_latency: str | None,
-                       layers: tuple[str, ...], ops: tuple[str, ...], **kw: Any) -> Any:
-        kw["selection"] = SelectionSpec(tuple(where), since, until, tuple(pids), tuple(comms),
-                                        min_latency, tuple(layers), tuple(ops))
-        return func(*args, **kw)
-
-    wrapped: Any = with_selection
-    for o in reversed(opts):
-        wrapped = o(wrapped)
-    return cast(F, wrapped)
-
-
-def _resolved(spec: SelectionSpec, cap: Any) -> Any:
-    """``spec`` resolved for ``cap``; what the user may not have meant is said on stderr."""
-    return _resolved_all(spec, [cap])[0]
-
-
-def _resolved_all(spec: SelectionSpec, caps: Sequence[Any]) -> list[Any]:
-    sels = [spec.resolve(cap) for cap in caps]
-    for w in dict.fromkeys(w for sel in sels for w in sel.warnings):
-        warn(w)
-    return sels
 
 
 def _output(path: str) -> str | BinaryIO:
@@ -108,7 +50,7 @@ def _loss_warning(doc: dict[str, Any], what: str = "figures") -> None:
         ))
 
 
-def _capture_loss_warning(cap: Any, what: str) -> None:
+def capture_loss_warning(cap: Any, what: str) -> None:
     by_cpu: dict[str, int] = {}
     for loss in cap.losses():
         by_cpu[str(loss.cpu)] = by_cpu.get(str(loss.cpu), 0) + loss.count
@@ -120,7 +62,7 @@ def _capture_loss_warning(cap: Any, what: str) -> None:
 
 
 @click.command()
-@click.argument("files", nargs=-1, required=True, type=click.Path(allow_dash=True))
+@click.argument("files", nargs=-1, required=True, type=CAPTURE_PATH)
 @click.option(
     "--by",
     "by",
@@ -195,7 +137,7 @@ def stats(
     with open_captures(files, strict=strict, progress=terminal.progress_wanted()) as caps, terminal.progress(
         "stats"
     ):
-        sels = _resolved_all(selection, caps)
+        sels = resolved_all(selection, caps)
         opts = StatsOptions(
             filter_text=sels[0].text if sels else None,
             by=(by or "").split(","),
@@ -247,12 +189,12 @@ Examples:
   aether-rec filter run.aio -o window.aio --since +10s --until +20s
   aether-rec filter run.aio -o pg.aio --comm postgres --layer block --min-latency 1ms
   aether-rec filter run.aio -o errors.aio 'result < 0'
+  aether-rec filter db1.aio db2.aio -o slow.aio 'lat > 10ms'   # several: merged on the wall clock
 """
 
 
 @click.command(name="filter", help=FILTER_HELP)
-@click.argument("src", metavar="IN", type=click.Path(allow_dash=True))
-@click.argument("expression", metavar="[EXPR]", required=False)
+@click.argument("args", metavar="IN... [EXPR]", nargs=-1, required=True)
 @click.option(
     "-o",
     "--output",
@@ -265,13 +207,18 @@ Examples:
 @selection_options
 @terminal.terminal_options
 def filter_cmd(
-    src: str, expression: str | None, output: str, force: bool, strict: bool, selection: SelectionSpec
+    args: tuple[str, ...], output: str, force: bool, strict: bool, selection: SelectionSpec
 ) -> None:
-    refuse_same_file(output, [src])
+    files, expression = files_and_expression(args)
+    refuse_same_file(output, files)
+    spec = selection.with_expression(expression)
+    if len(files) > 1:
+        _filter_several(files, spec, output, force, strict)
+        return
     wanted = terminal.progress_wanted(streams_to_stdout=output == "-")
-    with open_captures([src], strict=strict, progress=wanted) as caps, terminal.progress("filter"):
+    with open_captures(files, strict=strict, progress=wanted) as caps, terminal.progress("filter"):
         cap = caps[0]
-        sel = _resolved(selection.with_expression(expression), cap)
+        sel = resolved(spec, cap)
         if not sel.texts:
             note("no expression or option given: copying every event")
         rep = filter_capture(cap, _output(output), sel, overwrite=force)
@@ -283,11 +230,27 @@ def filter_cmd(
     )
 
 
+def _filter_several(files: list[str], spec: SelectionSpec, output: str, force: bool, strict: bool) -> None:
+    """filter of several captures: their selected events merged on the wall clock (merge)."""
+    from aether_rec.ops.merge import MergeInput, merge_captures
+
+    with open_captures(files, strict=strict) as caps:
+        sels = resolved_all(spec, caps)
+        text = sels[0].text
+        rep = merge_captures([MergeInput(cap, label) for cap, label in zip(caps, files)], _output(output),
+                             overwrite=force, selections=sels,
+                             extra_header={"filter": text, "filter_history": [text] if text else []})
+    for w in rep.warnings:
+        warn(w)
+    note(f"kept {fmt_count(rep.events_out)} events of {len(files)} captures, merged on the wall clock; "
+         f"{rep.losses} loss record(s) kept")
+
+
 # -- merge ----------------------------------------------------------------------------------------
 
 
 @click.command()
-@click.argument("files", nargs=-1, required=True, type=click.Path(allow_dash=True))
+@click.argument("files", nargs=-1, required=True, type=CAPTURE_PATH)
 @click.option(
     "-o",
     "--output",
@@ -351,8 +314,7 @@ def merge(
 
 
 @click.command()
-@click.argument("src", metavar="FILE", type=click.Path(allow_dash=True))
-@click.argument("expression", metavar="[EXPR]", required=False)
+@click.argument("args", metavar="FILE... [EXPR]", nargs=-1, required=True)
 @click.option(
     "--format", "fmt", type=click.Choice(["text", "jsonl", "csv"]), default="text", show_default=True
 )
@@ -371,8 +333,7 @@ def merge(
 @selection_options
 @terminal.terminal_options
 def replay(
-    src: str,
-    expression: str | None,
+    args: tuple[str, ...],
     fmt: str,
     speed: float,
     follow: bool,
@@ -392,141 +353,34 @@ def replay(
       aether-rec replay run.aio 'lat > 10ms' --format jsonl | jq .
       aether-rec replay run.aio --speed 1 --since +5s      # in real time
       aether-rec replay live.aio --follow --layer block    # while recording
+      aether-rec replay db1.aio db2.aio 'lat > 10ms'       # several, merged on the wall clock
     """
+    from aether_rec.ops.feed import merged
     from aether_rec.ops.replay import follow as follow_capture
     from aether_rec.ops.replay import replay as replay_capture
+    from aether_rec.ops.replay import replay_feed
 
+    files, expression = files_and_expression(args)
     out = sys.stdout
     if follow:
+        if len(files) > 1:
+            raise UsageError("--follow reads one capture")
         if speed:
             raise UsageError("--speed cannot be combined with --follow (events are shown as they arrive)")
         if selection.has_window:
             raise UsageError("--since/--until cannot be combined with --follow")
-        if src == "-":
+        if files == ["-"]:
             raise UsageError("--follow needs a file, not stdin")
+    spec = selection.with_expression(expression)
     wanted = terminal.progress_wanted(streams_to_stdout=True) and not follow and not speed
-    with open_captures([src], strict=strict, progress=wanted) as caps, terminal.progress("replay"):
-        cap = caps[0]
-        sel = _resolved(selection.with_expression(expression), cap)
+    with open_captures(files, strict=strict, progress=wanted) as caps, terminal.progress("replay"):
         if follow:
-            follow_capture(cap, out, sel, fmt=fmt, header=not no_header)
+            follow_capture(caps[0], out, resolved(spec, caps[0]), fmt=fmt, header=not no_header)
+        elif len(caps) == 1:
+            replay_capture(caps[0], out, resolved(spec, caps[0]), fmt=fmt, speed=speed, header=not no_header)
         else:
-            replay_capture(cap, out, sel, fmt=fmt, speed=speed, header=not no_header)
+            replay_feed(merged(caps, files, resolved_all(spec, caps)), out, fmt=fmt, speed=speed,
+                        header=not no_header)
         if fmt != "text":  # text shows each loss in place; jsonl and csv rows are events only
-            _capture_loss_warning(cap, f"the {fmt} rows")
-
-
-# -- export ---------------------------------------------------------------------------------------
-
-
-@click.command()
-@click.argument("src", metavar="FILE", type=click.Path(allow_dash=True))
-@click.argument("expression", metavar="[EXPR]", required=False)
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["jsonl", "csv", "perfetto", "perfetto-proto", "parquet"]),
-    required=True,
-)
-@click.option(
-    "-o",
-    "--output",
-    default="-",
-    show_default=True,
-    type=click.Path(allow_dash=True),
-    help="Output file ('-' for stdout; parquet needs a file).",
-)
-@click.option(
-    "--max-events",
-    type=click.IntRange(1),
-    default=1_000_000,
-    show_default=True,
-    help="perfetto: refuse (or, with --sample, thin out) beyond this many slices.",
-)
-@click.option("--sample", is_flag=True, help="perfetto: keep every k-th event to stay within --max-events.")
-@click.option("--force", is_flag=True, help="Overwrite OUTPUT if it exists.")
-@click.option("--strict", is_flag=True, help="Treat any damage in FILE as an error.")
-@selection_options
-@terminal.terminal_options
-def export(
-    src: str,
-    expression: str | None,
-    fmt: str,
-    output: str,
-    max_events: int,
-    sample: bool,
-    force: bool,
-    strict: bool,
-    selection: SelectionSpec,
-) -> None:
-    """Export events for other tools: jsonl, csv, perfetto (Chrome JSON), perfetto-proto
-    (Perfetto's native protobuf trace, no size cap), parquet.
-
-    perfetto opens in ui.perfetto.dev: a track per process and thread, a slice per
-    I/O (block requests as async slices), losses as instant events. parquet needs
-    pyarrow (pip install 'aether-rec[parquet]').
-
-    \b
-    Examples:
-      aether-rec export run.aio --format perfetto -o run.json
-      aether-rec export big.aio --format perfetto-proto -o big.pftrace   # any size
-      aether-rec export run.aio --format csv 'layer == block' > block.csv
-      aether-rec export run.aio --format parquet -o run.parquet
-      aether-rec export big.aio --format perfetto --sample --max-events 500000 -o big.json
-    """
-    from aether_rec.ops.export import ExportReport, export_parquet, export_perfetto, export_rows
-
-    refuse_same_file(output, [src])
-    if output == "-" and fmt == "parquet":
-        raise UsageError("parquet is written to a file: give -o FILE.parquet")
-    if fmt == "perfetto-proto" and output == "-" and sys.stdout.isatty():
-        raise UsageError("refusing to write a binary trace to a terminal; use -o FILE.pftrace or a pipe")
-    wanted = terminal.progress_wanted(streams_to_stdout=output == "-")
-    with open_captures([src], strict=strict, progress=wanted) as caps, terminal.progress("export"):
-        cap = caps[0]
-        sel = _resolved(selection.with_expression(expression), cap)
-        # a file appears under its name only when complete (format/output.py)
-        with _export_output(output, force) as binary:
-            if fmt == "parquet":
-                assert binary is not None  # refused above for stdout
-                rep = export_parquet(cap, binary, sel)
-            elif fmt == "perfetto-proto":
-                from aether_rec.ops.perfetto import export_perfetto_proto
-
-                prep = export_perfetto_proto(cap, binary if binary is not None else sys.stdout.buffer, sel)
-                rep = ExportReport(events=prep.events, slices=prep.slices, warnings=prep.warnings)
-            else:
-                with _text(binary) as out:
-                    if fmt == "perfetto":
-                        rep = export_perfetto(cap, out, sel, max_events=max_events, sample=sample)
-                    else:
-                        rep = export_rows(cap, out, sel, fmt)
-        if fmt != "perfetto":  # perfetto shows losses as instant events; rows are events only
-            _capture_loss_warning(cap, f"the {fmt} rows")
-    for w in rep.warnings:
-        warn(w)
-    if output != "-":
-        note(f"exported {fmt_count(rep.events)} events to {output}")
-
-
-@contextlib.contextmanager
-def _export_output(path: str, force: bool) -> Iterator[BinaryIO | None]:
-    """The binary file to export into (None: stdout)."""
-    if path == "-":
-        yield None
-        return
-    with atomic_output(path, force) as f:
-        yield f
-
-
-@contextlib.contextmanager
-def _text(binary: BinaryIO | None) -> Iterator[Any]:
-    if binary is None:
-        yield sys.stdout
-        return
-    text = io.TextIOWrapper(binary, encoding="utf-8", newline="")
-    try:
-        yield text
-        text.flush()
-    finally:
-        text.detach()  # the binary file is committed or discarded by its owner
+            for cap in caps:
+                capture_loss_warning(cap, f"the {fmt} rows")

@@ -6,13 +6,13 @@ import sys
 
 import click
 
-from aether_rec.cli.common import note, warn
+from aether_rec.cli.common import CAPTURE_PATH, note, warn
 from aether_rec.ops.redact import load_key
 from aether_rec.ops.redact import redact as redact_capture
 
 
 @click.command()
-@click.argument("src", type=click.Path(dir_okay=False))
+@click.argument("src", type=CAPTURE_PATH)
 @click.option("-o", "--output", required=True, type=click.Path(allow_dash=True),
               help="Where to write the redacted capture ('-' for stdout).")
 @click.option("--key-file", type=click.Path(dir_okay=False),

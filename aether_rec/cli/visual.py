@@ -12,7 +12,7 @@ import click
 
 from aether_rec.cli import terminal
 from aether_rec.cli.common import note, open_captures, warn
-from aether_rec.cli.offline import selection_options
+from aether_rec.cli.selection import selection_options
 from aether_rec.errors import AetherError, UsageError
 from aether_rec.format.output import refuse_same_file
 from aether_rec.format.reader import Capture

@@ -26,9 +26,10 @@ import numpy as np
 from aether_rec.errors import AetherError, UsageError
 from aether_rec.format.chunk import Chunk
 from aether_rec.format.reader import Capture
+from aether_rec.ops import feed
 from aether_rec.ops.rows import columns, header_line, lines
 from aether_rec.ops.units import fmt_count, iso_utc
-from aether_rec.ops.window import Selection, source_name
+from aether_rec.ops.window import Selection
 from aether_rec.schema import COLUMNS, LAYER_CODE, LAYERS, OPS
 
 EXPORT_FORMATS = ("jsonl", "csv", "perfetto", "parquet")
@@ -57,13 +58,18 @@ def _to_real(cap: Capture) -> Callable[[np.ndarray], np.ndarray] | None:
 
 def export_rows(cap: Capture, out: IO[str], sel: Selection, fmt: str) -> ExportReport:
     """jsonl or csv rows."""
+    return export_feed_rows(feed.single(cap, sel), out, fmt)
+
+
+def export_feed_rows(source: feed.Feed, out: IO[str], fmt: str) -> ExportReport:
+    """jsonl or csv rows of a feed (one capture, or several merged)."""
     rep = ExportReport()
-    to_real = _to_real(cap)
-    src = source_name(cap)
+    to_real = source.clock.to_real if source.clock else None
+    src = source.source
     head = header_line(fmt)
     if head and fmt == "csv":
         out.write(head)
-    for chunk in sel.chunks(cap):
+    for chunk in source.chunks():
         out.write("".join(lines(fmt, chunk, to_real, src)))
         rep.events += chunk.n
     out.flush()

@@ -33,7 +33,10 @@ def capture_info(cap: Capture, verify: bool = False, index_only: bool = False) -
     infos = cap.chunk_infos()
     index_n = sum(c.n for c in infos)  # what the index (or the summaries) claim
     per: Counter[tuple[int, int]] = Counter()
-    for chunk in [] if index_only else cap.chunks(columns=["layer", "op"], ordered=False):
+    # every column decoded: a chunk counts when it can be read whole, as stats and replay
+    # read it (a chunk damaged in another column is skipped by them too); none with
+    # index_only (a remote capture: the index says enough)
+    for chunk in [] if index_only else cap.chunks(ordered=False):
         key = chunk.column("layer").astype(np.uint32) << 8 | chunk.column("op")
         vals, counts = np.unique(key, return_counts=True)
         for v, c in zip(vals.tolist(), counts.tolist()):

@@ -37,6 +37,7 @@ from aether_rec.ops.filter import derived_header, meta_tables
 from aether_rec.ops.pipeline import BackgroundWriter, prefetch
 from aether_rec.ops.rawcopy import RawChunks, copy_chunk, isolated_ranges
 from aether_rec.ops.units import parse_offset
+from aether_rec.ops.window import Selection
 
 SAME_BOOT_NS = 1_000_000_000
 PREFETCH_INPUTS = 8
@@ -194,10 +195,12 @@ def dedupe(inputs: Sequence[MergeInput]) -> list[list[ChunkInfo]]:
 
 
 def merge_chunks(
-    inputs: Sequence[MergeInput], allowed: Sequence[set[int]], add_source: bool = True
+    inputs: Sequence[MergeInput], allowed: Sequence[set[int]], add_source: bool = True,
+    selections: Sequence[Selection] | None = None,
 ) -> Iterator[Chunk]:
     """The events of the ``allowed`` chunks (offsets, per input), shifted and tagged, in global
-    ts order, as chunks."""
+    ts order, as chunks; with ``selections``, only each input's selected events (selected on
+    its own clock, before the shift)."""
     iters: list[Iterator[Chunk] | None] = []
     for inp, offsets in zip(inputs, allowed):
         if not offsets:
@@ -215,6 +218,11 @@ def merge_chunks(
             if nxt is None:
                 iters[k] = None
                 return
+            if selections is not None:
+                kept = selections[k].apply(nxt)
+                if kept is None:
+                    continue
+                nxt = kept
             if nxt.n:
                 buffers[k] = _with_source(nxt, inputs[k].source, inputs[k].shift, add_source)
 
@@ -341,7 +349,11 @@ def merge_captures(
     align: bool = True,
     offsets: dict[int, int] | None = None,
     overwrite: bool = False,
+    selections: Sequence[Selection] | None = None,
+    extra_header: dict[str, Any] | None = None,
 ) -> MergeReport:
+    """Merge ``inputs`` into ``out``; with ``selections`` (one per input) only the selected
+    events and the losses inside each window are kept (``filter`` of several files)."""
     if not inputs:
         raise UsageError("merge needs at least one input")
     rep = MergeReport(inputs=list(inputs))
@@ -379,6 +391,9 @@ def merge_captures(
     header.pop("rotation", None)
     seen_rows: set[tuple[str, str]] = set()
     keep = dedupe(inputs)
+    if selections is not None:
+        keep = [[i for i in infos if sel.can_match(i)] for infos, sel in zip(keep, selections)]
+        header.update(extra_header or {})
     carries = [bool((inp.cap.header.get("merge") or {}).get("source_column")) for inp in inputs]
     add_source = len({inp.source for inp in inputs}) > 1 or any(carries)
     header["merge"]["source_column"] = add_source
@@ -386,6 +401,7 @@ def merge_captures(
     # a chunk is copied whole when it needs no shift and no new column
     copyable = [
         raws[k].available and inp.shift == 0 and (not add_source or carries[k])
+        and (selections is None or selections[k].is_trivial)
         for k, inp in enumerate(inputs)
     ]
     # offline: zstd may use every CPU for each chunk (the recorder leaves them to the workload)
@@ -434,12 +450,14 @@ def merge_captures(
                     allowed[a].add(b.offset)
                 else:
                     allowed = a
-                for chunk in merge_chunks(inputs, allowed, add_source):
+                for chunk in merge_chunks(inputs, allowed, add_source, selections):
                     rep.events_out += chunk.n
                     bw.submit(functools.partial(write_batch, w, chunk))
         seen_losses: set[tuple[Any, ...]] = set()
         for inp in inputs:
             for loss in inp.cap.losses():
+                if selections is not None and not selections[inp.index].keeps_loss(loss):
+                    continue
                 lkey = (
                     inp.cap.header.get("capture_id"),
                     loss.cpu,

@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import IO
+from typing import IO, Any
 
 import numpy as np
 
@@ -23,6 +23,7 @@ from aether_rec.format.chunk import Chunk
 from aether_rec.format.clock import ClockMap, pairs_of
 from aether_rec.format.reader import Capture
 from aether_rec.format.records import Loss, Meta
+from aether_rec.ops import feed
 from aether_rec.ops.expr import Filter
 from aether_rec.ops.rows import FORMATS, header_line, lines
 from aether_rec.ops.window import Selection, source_name
@@ -38,11 +39,6 @@ class ReplayReport:
     max_late_s: float = 0.0  # worst lateness of a paced line
 
 
-def _to_real(cap: Capture) -> Callable[[np.ndarray], np.ndarray] | None:
-    clock = cap.clock_map()
-    return clock.to_real if clock else None
-
-
 def _loss_line(fmt: str, loss: Loss) -> str | None:
     if fmt == "text":
         return (
@@ -52,10 +48,15 @@ def _loss_line(fmt: str, loss: Loss) -> str | None:
     return None  # jsonl/csv carry events only; losses are in stats and the capture itself
 
 
-def replay(
-    cap: Capture,
+def replay(cap: Capture, out: IO[str], sel: Selection, **options: Any) -> ReplayReport:
+    """Write the selected events of ``cap`` to ``out`` in time order (options as for
+    replay_feed: fmt, speed, header, clock, sleep)."""
+    return replay_feed(feed.single(cap, sel), out, **options)
+
+
+def replay_feed(
+    source: feed.Feed,
     out: IO[str],
-    sel: Selection,
     *,
     fmt: str = "text",
     speed: float = 0.0,
@@ -63,32 +64,26 @@ def replay(
     clock: Clock = time.monotonic,
     sleep: Sleep = time.sleep,
 ) -> ReplayReport:
-    """Write the selected events of ``cap`` to ``out`` in time order."""
+    """Write the events of a feed (one capture, or several merged) to ``out`` in time order."""
     if fmt not in FORMATS:
         raise UsageError(f"unknown format {fmt!r} (choose from {', '.join(FORMATS)})")
     if speed < 0:
         raise UsageError("--speed must be >= 0 (0 = as fast as possible)")
     rep = ReplayReport()
-    to_real = _to_real(cap)
-    src = source_name(cap)
+    to_real = source.clock.to_real if source.clock else None
+    src = source.source
     head = header_line(fmt) if header else None
     if head:
         out.write(head)
-    losses = sorted(cap.losses(), key=lambda x: x.t_first)
+    losses = source.losses
     li = 0
     start: float | None = None
     t0 = 0
-    for chunk in sel.chunks(cap):
+    for chunk in source.chunks():
         rows = lines(fmt, chunk, to_real, src)
         ts = chunk.column("ts")
         # loss markers in time order between events (text only): a loss goes after the
         # events that started before it
-        while li < len(losses) and losses[li].t_first <= int(ts[0]):
-            line = _loss_line(fmt, losses[li])
-            if line:
-                out.write(line)
-            rep.losses += 1
-            li += 1
         if speed <= 0:
             at = 0
             while li < len(losses) and losses[li].t_first <= int(ts[-1]):
@@ -103,6 +98,13 @@ def replay(
             out.write("".join(rows[at:]))
             rep.events += chunk.n
             continue
+        # paced: losses are placed between chunks
+        while li < len(losses) and losses[li].t_first <= int(ts[0]):
+            line = _loss_line(fmt, losses[li])
+            if line:
+                out.write(line)
+            rep.losses += 1
+            li += 1
         if start is None:
             start, t0 = clock(), int(ts[0])
         due = start + (ts.astype(np.float64) - t0) / (1e9 * speed)

@@ -121,9 +121,11 @@ def interleave(
     for inp in inputs:
         if not inp.infos:
             continue
-        firsts = np.array([i.t_first for i in inp.infos], dtype=np.int64)
+        firsts_u = np.array([i.t_first for i in inp.infos], dtype=np.uint64)  # u64: 2**63 and more too
         if to_real:
-            firsts = inp.to_real(firsts)
+            firsts = inp.to_real(firsts_u)
+        else:
+            firsts = np.minimum(firsts_u, np.uint64(2**63 - 1)).astype(np.int64)
         suffix[inp.index] = np.append(np.minimum.accumulate(firsts[::-1])[::-1], np.iinfo(np.int64).max)
         offsets = {info.offset: k for k, info in enumerate(inp.infos)}
         pos[inp.index] = offsets

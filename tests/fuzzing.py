@@ -591,7 +591,7 @@ def answers(cap: Any, n: int, info: dict[str, Any]) -> str:
 
     counts = {"ordered read": n, "info": info["events"]}
     counts["unordered read"] = sum(c.n for c in cap.chunks(ordered=False))
-    counts["stats"] = compute([cap], StatsOptions(top=0))["events"]
+    counts["stats"] = compute([cap], StatsOptions(top=0, all_fds=True))["events"]
     rows = io.StringIO()
     counts["replay"] = replay(cap, rows, Selection(), fmt="jsonl").events
     counts["replay lines"] = rows.getvalue().count("\n")

@@ -171,7 +171,8 @@ def partition_stats(
 ) -> PartialStats:
     """Summarise one partition (runs on a worker)."""
     wopts = st.StatsOptions(by=list(opts.by), interval_ns=opts.interval_ns, top=opts.top,
-                            where=part.where, max_groups=UNLIMITED_GROUPS, precision=opts.precision)
+                            where=part.where, max_groups=UNLIMITED_GROUPS, precision=opts.precision,
+                            all_fds=opts.all_fds)
     acc = _new_acc(wopts, iv_origin, iv_last)
     with Capture(part.source) as cap:
         wanted = set(part.offsets)
@@ -189,8 +190,7 @@ def partition_stats(
                 if n < chunk.n:
                     chunk = chunk.take(mask)
                     chunk.info = info
-            real_ts = inp.to_real(chunk.column("ts")) if wopts.interval_ns else None
-            st._process(acc, inp, chunk, real_ts, use_real)
+            st.add_chunk(acc, inp, chunk, use_real)
         if len(infos) != len(wanted):
             raise UsageError(f"{part.source}: the capture changed since it was planned")
         top = []
@@ -216,6 +216,10 @@ def merge(into: Any, part: Any) -> None:
     into.queue.merge(part.queue)
     into.service.merge(part.service)
     into.block_events += part.block_events
+    _add(into.not_storage, part.not_storage)
+    into.read_pages += part.read_pages
+    into.missed_pages += part.missed_pages
+    into.would_block += part.would_block
     into.events += part.events
     into.bytes += part.bytes
     for name, pick in (("first_ts", min), ("last_end", max)):
@@ -274,7 +278,7 @@ def stats(
     ``timeout`` (seconds) bounds the wait for all of them."""
     distributed = dask_distributed()
     opts = opts or st.StatsOptions()
-    opts.by = st.check_by(opts.by)
+    opts.by = st.grouping(opts.by)
     if opts.interval_ns is not None and opts.interval_ns <= 0:
         raise UsageError("--interval must be positive")
     caps = [Capture(s, strict=strict) for s in sources]

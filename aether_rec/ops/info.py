@@ -41,7 +41,9 @@ def capture_info(cap: Capture, verify: bool = False, index_only: bool = False) -
         vals, counts = np.unique(key, return_counts=True)
         for v, c in zip(vals.tolist(), counts.tolist()):
             per[(v >> 8, v & 0xFF)] += c
-    n = sum(per.values())  # what can be read: the same count as stats and replay
+    # what can be read: the same count as stats and replay (with index_only, what the
+    # index claims: nothing was read to check it)
+    n = index_n if index_only else sum(per.values())
     t0 = min((c.t_first for c in infos), default=None)
     t1 = max((c.t_last for c in infos), default=None)
     losses = cap.losses()

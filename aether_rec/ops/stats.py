@@ -76,6 +76,16 @@ class StatsOptions:
     all_fds: bool = False  # False: storage I/O only (files, block devices), the rest counted apart
 
 
+def grouping(by: Sequence[str]) -> list[str]:
+    """The --by columns checked, with ``layer`` added before ``op``: the same op at two
+    layers is two things (a read syscall and the block reads it caused), so grouped rows
+    keep layers apart, as the per-layer table does."""
+    cols = check_by(by)
+    if "op" in cols and "layer" not in cols:
+        cols.insert(cols.index("op"), "layer")
+    return cols
+
+
 def check_by(by: Sequence[str]) -> list[str]:
     """Validate ``--by`` column names (aliases resolved)."""
     out = []
@@ -427,12 +437,7 @@ def compute(
     each capture its own selection (a time window is relative to each capture), else
     ``opts.where`` applies to all."""
     opts = opts or StatsOptions()
-    by = check_by(opts.by)
-    if "op" in by and "layer" not in by:
-        # the same op at two layers is two things (a read syscall and the block reads it
-        # caused): grouped rows keep layers apart, as the per-layer table does
-        by.insert(by.index("op"), "layer")
-    opts.by = by
+    opts.by = grouping(opts.by)
     if per_input is not None and len(per_input) != len(caps):
         raise ValueError("per_input needs one selection per capture")
     selections = list(per_input) if per_input is not None else [
@@ -471,16 +476,23 @@ def compute(
         kept = selections[inp.index].apply(chunk)
         if kept is None:
             continue
-        chunk = kept if opts.all_fds else _storage_only(acc, kept)
-        if not chunk.n:
-            continue
-        real_ts = inp.to_real(chunk.column("ts")) if opts.interval_ns else None
-        _process(acc, inp, chunk, real_ts, use_real)
+        add_chunk(acc, inp, kept, use_real)
         if opts.interval_ns:
             _finish_intervals(acc, watermark)
     if opts.interval_ns:
         _finish_intervals(acc, float("inf"))
     return _document(acc, inputs, use_real)
+
+
+def add_chunk(acc: _Acc, inp: _Input, chunk: Chunk, use_real: bool) -> None:
+    """The selected events of a chunk into the accumulator (storage I/O only unless
+    opts.all_fds): the one step compute() and the distributed workers share."""
+    if not acc.opts.all_fds:
+        chunk = _storage_only(acc, chunk)
+    if not chunk.n:
+        return
+    real_ts = inp.to_real(chunk.column("ts")) if acc.opts.interval_ns else None
+    _process(acc, inp, chunk, real_ts, use_real)
 
 
 def _storage_only(acc: _Acc, chunk: Chunk) -> Chunk:

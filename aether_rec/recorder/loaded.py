@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from typing import Any, Protocol
 
 from aether_rec.errors import RecorderError
@@ -27,6 +28,9 @@ MAX_FDS = 250  # SCM_RIGHTS carries at most 253 descriptors per message
 class LoadedProgram(Protocol):
     """What the session and transports use of a loaded program."""
 
+    attached_ns: int  # CLOCK_MONOTONIC when its first probe was attached
+    attach_s: float  # how long attaching every probe took
+
     def map_fd(self, name: str) -> int: ...
 
     def percpu_u64(self, name: str, key: int) -> list[int]: ...
@@ -35,9 +39,14 @@ class LoadedProgram(Protocol):
 
 
 class RemoteProgram:
-    def __init__(self, maps: dict[str, int], links: list[int]) -> None:
+    def __init__(
+        self, maps: dict[str, int], links: list[int], attached_ns: int = 0, attach_s: float = 0.0
+    ) -> None:
         self._maps = maps
         self._links = links
+        # CLOCK_MONOTONIC when the first probe was attached: events flow from then on
+        self.attached_ns = attached_ns or time.monotonic_ns()
+        self.attach_s = attach_s  # how long attaching every probe took
         self._ncpu = possible_cpus()
 
     def map_fd(self, name: str) -> int:
@@ -57,27 +66,58 @@ class RemoteProgram:
             _close(fd)
 
 
-def compile_and_attach(text: str, cflags: list[str], filters: dict[str, Any]) -> Any:
+class _FilterError(Exception):
+    pass
+
+
+def compile_and_attach(
+    text: str, cflags: list[str], filters: dict[str, Any], outputs: dict[int, int] | None = None
+) -> Any:
     """bcc's BPF object for ``text``, attached, its filter maps filled (in the loader
-    helper's process)."""
+    helper's process). The filters and ``outputs`` (CPU -> perf ring descriptor, for the
+    ``events`` map) are set after compiling and before the first probe is attached: no
+    event of a --pid target escapes the filter and none finds its buffer missing."""
     from aether_rec.recorder.bccload import load_bcc
+    from aether_rec.recorder.bpfsys import update_elem_u32
     from aether_rec.recorder.filters import fill_filters
 
     bcc = load_bcc().module
     assert bcc is not None
+
+    class TimedBPF(bcc.BPF):  # type: ignore[name-defined]
+        """bcc's BPF noting when it starts attaching (its constructor compiles, then
+        attaches every probe in _trace_autoload): from then on events flow, so the
+        recording's time counts from there (a --duration, the summary's seconds)."""
+
+        attach_started_ns = 0
+        attach_s = 0.0  # how long attaching every probe took
+
+        def _trace_autoload(self) -> None:
+            try:
+                fill_filters(self, filters)
+            except Exception as e:  # noqa: BLE001 - bcc raises bare Exception
+                raise _FilterError(str(e)) from None
+            for cpu, fd in (outputs or {}).items():
+                update_elem_u32(self["events"].map_fd, cpu, fd)
+            self.attach_started_ns = time.monotonic_ns()
+            super()._trace_autoload()
+            self.attach_s = (time.monotonic_ns() - self.attach_started_ns) / 1e9
+
     try:
-        bpf = bcc.BPF(text=text, cflags=list(cflags))
+        bpf = TimedBPF(text=text, cflags=list(cflags))
+        if not bpf.attach_started_ns:  # a bcc without _trace_autoload: when attaching ended
+            bpf.attach_started_ns = time.monotonic_ns()
+            fill_filters(bpf, filters)
+            for cpu, fd in (outputs or {}).items():
+                update_elem_u32(bpf["events"].map_fd, cpu, fd)
+    except _FilterError as e:
+        raise RecorderError(f"could not set up the in-kernel filters: {e}") from None
     except Exception as e:  # noqa: BLE001 - bcc raises bare Exception
         msg = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
         raise RecorderError(
             f"the BPF program failed to load ({msg}); the compiler's messages are above, "
             "'aether-rec doctor' checks the environment"
         ) from None
-    try:
-        fill_filters(bpf, filters)
-    except Exception as e:  # noqa: BLE001 - bcc raises bare Exception
-        bpf.cleanup()
-        raise RecorderError(f"could not set up the in-kernel filters: {e}") from None
     return bpf
 
 
@@ -106,17 +146,29 @@ def _close(fd: int) -> None:
         pass
 
 
-def load_remote(text: str, cflags: list[str], maps: list[str], filters: dict[str, Any]) -> RemoteProgram:
+def load_remote(
+    text: str,
+    cflags: list[str],
+    maps: list[str],
+    filters: dict[str, Any],
+    outputs: dict[int, int] | None = None,
+) -> RemoteProgram:
     """Compile, load and attach in a helper process; return the descriptors it hands over.
+    ``outputs``: CPU -> perf ring descriptor, put into the ``events`` map before attaching.
 
     The helper's compiler messages go to our stderr; its one-line error, if any, is
     raised here as RecorderError."""
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    request = json.dumps({"text": text, "cflags": cflags, "maps": maps, "filters": filters})
+    outputs = outputs or {}
+    request = json.dumps(
+        {"text": text, "cflags": cflags, "maps": maps, "filters": filters, "outputs": outputs}
+    )
     try:
         proc = subprocess.Popen(
             [sys.executable, "-m", "aether_rec.recorder.loader", str(theirs.fileno())],
-            pass_fds=[theirs.fileno()], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+            pass_fds=[theirs.fileno(), *outputs.values()],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
         )
     except OSError as exc:
         ours.close()
@@ -140,7 +192,12 @@ def load_remote(text: str, cflags: list[str], maps: list[str], filters: dict[str
                 _close(fd)
             raise RecorderError(reply["error"])
         names: list[str] = reply["maps"]
-        prog = RemoteProgram(dict(zip(names, fds[: len(names)])), list(fds[len(names):]))
+        prog = RemoteProgram(
+            dict(zip(names, fds[: len(names)])),
+            list(fds[len(names):]),
+            int(reply.get("attached_ns", 0)),
+            float(reply.get("attach_s", 0.0)),
+        )
         if len(fds) != len(names) + int(reply["links"]):
             prog.close()
             raise RecorderError("the BPF loader handed over the wrong number of descriptors")

@@ -20,7 +20,8 @@ from aether_rec.recorder.loaded import compile_and_attach
 
 
 def serve(sock: socket.socket, request: dict[str, Any]) -> None:
-    bpf = compile_and_attach(request["text"], request["cflags"], request.get("filters") or {})
+    outputs = {int(cpu): int(fd) for cpu, fd in (request.get("outputs") or {}).items()}
+    bpf = compile_and_attach(request["text"], request["cflags"], request.get("filters") or {}, outputs)
     names = list(request["maps"])
     map_fds = [int(bpf[n].map_fd) for n in names]
     links = [int(fd) for fd in bpf.tracepoint_fds.values()]
@@ -30,7 +31,8 @@ def serve(sock: socket.socket, request: dict[str, Any]) -> None:
     # the programs too: the attachments hold them anyway, and holding them makes the
     # recorder's /proc/PID/fd say which programs it runs
     links += [int(fn.fd) for fn in bpf.funcs.values()]
-    reply = json.dumps({"maps": names, "links": len(links)}).encode()
+    attach = {"attached_ns": bpf.attach_started_ns, "attach_s": bpf.attach_s}
+    reply = json.dumps({"maps": names, "links": len(links), **attach}).encode()
     socket.send_fds(sock, [reply], map_fds + links)
     sock.recv(16)  # the recorder holds them now
 

@@ -360,6 +360,7 @@ class Session:
         self.fatal: AetherError | None = None  # ends the recording with exit 1 once closed
         self.creds: dict[str, Any] | None = None  # after --user's drop
         self._oldest_end_ns: int | None = None  # completion time of the oldest unwritten event
+        self._cut_ns: int | None = None  # once stopped: events begun later are dropped
         self.redactor: Any = None
         if opts.redact:
             from aether_rec.ops.redact import Redactor
@@ -400,7 +401,8 @@ class Session:
         descriptors: bcc, clang and LLVM never enter the recorder."""
         prog = self.prep.program
         filters = self._filters()
-        self.prog = load_remote(prog.text, prog.cflags, ["events", "counters"], filters)
+        outputs = self.transport.before_attach()
+        self.prog = load_remote(prog.text, prog.cflags, ["events", "counters"], filters, outputs)
         self.transport.open(self.prog)
 
     def _filters(self) -> dict[str, Any]:
@@ -455,6 +457,8 @@ class Session:
                 "transport": self.transport.describe(),
                 "cflags": p.program.cflags,
                 "pid": os.getpid(),
+                "attached_ns": self.prog.attached_ns if self.prog is not None else None,
+                "attach_s": round(self.prog.attach_s, 3) if self.prog is not None else None,
                 "notes": p.notes,
                 **({"user": p.user.name} if p.user is not None else {}),
             },
@@ -669,6 +673,8 @@ class Session:
         """Cut a batch at --max-events, or where --max-size would be reached (estimated from
         the bytes per event so far), keeping the earliest events; then stop."""
         o = self.opts
+        if self._cut_ns is not None:  # draining after the stop: up to the stop time only
+            ev = ev[ev["ts"] <= self._cut_ns]
         room = len(ev)
         reason = ""
         if o.max_events is not None and o.max_events - self.events <= room:
@@ -894,8 +900,10 @@ class Session:
             self._spawn()
         try:
             self._load()
+            assert self.prog is not None
+            # events flow from the first probe attached: --duration and the summary count from there
+            self.t_start = self.prog.attached_ns / 1e9
             self._open_output()
-            self.t_start = time.monotonic()
             self.t_tick_ns = time.monotonic_ns()
             self._release()  # before the drop: the launcher is root until it execs
             if self.prep.user is not None:
@@ -923,6 +931,7 @@ class Session:
             + (f"; running as {u.name} (uid {u.uid}, gid {u.gid}), root dropped" if u else "")
             + ("" if o.command else "; Ctrl-C to stop")
         )
+        t_stop = self.t_start
         next_drain = self.t_start + o.drain_interval_s
         next_tick = self.t_start + TICK_S
         next_clock = self.t_start + CLOCK_EVERY_S
@@ -931,6 +940,7 @@ class Session:
             while True:
                 now = time.monotonic()
                 if self._should_stop(now):
+                    t_stop = now  # what follows only drains what was recorded until now
                     break
                 timeout = max(0.0, min(0.1, next_drain - now))
                 self.transport.poll(int(timeout * 1000))
@@ -958,6 +968,7 @@ class Session:
                     self._maybe_rotate(now)
             # stop: let in-flight completions land, then drain everything
             time.sleep(0.05)
+            self._cut_ns = int(t_stop * 1e9)  # events begun after the stop are not recorded
             deadline = time.monotonic() + FINAL_DRAIN_S
             while True:  # transports hand out bounded batches: drain until dry
                 self.transport.drain()
@@ -968,7 +979,7 @@ class Session:
             self._close_output(final=True)
         except BaseException as exc:
             raise self._stopped_by_error(exc) from None
-        elapsed = time.monotonic() - self.t_start
+        elapsed = t_stop - self.t_start
         if self.fatal is not None:
             self._detach()
             self._wait_child()

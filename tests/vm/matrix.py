@@ -125,6 +125,14 @@ def apt_update(max_age_s: float = 86400) -> None:
 def resolve(series: str) -> str:
     """The newest kernel release of a series, e.g. '5.10' -> '5.10.0-32-amd64'."""
     names = run(["apt-cache", *apt_args(), "pkgnames", "linux-image-"], capture_output=True).stdout.split()
+    rel = pick_release(names, series)
+    if rel is None:
+        sys.exit(f"matrix: no Debian kernel package for series {series} in {', '.join(SUITES)}")
+    return rel
+
+
+def pick_release(names: list[str], series: str) -> str | None:
+    """The newest plain amd64 kernel release among package names (not -rt, -cloud, -dbg)."""
     best: tuple[tuple[int, ...], str] | None = None
     for name in names:
         m = IMAGE_RE.match(name)
@@ -134,9 +142,7 @@ def resolve(series: str) -> str:
         key = tuple(int(x) for x in re.findall(r"\d+", rel))
         if best is None or key > best[0]:
             best = (key, rel)
-    if best is None:
-        sys.exit(f"matrix: no Debian kernel package for series {series} in {', '.join(SUITES)}")
-    return best[1]
+    return best[1] if best is not None else None
 
 
 def depends(pkg: str) -> list[str]:

@@ -22,6 +22,7 @@ from typing import Any, Protocol
 from aether_rec.errors import RecorderError
 from aether_rec.recorder.bpfsys import lookup_percpu_u64, possible_cpus
 
+KRETPROBE_MAXACTIVE = 4096  # returns in flight per kretprobe (the kernel's upper limit)
 MAX_FDS = 250  # SCM_RIGHTS carries at most 253 descriptors per message
 
 
@@ -91,6 +92,16 @@ def compile_and_attach(
 
         attach_started_ns = 0
         attach_s = 0.0  # how long attaching every probe took
+
+        def attach_kretprobe(
+            self, event: bytes = b"", fn_name: bytes = b"", event_re: bytes = b"", maxactive: int = 0
+        ) -> None:
+            # The kernel's default (max(10, 2 x CPUs) returns in flight per probe) is used up
+            # by threads blocked in vfs_read (pipes, terminals, sockets): further returns are
+            # then missed without a trace. Measured in a VM: 167 of 2,000 reads of a dd lost.
+            super().attach_kretprobe(
+                event=event, fn_name=fn_name, event_re=event_re, maxactive=maxactive or KRETPROBE_MAXACTIVE
+            )
 
         def _trace_autoload(self) -> None:
             try:

@@ -340,7 +340,9 @@ def update_docs(results: list[dict[str, Any]]) -> None:
         anchor = "## Development"
         body = body.replace(anchor, "## Tested kernels\n\n" + text + "\n\n" + anchor, 1)
     readme.write_text(body)
-    stock = next((r for r in results if (Path(r["out"]) / "doctor.txt").exists()), None)
+    # the doctor of a kernel with its exact headers, else any
+    with_doctor = [r for r in results if (Path(r["out"]) / "doctor.txt").exists()]
+    stock = next((r for r in with_doctor if r["headers"] == "exact"), with_doctor[0] if with_doctor else None)
     if stock is not None:
         doc = ROOT / "docs" / "doctor-stock-kernel.md"
         doc.write_text(
@@ -363,6 +365,8 @@ def main() -> int:
     ap.add_argument("--checks", default=CHECKS, help=f"what each VM runs [{CHECKS}]")
     ap.add_argument("--out", type=Path, default=CACHE / "runs" / "last", help="results and VM logs")
     ap.add_argument("--fetch-only", action="store_true", help="install and download, boot nothing")
+    ap.add_argument("--report-only", action="store_true",
+                    help="boot nothing: print (and with --update-docs, write) the report of the run in --out")
     ap.add_argument("--update-docs", action="store_true",
                     help="write README's Tested kernels table and docs/doctor-stock-kernel.md")
     a = ap.parse_args()
@@ -370,11 +374,13 @@ def main() -> int:
     for s in series:
         if s not in SERIES:
             ap.error(f"unknown kernel series {s!r}: one of {', '.join(SERIES)}")
-    if os.geteuid() != 0:
+    if os.geteuid() != 0 and not a.report_only:
         ap.error("run as root (it installs packages and the guest records as root)")
     if any(str(CACHE.resolve()).startswith(d) for d in ("/var/cache/", "/var/log/", "/var/tmp/")):
         ap.error(f"AETHER_VM_CACHE={CACHE}: vng mounts a tmpfs over that directory in the guest")
     t0 = time.monotonic()
+    if a.report_only:
+        return report(a, [load_run(a.out / d.name) for d in sorted(a.out.iterdir()) if d.is_dir()], t0)
     vng = ensure_host()
     apt_update()
     kernels = [fetch(s, s in EXACT_HEADERS) for s in series]
@@ -392,9 +398,24 @@ def main() -> int:
         up = next((float(x.split()[1]) for x in (out / "vm.log").read_text().splitlines()
                    if x.startswith("uptime ")), None)
         res = {"series": k.series, "release": k.release, "headers": k.headers, "rows": rows,
-               "why": why, "vm_s": secs, "boot_s": up, "out": str(out)}
+               "why": why, "vm_s": secs, "boot_s": up, "out": str(out), "rc": rc}
         results.append(res)
+        (out / "matrix.json").write_text(json.dumps({key: v for key, v in res.items() if key != "rows"}))
         log(f"{k.release}: {'pass' if not why else 'FAIL'} in {secs:.0f} s ({timings(res)})")
+    return report(a, results, t0)
+
+
+def load_run(out: Path) -> dict[str, Any]:
+    """A kernel's result as a run left it in ``out`` (for --report-only)."""
+    res: dict[str, Any] = json.loads((out / "matrix.json").read_text())
+    res["rows"] = read_results(out)
+    res["out"] = str(out)
+    k = Kernel(res["series"], res["release"], Path(out))
+    res["why"] = judge(k, res["rows"], int(res.get("rc", 0)), res["vm_s"])
+    return res
+
+
+def report(a: argparse.Namespace, results: list[dict[str, Any]], t0: float) -> int:
     print("\n".join(table(results)))
     print()
     for res in results:

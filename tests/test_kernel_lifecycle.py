@@ -9,6 +9,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from kernel_util import (
     CLI,
@@ -78,6 +79,43 @@ def test_duration_stops_on_time(tmp_path: Path) -> None:
         span = (int(ev["ts"].max()) - int(ev["ts"].min())) / 1e9
         assert span < 2.5
     assert cap.header["layers"] == ["syscall"]
+
+
+@pytest.mark.parametrize("transport", ["perf", "ringbuf"])
+def test_duration_counts_from_the_attach_and_keeps_events_until_the_stop(
+    tmp_path: Path, transport: str
+) -> None:
+    """--duration D: the summary's seconds are D (from the first probe attached to the stop
+    decision, not the start-up or the final drain); a process traced by --pid is seen from
+    the attach (its filter is filled before attaching, the perf rings are in place), with
+    nothing lost; events are there until the stop, and none begun after it."""
+    data = tmp_path / "data.bin"
+    data.write_bytes(os.urandom(1 << 16))
+    loop = subprocess.Popen(
+        helper("loop", "--file", str(data), "--seconds", "60", "--interval", "0.005"), stdout=subprocess.PIPE
+    )
+    try:
+        out = tmp_path / "dur.aio"
+        r = rec(["record", "-o", str(out), "--pid", str(loop.pid), "--duration", "2s", "--transport",
+                 transport, "--layers", "syscall"])
+        assert r.rc == 0, r.stderr
+        said = float(r.stderr.split(" events in ")[1].split(" s ")[0])
+        assert 2.0 <= said <= 2.3, r.stderr
+        cap, ev = load(out)
+        assert cap.lost == 0
+        rec_info = cap.header["recorder"]
+        attached, attach_s = rec_info["attached_ns"], rec_info["attach_s"]
+        assert 0 <= attach_s < 2
+        pr = ev["pid"] == loop.pid
+        ts = np.sort(ev["ts"][pr].astype(np.int64))
+        assert len(ts) > 100
+        assert attached <= ts[0] <= attached + int((attach_s + 0.1) * 1e9)  # seen from the attach
+        assert ts[-1] <= attached + int((said + 0.05) * 1e9)  # nothing begun after the stop (said: 0.1 s)
+        assert ts[-1] >= attached + int((said - 0.1) * 1e9)  # and everything until it
+        assert np.diff(ts).max() < 0.1e9  # no hole (a pread every 5 ms)
+    finally:
+        loop.kill()
+        loop.wait()
 
 
 def test_max_events_stops_at_exactly_n(tmp_path: Path) -> None:

@@ -66,7 +66,13 @@ def _size(value: str | None) -> int | None:
 @click.option(
     "--min-latency", metavar="DURATION", help="Only I/Os slower than this (e.g. 2ms), in the kernel."
 )
-@click.option("-d", "--duration", metavar="DURATION", help="Stop after this long (e.g. 30s, 5m, 1h).")
+@click.option(
+    "-d",
+    "--duration",
+    metavar="DURATION",
+    help="Stop after this long (e.g. 30s, 5m, 1h), counted from the first probe attached; "
+    "I/Os begun after that are not recorded.",
+)
 @click.option("--max-events", type=int, help="Stop after this many events.")
 @click.option("--max-size", metavar="SIZE", help="Stop once the output reaches this size (e.g. 1G).")
 @click.option(

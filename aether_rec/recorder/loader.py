@@ -19,7 +19,11 @@ from aether_rec.recorder.loaded import compile_and_attach, error_reply
 
 
 def serve(sock: socket.socket, request: dict[str, Any]) -> None:
-    bpf = compile_and_attach(request["text"], request["cflags"], request.get("filters") or {})
+    outputs = {
+        str(m): {int(cpu): int(fd) for cpu, fd in per_cpu.items()}
+        for m, per_cpu in (request.get("outputs") or {}).items()
+    }
+    bpf = compile_and_attach(request["text"], request["cflags"], request.get("filters") or {}, outputs)
     names = list(request["maps"])
     map_fds = [int(bpf[n].map_fd) for n in names]
     links = [int(fd) for fd in bpf.tracepoint_fds.values()]
@@ -29,7 +33,8 @@ def serve(sock: socket.socket, request: dict[str, Any]) -> None:
     # the programs too, by name: the recorder reads their recursion_misses (runs the
     # kernel skipped), and holding them makes its /proc/PID/fd say which programs it runs
     progs = {(k.decode() if isinstance(k, bytes) else str(k)): int(fn.fd) for k, fn in bpf.funcs.items()}
-    reply = json.dumps({"maps": names, "links": len(links), "progs": list(progs)}).encode()
+    attach = {"attached_ns": bpf.attach_started_ns, "attach_s": bpf.attach_s}
+    reply = json.dumps({"maps": names, "links": len(links), "progs": list(progs), **attach}).encode()
     socket.send_fds(sock, [reply], map_fds + links + list(progs.values()))
     sock.recv(16)  # the recorder holds them now
 

@@ -207,13 +207,18 @@ class PerfMmapTransport(Transport):
         self.samples = 0
         self.lost = 0
 
+    def before_attach(self) -> dict[int, int]:
+        if not self._rings:
+            for cpu in online_cpus():
+                self._rings.append(_Ring(cpu, self.pages, self.wakeup_events))
+        return {ring.cpu: ring.fd for ring in self._rings}
+
     def open(self, prog: Any) -> None:
         map_fd = prog.map_fd(self.table_name)
         self._epoll = select.epoll()
-        for cpu in online_cpus():
-            ring = _Ring(cpu, self.pages, self.wakeup_events)
-            self._rings.append(ring)
-            update_elem_u32(map_fd, cpu, ring.fd)
+        self.before_attach()  # the rings, if the loader did not get them before attaching
+        for ring in self._rings:
+            update_elem_u32(map_fd, ring.cpu, ring.fd)
             self._epoll.register(ring.fd, select.EPOLLIN)
 
     def poll(self, timeout_ms: int) -> None:

@@ -31,6 +31,7 @@ from aether_rec.recorder.probes import (
     probe_layers,
     probe_names,
 )
+from aether_rec.recorder.procinfo import descendants
 from aether_rec.recorder.program import Program, ProgramOptions, build_program
 from aether_rec.recorder.ringbuf import RingBufTransport
 from aether_rec.recorder.tracefs import TraceFS, ensure_tracefs
@@ -174,6 +175,22 @@ def prepare(opts: RecordOptions, log: Log = default_log) -> Prepared:
     )
 
 
+def filter_values(opts: RecordOptions, prep: Prepared, child: int | None) -> dict[str, Any]:
+    """The pid, comm and cgroup filters for the program's maps (recorder/filters.py): the
+    --pid processes and their descendants now, and the traced command ``child``."""
+    f: dict[str, Any] = {}
+    if prep.program_options.filter_pid:
+        pids = descendants(list(opts.pids)) if opts.pids else []
+        if child is not None:
+            pids.append(child)
+        f["pids"] = pids
+    if opts.comm is not None:
+        f["comm"] = opts.comm
+    if prep.cgroup_path is not None:
+        f["cgroup_path"] = str(prep.cgroup_path)
+    return f
+
+
 def check_user(opts: RecordOptions) -> User:
     """The --user to drop to. Files made after the drop (rotation) are created as that
     user, so --rotate-* needs an output directory the user can write to."""
@@ -192,8 +209,16 @@ def check_user(opts: RecordOptions) -> User:
     return user
 
 
-def capture_header(opts: RecordOptions, prep: Prepared, recording_id: str, index: int) -> dict[str, Any]:
-    """The header of file ``index`` (from 1) of the recording: how it was made."""
+def capture_header(
+    opts: RecordOptions,
+    prep: Prepared,
+    recording_id: str,
+    index: int,
+    attached: tuple[int, float] | None = None,
+) -> dict[str, Any]:
+    """The header of file ``index`` (from 1) of the recording: how it was made;
+    ``attached``: CLOCK_MONOTONIC ns of the first probe attached and how long attaching
+    took (seconds), once the program is loaded."""
     p = prep
     o = opts
     filters: dict[str, Any] = {}
@@ -231,6 +256,8 @@ def capture_header(opts: RecordOptions, prep: Prepared, recording_id: str, index
             "transport": p.transport.describe(),
             "cflags": p.program.cflags,
             "pid": os.getpid(),
+            "attached_ns": attached[0] if attached is not None else None,
+            "attach_s": round(attached[1], 3) if attached is not None else None,
             "notes": p.notes,
             **({"user": p.user.name} if p.user is not None else {}),
         },

@@ -1,12 +1,9 @@
 """A recording session: load the planned program, run the poll loop, handle signals and
 the privilege drop, stop cleanly (or fail with one line and a readable file).
 
-The CLI parses options into a :class:`~aether_rec.recorder.options.RecordOptions` and calls
-:func:`record` (or :func:`~aether_rec.recorder.plan.prepare` alone for ``--ebpf``). The
-rooms around the loop: ``options`` (what was asked, checked in one pass), ``plan`` (the
-environment, the program and the transport), ``launcher`` (the traced command),
-``rotation`` (the files), ``losses`` (the loss ledger), ``status`` (the status line, the
-result and its summary).
+The CLI makes :class:`~aether_rec.recorder.options.RecordOptions` and calls :func:`record`.
+Around the loop: ``options`` (checked in one pass), ``plan`` (environment, program,
+transport), ``launcher``, ``rotation`` (the files), ``losses``, ``status``.
 """
 
 from __future__ import annotations
@@ -29,9 +26,9 @@ from aether_rec.recorder.loaded import LoadedProgram, load_remote
 from aether_rec.recorder.losses import LossLedger, real_losses
 from aether_rec.recorder.options import RecordOptions
 from aether_rec.recorder.output import StdoutStream
-from aether_rec.recorder.plan import Log, Prepared, capture_header, default_log, prepare
+from aether_rec.recorder.plan import Log, Prepared, capture_header, default_log, filter_values, prepare
 from aether_rec.recorder.privileges import drop_privileges
-from aether_rec.recorder.procinfo import Names, descendants
+from aether_rec.recorder.procinfo import Names
 from aether_rec.recorder.rotation import RotatingOutput
 from aether_rec.recorder.status import LOSS_ADVICE, RecordResult, StatusLine, summary_line
 from aether_rec.recorder.transport import Transport
@@ -73,6 +70,7 @@ class Session:
         self.fatal: AetherError | None = None  # ends the recording with exit 1 once closed
         self.creds: dict[str, Any] | None = None  # after --user's drop
         self._oldest_end_ns: int | None = None  # completion time of the oldest unwritten event
+        self._cut_ns: int | None = None  # once stopped: events begun later are dropped
         self.redactor: Any = None
         if opts.redact:
             from aether_rec.redaction import Redactor
@@ -84,11 +82,14 @@ class Session:
             )
         self.output = RotatingOutput(
             opts,
-            lambda index: capture_header(opts, prep, self.recording_id, index),
+            lambda index: capture_header(opts, prep, self.recording_id, index, self._attached()),
             self.names,
             self.redactor,
             prep.user,
         )
+
+    def _attached(self) -> tuple[int, float] | None:
+        return (self.prog.attached_ns, self.prog.attach_s) if self.prog is not None else None
 
     # -- set-up ----------------------------------------------------------------------
     def _load(self) -> None:
@@ -97,25 +98,16 @@ class Session:
         The loader helper process does the compiling (loaded.load_remote) and hands over
         descriptors: bcc, clang and LLVM never enter the recorder."""
         prog = self.prep.program
-        filters = self._filters()
-        self.prog = load_remote(prog.text, prog.cflags, self.prep.maps, filters)
+        filters = filter_values(self.opts, self.prep, self.child.pid if self.child is not None else None)
+        # perf rings in place before the first probe is attached: nothing of the first
+        # moments finds nowhere to go (the ring buffer is the map itself)
+        outputs = {"events": self.transport.before_attach()}
+        if self.prep.names_transport is not None:
+            outputs["names"] = self.prep.names_transport.before_attach()
+        self.prog = load_remote(prog.text, prog.cflags, self.prep.maps, filters, outputs)
         self.transport.open(self.prog)
         if self.prep.names_transport is not None:
             self.prep.names_transport.open(self.prog)
-
-    def _filters(self) -> dict[str, Any]:
-        """The pid, comm and cgroup filters for the program's maps (see filters.py)."""
-        f: dict[str, Any] = {}
-        if self.prep.program_options.filter_pid:
-            pids = descendants(list(self.opts.pids)) if self.opts.pids else []
-            if self.child is not None:
-                pids.append(self.child.pid)
-            f["pids"] = pids
-        if self.opts.comm is not None:
-            f["comm"] = self.opts.comm
-        if self.prep.cgroup_path is not None:
-            f["cgroup_path"] = str(self.prep.cgroup_path)
-        return f
 
     def _drop(self) -> None:
         """--user: become the user now that the probes are attached and the output open."""
@@ -231,6 +223,8 @@ class Session:
         """Cut a batch at --max-events, or where --max-size would be reached (estimated from
         the bytes per event so far), keeping the earliest events; then stop."""
         o = self.opts
+        if self._cut_ns is not None:  # draining after the stop: up to the stop time only
+            ev = ev[ev["ts"] <= self._cut_ns]
         room = len(ev)
         reason = ""
         if o.max_events is not None and o.max_events - self.events <= room:
@@ -381,8 +375,10 @@ class Session:
             # the fds the traced processes already have, while they surely exist
             for pid in [*(self.opts.pids or ()), *([self.child.pid] if self.child is not None else [])]:
                 self.names.fdtable.snapshot(pid)
+            # events flow from the first probe attached: --duration and the summary count from there
+            assert self.prog is not None
+            self.t_start = self.prog.attached_ns / 1e9
             self.output.open()
-            self.t_start = time.monotonic()
             self.ledger.start()
             if self.child is not None:
                 self.child.release()  # before the drop: the launcher is root until it execs
@@ -422,10 +418,12 @@ class Session:
         next_tick = self.t_start + TICK_S
         next_clock = self.t_start + CLOCK_EVERY_S
         next_status = self.t_start + STATUS_EVERY_S
+        t_stop = self.t_start
         try:
             while True:
                 now = time.monotonic()
                 if self._should_stop(now):
+                    t_stop = now  # what follows only drains what was recorded until now
                     break
                 timeout = max(0.0, min(0.1, next_drain - now))
                 self.transport.poll(int(timeout * 1000))
@@ -455,6 +453,7 @@ class Session:
                     self._maybe_rotate(now)
             # stop: let in-flight completions land, then drain everything
             time.sleep(0.05)
+            self._cut_ns = int(t_stop * 1e9)  # events begun after the stop are not recorded
             deadline = time.monotonic() + FINAL_DRAIN_S
             while True:  # transports hand out bounded batches: drain until dry
                 self.transport.drain()
@@ -466,7 +465,7 @@ class Session:
             self._close_output(final=True)
         except BaseException as exc:
             raise self._stopped_by_error(exc) from None
-        elapsed = time.monotonic() - self.t_start
+        elapsed = t_stop - self.t_start
         if self.fatal is not None:
             self._detach()
             self._wait_child()

@@ -31,6 +31,12 @@ class Transport(ABC):
         """Attach to the loaded program's output map (``events``); ``prog`` is an
         aether_rec.recorder.loaded.LoadedProgram."""
 
+    def before_attach(self) -> dict[int, int]:
+        """Descriptors the program's ``events`` map must hold before its first probe is
+        attached (perf buffers: CPU -> ring), so that no event of the first moments finds
+        nowhere to go. The ring buffer needs none: it is the map itself."""
+        return {}
+
     @abstractmethod
     def poll(self, timeout_ms: int) -> None:
         """Wait up to ``timeout_ms`` for woken buffers and read them."""

@@ -162,10 +162,16 @@ class Tree:
                 self.cpu[p] = max(self.cpu.get(p, 0.0), _cpu_s(p))
             time.sleep(0.01)
 
-    def wait(self, timeout: float | None = None, stdin: bytes | None = None, *, rusage: bool = True) -> Usage:
+    def wait(self, timeout: float | None = None, stdin: bytes | None = None, *, rusage: bool = True,
+             communicate: bool = True) -> Usage:
         """``rusage``: also take CPU from RUSAGE_CHILDREN (exact for the waited tree; only
-        when this script waited for nothing else meanwhile, e.g. not around a workload)."""
-        out, err = self.proc.communicate(stdin, timeout=timeout)
+        when this script waited for nothing else meanwhile, e.g. not around a workload).
+        ``communicate``: read its output pipes here (False: another thread reads them)."""
+        if stdin is None and self.proc.stdout is None and self.proc.stderr is None or not communicate:
+            self.proc.wait(timeout)  # its pipes are someone else's to read
+            out = err = b""
+        else:
+            out, err = self.proc.communicate(stdin, timeout=timeout)
         secs = time.perf_counter() - self.t0
         self._stop.set()
         self._thread.join()

@@ -8,15 +8,17 @@ Pairs (each workload is started paused, the tracer attaches to its pid, then it 
              aether-rec --layers syscall --ops read,write  vs  perf on sys_{enter,exit}_{read,write}
   dio-write  dd if=/dev/zero of=F bs=4k count=N oflag=direct
   dio-read   dd if=F of=/dev/null bs=4k count=N iflag=direct
-             aether-rec --layers block  vs  perf on block_rq_insert/issue/complete
+             aether-rec --layers block  vs  perf -a on block_rq_insert/issue/complete, both
+             system-wide (perf attached by pid misses completions in interrupt context),
+             counting read/write completions on the file's device
 Both tracers get the same buffer bytes: aether-rec --buffer-pages (32 MiB: in all for the
 ring buffer, per CPU 32 MiB / CPUs for perf buffers) and perf record -m (32 MiB / CPUs per CPU).
 
 Columns: workload time is dd's own figure; "captured" counts dd's read/write syscalls in the
 capture (perf: sys_exit_read/write samples, from `perf report --stats`) and completed block
-requests (perf: block_rq_complete samples; perf attached by pid misses completions that run in
-interrupt context); "missing" is expected minus captured (perf's own LOST records count
-records, not samples: not used); "lost" is what aether-rec says it lost. CPU and peak memory
+read/write requests on the file's device (perf: its block_rq_complete samples); "missing" is
+expected minus captured (perf's LOST records in `perf report --stats` count records, not
+samples: not used); "lost" is what aether-rec says it lost. CPU and peak memory
 are the tracer's whole process tree (aether-rec's bcc/clang loader helper included) measured
 from outside (bench/measure.py: VmHWM summed over the tree; "cg MB" is a per-run cgroup's
 peak, page cache included). Bytes per I/O: file size over the I/Os the workload did.
@@ -123,11 +125,15 @@ def run_untraced(argv: list[str]) -> Run:
     return Run(release(paused(argv)))
 
 
-def run_aether(argv: list[str], out: Path, transport: str, block: bool) -> Run:
+def run_aether(argv: list[str], out: Path, transport: str, block: bool, dev: int) -> Run:
     wl = paused(argv)
-    cmd = [*AETHER, "record", "-o", str(out), "--force", "--pid", str(wl.pid), "--transport", transport,
+    cmd = [*AETHER, "record", "-o", str(out), "--force", "--transport", transport,
            "--buffer-pages", str(RING_PAGES if transport == "ringbuf" else PER_CPU_PAGES)]
-    cmd += ["--layers", "block"] if block else ["--layers", "syscall", "--ops", "read,write"]
+    # block pair: system-wide (perf attached by pid misses completions in interrupt context)
+    if block:
+        cmd += ["--layers", "block"]
+    else:
+        cmd += ["--pid", str(wl.pid), "--layers", "syscall", "--ops", "read,write"]
     tree = Tree(cmd, tag="aether", stderr=subprocess.PIPE, stdout=subprocess.DEVNULL)
     wait_for_line(tree.proc, "recording", 120)
     r = Run(release(wl))
@@ -136,18 +142,20 @@ def run_aether(argv: list[str], out: Path, transport: str, block: bool) -> Run:
     import aether_rec
 
     with aether_rec.open(out) as cap:
-        cols = cap.to_numpy(["comm", "op", "layer", "fd"])
+        cols = cap.to_numpy(["comm", "op", "layer", "fd", "dev"])
         is_dd = cols["comm"] == "dd"
         sysc = is_dd & (cols["layer"] == 1) & ((cols["op"] == 1) | (cols["op"] == 2))
-        r.captured, r.block = int(sysc.sum()), int((cols["layer"] == 2).sum())
+        on_dev = (cols["layer"] == 2) & (cols["dev"] == dev) & ((cols["op"] == 1) | (cols["op"] == 2))
+        r.captured, r.block = int(sysc.sum()), int(on_dev.sum())
         r.lost, r.file_bytes = cap.lost, out.stat().st_size
     return r
 
 
-def run_perf(argv: list[str], out: Path, block: bool) -> Run:
+def run_perf(argv: list[str], out: Path, block: bool, dev: int) -> Run:
     wl = paused(argv)
     events = BLOCK_TPS if block else SYSCALL_TPS
-    cmd = ["perf", "record", "-q", "-z", "-m", str(PER_CPU_PAGES), "-o", str(out), "-p", str(wl.pid)]
+    cmd = ["perf", "record", "-q", "-z", "-m", str(PER_CPU_PAGES), "-o", str(out)]
+    cmd += ["-a"] if block else ["-p", str(wl.pid)]
     for e in events:
         cmd += ["-e", e]
     tree = Tree(cmd, tag="perf", stderr=subprocess.PIPE, stdout=subprocess.DEVNULL)
@@ -161,7 +169,12 @@ def run_perf(argv: list[str], out: Path, block: bool) -> Run:
     rep = subprocess.run(["perf", "report", "--stats", "-i", str(out)], capture_output=True, text=True)
     per_event = _perf_samples(rep.stdout)
     r.captured = per_event.get("syscalls:sys_exit_read", 0) + per_event.get("syscalls:sys_exit_write", 0)
-    r.block = per_event.get("block:block_rq_complete", 0)
+    if block:  # completions of reads and writes on the file's device
+        txt = subprocess.run(["perf", "script", "-F", "event,trace", "-i", str(out)], capture_output=True,
+                             text=True).stdout
+        want = f"{dev >> 20},{dev & 0xFFFFF} "
+        r.block = sum(1 for line in txt.splitlines() if "block_rq_complete" in line
+                      and want in line and re.search(rf"{re.escape(want)}\S*[RW]", line))
     r.file_bytes = out.stat().st_size
     return r
 
@@ -230,6 +243,8 @@ def main() -> None:
     if shutil.which("perf") is None:
         sys.exit("bench_recorder: perf not found: bash scripts/setup.sh installs linux-perf")
     work = Path(tempfile.mkdtemp(prefix="aether-bench-", dir=args.dir))
+    st = os.stat(work)
+    dev = (os.major(st.st_dev) << 20) | os.minor(st.st_dev)  # the kernel's dev_t, as block events carry
     dio = work / "dio.dat"
     n = args.dio_count
     # name: (argv, syscalls dd makes, block requests, block layer traced)
@@ -237,9 +252,9 @@ def main() -> None:
         "storm": (["dd", "if=/dev/zero", "of=/dev/null", "bs=512", f"count={args.storm_records}"],
                   2 * args.storm_records, 0, False),
         "dio-write": (["dd", "if=/dev/zero", f"of={dio}", "bs=4k", f"count={n}", "oflag=direct"],
-                      2 * n, n, True),
+                      0, n, True),
         "dio-read": (["dd", f"if={dio}", "of=/dev/null", "bs=4k", f"count={n}", "iflag=direct"],
-                     2 * n, n, True),
+                     0, n, True),
     }
     if args.only:
         workloads = {k: v for k, v in workloads.items() if k in args.only}
@@ -256,9 +271,9 @@ def main() -> None:
                 results.setdefault((name, "untraced"), []).append(run_untraced(argv))
                 for tr in transports:  # the first transport's storm capture feeds the offline rows
                     out = aio if tr == transports[0] else work / f"{name}-{tr}.aio"
-                    run = run_aether(argv, out, tr, block)
+                    run = run_aether(argv, out, tr, block, dev)
                     results.setdefault((name, f"aether-rec {tr}"), []).append(run)
-                results.setdefault((name, "perf record -z"), []).append(run_perf(argv, pdata, block))
+                results.setdefault((name, "perf record -z"), []).append(run_perf(argv, pdata, block, dev))
                 if name == "storm" and not args.no_offline:
                     for k, v in offline_peers(aio, pdata, work).items():
                         offline.setdefault(k, []).append(v)

@@ -26,7 +26,7 @@ import numpy as np
 from aether_rec.errors import AetherError, UsageError
 from aether_rec.format.chunk import Chunk
 from aether_rec.format.reader import Capture
-from aether_rec.ops.rows import columns, header_line, lines
+from aether_rec.ops.rows import block, columns, header_line
 from aether_rec.ops.units import fmt_count, iso_utc
 from aether_rec.ops.window import Selection, source_name
 from aether_rec.schema import COLUMNS, LAYER_CODE, LAYERS, OPS
@@ -64,7 +64,7 @@ def export_rows(cap: Capture, out: IO[str], sel: Selection, fmt: str) -> ExportR
     if head and fmt == "csv":
         out.write(head)
     for chunk in sel.chunks(cap):
-        out.write("".join(lines(fmt, chunk, to_real, src)))
+        out.write(block(fmt, chunk, to_real, src)[0])
         rep.events += chunk.n
     out.flush()
     return rep

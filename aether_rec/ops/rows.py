@@ -9,15 +9,24 @@ import csv
 import errno as _errno
 import io
 import json
-import operator
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from aether_rec.format.chunk import Chunk
-from aether_rec.ops.colfmt import by_value, dates, durations, errnames, gather, sizes, wall_parts
+from aether_rec.ops.colfmt import (
+    DAY_NS,
+    RowMatrix,
+    by_value,
+    coded,
+    duration_codes,
+    errnames,
+    gather,
+    wall_parts,
+)
 from aether_rec.ops.text import printable
+from aether_rec.ops.units import fmt_bytes, fmt_duration, iso_utc
 from aether_rec.schema import COLUMN_BY_NAME, COLUMNS, ENUMS, FLAGS, LAYER_CODE, LAYERS, OPS, dev_name
 
 # The row fields, in this order, then every other column of schema.COLUMNS (a column added
@@ -114,36 +123,30 @@ TEXT_HEADER = (
 )
 
 # -- whole-column row formatting -------------------------------------------------------------------
-# Each row is one ``%`` format (a C call per row, no Python frame per event) of values prepared
-# a column at a time (ops/colfmt.py). A row whose shape differs (no wall time, a file descriptor
-# or not) gets another format string with the same arguments; ``%.0s`` consumes the ones it does
-# not show.
+# Each field is formatted for the whole chunk at once into a block of a byte matrix (ops/colfmt.py,
+# RowMatrix): words through tables built once per distinct value, integers digit by digit. Rows
+# whose shape differs (no wall time, a file descriptor or not) choose between two blocks.
 
 
-def _apply(fmts: list[str], codes: np.ndarray, args: list[list[Any]]) -> list[str]:
-    if len(np.unique(codes)) <= 1:
-        fmt = fmts[int(codes[0])] if codes.size else fmts[0]
-        return list(map(fmt.__mod__, zip(*args)))
-    return list(map(operator.mod, gather(fmts, codes), zip(*args)))
-
-
-def _enum_words(chunk: Chunk, name: str, table: dict[int, str], enc: Callable[[str], str]) -> list[str]:
+def _enum_table(
+    chunk: Chunk, name: str, table: dict[int, str], enc: Callable[[str], str]
+) -> tuple[list[str], np.ndarray]:
     codes = chunk.column(name)
     if codes.dtype.itemsize == 1:  # a table of every code: no sort
-        return gather([enc(table.get(i, f"{name}{i}")) for i in range(256)], codes.astype(np.intp))
-    return by_value(codes, lambda c: enc(table.get(c, f"{name}{c}")))
+        return [enc(table.get(i, f"{name}{i}")) for i in range(256)], codes.astype(np.intp)
+    return coded(codes, lambda c: enc(table.get(c, f"{name}{c}")))
 
 
-def _str_words(chunk: Chunk, name: str, enc: Callable[[str], str]) -> list[str]:
-    if name not in chunk.dicts or name not in chunk.columns:
-        return [enc("")] * chunk.n
-    return gather([enc(w) for w in chunk.dicts[name]], chunk.columns[name])
+def _str_table(chunk: Chunk, name: str, enc: Callable[[str], str]) -> tuple[list[str], np.ndarray]:
+    if name not in chunk.dicts or name not in chunk.columns or not chunk.dicts[name]:
+        return [enc("")], np.zeros(chunk.n, dtype=np.intp)
+    return [enc(w) for w in chunk.dicts[name]], chunk.columns[name]
 
 
-def _source_words(chunk: Chunk, source: str, enc: Callable[[str], str]) -> list[str]:
+def _source_table(chunk: Chunk, source: str, enc: Callable[[str], str]) -> tuple[list[str], np.ndarray]:
     if "source" in chunk.dicts:
-        return _str_words(chunk, "source", enc)
-    return [enc(source)] * chunk.n
+        return _str_table(chunk, "source", enc)
+    return [enc(source)], np.zeros(chunk.n, dtype=np.intp)
 
 
 def _wall(chunk: Chunk, to_real: ToReal | None) -> tuple[np.ndarray, ...]:
@@ -151,68 +154,92 @@ def _wall(chunk: Chunk, to_real: ToReal | None) -> tuple[np.ndarray, ...]:
     return wall_parts(to_real(ts) if to_real is not None else None, chunk.n)
 
 
-_TEXT_TIME = ("%02d:%02d:%02d.%06d%.0s", "%.0s%.0s%.0s%.0s%17.6f")
-_TEXT_WHERE = ("%.0s%s", "fd %d %s", "fd %d%.0s")
+def _clock_block(m: RowMatrix, hh: np.ndarray, mm: np.ndarray, ss: np.ndarray, sub: np.ndarray,
+                 sub_width: int) -> None:
+    m.digits(hh, 2)
+    m.lit(":")
+    m.digits(mm, 2)
+    m.lit(":")
+    m.digits(ss, 2)
+    m.lit(".")
+    m.digits(sub, sub_width)
 
 
-def text_lines(
-    chunk: Chunk, to_real: ToReal | None, source: str = "", with_source: bool = False
-) -> list[str]:
-    """Text rows (see TEXT_HEADER), newline included."""
+def text_block(chunk: Chunk, to_real: ToReal | None, source: str = "", with_source: bool = False
+               ) -> tuple[str, np.ndarray]:
+    """Text rows (see TEXT_HEADER) of ``chunk`` as one string, and each row's end offset."""
     n = chunk.n
-    if not n:
-        return []
+    m = RowMatrix(n)
+    if with_source:
+        m.words(*_source_table(chunk, source, lambda s: printable(s).ljust(12) + " "))
     valid, _day, hh, mm, ss, sub = _wall(chunk, to_real)
-    tsf = (chunk.column("ts").astype(np.float64) / 1e9).tolist() if not valid.all() else [0] * n
+    clock = RowMatrix(n)
+    _clock_block(clock, hh, mm, ss, sub // 1000, 6)
+    mono = RowMatrix(n)
+    if not valid.all():
+        secs = chunk.column("ts").astype(np.float64) / 1e9
+        mono.per_row(list(map("{:17.6f}".format, np.where(valid, 0.0, secs).tolist())))
+    m.choose(valid, clock, mono)
+    m.lit(" ")
+    m.words(*_str_table(chunk, "comm", lambda s: printable(s)[:16].ljust(16)))
+    m.lit(" ")
     pid = chunk.column("pid").astype(np.uint64)
     tid = chunk.column("tid").astype(np.uint64)
-    pidtid = by_value((pid << np.uint64(32)) | tid, lambda k: f"{k >> 32}/{k & 0xFFFFFFFF}")
+    m.words(*coded((pid << np.uint64(32)) | tid, lambda k: f"{k >> 32}/{k & 0xFFFFFFFF}".rjust(13)))
+    m.lit(" ")
+    m.words(*_enum_table(chunk, "layer", LAYERS, lambda s: s.ljust(7)))
+    m.lit(" ")
+    m.words(*_enum_table(chunk, "op", OPS, lambda s: s.ljust(9)))
+    m.lit(" ")
+    m.words(*duration_codes(chunk.column("lat"), lambda v: fmt_duration(v).rjust(8)))
+    m.lit(" ")
+    m.words(*coded(chunk.column("bytes"), lambda v: fmt_bytes(v).rjust(9)))
+    m.lit(" ")
     offset = chunk.column("offset")
-    off = offset.astype(object)
-    off[offset < 0] = "-"
+    m.choose(offset >= 0, _ints(n, offset, 12), _lit(n, "-".rjust(12)))
+    m.lit(" ")
     result = chunk.column("result")
-    res = result.astype(object)
     neg = result < 0
-    if neg.any():
-        res[neg] = np.array(errnames(result[neg]), dtype=object)
-    # FILE/DEVICE: the path, else "dev M:m"; "fd N " before it for non-block rows with an fd
+    errs = RowMatrix(n)
+    errs.words(*coded(np.where(neg, result, -1), lambda r: _errno.errorcode.get(-r, str(-r)).rjust(8)))
+    m.choose(~neg, _ints(n, result, 8), errs)
+    m.lit("  ")
+    # FILE/DEVICE: the path, else "dev M:m"; "fd N " before it for non-block rows with an fd,
+    # and then the whole of it right-stripped
     fd = chunk.column("fd")
     dev = chunk.column("dev")
-    words = [printable(w) for w in chunk.dicts.get("path", [])] if "path" in chunk.columns else []
-    codes = chunk.columns["path"] if words else np.zeros(n, dtype=np.intp)
-    words = words or [""]
-    path = np.asarray(gather(words, codes), dtype=object)
-    path_r = np.asarray(gather([w.rstrip() for w in words], codes), dtype=object)  # "fd N path".rstrip()
+    words, codes = _str_table(chunk, "path", printable)
     empty = np.array([w == "" for w in words], dtype=bool)[codes]
     empty_r = np.array([w.rstrip() == "" for w in words], dtype=bool)[codes]
-    devw = np.asarray(by_value(dev, lambda d: f"dev {dev_name(d)}" if d else ""), dtype=object)
     prefix = (fd >= 0) & (chunk.column("layer") != BLOCK)
-    body = np.where(empty, devw, np.where(prefix, path_r, path))
-    wcat = np.where(prefix, np.where(np.where(empty, dev == 0, empty_r), 2, 1), 0)
-    code = np.where(valid, 0, 3) + wcat
-    tail = " %-16.16s %13s %-7s %-9s %8s %9s %12s %8s  "
-    head = "%-12s " if with_source else ""
-    fmts = [head + t + tail + w + "\n" for t in _TEXT_TIME for w in _TEXT_WHERE]
-    args = [
-        hh.tolist(),
-        mm.tolist(),
-        ss.tolist(),
-        (sub // 1000).tolist(),
-        tsf,
-        _str_words(chunk, "comm", printable),
-        pidtid,
-        _enum_words(chunk, "layer", LAYERS, str),
-        _enum_words(chunk, "op", OPS, str),
-        durations(chunk.column("lat")),
-        sizes(chunk.column("bytes")),
-        off.tolist(),
-        res.tolist(),
-        fd.tolist(),
-        body.tolist(),
-    ]
-    if with_source:
-        args.insert(0, _source_words(chunk, source, printable))
-    return _apply(fmts, code, args)
+    fdm = RowMatrix(n)
+    fdm.lit("fd ")
+    fdm.ints(fd)
+    m.choose(prefix, fdm, RowMatrix(n))
+    m.choose(prefix & ~np.where(empty, dev == 0, empty_r), _lit(n, " "), RowMatrix(n))
+    devm = RowMatrix(n)
+    devm.words(*coded(dev, lambda d: f"dev {dev_name(d)}" if d else ""))
+    pathm = RowMatrix(n)
+    pathm.words(words, codes)
+    pathr = RowMatrix(n)
+    pathr.words([w.rstrip() for w in words], codes)
+    filem = RowMatrix(n)
+    filem.choose(prefix, pathr, pathm)
+    m.choose(empty, devm, filem)
+    m.lit("\n")
+    return m.text()
+
+
+def _lit(n: int, s: str) -> RowMatrix:
+    r = RowMatrix(n)
+    r.lit(s)
+    return r
+
+
+def _ints(n: int, v: np.ndarray, width: int = 0) -> RowMatrix:
+    r = RowMatrix(n)
+    r.ints(v, width)
+    return r
 
 
 _JSON = json.JSONEncoder(separators=(",", ":")).encode
@@ -224,48 +251,60 @@ def _csv_str(s: str) -> str:
     return buf.getvalue()[:-2]
 
 
-def _field_values(
-    chunk: Chunk, source: str, enc: Callable[[str], str], safe: bool, null: str
-) -> tuple[list[str], list[list[Any]]]:
-    """Per field of CSV_FIELDS[1:]: its ``%`` conversion and its values (strings encoded)."""
+def _fields(m: RowMatrix, chunk: Chunk, source: str, enc: Callable[[str], str], safe: bool, null: str,
+            keys: Callable[[str], str]) -> None:
+    """Every field of CSV_FIELDS[1:], each after ``keys(name)``."""
     esc = (lambda s: enc(printable(s))) if safe else enc
-    convs: list[str] = []
-    vals: list[list[Any]] = []
     for name in CSV_FIELDS[1:]:
+        m.lit(keys(name))
         col = COLUMN_BY_NAME.get(name)
         if name == "source":
-            v = _source_words(chunk, source, esc)
+            m.words(*_source_table(chunk, source, esc))
         elif name == "error":
-            result = chunk.column("result")
-            v = by_value(result, lambda r: enc(_errno.errorcode.get(-r, str(-r))) if r < 0 else null)
+            m.words(*coded(chunk.column("result"),
+                           lambda r: enc(_errno.errorcode.get(-r, str(-r))) if r < 0 else null))
         elif name == "dev":
-            v = by_value(chunk.column("dev"), lambda d: enc(dev_name(d)) if d else null)
+            m.words(*coded(chunk.column("dev"), lambda d: enc(dev_name(d)) if d else null))
         elif name in ENUMS:
-            v = _enum_words(chunk, name, ENUMS[name], enc)
+            m.words(*_enum_table(chunk, name, ENUMS[name], enc))
         elif col is not None and col.is_str:
-            v = _str_words(chunk, name, esc)
+            m.words(*_str_table(chunk, name, esc))
         else:
-            convs.append("%d")
-            vals.append(chunk.column(name).tolist())
-            continue
-        convs.append("%s")
-        vals.append(v)
-    return convs, vals
+            m.ints(chunk.column(name))
 
 
-def json_lines(chunk: Chunk, to_real: ToReal | None, source: str = "") -> list[str]:
-    """JSON objects (time, every field of CSV_FIELDS, flag_names), newline included."""
-    if not chunk.n:
-        return []
+def _iso_block(chunk: Chunk, to_real: ToReal | None, quote: str, null: str) -> tuple[np.ndarray, RowMatrix]:
+    n = chunk.n
     valid, day, hh, mm, ss, sub = _wall(chunk, to_real)
-    convs, vals = _field_values(chunk, source, _JSON, False, "null")
-    body = "".join(f",{_JSON(k)}:{c}" for k, c in zip(CSV_FIELDS[1:], convs))
-    flag_names = by_value(chunk.column("flags"), lambda v: _JSON(_flag_names(v)))
-    times = ('"%s%02d:%02d:%02d.%09dZ"', "null%.0s%.0s%.0s%.0s%.0s")
-    fmts = ['{"time":' + t + body + ',"flag_names":%s}\n' for t in times]
-    dates_ = dates(day) if valid.any() else [""] * chunk.n
-    args = [dates_, hh.tolist(), mm.tolist(), ss.tolist(), sub.tolist(), *vals, flag_names]
-    return _apply(fmts, np.where(valid, 0, 1), args)
+    iso = RowMatrix(n)
+    iso.lit(quote)
+    iso.words(*coded(day, lambda d: (iso_utc(d * DAY_NS) or "?")[:11]))
+    _clock_block(iso, hh, mm, ss, sub, 9)
+    iso.lit("Z" + quote)
+    out = RowMatrix(n)
+    out.choose(valid, iso, _lit(n, null))
+    return valid, out
+
+
+def json_block(chunk: Chunk, to_real: ToReal | None, source: str = "") -> tuple[str, np.ndarray]:
+    """JSON objects (time, every field of CSV_FIELDS, flag_names), one per line."""
+    m = RowMatrix(chunk.n)
+    m.lit('{"time":')
+    m.parts += _iso_block(chunk, to_real, '"', "null")[1].parts
+    _fields(m, chunk, source, _JSON, False, "null", lambda k: f",{_JSON(k)}:")
+    m.lit(',"flag_names":')
+    m.words(*coded(chunk.column("flags"), lambda v: _JSON(_flag_names(v))))
+    m.lit("}\n")
+    return m.text()
+
+
+def csv_block(chunk: Chunk, to_real: ToReal | None, source: str = "") -> tuple[str, np.ndarray]:
+    """CSV rows of CSV_FIELDS (control characters in strings escaped)."""
+    m = RowMatrix(chunk.n)
+    m.parts += _iso_block(chunk, to_real, "", "")[1].parts
+    _fields(m, chunk, source, _csv_str, True, "", lambda k: ",")
+    m.lit("\n")
+    return m.text()
 
 
 def csv_header() -> str:
@@ -274,32 +313,28 @@ def csv_header() -> str:
     return buf.getvalue()
 
 
-def csv_lines(chunk: Chunk, to_real: ToReal | None, source: str = "") -> list[str]:
-    """CSV rows of CSV_FIELDS (control characters in strings escaped), newline included."""
-    if not chunk.n:
-        return []
-    valid, day, hh, mm, ss, sub = _wall(chunk, to_real)
-    convs, vals = _field_values(chunk, source, _csv_str, True, "")
-    body = "".join("," + c for c in convs)
-    times = ("%s%02d:%02d:%02d.%09dZ", "%.0s%.0s%.0s%.0s%.0s")
-    fmts = [t + body + "\n" for t in times]
-    dates_ = dates(day) if valid.any() else [""] * chunk.n
-    args = [dates_, hh.tolist(), mm.tolist(), ss.tolist(), sub.tolist(), *vals]
-    return _apply(fmts, np.where(valid, 0, 1), args)
-
-
 FORMATS = ("text", "jsonl", "csv")
+
+
+def block(fmt: str, chunk: Chunk, to_real: ToReal | None, source: str = "") -> tuple[str, np.ndarray]:
+    """The rows of ``chunk`` in ``fmt`` (text, jsonl, csv) as one string, newlines included,
+    and the offset where each row ends (``text[ends[i-1]:ends[i]]`` is row ``i``)."""
+    if not chunk.n:
+        return "", np.zeros(0, dtype=np.int64)
+    if fmt == "csv":
+        return csv_block(chunk, to_real, source)
+    if fmt == "jsonl":
+        return json_block(chunk, to_real, source)
+    if fmt == "text":
+        return text_block(chunk, to_real, source, with_source="source" in chunk.dicts)
+    raise ValueError(f"unknown row format {fmt!r}")
 
 
 def lines(fmt: str, chunk: Chunk, to_real: ToReal | None, source: str = "") -> list[str]:
     """One line per event of ``chunk`` in ``fmt`` (text, jsonl, csv), newline included."""
-    if fmt == "csv":
-        return csv_lines(chunk, to_real, source)
-    if fmt == "jsonl":
-        return json_lines(chunk, to_real, source)
-    if fmt == "text":
-        return text_lines(chunk, to_real, source, with_source="source" in chunk.dicts)
-    raise ValueError(f"unknown row format {fmt!r}")
+    text, ends = block(fmt, chunk, to_real, source)
+    starts = [0, *ends[:-1].tolist()]
+    return [text[a:b] for a, b in zip(starts, ends.tolist())]
 
 
 def header_line(fmt: str) -> str | None:

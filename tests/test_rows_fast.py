@@ -119,3 +119,13 @@ def test_durations_match_fmt_duration_on_every_edge() -> None:
     arr = np.array(edges + more, dtype=np.uint64)
     assert colfmt.durations(arr) == [fmt_duration(v) for v in arr.tolist()]
     assert colfmt.sizes(arr) == [fmt_bytes(v) for v in arr.tolist()]
+
+
+@pytest.mark.parametrize("fmt", ["text", "jsonl", "csv"])
+def test_rows_built_in_slices_are_the_same(fmt: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    chunk = random_chunk(11, n=100, with_source=True)
+    monkeypatch.setattr(rows, "SLICE", 7)
+    text, ends = rows.block(fmt, chunk, CLOCKS[1], "x")
+    want = ref.lines(fmt, chunk, CLOCKS[1], "x")  # type: ignore[arg-type]
+    assert text == "".join(want)
+    assert ends.tolist() == np.cumsum([len(x) for x in want]).tolist()

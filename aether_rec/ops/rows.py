@@ -316,18 +316,29 @@ def csv_header() -> str:
 FORMATS = ("text", "jsonl", "csv")
 
 
+SLICE = 16384  # rows built at once: bounds the byte matrices (~0.5 KiB a row) and stays in cache
+
+
 def block(fmt: str, chunk: Chunk, to_real: ToReal | None, source: str = "") -> tuple[str, np.ndarray]:
     """The rows of ``chunk`` in ``fmt`` (text, jsonl, csv) as one string, newlines included,
     and the offset where each row ends (``text[ends[i-1]:ends[i]]`` is row ``i``)."""
-    if not chunk.n:
-        return "", np.zeros(0, dtype=np.int64)
-    if fmt == "csv":
-        return csv_block(chunk, to_real, source)
-    if fmt == "jsonl":
-        return json_block(chunk, to_real, source)
-    if fmt == "text":
-        return text_block(chunk, to_real, source, with_source="source" in chunk.dicts)
-    raise ValueError(f"unknown row format {fmt!r}")
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown row format {fmt!r}")
+    texts: list[str] = []
+    ends: list[np.ndarray] = [np.zeros(0, dtype=np.int64)]
+    base = 0
+    for a in range(0, chunk.n, SLICE):
+        part = chunk.take(slice(a, a + SLICE)) if chunk.n > SLICE else chunk
+        if fmt == "csv":
+            text, e = csv_block(part, to_real, source)
+        elif fmt == "jsonl":
+            text, e = json_block(part, to_real, source)
+        else:
+            text, e = text_block(part, to_real, source, with_source="source" in chunk.dicts)
+        texts.append(text)
+        ends.append(e + base)
+        base += len(text)
+    return "".join(texts), np.concatenate(ends)
 
 
 def lines(fmt: str, chunk: Chunk, to_real: ToReal | None, source: str = "") -> list[str]:

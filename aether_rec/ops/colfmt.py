@@ -174,8 +174,12 @@ class RowMatrix:
         """The rows as one string, and the end offset (in characters) of every row."""
         m = self.matrix()
         keep = m != 0
-        chars = (keep & ((m & 0xC0) != 0x80)).sum(axis=1)
-        return m[keep].tobytes().decode("utf-8", "surrogatepass"), np.cumsum(chars)
+        data = m.ravel()[keep.ravel()]
+        if data.size and data.max() >= 0x80:  # multi-byte characters: count lead bytes only
+            chars = np.count_nonzero(keep & ((m & 0xC0) != 0x80), axis=1)
+        else:
+            chars = np.count_nonzero(keep, axis=1)
+        return data.tobytes().decode("utf-8", "surrogatepass"), np.cumsum(chars)
 
 
 def int_matrix(v: np.ndarray, width: int = 0) -> np.ndarray:

@@ -118,7 +118,7 @@ def test_durations_match_fmt_duration_on_every_edge() -> None:
     more = [2**53 - 1, 2**53 + 1, 2**64 - 1, 99_950_000, 99_949_999, 9995, 99_995]
     arr = np.array(edges + more, dtype=np.uint64)
     assert colfmt.durations(arr) == [fmt_duration(v) for v in arr.tolist()]
-    assert colfmt.sizes(arr) == [fmt_bytes(v) for v in arr.tolist()]
+    assert colfmt.gather(*colfmt.coded(arr, fmt_bytes)) == [fmt_bytes(v) for v in arr.tolist()]
 
 
 @pytest.mark.parametrize("fmt", ["text", "jsonl", "csv"])
@@ -129,3 +129,15 @@ def test_rows_built_in_slices_are_the_same(fmt: str, monkeypatch: pytest.MonkeyP
     want = ref.lines(fmt, chunk, CLOCKS[1], "x")  # type: ignore[arg-type]
     assert text == "".join(want)
     assert ends.tolist() == np.cumsum([len(x) for x in want]).tolist()
+
+
+def test_int_matrix_is_str_of_every_integer() -> None:
+    rng = np.random.default_rng(3)
+    signed = np.concatenate([rng.integers(-(2**63), 2**63 - 1, 200, dtype=np.int64, endpoint=True),
+                             np.array([0, -1, 9, 10, -10, 99, 100, I64_MIN, I64_MAX], dtype=np.int64)])
+    unsigned = np.concatenate([rng.integers(0, 2**63, 200).astype(np.uint64) * np.uint64(2),
+                               np.array([0, 2**64 - 1, 10**19], dtype=np.uint64)])
+    for v in (signed, unsigned, signed[:0] + 7):
+        for width in (0, 1, 8, 25):
+            got = [bytes(r).replace(b"\0", b"").decode() for r in colfmt.int_matrix(v, width)]
+            assert got == [str(x).rjust(width) for x in v.tolist()]

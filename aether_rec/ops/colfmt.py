@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from aether_rec.ops.units import fmt_bytes, fmt_duration, iso_utc
+from aether_rec.ops.units import fmt_duration
 
 I64_MIN = -(2**63)
 I64_MAX = 2**63 - 1
@@ -73,11 +73,6 @@ def duration_codes(ns: np.ndarray, fn: Callable[[Any], str] = fmt_duration) -> t
     return coded(rep, fn)
 
 
-def sizes(n: np.ndarray) -> list[str]:
-    """``[fmt_bytes(v) for v in n]`` (I/O sizes repeat: one call per distinct size)."""
-    return by_value(n, fmt_bytes)
-
-
 def errnames(result: np.ndarray) -> list[str | None]:
     """The errno name of every negative result, None for the others (rows.py's ``error``)."""
     return by_value(result, lambda r: _errno.errorcode.get(-r, str(-r)) if r < 0 else None)
@@ -107,11 +102,6 @@ def fixed_digits(v: np.ndarray, width: int) -> np.ndarray:
         out[:, k] = rest % 10 + 48
         rest //= 10
     return out
-
-
-def dates(day: np.ndarray) -> list[str]:
-    """``YYYY-MM-DDT`` of each day number since the epoch, as iso_utc writes it."""
-    return by_value(day, lambda d: (iso_utc(d * DAY_NS) or "?")[:11])
 
 
 # -- rows as one byte matrix -------------------------------------------------------------------------

@@ -1,11 +1,11 @@
 """Whole columns formatted at once, for replay and export rows.
 
-Rows are made by one ``%`` format per row (a C call, no Python frame per event); the values
-it is given are prepared here a column at a time: low-cardinality transformations (names,
-durations, sizes, errno names, dates) are computed once per distinct value and gathered with
-numpy, times of day are split into integer fields. Every function here gives exactly what the
-per-value function it replaces (ops/units.py, ops/text.py) gives, for every input: the tests
-compare them on random columns.
+No Python step per event: low-cardinality transformations (names, durations, sizes, errno
+names, dates) are computed once per distinct value and gathered with numpy; integers and times
+of day are written digit by digit into byte matrices (RowMatrix, below), from which a chunk's
+rows come out as one string. Every function here gives exactly what the per-value function it
+replaces (ops/units.py, ops/text.py) gives, for every input: tests/test_rows_fast.py compares
+them on random columns and chunks.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Events as rows for people and for other tools: one text line, a JSON object or a CSV row per
-event, built a chunk at a time: every column is converted once per chunk (ops/colfmt.py), then
-each row is one C-level ``%`` format of those values (``columns`` gives the same values as
-Python objects, for exports that build documents)."""
+event, built a chunk at a time: every field is formatted for the whole chunk at once into a
+byte matrix (ops/colfmt.py) and the rows come out as one string (``block``); ``columns`` gives
+the same values as Python objects, for exports that build documents (perfetto)."""
 
 from __future__ import annotations
 

@@ -2,24 +2,27 @@
 
 Peers measured in the same run, on the same events:
   raw    the kernel's 96-byte records written as they are (what a naive recorder stores)
-  raw+z  the same records through one zstd stream (level 3), like `perf record -z`
+  raw+z  the same records through one zstd stream at level 1, as `perf record -z` writes
+         (perf's default level is 1; .aio chunks are written at level ZSTD_LEVEL below)
 
-    .venv/bin/python bench/bench_format.py [--events 10000000]
+    .venv/bin/python bench/bench_format.py [--events 10000000] [--repeat 3]
 
-Each figure is the median of --repeat runs. Reading is measured in a fresh subprocess so
-that its peak memory (VmHWM) is its own.
+Each figure is the median of --repeat (>= 3) runs. Every read (the .aio reader and the raw
+peer, which loads the whole file as a numpy array) runs in a fresh subprocess; its peak
+memory is measured from outside over the process tree (bench/measure.py) and is also the
+child's own VmHWM: measured, never computed from the file size.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
-import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import zstandard
@@ -28,6 +31,11 @@ from aether_rec.format.chunk import Chunk
 from aether_rec.format.synth import PROCS, make_batch
 from aether_rec.format.writer import CaptureWriter
 from aether_rec.schema import KERNEL_EVENT_DTYPE
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from measure import run_tree, today  # noqa: E402
+
+ZSTD_LEVEL = 1  # the .aio writer's level and perf record -z's default
 
 
 def make_batches(n: int, batch: int = 131072) -> list[Chunk]:
@@ -62,36 +70,47 @@ def timed(fn) -> float:  # type: ignore[no-untyped-def]
     return time.perf_counter() - t
 
 
-def read_child(path: str) -> None:
-    import aether_rec
-
+def read_child(path: str, kind: str) -> None:
     t = time.perf_counter()
     n = 0
-    with aether_rec.open(path) as cap:
-        for chunk in cap.chunks(ordered=False):
-            n += chunk.n
+    if kind == "aio":
+        import aether_rec
+
+        with aether_rec.open(path) as cap:
+            for chunk in cap.chunks(ordered=False):
+                for name in chunk.columns:
+                    chunk.column(name)
+                n += chunk.n
+    else:  # the raw peer: the whole file as one array
+        n = len(np.fromfile(path, KERNEL_EVENT_DTYPE))
     dt = time.perf_counter() - t
-    print(f"{n} {dt} {peak_rss_mb()}")
+    print(json.dumps({"events": n, "seconds": dt, "own_mb": peak_rss_mb()}))
 
 
 def peak_rss_mb() -> float:
-    """This process's own peak RSS (VmHWM). ru_maxrss is not used: Linux carries the
-    parent's high-water mark across fork and exec into it."""
+    """This process's own peak RSS (VmHWM), never ru_maxrss (it carries the parent's peak)."""
     with open("/proc/self/status") as f:
         for line in f:
             if line.startswith("VmHWM:"):
                 return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return 0.0
+
+
+def measured_read(path: str, kind: str) -> dict[str, float]:
+    u = run_tree([sys.executable, __file__, "--child-read", kind, path], tag="fmt")
+    res = json.loads(u.stdout.decode().split("\n")[-2])
+    res["tree_mb"] = u.peak_mb
+    return dict(res)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--events", type=int, default=10_000_000)
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--child-read", help=argparse.SUPPRESS)
+    ap.add_argument("--child-read", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child_read:
-        read_child(args.child_read)
+        read_child(args.child_read[1], args.child_read[0])
         return
     n = args.events
     print(f"generating {n:,} synthetic events...", file=sys.stderr)
@@ -106,7 +125,7 @@ def main() -> None:
                     os.unlink(p)
 
             def write_aio() -> None:
-                with CaptureWriter(aio, {"synthetic": True}) as w:
+                with CaptureWriter(aio, {"synthetic": True}, level=ZSTD_LEVEL) as w:
                     for c in batches:
                         w.write_events(c)
 
@@ -116,33 +135,33 @@ def main() -> None:
                         f.write(r.tobytes())
 
             def write_rawz() -> None:
-                with open(rawz, "wb") as f, zstandard.ZstdCompressor(level=3).stream_writer(f) as z:
+                with open(rawz, "wb") as f, zstandard.ZstdCompressor(level=ZSTD_LEVEL).stream_writer(f) as z:
                     for r in records:
                         z.write(r.tobytes())
 
             w_aio.append(timed(write_aio))
             w_raw.append(timed(write_raw))
             w_rawz.append(timed(write_rawz))
-        reads, rss = [], []
-        for _ in range(args.repeat):
-            out = subprocess.run([sys.executable, __file__, "--child-read", aio], capture_output=True,
-                                 text=True, check=True).stdout.split()
-            assert int(out[0]) == n
-            reads.append(float(out[1]))
-            rss.append(float(out[2]))
-        t_rawread = statistics.median(
-            timed(lambda: np.fromfile(raw, KERNEL_EVENT_DTYPE)) for _ in range(args.repeat)
-        )
+        aio_reads = [measured_read(aio, "aio") for _ in range(args.repeat)]
+        raw_reads = [measured_read(raw, "raw") for _ in range(args.repeat)]
+        assert all(r["events"] == n for r in aio_reads + raw_reads)
         sizes = {p: os.path.getsize(p) for p in (aio, raw, rawz)}
     med = statistics.median
-    print(f"\nFormat benchmark, {n:,} events, median of {args.repeat} ({time.strftime('%Y-%m-%d')}, "
-          f"{os.cpu_count()} CPUs)")
+    print(f"\nFormat benchmark, {n:,} events, median of {args.repeat} ({today()}, "
+          f"{os.cpu_count()} CPUs, zstd level {ZSTD_LEVEL} for both; bench/bench_format.py)")
     print(f"{'':24}{'.aio':>14}{'raw records':>14}{'raw + zstd':>14}")
     print(f"{'write, M events/s':24}{n / med(w_aio) / 1e6:>14.2f}{n / med(w_raw) / 1e6:>14.2f}"
           f"{n / med(w_rawz) / 1e6:>14.2f}")
     print(f"{'bytes per event':24}{sizes[aio] / n:>14.2f}{sizes[raw] / n:>14.2f}{sizes[rawz] / n:>14.2f}")
-    print(f"{'read to numpy, M ev/s':24}{n / med(reads) / 1e6:>14.2f}{n / t_rawread / 1e6:>14.2f}{'':>14}")
-    print(f"{'read peak RSS, MB':24}{med(rss):>14.0f}{n * 96 / 2**20:>14.0f}{'':>14}")
+    def m(rs: list[dict[str, float]], k: str) -> float:
+        return float(med([r[k] for r in rs]))
+
+    print(f"{'read to numpy, M ev/s':24}{n / m(aio_reads, 'seconds') / 1e6:>14.2f}"
+          f"{n / m(raw_reads, 'seconds') / 1e6:>14.2f}{'':>14}")
+    print(f"{'read peak, tree MB':24}{m(aio_reads, 'tree_mb'):>14.0f}{m(raw_reads, 'tree_mb'):>14.0f}"
+          f"{'':>14}")
+    print(f"{'read peak, own VmHWM MB':24}{m(aio_reads, 'own_mb'):>14.0f}{m(raw_reads, 'own_mb'):>14.0f}"
+          f"{'':>14}")
     print(f"\n.aio is {sizes[rawz] / sizes[aio]:.1f}x smaller than raw+zstd and "
           f"{sizes[raw] / sizes[aio]:.1f}x smaller than raw records; reading .aio iterates chunk by chunk "
           f"(memory flat), the raw peer loads the whole file.")

@@ -1,21 +1,24 @@
 #!/usr/bin/env python3
-"""Throughput and peak memory of the offline tools (stats, filter, merge, replay, export).
+"""Throughput and peak memory of the offline tools, against peers in the same run.
 
 Generates a synthetic capture (10 M events by default, cached in bench/out/), then runs each
-operation in its own subprocess and reads that child's peak RSS from ``wait4`` (so one run's
-memory does not hide another's). Prints a table with events/s against the targets of issue 4:
-stats >= 10 M events/s, filter and merge >= 5 M events/s, peak memory <= 300 MB whatever the size.
+operation --repeat times (default 3), each in its own subprocess, and prints medians:
+events/s (the operation's own time, after imports) against the targets of issue 13, and the
+peak memory of the subprocess's whole tree measured from outside (bench/measure.py: VmHWM
+summed over the tree, and a per-run cgroup's peak when run as root), plus the child's own
+VmHWM. Never ru_maxrss (Linux carries the parent's peak into it).
 
-    .venv/bin/python bench/bench_offline.py                 # 10 M events
-    .venv/bin/python bench/bench_offline.py --events 2000000 --sizes 1000000,4000000
-    .venv/bin/python bench/bench_offline.py --perf-data perf.data   # + `perf report` peer
+    .venv/bin/python bench/bench_offline.py                       # 10 M events, every op
+    .venv/bin/python bench/bench_offline.py --events 50000000      # the 50 M row of issue 13
+    .venv/bin/python bench/bench_offline.py --events 200000 --repeat 3 --ops 'stats,replay text'
 
-Peer: ``perf report`` over the same I/Os recorded by ``perf record`` (NOTES.md section 2). Pass
-the perf.data with ``--perf-data`` (and ``--perf-events`` = samples in it, if known); the table
-then shows perf report's rate and the ratio to ``stats``. Without linux-perf the row says so.
+Peer for ``stats``: DuckDB computing the same latency percentiles (``quantile_cont`` over
+p50/p90/p99/p99.9, grouped by layer and op) on the Parquet export of the same capture, in the
+same run (pip install duckdb, the ``bench`` extra); the table prints stats' ratio to it. The
+start-up rows time ``aether-rec --help`` against ``python -c pass`` and ``import numpy``.
 
-The machine is shared: run it when nobody else is benchmarking, and treat absolute figures as
-noisy, ratios as meaningful.
+The machine is shared: treat absolute figures as noisy, ratios as meaningful. Every figure
+in the README's offline tables comes from this script's output, which prints its date.
 """
 
 from __future__ import annotations
@@ -23,30 +26,50 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from measure import median, run_tree, today  # noqa: E402
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 OUT = HERE / "out"
+AETHER = str(ROOT / ".venv" / "bin" / "aether-rec")
 
-TARGETS = {
-    "stats": 10e6,
+# issue 13, section 3: events/s (info: seconds)
+TARGETS: dict[str, float | None] = {
+    "stats": 25e6,
     "stats --by": None,
     "filter": 5e6,
     "filter (all)": 5e6,
     "merge (hosts)": 5e6,
     "merge (pieces)": 5e6,
+    "replay text": 2e6,
+    "replay jsonl": 2e6,
+    "export csv": 3e6,
+    "export jsonl": 2e6,
+    "export parquet": 10e6,
+    "duckdb percentiles": None,
 }
+DEFAULT_OPS = ("stats,stats --by,filter,filter (all),merge (hosts),merge (pieces),replay text,replay jsonl,"
+               "export csv,export jsonl,export parquet,duckdb percentiles")
 MEM_LIMIT_MB = 300
+PCTS = (0.5, 0.9, 0.99, 0.999)
 
 
 # -- child side: one operation, timed ------------------------------------------------------------
+
+
+def own_hwm_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
 
 
 def child(op: str, args: list[str]) -> None:
@@ -62,8 +85,8 @@ def child(op: str, args: list[str]) -> None:
     events = 0
     if op in ("stats", "stats --by"):
         caps = [aether_rec.open(p) for p in args]
-        opts = StatsOptions(by=["comm", "op"]) if op == "stats --by" else StatsOptions()
-        doc = compute(caps, opts)
+        by = ["comm", "op"] if op == "stats --by" else ["layer", "op"]
+        doc = compute(caps, StatsOptions(by=by, all_fds=True))  # every event, as the peer
         render_stats(doc)
         events = doc["events"]
     elif op in ("filter", "filter (all)"):
@@ -77,33 +100,75 @@ def child(op: str, args: list[str]) -> None:
         caps = [aether_rec.open(p) for p in srcs]
         rep = merge_captures([MergeInput(c, p) for c, p in zip(caps, srcs)], dst, overwrite=True)
         events = rep.events_out
-    elif op == "export jsonl":
+    elif op.startswith("replay"):
+        from aether_rec.ops.replay import replay
+
         src, dst = args
+        with aether_rec.open(src) as cap, open(dst, "w") as f:
+            events = replay(cap, f, select(cap), fmt=op.split()[1]).events
+    elif op in ("export csv", "export jsonl"):
         from aether_rec.ops.export import export_rows
 
+        src, dst = args
         with aether_rec.open(src) as cap, open(dst, "w") as f:
-            events = export_rows(cap, f, select(cap), "jsonl").events
+            events = export_rows(cap, f, select(cap), op.split()[1]).events
+    elif op == "export parquet":
+        from aether_rec.ops.export import export_parquet
+
+        src, dst = args
+        with aether_rec.open(src) as cap:
+            events = export_parquet(cap, dst, select(cap)).events
+    elif op == "duckdb percentiles":
+        import duckdb
+
+        (src,) = args
+        t = time.perf_counter()  # after the import, as for aether-rec
+        con = duckdb.connect()
+        rows = con.execute(
+            f"SELECT layer_name, op_name, count(*), quantile_cont(lat, {list(PCTS)}) "
+            "FROM read_parquet(?) GROUP BY ALL ORDER BY ALL", [src]).fetchall()
+        events = sum(r[2] for r in rows)
     else:
         raise SystemExit(f"unknown op {op}")
-    print(json.dumps({"seconds": time.perf_counter() - t, "events": events}))
+    print(json.dumps({"seconds": time.perf_counter() - t, "events": events, "own_mb": own_hwm_mb()}))
 
 
 # -- parent side ----------------------------------------------------------------------------------
 
 
 def run_child(op: str, args: list[str]) -> dict[str, Any]:
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", op, *args]
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    assert p.stdout is not None and p.stderr is not None
-    out = p.stdout.read()
-    err = p.stderr.read()
-    _, status, usage = os.wait4(p.pid, 0)
-    p.returncode = os.waitstatus_to_exitcode(status)
-    if p.returncode != 0:
-        raise SystemExit(f"{op} failed ({p.returncode}):\n{err}")
-    res = json.loads(out.strip().splitlines()[-1])
-    res["rss_mb"] = usage.ru_maxrss / 1024.0  # KiB on Linux
+    u = run_tree([sys.executable, str(Path(__file__).resolve()), "--child", op, *args], tag="offline")
+    res = json.loads(u.stdout.decode().strip().splitlines()[-1])
+    res["tree_mb"] = u.peak_mb
+    res["cgroup_mb"] = u.cgroup_peak_mb
+    res["wall"] = u.seconds
     return res
+
+
+def run_median(op: str, args: list[str], repeat: int) -> dict[str, Any]:
+    runs = [run_child(op, args) for _ in range(repeat)]
+    out: dict[str, Any] = {"events": runs[0]["events"], "runs": len(runs)}
+    for k in ("seconds", "own_mb", "tree_mb", "wall"):
+        out[k] = median([r[k] for r in runs])
+    cg = [r["cgroup_mb"] for r in runs if r["cgroup_mb"] is not None]
+    out["cgroup_mb"] = median(cg) if cg else None
+    out["spread"] = (min(r["seconds"] for r in runs), max(r["seconds"] for r in runs))
+    return out
+
+
+def startup(repeat: int) -> list[tuple[str, float, float]]:
+    """(what, median wall seconds, median tree peak MB) of starting things, 5 runs at least."""
+    py = sys.executable
+    cases = [
+        ("python -c pass", [py, "-c", "pass"]),
+        ("python -c 'import numpy'", [py, "-c", "import numpy"]),
+        ("aether-rec --help", [AETHER, "--help"]),
+    ]
+    out = []
+    for name, argv in cases:
+        us = [run_tree(argv, tag="start") for _ in range(max(repeat, 5))]
+        out.append((name, median([u.seconds for u in us]), median([u.peak_mb for u in us])))
+    return out
 
 
 def ensure_capture(path: Path, n: int, seed: int = 0, **kw: Any) -> Path:
@@ -142,112 +207,82 @@ def pieces(src: Path, k: int) -> list[Path]:
     return out
 
 
-def perf_peer(perf_data: str | None, perf_events: int | None) -> dict[str, Any] | None:
-    """Time `perf report --stdio --sort comm` on a perf.data recorded from the same I/Os."""
-    if not perf_data:
-        return None
-    perf = shutil.which("perf")
-    if perf is None:
-        return {"skipped": "linux-perf is not installed (apt-get install linux-perf)"}
-    t = time.perf_counter()
-    r = subprocess.run(
-        [perf, "report", "--stdio", "--sort", "comm", "-i", perf_data],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    secs = time.perf_counter() - t
-    if r.returncode != 0:
-        return {"skipped": f"perf report failed: {r.stderr.strip()[:200]}"}
-    return {"seconds": secs, "events": perf_events}
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--events", type=int, default=10_000_000)
-    ap.add_argument(
-        "--sizes", default="", help="extra capture sizes for the memory-vs-size check (comma list)"
-    )
-    ap.add_argument(
-        "--ops",
-        default="stats,stats --by,filter,filter (all),merge (hosts),merge (pieces)",
-        help="comma list of: stats, stats --by, filter, filter (all), merge (hosts), merge (pieces), "
-        "export jsonl",
-    )
-    ap.add_argument("--perf-data", help="perf.data of the same I/Os, to time `perf report` as a peer")
-    ap.add_argument("--perf-events", type=int, help="number of I/Os in --perf-data (for its rate)")
+    ap.add_argument("--repeat", type=int, default=3, help="runs per operation (median; at least 3)")
+    ap.add_argument("--sizes", default="", help="extra capture sizes for the memory check (comma list)")
+    ap.add_argument("--ops", default=DEFAULT_OPS, help=f"comma list of: {DEFAULT_OPS}")
     ap.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.child:
         child(a.child[0], a.child[1:])
         return
+    if a.repeat < 3:
+        print("note: fewer than 3 runs per figure: not for the README", file=sys.stderr)
     OUT.mkdir(parents=True, exist_ok=True)
     n = a.events
     main_cap = ensure_capture(OUT / f"offline-{n}.aio", n, seed=1)
-    half = n // 2
-    host_a = ensure_capture(OUT / f"offline-{half}-a.aio", half, seed=2, header={"hostname": "bench-a"})
-    host_b = ensure_capture(
-        OUT / f"offline-{half}-b.aio",
-        half,
-        seed=3,
-        start_ns=7_000_000_000,
-        header={"hostname": "bench-b", "clock": [[7_000_000_000, 1_767_225_600_000_000_000]]},
-    )
+    ops = [o.strip() for o in a.ops.split(",") if o.strip()]
     rows: list[tuple[str, int, dict[str, Any]]] = []
     with tempfile.TemporaryDirectory(dir=OUT) as tmp:
-        for op in [o.strip() for o in a.ops.split(",") if o.strip()]:
+        parquet = os.path.join(tmp, "e.parquet")
+        for op in ops:
             if op.startswith("stats"):
-                res = run_child(op, [str(main_cap)])
+                args = [str(main_cap)]
             elif op.startswith("filter"):
-                res = run_child(op, [str(main_cap), os.path.join(tmp, "f.aio")])
+                args = [str(main_cap), os.path.join(tmp, "f.aio")]
             elif op == "merge (hosts)":  # two hosts interleaved in time: every event is re-sorted
-                res = run_child(op, [os.path.join(tmp, "m.aio"), str(host_a), str(host_b)])
+                half = n // 2
+                host_a = ensure_capture(OUT / f"offline-{half}-a.aio", half, seed=2,
+                                        header={"hostname": "bench-a"})
+                host_b = ensure_capture(
+                    OUT / f"offline-{half}-b.aio", half, seed=3, start_ns=7_000_000_000,
+                    header={"hostname": "bench-b", "clock": [[7_000_000_000, 1_767_225_600_000_000_000]]})
+                args = [os.path.join(tmp, "m.aio"), str(host_a), str(host_b)]
             elif op == "merge (pieces)":  # rotated pieces of one recording
-                res = run_child(op, [os.path.join(tmp, "m.aio"), *map(str, pieces(main_cap, 4))])
-            elif op == "export jsonl":
-                res = run_child(op, [str(main_cap), os.path.join(tmp, "e.jsonl")])
+                args = [os.path.join(tmp, "m.aio"), *map(str, pieces(main_cap, 4))]
+            elif op == "export parquet":
+                args = [str(main_cap), parquet]
+            elif op == "duckdb percentiles":
+                if not os.path.exists(parquet):
+                    run_child("export parquet", [str(main_cap), parquet])
+                args = [parquet]
+            elif op.startswith(("replay", "export")):  # rows to /dev/null: 50 M jsonl rows are 20 GB
+                args = [str(main_cap), os.devnull]
             else:
                 raise SystemExit(f"unknown op {op}")
+            res = run_median(op, args, a.repeat)
             rows.append((op, n, res))
-            print(
-                f"  {op}: {res['events'] / res['seconds'] / 1e6:.2f} M events/s, {res['rss_mb']:.0f} MB",
-                file=sys.stderr,
-            )
-        for size in [int(s) for s in a.sizes.split(",") if s.strip()]:
+            print(f"  {op}: {res['events'] / res['seconds'] / 1e6:.2f} M events/s, {res['tree_mb']:.0f} MB",
+                  file=sys.stderr)
+        for size in [int(x) for x in a.sizes.split(",") if x.strip()]:
             cap = ensure_capture(OUT / f"offline-{size}.aio", size, seed=1)
-            rows.append(("stats", size, run_child("stats", [str(cap)])))
-    peer = perf_peer(a.perf_data, a.perf_events)
+            rows.append(("stats", size, run_median("stats", [str(cap)], a.repeat)))
+    starts = startup(a.repeat)
 
-    print()
-    print(
-        f"{'operation':<14} {'capture':>12} {'events':>12} {'seconds':>8} {'M ev/s':>8} "
-        f"{'target':>8} {'peak MB':>8}  ok"
-    )
+    print(f"\nOffline tools, synthetic capture, median of {a.repeat} runs each, {today()}, "
+          f"{os.cpu_count()} CPUs (bench/bench_offline.py)")
+    print(f"{'operation':<20} {'capture':>12} {'seconds':>8} {'min-max':>13} {'M ev/s':>8} {'target':>7} "
+          f"{'tree MB':>8} {'own MB':>7} {'cgroup MB':>9}  ok")
     for op, size, res in rows:
         rate = res["events"] / res["seconds"]
         target = TARGETS.get(op)
-        ok = (target is None or rate >= target) and res["rss_mb"] <= MEM_LIMIT_MB
-        tgt = f">={target / 1e6:.0f}" if target else "-"
-        print(
-            f"{op:<14} {size:>12,} {res['events']:>12,} {res['seconds']:>8.2f} {rate / 1e6:>8.2f} "
-            f"{tgt:>8} {res['rss_mb']:>8.0f}  {'yes' if ok else 'NO'}"
-        )
-    if peer is None:
-        print(
-            "\nperf report peer: not run (pass --perf-data FILE recorded with `perf record` on the same I/Os)"
-        )
-    elif "skipped" in peer:
-        print(f"\nperf report peer: skipped: {peer['skipped']}")
-    else:
-        stats_rows = [r for r in rows if r[0] == "stats"]
-        line = f"\nperf report --sort comm: {peer['seconds']:.2f}s"
-        if peer.get("events"):
-            prate = peer["events"] / peer["seconds"]
-            line += f" = {prate / 1e6:.2f} M events/s"
-            if stats_rows:
-                srate = stats_rows[0][2]["events"] / stats_rows[0][2]["seconds"]
-                line += f"; aether-rec stats is {srate / prate:.1f}x faster per event"
-        print(line)
+        ok = (target is None or rate >= target) and res["tree_mb"] <= MEM_LIMIT_MB
+        tgt = f">={target / 1e6:g}" if target else "-"
+        cg = f"{res['cgroup_mb']:.0f}" if res["cgroup_mb"] is not None else "-"
+        lo, hi = res["spread"]
+        print(f"{op:<20} {size:>12,} {res['seconds']:>8.2f} {f'{lo:.2f}-{hi:.2f}':>13} {rate / 1e6:>8.2f} "
+              f"{tgt:>7} {res['tree_mb']:>8.0f} {res['own_mb']:>7.0f} {cg:>9}  {'yes' if ok else 'NO'}")
+    by = {op: res for op, size, res in rows if size == n}
+    if "stats" in by and "duckdb percentiles" in by:
+        s, d = by["stats"]["seconds"], by["duckdb percentiles"]["seconds"]
+        print(f"\nstats (p50/p90/p99/p99.9 by layer, op, every event) vs DuckDB quantile_cont on the Parquet "
+              f"export of the same capture: {s:.2f} s vs {d:.2f} s = {d / s:.2f}x "
+              f"({'stats faster' if s <= d else 'DuckDB faster'}; target: stats no slower)")
+    print("\nStart-up (medians of at least 5 runs)")
+    for name, secs, mb in starts:
+        print(f"  {name:<28} {secs:>6.3f} s {mb:>6.0f} MB")
 
 
 if __name__ == "__main__":

@@ -1,25 +1,34 @@
-"""Recorder benchmark: aether-rec against `perf record -z` on the same workloads, same run.
+"""Recorder benchmark: aether-rec against `perf record -z` on the same workloads, same run,
+like for like.
 
     sudo .venv/bin/python bench/bench_recorder.py [--repeat 3] [--transport ringbuf|perf]
 
-Workloads (each started paused; the tracer attaches to its pid; then it is released):
+Pairs (each workload is started paused, the tracer attaches to its pid, then it is released):
   storm      dd if=/dev/zero of=/dev/null bs=512 count=2000000   (4 M read/write syscalls)
-  dio-write  dd if=/dev/zero of=F bs=4k count=N oflag=direct     (syscall + block layer)
+             aether-rec --layers syscall --ops read,write  vs  perf on sys_{enter,exit}_{read,write}
+  dio-write  dd if=/dev/zero of=F bs=4k count=N oflag=direct
   dio-read   dd if=F of=/dev/null bs=4k count=N iflag=direct
+             aether-rec --layers block  vs  perf -a on block_rq_insert/issue/complete, both
+             system-wide (perf attached by pid misses completions in interrupt context),
+             counting read/write completions on the file's device
+Both tracers get the same buffer bytes: aether-rec --buffer-pages (32 MiB: in all for the
+ring buffer, per CPU 32 MiB / CPUs for perf buffers) and perf record -m (32 MiB / CPUs per CPU).
 
-Setups: untraced; `aether-rec record --pid P` (default settings); `perf record -z -p P`
-with the syscall tracepoints (and block tracepoints for the dio rows). Workload time is
-dd's own figure. Syscalls captured are dd's read/write syscalls found in the capture
-(perf: its sys_exit_read/write samples); block I/Os are completed block requests (perf:
-block_rq_complete samples; with -p perf misses completions that run in interrupt
-context). Bytes per I/O: file size over the I/Os the workload did (syscalls + requests).
-Tracer CPU time and peak memory come from /proc/PID/{stat,status} sampled until the tracer
-exits (ru_maxrss would carry this script's own size across fork). Then offline:
-`aether-rec stats` on the storm capture against `perf report --sort comm` on the storm's
-perf.data: the same I/Os.
+Columns: workload time is dd's own figure; "captured" counts dd's read/write syscalls in the
+capture (perf: sys_exit_read/write samples, from `perf report --stats`) and completed block
+read/write requests on the file's device (perf: its block_rq_complete samples); "missing" is
+expected minus captured (perf's LOST records in `perf report --stats` count records, not
+samples: not used); "lost" is what aether-rec says it lost. CPU and peak memory
+are the tracer's whole process tree (aether-rec's bcc/clang loader helper included) measured
+from outside (bench/measure.py: VmHWM summed over the tree; "cg MB" is a per-run cgroup's
+peak, page cache included). Bytes per I/O: file size over the I/Os the workload did.
 
-Needs root, bcc and linux-perf (scripts/setup.sh installs them with AETHER_BENCH=1).
-Every figure is the median of --repeat runs.
+Offline, on the storm's files, the same percentiles three ways, each a whole process tree:
+`aether-rec stats`; DuckDB quantile_cont over `aether-rec export --format parquet` of the same
+capture; `perf script | bench/perf_pct.py` on perf's recording of the same workload.
+
+Needs root, bcc, linux-perf (scripts/setup.sh installs them) and duckdb (the bench extra).
+Every figure is the median of --repeat runs; the output carries its date.
 """
 
 from __future__ import annotations
@@ -38,9 +47,15 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from measure import Tree, run_tree, today  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 AETHER = [str(ROOT / ".venv" / "bin" / "aether-rec")]
-CLK = os.sysconf("SC_CLK_TCK")
+NCPU = os.cpu_count() or 1
+BUFFER_BYTES = 32 << 20
+RING_PAGES = BUFFER_BYTES // 4096
+PER_CPU_PAGES = 1 << max(0, (RING_PAGES // NCPU).bit_length() - 1)  # a power of two, as both need
 SYSCALL_TPS = [f"syscalls:sys_{d}_{s}" for s in ("read", "write") for d in ("enter", "exit")]
 BLOCK_TPS = ["block:block_rq_insert", "block:block_rq_issue", "block:block_rq_complete"]
 
@@ -54,30 +69,8 @@ class Run:
     file_bytes: int = 0
     cpu_s: float = 0.0
     peak_mb: float = 0.0
+    cgroup_mb: float = 0.0
     extra: dict[str, float] = field(default_factory=dict)
-
-
-class ProcWatch(threading.Thread):
-    """Samples a process's CPU time and peak RSS from /proc until it exits."""
-
-    def __init__(self, pid: int) -> None:
-        super().__init__(daemon=True)
-        self.pid = pid
-        self.cpu_s = 0.0
-        self.peak_mb = 0.0
-        self.done = threading.Event()
-
-    def run(self) -> None:
-        while not self.done.is_set():
-            try:
-                stat = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-                self.cpu_s = (int(stat[11]) + int(stat[12])) / CLK
-                for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-                    if line.startswith("VmHWM:"):
-                        self.peak_mb = max(self.peak_mb, int(line.split()[1]) / 1024)
-            except (OSError, IndexError, ValueError):
-                return
-            time.sleep(0.02)
 
 
 def dd_seconds(stderr: str) -> float:
@@ -122,73 +115,83 @@ def wait_for_line(proc: subprocess.Popen[bytes], needle: str, timeout: float) ->
     return lines
 
 
-def stop(proc: subprocess.Popen[bytes], watch: ProcWatch) -> None:
-    proc.send_signal(signal.SIGINT)
-    proc.wait(timeout=300)
-    watch.done.set()
+def stop(tree: Tree, run: Run) -> None:
+    tree.proc.send_signal(signal.SIGINT)
+    u = tree.wait(300, rusage=False, communicate=False)  # the workload ran meanwhile: sample only
+    run.cpu_s, run.peak_mb, run.cgroup_mb = u.cpu_s, u.peak_mb, u.cgroup_peak_mb or 0.0
 
 
 def run_untraced(argv: list[str]) -> Run:
     return Run(release(paused(argv)))
 
 
-def run_aether(argv: list[str], out: Path, transport: str | None, block: bool) -> Run:
+def run_aether(argv: list[str], out: Path, transport: str, block: bool, dev: int) -> Run:
     wl = paused(argv)
-    cmd = [*AETHER, "record", "-o", str(out), "--force", "--pid", str(wl.pid)]
-    if transport:
-        cmd += ["--transport", transport]
+    cmd = [*AETHER, "record", "-o", str(out), "--force", "--transport", transport,
+           "--buffer-pages", str(RING_PAGES if transport == "ringbuf" else PER_CPU_PAGES)]
+    # block pair: system-wide (perf attached by pid misses completions in interrupt context)
     if block:
-        cmd += ["--layers", "syscall,block"]
-    rec = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL)
-    watch = ProcWatch(rec.pid)
-    watch.start()
-    log = wait_for_line(rec, "recording", 120)
-    t = release(wl)
+        cmd += ["--layers", "block"]
+    else:
+        cmd += ["--pid", str(wl.pid), "--layers", "syscall", "--ops", "read,write"]
+    tree = Tree(cmd, tag="aether", stderr=subprocess.PIPE, stdout=subprocess.DEVNULL)
+    wait_for_line(tree.proc, "recording", 120)
+    r = Run(release(wl))
     time.sleep(0.3)
-    stop(rec, watch)
+    stop(tree, r)
     import aether_rec
 
     with aether_rec.open(out) as cap:
-        cols = cap.to_numpy(["comm", "op", "layer", "fd"])
+        cols = cap.to_numpy(["comm", "op", "layer", "fd", "dev"])
         is_dd = cols["comm"] == "dd"
         sysc = is_dd & (cols["layer"] == 1) & ((cols["op"] == 1) | (cols["op"] == 2))
-        blk = int(((cols["layer"] == 2)).sum())
-        r = Run(t, captured=int(sysc.sum()), block=blk, lost=cap.lost, file_bytes=out.stat().st_size,
-                cpu_s=watch.cpu_s, peak_mb=watch.peak_mb)
-        stats = cap.index_stats.get("recorder", {}) if isinstance(cap.index_stats, dict) else {}
-    if isinstance(stats, dict) and stats.get("peak_rss_mb"):
-        r.peak_mb = float(stats["peak_rss_mb"])
-        r.cpu_s = float(stats.get("cpu_s", r.cpu_s))
-    _ = log
+        on_dev = (cols["layer"] == 2) & (cols["dev"] == dev) & ((cols["op"] == 1) | (cols["op"] == 2))
+        r.captured, r.block = int(sysc.sum()), int(on_dev.sum())
+        r.lost, r.file_bytes = cap.lost, out.stat().st_size
     return r
 
 
-def run_perf(argv: list[str], out: Path, block: bool) -> Run:
+def run_perf(argv: list[str], out: Path, block: bool, dev: int) -> Run:
     wl = paused(argv)
-    events = SYSCALL_TPS + (BLOCK_TPS if block else [])
-    cmd = ["perf", "record", "-q", "-z", "-o", str(out), "-p", str(wl.pid)]
+    events = BLOCK_TPS if block else SYSCALL_TPS
+    cmd = ["perf", "record", "-q", "-z", "-m", str(PER_CPU_PAGES), "-o", str(out)]
+    cmd += ["-a"] if block else ["-p", str(wl.pid)]
     for e in events:
         cmd += ["-e", e]
-    rec = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL)
-    watch = ProcWatch(rec.pid)
-    watch.start()
+    tree = Tree(cmd, tag="perf", stderr=subprocess.PIPE, stdout=subprocess.DEVNULL)
     time.sleep(2.0)  # perf says nothing when it is attached
-    if rec.poll() is not None:
-        raise RuntimeError("perf record failed: " + (rec.stderr.read().decode() if rec.stderr else ""))
-    t = release(wl)
+    if tree.proc.poll() is not None:
+        err = tree.proc.stderr.read().decode() if tree.proc.stderr else ""
+        raise RuntimeError("perf record failed: " + err)
+    r = Run(release(wl))
     time.sleep(0.3)
-    stop(rec, watch)
+    stop(tree, r)
     rep = subprocess.run(["perf", "report", "--stats", "-i", str(out)], capture_output=True, text=True)
-    lost = _perf_stat(rep.stdout, "LOST") + _perf_stat(rep.stdout, "LOST_SAMPLES")
-    if block:  # small: count samples per event
-        names = subprocess.run(["perf", "script", "-F", "event", "-i", str(out)], capture_output=True,
-                               text=True).stdout.split()
-        sysc = sum(1 for x in names if x.startswith(("syscalls:sys_exit_read", "syscalls:sys_exit_write")))
-        blk = sum(1 for x in names if x.startswith("block:block_rq_complete"))
-    else:  # only the 4 syscall tracepoints: one enter and one exit sample per I/O
-        sysc, blk = _perf_stat(rep.stdout, "SAMPLE") // 2, 0
-    return Run(t, captured=sysc, block=blk, lost=lost, file_bytes=out.stat().st_size,
-               cpu_s=watch.cpu_s, peak_mb=watch.peak_mb)
+    per_event = _perf_samples(rep.stdout)
+    r.captured = per_event.get("syscalls:sys_exit_read", 0) + per_event.get("syscalls:sys_exit_write", 0)
+    if block:  # completions of reads and writes on the file's device
+        txt = subprocess.run(["perf", "script", "-F", "event,trace", "-i", str(out)], capture_output=True,
+                             text=True).stdout
+        want = f"{dev >> 20},{dev & 0xFFFFF} "
+        r.block = sum(1 for line in txt.splitlines() if "block_rq_complete" in line
+                      and want in line and re.search(rf"{re.escape(want)}\S*[RW]", line))
+    r.file_bytes = out.stat().st_size
+    return r
+
+
+def _perf_samples(text: str) -> dict[str, int]:
+    """Samples per event from `perf report --stats` ("NAME stats:" then "SAMPLE events: N")."""
+    out: dict[str, int] = {}
+    name = None
+    for line in text.splitlines():
+        m = re.match(r"^(\S+) stats:\s*$", line)
+        if m:
+            name = m.group(1)
+            continue
+        m = re.match(r"^\s*SAMPLE events:\s+(\d+)", line)
+        if m and name:
+            out[name] = int(m.group(1))
+    return out
 
 
 def _perf_stat(text: str, name: str) -> int:
@@ -196,10 +199,29 @@ def _perf_stat(text: str, name: str) -> int:
     return int(m.group(1)) if m else 0
 
 
-def timed(cmd: list[str]) -> float:
-    t = time.perf_counter()
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return time.perf_counter() - t
+PCTS = (0.5, 0.9, 0.99, 0.999)
+
+
+def offline_peers(aio: Path, pdata: Path, work: Path) -> dict[str, tuple[float, float]]:
+    """(seconds, tree MB) of: aether-rec stats; DuckDB on the Parquet export; perf script | pct."""
+    pq = work / "storm.parquet"
+    subprocess.run([*AETHER, "export", "--format", "parquet", "-o", str(pq), str(aio)], check=True,
+                   capture_output=True)
+    query = (f"SELECT layer_name, op_name, count(*), quantile_cont(lat, {list(PCTS)}) "
+             "FROM read_parquet(?) GROUP BY ALL")
+    duck = f"import duckdb,sys; print(duckdb.connect().execute({query!r}, [sys.argv[1]]).fetchall())"
+    cmds = {
+        "aether-rec stats": [*AETHER, "stats", "--all-fds", str(aio)],
+        "DuckDB on its Parquet export": [sys.executable, "-c", duck, str(pq)],
+        "perf script | perf_pct.py": [
+            "sh", "-c", f"perf script -F tid,time,event --ns -i '{pdata}' 2>/dev/null"
+            f" | '{sys.executable}' '{Path(__file__).parent / 'perf_pct.py'}'"],
+    }
+    out = {}
+    for name, cmd in cmds.items():
+        u = run_tree(cmd, tag="offline")
+        out[name] = (u.seconds, u.peak_mb)
+    return out
 
 
 def main() -> None:
@@ -214,12 +236,15 @@ def main() -> None:
     ap.add_argument("--only", choices=["storm", "dio-write", "dio-read"], action="append",
                     help="run only these workloads (repeatable)")
     ap.add_argument("--dir", default=str(ROOT), help="directory on a real block device for dio rows")
+    ap.add_argument("--no-offline", action="store_true", help="skip the offline peers on the storm files")
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("bench_recorder: needs root (it attaches BPF programs and perf tracepoints)")
     if shutil.which("perf") is None:
-        sys.exit("bench_recorder: perf not found: AETHER_BENCH=1 bash scripts/setup.sh")
+        sys.exit("bench_recorder: perf not found: bash scripts/setup.sh installs linux-perf")
     work = Path(tempfile.mkdtemp(prefix="aether-bench-", dir=args.dir))
+    st = os.stat(work)
+    dev = (os.major(st.st_dev) << 20) | os.minor(st.st_dev)  # the kernel's dev_t, as block events carry
     dio = work / "dio.dat"
     n = args.dio_count
     # name: (argv, syscalls dd makes, block requests, block layer traced)
@@ -227,15 +252,15 @@ def main() -> None:
         "storm": (["dd", "if=/dev/zero", "of=/dev/null", "bs=512", f"count={args.storm_records}"],
                   2 * args.storm_records, 0, False),
         "dio-write": (["dd", "if=/dev/zero", f"of={dio}", "bs=4k", f"count={n}", "oflag=direct"],
-                      2 * n, n, True),
+                      0, n, True),
         "dio-read": (["dd", f"if={dio}", "of=/dev/null", "bs=4k", f"count={n}", "iflag=direct"],
-                     2 * n, n, True),
+                     0, n, True),
     }
     if args.only:
         workloads = {k: v for k, v in workloads.items() if k in args.only}
     transports = args.transport or ["ringbuf", "perf"]
     results: dict[tuple[str, str], list[Run]] = {}
-    offline: dict[str, list[float]] = {"aether-rec stats": [], "perf report --sort comm": []}
+    offline: dict[str, list[tuple[float, float]]] = {}
     try:
         subprocess.run(["dd", "if=/dev/zero", f"of={dio}", "bs=4k", f"count={n}"], check=True,
                        capture_output=True)
@@ -246,21 +271,23 @@ def main() -> None:
                 results.setdefault((name, "untraced"), []).append(run_untraced(argv))
                 for tr in transports:  # the first transport's storm capture feeds the offline rows
                     out = aio if tr == transports[0] else work / f"{name}-{tr}.aio"
-                    run = run_aether(argv, out, tr, block)
+                    run = run_aether(argv, out, tr, block, dev)
                     results.setdefault((name, f"aether-rec {tr}"), []).append(run)
-                results.setdefault((name, "perf record -z"), []).append(run_perf(argv, pdata, block))
-                if name == "storm":
-                    for _ in range(3):  # each tool three times on the same file, warm cache
-                        offline["aether-rec stats"].append(timed([*AETHER, "stats", str(aio)]))
-                        offline["perf report --sort comm"].append(
-                            timed(["perf", "report", "--sort", "comm", "--stdio", "-i", str(pdata)]))
+                results.setdefault((name, "perf record -z"), []).append(run_perf(argv, pdata, block, dev))
+                if name == "storm" and not args.no_offline:
+                    for k, v in offline_peers(aio, pdata, work).items():
+                        offline.setdefault(k, []).append(v)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     med = statistics.median
-    print(f"\nRecorder benchmark, median of {args.repeat} runs, {time.strftime('%Y-%m-%d')}, "
-          f"{os.cpu_count()} CPUs, kernel {os.uname().release}")
+    print(f"\nRecorder benchmark, median of {args.repeat} runs, {today()}, {NCPU} CPUs, kernel "
+          f"{os.uname().release} (bench/bench_recorder.py)")
+    print(f"Same events for both tracers (storm: syscall read/write; dio: block layer), same buffer: "
+          f"{BUFFER_BYTES >> 20} MiB (aether-rec ringbuf --buffer-pages {RING_PAGES}; perf buffers and "
+          f"perf record -m {PER_CPU_PAGES} per CPU)")
     hdr = (f"{'workload':<10} {'setup':<18} {'time s':>7} {'x untraced':>10} {'syscalls captured':>21} "
-           f"{'block I/Os':>13} {'lost':>9} {'B per I/O':>9} {'CPU s':>6} {'peak MB':>8}")
+           f"{'block I/Os':>13} {'missing':>9} {'lost':>7} {'B per I/O':>9} {'CPU s':>6} {'tree MB':>8} "
+           f"{'cg MB':>6}")
     print(hdr)
     print("-" * len(hdr))
     for name, (_argv, nsys, nblk, _block) in workloads.items():
@@ -269,20 +296,29 @@ def main() -> None:
             rs = results[(name, setup)]
             t = med(r.workload_s for r in rs)
             if setup == "untraced":
-                dash = "-"
-                print(f"{name:<10} {setup:<18} {t:>7.2f} {1.0:>10.2f} {dash:>21} {dash:>13} {dash:>9} "
-                      f"{dash:>9} {dash:>6} {dash:>8}")
+                print(f"{name:<10} {setup:<18} {t:>7.2f} {1.0:>10.2f}")
                 continue
             cap = int(med(r.captured for r in rs))
             blk = int(med(r.block for r in rs))
+            missing = int(med(max(0, nsys - r.captured) + max(0, nblk - r.block) for r in rs))
+            lost = "-" if setup.startswith("perf") else f"{int(med(r.lost for r in rs)):,}"
             print(f"{name:<10} {setup:<18} {t:>7.2f} {t / base:>10.2f} {f'{cap:,}/{nsys:,}':>21} "
-                  f"{f'{blk:,}/{nblk:,}':>13} {int(med(r.lost for r in rs)):>9,} "
+                  f"{f'{blk:,}/{nblk:,}':>13} {missing:>9,} {lost:>7} "
                   f"{med(r.file_bytes for r in rs) / (nsys + nblk):>9.2f} "
-                  f"{med(r.cpu_s for r in rs):>6.2f} {med(r.peak_mb for r in rs):>8.0f}")
-    if offline["aether-rec stats"]:
-        a, p = med(offline["aether-rec stats"]), med(offline["perf report --sort comm"])
-        print(f"\nOffline, storm capture ({2 * args.storm_records:,} I/Os): aether-rec stats {a:.2f} s, "
-              f"perf report --sort comm {p:.2f} s: {p / a:.1f}x faster")
+                  f"{med(r.cpu_s for r in rs):>6.2f} {med(r.peak_mb for r in rs):>8.0f} "
+                  f"{med(r.cgroup_mb for r in rs):>6.0f}")
+    if "storm" in workloads:
+        tr0 = f"aether-rec {transports[0]}"
+        a = med(r.workload_s for r in results[("storm", tr0)])
+        p = med(r.workload_s for r in results[("storm", "perf record -z")])
+        print(f"\nstorm under {tr0} / under perf record -z: {a / p:.2f} (issue 13 target <= 0.5)")
+    if offline:
+        print(f"\nOffline, storm files ({2 * args.storm_records:,} I/Os), the same latency percentiles "
+              f"(p50/p90/p99/p99.9 per op), whole process trees, median of {args.repeat}:")
+        base_s = med(x[0] for x in offline["aether-rec stats"])
+        for k, xs in offline.items():
+            secs, mb = med(x[0] for x in xs), med(x[1] for x in xs)
+            print(f"  {k:<30} {secs:>7.2f} s {mb:>7.0f} MB   {secs / base_s:>6.2f}x aether-rec stats' time")
 
 
 if __name__ == "__main__":

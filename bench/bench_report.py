@@ -2,8 +2,8 @@
 """Speed, memory and output size of ``report``, ``diff`` and ``plot`` against ``stats``.
 
 Generates synthetic captures (cached in bench/out/), then runs each operation three times in
-its own subprocess, timing it inside and reading that child's peak RSS and CPU time from
-``wait4`` (the child spawns nothing, so that is the whole process tree). CPU ns per event (both
+its own subprocess, timing it inside; its peak memory (VmHWM of its process tree) and CPU time
+are measured from outside (bench/measure.py), never ru_maxrss. CPU ns per event (both
 threads, interpreter start-up included) is the figure least disturbed by other work on a
 shared machine. Prints medians and the ratio to ``stats``
 over the same file in the same run (the peer: the tool's own streaming summary). Targets of
@@ -22,12 +22,14 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from measure import run_tree, today  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -105,15 +107,12 @@ def child(op: str, args: list[str]) -> None:
 
 def run_child(op: str, args: list[str]) -> dict[str, Any]:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", op, *args]
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    assert p.stdout is not None and p.stderr is not None
-    out, err = p.stdout.read(), p.stderr.read()
-    _, status, usage = os.wait4(p.pid, 0)
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"{op} failed:\n{err}")
-    res: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
-    res["rss_mb"] = usage.ru_maxrss / 1024.0
-    res["cpu_s"] = usage.ru_utime + usage.ru_stime  # both threads (reader and analysis)
+    u = run_tree(cmd, tag="report", check=False)
+    if u.returncode != 0:
+        raise SystemExit(f"{op} failed:\n{u.stderr.decode(errors='replace')}")
+    res: dict[str, Any] = json.loads(u.stdout.decode().strip().splitlines()[-1])
+    res["rss_mb"] = u.peak_mb  # VmHWM of the tree, from outside (never ru_maxrss: it carries ours)
+    res["cpu_s"] = u.cpu_s  # both threads (reader and analysis)
     return res
 
 
@@ -155,6 +154,8 @@ def main() -> None:
         return
     ops = [o.strip() for o in a.ops.split(",") if o.strip()]
     sizes = sorted({a.events, *(int(s) for s in a.sizes.split(",") if s.strip())}, reverse=True)
+    print(f"report/diff/plot against stats, median of {a.runs} runs, {today()}, {os.cpu_count()} CPUs "
+          "(bench/bench_report.py; peak MB: the process tree's VmHWM, from outside)")
     print(f"{'operation':<14} {'events':>12} {'median s':>9} {'M ev/s':>8} {'x stats':>8} "
           f"{'CPU ns/ev':>10} {'peak MB':>8} {'output':>10}")
     with tempfile.TemporaryDirectory(dir=str(OUT) if OUT.exists() else None) as tmp:

@@ -54,6 +54,6 @@ if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; th
     log "creating .venv with $($PY --version 2>&1)"
     [ -x .venv/bin/python ] || "$PY" -m venv .venv
     .venv/bin/python -m pip install -q --upgrade pip >&2 2>/dev/null || true
-    .venv/bin/python -m pip install -q -e ".[test]" >&2
+    .venv/bin/python -m pip install -q -e ".[test,bench]" >&2
     echo "$want" > "$stamp"
 fi

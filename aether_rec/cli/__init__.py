@@ -15,9 +15,32 @@ from aether_rec import __version__
 from aether_rec.errors import AetherError
 
 
+def summary(name: str, limit: int = 45) -> str:
+    """The short help of command ``name`` as click would cut it, without loading it."""
+    return click.Command(name, help=SUMMARIES[name]).get_short_help_str(limit)
+
+
 class AetherGroup(click.Group):
+    """Commands are loaded when they run; the list in ``--help`` and the completion of
+    command names come from SUMMARIES, so neither imports numpy or the library (a test
+    checks SUMMARIES against every command's own help)."""
+
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(COMMANDS)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        names = self.list_commands(ctx)
+        limit = formatter.width - 6 - max(len(n) for n in names)
+        with formatter.section("Commands"):
+            formatter.write_dl([(n, summary(n, limit)) for n in names])
+
+    def shell_complete(self, ctx: click.Context, incomplete: str) -> list[Any]:
+        from click.shell_completion import CompletionItem
+
+        names = [n for n in self.list_commands(ctx) if n.startswith(incomplete)]
+        items = [CompletionItem(n, help=summary(n)) for n in names]
+        # options of the group itself (--help, --version), without the command list
+        return items + click.Command.shell_complete(self, ctx, incomplete)
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         where = COMMANDS.get(name)
@@ -93,4 +116,24 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "plot": ("visual", "plot"),
     "diff": ("visual", "diff"),
     "sql": ("fleet", "sql"),
+}
+
+# name -> its one-line summary (the first sentence of its help), for ``--help`` and completion.
+SUMMARIES: dict[str, str] = {
+    "diff": "Compare two captures: did it get slower?",
+    "doctor": "Check whether this machine can record, and what recording would use.",
+    "export": "Export events for other tools: jsonl, csv, perfetto (Chrome JSON), parquet.",
+    "filter": "Copy the events of IN that match EXPR (and the options) into a new capture.",
+    "generate": "Write a synthetic capture (for tests, benchmarks and demos; marked synthetic).",
+    "info": "Describe captures: provenance, time span, events per layer and op, size, losses.",
+    "merge": "Merge captures into one, in time order, with a `source` column.",
+    "plot": "Draw a PNG or SVG: heatmap, hist (per op), timeline (IOPS and throughput) or percentiles "
+    "(p50/p99/max over time), one panel per layer.",
+    "record": "Record the latency of every I/O into a capture (root, Linux).",
+    "recover": "Rebuild a clean, indexed capture from a damaged or unfinished one.",
+    "redact": "Replace process names, file paths, the hostname and command lines with keyed hashes.",
+    "replay": "Print events in time order, one line each (or jsonl/csv), optionally paced.",
+    "report": "Write one self-contained HTML page about captures: latency heatmaps, percentiles, IOPS "
+    "and throughput over time, histograms, tables, the slowest I/Os, losses, provenance.",
+    "stats": "Summarise captures: span, IOPS, throughput, latency percentiles, errors, histograms.",
 }

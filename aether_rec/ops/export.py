@@ -27,7 +27,7 @@ from aether_rec.errors import AetherError, UsageError
 from aether_rec.format.chunk import Chunk
 from aether_rec.format.reader import Capture
 from aether_rec.ops import feed
-from aether_rec.ops.rows import columns, header_line, lines
+from aether_rec.ops.rows import block, columns, header_line
 from aether_rec.ops.units import fmt_count, iso_utc
 from aether_rec.ops.window import Selection
 from aether_rec.schema import COLUMNS, LAYER_CODE, LAYERS, OPS
@@ -70,7 +70,7 @@ def export_feed_rows(source: feed.Feed, out: IO[str], fmt: str) -> ExportReport:
     if head and fmt == "csv":
         out.write(head)
     for chunk in source.chunks():
-        out.write("".join(lines(fmt, chunk, to_real, src)))
+        out.write(block(fmt, chunk, to_real, src)[0])
         rep.events += chunk.n
     out.flush()
     return rep
@@ -254,14 +254,40 @@ def _arrow_schema(pa: Any, with_source: bool) -> Any:
     return pa.schema(fields)
 
 
+# Arrays are built from numpy buffers, not with pa.array: that one imports pandas (0.6 s) to
+# check whether its argument is a pandas object.
+
+
+def _np_array(pa: Any, arr: np.ndarray, typ: Any) -> Any:
+    arr = np.ascontiguousarray(arr)
+    return pa.Array.from_buffers(typ, len(arr), [None, pa.py_buffer(arr)])
+
+
+def _str_array(pa: Any, words: list[str]) -> Any:
+    data = [w.encode() for w in words]
+    offsets = np.zeros(len(data) + 1, dtype=np.int64)
+    np.cumsum([len(b) for b in data], out=offsets[1:])
+    typ = pa.string() if offsets[-1] < 2**31 else pa.large_string()
+    off = offsets.astype(np.int32) if typ == pa.string() else offsets
+    return pa.Array.from_buffers(typ, len(data), [None, pa.py_buffer(off), pa.py_buffer(b"".join(data))])
+
+
 def _dict_array(pa: Any, codes: np.ndarray, words: list[str]) -> Any:
-    return pa.DictionaryArray.from_arrays(pa.array(codes.astype(np.int32)), pa.array(words, pa.string()))
+    indices = _np_array(pa, codes.astype(np.int32), pa.int32())
+    return pa.DictionaryArray.from_arrays(indices, _str_array(pa, words))
 
 
 def _enum_array(pa: Any, codes: np.ndarray, table: dict[int, str], prefix: str) -> Any:
     uniq, inv = np.unique(codes, return_inverse=True)
     words = [table.get(int(u), f"{prefix}{int(u)}") for u in uniq]
     return _dict_array(pa, inv.reshape(-1), words)
+
+
+def _writer_options(pa: Any, schema: Any) -> dict[str, Any]:
+    # Dictionary encoding only where the data is a dictionary already (strings, names): trying it
+    # on every integer column made writing 2.6x slower and the file 20 % larger.
+    dicts = [f.name for f in schema if pa.types.is_dictionary(f.type)]
+    return {"compression": "zstd", "use_dictionary": dicts}
 
 
 def export_parquet(cap: Capture, out: str | BinaryIO, sel: Selection) -> ExportReport:
@@ -288,7 +314,7 @@ def export_parquet(cap: Capture, out: str | BinaryIO, sel: Selection) -> ExportR
             if schema is None:
                 with_source = "source" in chunk.dicts
                 schema = _arrow_schema(pa, with_source).with_metadata(meta)
-                writer = pq.ParquetWriter(out, schema, compression="zstd")
+                writer = pq.ParquetWriter(out, schema, **_writer_options(pa, schema))
             arrays = [_time_array(pa, chunk, to_real)]
             for col in COLUMNS:
                 if col.is_str:
@@ -297,7 +323,7 @@ def export_parquet(cap: Capture, out: str | BinaryIO, sel: Selection) -> ExportR
                     else:
                         arrays.append(_dict_array(pa, np.zeros(chunk.n, np.int32), [""]))
                 else:
-                    arrays.append(pa.array(chunk.column(col.name)))
+                    arrays.append(_np_array(pa, chunk.column(col.name), pa.from_numpy_dtype(col.dtype)))
             arrays.append(_enum_array(pa, chunk.column("layer"), LAYERS, "layer"))
             arrays.append(_enum_array(pa, chunk.column("op"), OPS, "op"))
             if with_source:
@@ -310,7 +336,7 @@ def export_parquet(cap: Capture, out: str | BinaryIO, sel: Selection) -> ExportR
             rep.events += chunk.n
         if writer is None:  # no events: still a valid, empty file
             schema = _arrow_schema(pa, False).with_metadata(meta)
-            writer = pq.ParquetWriter(out, schema, compression="zstd")
+            writer = pq.ParquetWriter(out, schema, **_writer_options(pa, schema))
     finally:
         if writer is not None:
             writer.close()
@@ -320,4 +346,4 @@ def export_parquet(cap: Capture, out: str | BinaryIO, sel: Selection) -> ExportR
 def _time_array(pa: Any, chunk: Chunk, to_real: Callable[[np.ndarray], np.ndarray] | None) -> Any:
     ts = chunk.column("ts")
     real = to_real(ts) if to_real is not None else np.minimum(ts, np.uint64(2**63 - 1)).astype(np.int64)
-    return pa.array(real, pa.timestamp("ns", tz="UTC"))
+    return _np_array(pa, real.astype(np.int64, copy=False), pa.timestamp("ns", tz="UTC"))

@@ -25,7 +25,7 @@ from aether_rec.format.reader import Capture
 from aether_rec.format.records import Loss, Meta
 from aether_rec.ops import feed
 from aether_rec.ops.expr import Filter
-from aether_rec.ops.rows import FORMATS, header_line, lines
+from aether_rec.ops.rows import FORMATS, block, header_line
 from aether_rec.ops.window import Selection, source_name
 
 Clock = Callable[[], float]
@@ -46,6 +46,11 @@ def _loss_line(fmt: str, loss: Loss) -> str | None:
             f"between ts {loss.t_first} and {loss.t_last}\n"
         )
     return None  # jsonl/csv carry events only; losses are in stats and the capture itself
+
+
+def _rows(text: str, ends: np.ndarray, i: int, j: int) -> str:
+    """Rows i..j-1 of a chunk's text (rows.block)."""
+    return text[(int(ends[i - 1]) if i else 0):(int(ends[j - 1]) if j else 0)]
 
 
 def replay(cap: Capture, out: IO[str], sel: Selection, **options: Any) -> ReplayReport:
@@ -80,7 +85,7 @@ def replay_feed(
     start: float | None = None
     t0 = 0
     for chunk in source.chunks():
-        rows = lines(fmt, chunk, to_real, src)
+        text, ends = block(fmt, chunk, to_real, src)
         ts = chunk.column("ts")
         # loss markers in time order between events (text only): a loss goes after the
         # events that started before it
@@ -88,14 +93,14 @@ def replay_feed(
             at = 0
             while li < len(losses) and losses[li].t_first <= int(ts[-1]):
                 cut = int(np.searchsorted(ts, losses[li].t_first, side="left"))
-                out.write("".join(rows[at:cut]))
+                out.write(_rows(text, ends, at, cut))
                 at = cut
                 line = _loss_line(fmt, losses[li])
                 if line:
                     out.write(line)
                 rep.losses += 1
                 li += 1
-            out.write("".join(rows[at:]))
+            out.write(_rows(text, ends, at, chunk.n))
             rep.events += chunk.n
             continue
         # paced: losses are placed between chunks
@@ -113,7 +118,7 @@ def replay_feed(
             now = clock()
             k = int(np.searchsorted(due, now, side="right"))
             if k > i:
-                out.write("".join(rows[i:k]))
+                out.write(_rows(text, ends, i, k))
                 out.flush()
                 rep.max_late_s = max(rep.max_late_s, now - float(due[i]))
                 rep.events += k - i
@@ -166,7 +171,7 @@ def follow(
 
     def emit(item: Chunk | Loss) -> None:
         if isinstance(item, Chunk):
-            out.write("".join(lines(fmt, item, clock.to_real if clock else None, src)))
+            out.write(block(fmt, item, clock.to_real if clock else None, src)[0])
             rep.events += item.n
         else:
             line = _loss_line(fmt, item)

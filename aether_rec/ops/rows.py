@@ -1,5 +1,7 @@
 """Events as rows for people and for other tools: one text line, a JSON object or a CSV row per
-event, built a chunk at a time (columns are converted once per chunk, then zipped)."""
+event, built a chunk at a time: every field is formatted for the whole chunk at once into a
+byte matrix (ops/colfmt.py) and the rows come out as one string (``block``); ``columns`` gives
+the same values as Python objects, for exports that build documents (perfetto)."""
 
 from __future__ import annotations
 
@@ -13,9 +15,19 @@ from typing import Any
 import numpy as np
 
 from aether_rec.format.chunk import Chunk
+from aether_rec.ops.colfmt import (
+    DAY_NS,
+    RowMatrix,
+    by_value,
+    coded,
+    duration_codes,
+    errnames,
+    gather,
+    wall_parts,
+)
 from aether_rec.ops.text import printable
 from aether_rec.ops.units import fmt_bytes, fmt_duration, iso_utc
-from aether_rec.schema import COLUMNS, ENUMS, FLAGS, LAYERS, OPS, dev_name
+from aether_rec.schema import COLUMN_BY_NAME, COLUMNS, ENUMS, FLAGS, LAYER_CODE, LAYERS, OPS, dev_name
 
 # The row fields, in this order, then every other column of schema.COLUMNS (a column added
 # there appears in replay and export rows without a change here).
@@ -44,11 +56,11 @@ FIXED_FIELDS = (
 CSV_FIELDS = FIXED_FIELDS + tuple(c.name for c in COLUMNS if c.name not in FIXED_FIELDS)
 
 ToReal = Callable[[np.ndarray], np.ndarray]
+BLOCK = LAYER_CODE["block"]
 
 
 def _names(table: dict[int, str], codes: np.ndarray, prefix: str) -> list[str]:
-    lut = {int(c): table.get(int(c), f"{prefix}{int(c)}") for c in np.unique(codes)}
-    return [lut[c] for c in codes.tolist()]
+    return by_value(codes, lambda c: table.get(c, f"{prefix}{c}"))
 
 
 def _strs(chunk: Chunk, name: str, safe: bool = False) -> list[str]:
@@ -56,11 +68,7 @@ def _strs(chunk: Chunk, name: str, safe: bool = False) -> list[str]:
     if name not in chunk.dicts or name not in chunk.columns:
         return [""] * chunk.n
     d = [printable(s) for s in chunk.dicts[name]] if safe else chunk.dicts[name]
-    return [d[c] for c in chunk.columns[name].tolist()]
-
-
-def _errnames(result: list[int]) -> list[str | None]:
-    return [(_errno.errorcode.get(-r, str(-r)) if r < 0 else None) for r in result]
+    return gather(d, chunk.columns[name])
 
 
 def _flag_names(v: int) -> str:
@@ -76,7 +84,7 @@ def columns(
     real = to_real(ts) if to_real is not None else None
     dev = chunk.column("dev")
     devs = {int(d): (dev_name(int(d)) if d else None) for d in np.unique(dev)}
-    result = chunk.column("result").tolist()
+    result = chunk.column("result")
     if "source" in chunk.dicts:
         src = _strs(chunk, "source", safe)
     else:
@@ -96,8 +104,8 @@ def columns(
         "dev": [devs[d] for d in dev.tolist()],
         "offset": chunk.column("offset").tolist(),
         "bytes": chunk.column("bytes").tolist(),
-        "result": result,
-        "error": _errnames(result),
+        "result": result.tolist(),
+        "error": errnames(result),
         "lat": chunk.column("lat").tolist(),
         "queue": chunk.column("queue").tolist(),
         "cgroup": chunk.column("cgroup").tolist(),
@@ -109,53 +117,194 @@ def columns(
     }
 
 
-def _time_text(real: int | None, ts: int) -> str:
-    s = iso_utc(real)
-    if s is None:  # no clock mapping, or no wall time for this ts: seconds of monotonic time
-        return f"{ts / 1e9:17.6f}"
-    return s[11:26]  # HH:MM:SS.ffffff (UTC)
-
-
 TEXT_HEADER = (
     f"{'TIME(UTC)':<15} {'COMM':<16} {'PID/TID':>13} {'LAYER':<7} {'OP':<9} "
     f"{'LAT':>8} {'BYTES':>9} {'OFFSET':>12} {'RESULT':>8}  FILE/DEVICE"
 )
 
-
-def text_lines(
-    chunk: Chunk, to_real: ToReal | None, source: str = "", with_source: bool = False
-) -> list[str]:
-    c = columns(chunk, to_real, source, safe=True)
-    out = []
-    for i in range(chunk.n):
-        where = c["path"][i] or (f"dev {c['dev'][i]}" if c["dev"][i] else "")
-        if c["fd"][i] >= 0 and c["layer"][i] != "block":
-            where = f"fd {c['fd'][i]} {where}".rstrip()
-        res = c["error"][i] or str(c["result"][i])
-        off = str(c["offset"][i]) if c["offset"][i] >= 0 else "-"
-        line = (
-            f"{_time_text(c['time_ns'][i], c['ts'][i]):<15} {c['comm'][i][:16]:<16} "
-            f"{str(c['pid'][i]) + '/' + str(c['tid'][i]):>13} {c['layer'][i]:<7} {c['op'][i]:<9} "
-            f"{fmt_duration(c['lat'][i]):>8} {fmt_bytes(c['bytes'][i]):>9} {off:>12} {res:>8}  {where}"
-        )
-        if with_source:
-            line = f"{c['source'][i]:<12} {line}"
-        out.append(line)
-    return out
+# -- whole-column row formatting -------------------------------------------------------------------
+# Each field is formatted for the whole chunk at once into a block of a byte matrix (ops/colfmt.py,
+# RowMatrix): words through tables built once per distinct value, integers digit by digit. Rows
+# whose shape differs (no wall time, a file descriptor or not) choose between two blocks.
 
 
-def json_lines(chunk: Chunk, to_real: ToReal | None, source: str = "") -> list[str]:
-    c = columns(chunk, to_real, source)
-    out = []
-    dumps = json.JSONEncoder(separators=(",", ":")).encode
-    for i in range(chunk.n):
-        rec = {
-            "time": iso_utc(c["time_ns"][i]) if c["time_ns"][i] is not None else None,
-            **{k: c[k][i] for k in CSV_FIELDS[1:]},
-            "flag_names": _flag_names(c["flags"][i]),
-        }
-        out.append(dumps(rec))
-    return out
+def _enum_table(
+    chunk: Chunk, name: str, table: dict[int, str], enc: Callable[[str], str]
+) -> tuple[list[str], np.ndarray]:
+    codes = chunk.column(name)
+    if codes.dtype.itemsize == 1:  # a table of every code: no sort
+        return [enc(table.get(i, f"{name}{i}")) for i in range(256)], codes.astype(np.intp)
+    return coded(codes, lambda c: enc(table.get(c, f"{name}{c}")))
+
+
+def _str_table(chunk: Chunk, name: str, enc: Callable[[str], str]) -> tuple[list[str], np.ndarray]:
+    if name not in chunk.dicts or name not in chunk.columns or not chunk.dicts[name]:
+        return [enc("")], np.zeros(chunk.n, dtype=np.intp)
+    return [enc(w) for w in chunk.dicts[name]], chunk.columns[name]
+
+
+def _source_table(chunk: Chunk, source: str, enc: Callable[[str], str]) -> tuple[list[str], np.ndarray]:
+    if "source" in chunk.dicts:
+        return _str_table(chunk, "source", enc)
+    return [enc(source)], np.zeros(chunk.n, dtype=np.intp)
+
+
+def _wall(chunk: Chunk, to_real: ToReal | None) -> tuple[np.ndarray, ...]:
+    ts = chunk.column("ts")
+    return wall_parts(to_real(ts) if to_real is not None else None, chunk.n)
+
+
+def _clock_block(m: RowMatrix, hh: np.ndarray, mm: np.ndarray, ss: np.ndarray, sub: np.ndarray,
+                 sub_width: int) -> None:
+    m.digits(hh, 2)
+    m.lit(":")
+    m.digits(mm, 2)
+    m.lit(":")
+    m.digits(ss, 2)
+    m.lit(".")
+    m.digits(sub, sub_width)
+
+
+def text_block(chunk: Chunk, to_real: ToReal | None, source: str = "", with_source: bool = False
+               ) -> tuple[str, np.ndarray]:
+    """Text rows (see TEXT_HEADER) of ``chunk`` as one string, and each row's end offset."""
+    n = chunk.n
+    m = RowMatrix(n)
+    if with_source:
+        m.words(*_source_table(chunk, source, lambda s: printable(s).ljust(12) + " "))
+    valid, _day, hh, mm, ss, sub = _wall(chunk, to_real)
+    clock = RowMatrix(n)
+    _clock_block(clock, hh, mm, ss, sub // 1000, 6)
+    mono = RowMatrix(n)
+    if not valid.all():
+        secs = chunk.column("ts").astype(np.float64) / 1e9
+        mono.per_row(list(map("{:17.6f}".format, np.where(valid, 0.0, secs).tolist())))
+    m.choose(valid, clock, mono)
+    m.lit(" ")
+    m.words(*_str_table(chunk, "comm", lambda s: printable(s)[:16].ljust(16)))
+    m.lit(" ")
+    pid = chunk.column("pid").astype(np.uint64)
+    tid = chunk.column("tid").astype(np.uint64)
+    m.words(*coded((pid << np.uint64(32)) | tid, lambda k: f"{k >> 32}/{k & 0xFFFFFFFF}".rjust(13)))
+    m.lit(" ")
+    m.words(*_enum_table(chunk, "layer", LAYERS, lambda s: s.ljust(7)))
+    m.lit(" ")
+    m.words(*_enum_table(chunk, "op", OPS, lambda s: s.ljust(9)))
+    m.lit(" ")
+    m.words(*duration_codes(chunk.column("lat"), lambda v: fmt_duration(v).rjust(8)))
+    m.lit(" ")
+    m.words(*coded(chunk.column("bytes"), lambda v: fmt_bytes(v).rjust(9)))
+    m.lit(" ")
+    offset = chunk.column("offset")
+    m.choose(offset >= 0, _ints(n, offset, 12), _lit(n, "-".rjust(12)))
+    m.lit(" ")
+    result = chunk.column("result")
+    neg = result < 0
+    errs = RowMatrix(n)
+    errs.words(*coded(np.where(neg, result, -1), lambda r: _errno.errorcode.get(-r, str(-r)).rjust(8)))
+    m.choose(~neg, _ints(n, result, 8), errs)
+    m.lit("  ")
+    # FILE/DEVICE: the path, else "dev M:m"; "fd N " before it for non-block rows with an fd,
+    # and then the whole of it right-stripped
+    fd = chunk.column("fd")
+    dev = chunk.column("dev")
+    words, codes = _str_table(chunk, "path", printable)
+    empty = np.array([w == "" for w in words], dtype=bool)[codes]
+    empty_r = np.array([w.rstrip() == "" for w in words], dtype=bool)[codes]
+    prefix = (fd >= 0) & (chunk.column("layer") != BLOCK)
+    fdm = RowMatrix(n)
+    fdm.lit("fd ")
+    fdm.ints(fd)
+    m.choose(prefix, fdm, RowMatrix(n))
+    m.choose(prefix & ~np.where(empty, dev == 0, empty_r), _lit(n, " "), RowMatrix(n))
+    devm = RowMatrix(n)
+    devm.words(*coded(dev, lambda d: f"dev {dev_name(d)}" if d else ""))
+    pathm = RowMatrix(n)
+    pathm.words(words, codes)
+    pathr = RowMatrix(n)
+    pathr.words([w.rstrip() for w in words], codes)
+    filem = RowMatrix(n)
+    filem.choose(prefix, pathr, pathm)
+    m.choose(empty, devm, filem)
+    m.lit("\n")
+    return m.text()
+
+
+def _lit(n: int, s: str) -> RowMatrix:
+    r = RowMatrix(n)
+    r.lit(s)
+    return r
+
+
+def _ints(n: int, v: np.ndarray, width: int = 0) -> RowMatrix:
+    r = RowMatrix(n)
+    r.ints(v, width)
+    return r
+
+
+_JSON = json.JSONEncoder(separators=(",", ":")).encode
+
+
+def _csv_str(s: str) -> str:
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerow([s, ""])
+    return buf.getvalue()[:-2]
+
+
+def _fields(m: RowMatrix, chunk: Chunk, source: str, enc: Callable[[str], str], safe: bool, null: str,
+            keys: Callable[[str], str]) -> None:
+    """Every field of CSV_FIELDS[1:], each after ``keys(name)``."""
+    esc = (lambda s: enc(printable(s))) if safe else enc
+    for name in CSV_FIELDS[1:]:
+        m.lit(keys(name))
+        col = COLUMN_BY_NAME.get(name)
+        if name == "source":
+            m.words(*_source_table(chunk, source, esc))
+        elif name == "error":
+            m.words(*coded(chunk.column("result"),
+                           lambda r: enc(_errno.errorcode.get(-r, str(-r))) if r < 0 else null))
+        elif name == "dev":
+            m.words(*coded(chunk.column("dev"), lambda d: enc(dev_name(d)) if d else null))
+        elif name in ENUMS:
+            m.words(*_enum_table(chunk, name, ENUMS[name], enc))
+        elif col is not None and col.is_str:
+            m.words(*_str_table(chunk, name, esc))
+        else:
+            m.ints(chunk.column(name))
+
+
+def _iso_block(chunk: Chunk, to_real: ToReal | None, quote: str, null: str) -> tuple[np.ndarray, RowMatrix]:
+    n = chunk.n
+    valid, day, hh, mm, ss, sub = _wall(chunk, to_real)
+    iso = RowMatrix(n)
+    iso.lit(quote)
+    iso.words(*coded(day, lambda d: (iso_utc(d * DAY_NS) or "?")[:11]))
+    _clock_block(iso, hh, mm, ss, sub, 9)
+    iso.lit("Z" + quote)
+    out = RowMatrix(n)
+    out.choose(valid, iso, _lit(n, null))
+    return valid, out
+
+
+def json_block(chunk: Chunk, to_real: ToReal | None, source: str = "") -> tuple[str, np.ndarray]:
+    """JSON objects (time, every field of CSV_FIELDS, flag_names), one per line."""
+    m = RowMatrix(chunk.n)
+    m.lit('{"time":')
+    m.parts += _iso_block(chunk, to_real, '"', "null")[1].parts
+    _fields(m, chunk, source, _JSON, False, "null", lambda k: f",{_JSON(k)}:")
+    m.lit(',"flag_names":')
+    m.words(*coded(chunk.column("flags"), lambda v: _JSON(_flag_names(v))))
+    m.lit("}\n")
+    return m.text()
+
+
+def csv_block(chunk: Chunk, to_real: ToReal | None, source: str = "") -> tuple[str, np.ndarray]:
+    """CSV rows of CSV_FIELDS (control characters in strings escaped)."""
+    m = RowMatrix(chunk.n)
+    m.parts += _iso_block(chunk, to_real, "", "")[1].parts
+    _fields(m, chunk, source, _csv_str, True, "", lambda k: ",")
+    m.lit("\n")
+    return m.text()
 
 
 def csv_header() -> str:
@@ -164,34 +313,39 @@ def csv_header() -> str:
     return buf.getvalue()
 
 
-def csv_lines(chunk: Chunk, to_real: ToReal | None, source: str = "") -> list[str]:
-    c = columns(chunk, to_real, source, safe=True)
-    times = [iso_utc(t) if t is not None else "" for t in c["time_ns"]]
-    cols = [times] + [["" if v is None else v for v in c[k]] for k in CSV_FIELDS[1:]]
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    out = []
-    for row in zip(*cols):
-        buf.seek(0)
-        buf.truncate()
-        w.writerow(row)
-        out.append(buf.getvalue())
-    return out
-
-
 FORMATS = ("text", "jsonl", "csv")
+
+
+SLICE = 16384  # rows built at once: bounds the byte matrices (~0.5 KiB a row) and stays in cache
+
+
+def block(fmt: str, chunk: Chunk, to_real: ToReal | None, source: str = "") -> tuple[str, np.ndarray]:
+    """The rows of ``chunk`` in ``fmt`` (text, jsonl, csv) as one string, newlines included,
+    and the offset where each row ends (``text[ends[i-1]:ends[i]]`` is row ``i``)."""
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown row format {fmt!r}")
+    texts: list[str] = []
+    ends: list[np.ndarray] = [np.zeros(0, dtype=np.int64)]
+    base = 0
+    for a in range(0, chunk.n, SLICE):
+        part = chunk.take(slice(a, a + SLICE)) if chunk.n > SLICE else chunk
+        if fmt == "csv":
+            text, e = csv_block(part, to_real, source)
+        elif fmt == "jsonl":
+            text, e = json_block(part, to_real, source)
+        else:
+            text, e = text_block(part, to_real, source, with_source="source" in chunk.dicts)
+        texts.append(text)
+        ends.append(e + base)
+        base += len(text)
+    return "".join(texts), np.concatenate(ends)
 
 
 def lines(fmt: str, chunk: Chunk, to_real: ToReal | None, source: str = "") -> list[str]:
     """One line per event of ``chunk`` in ``fmt`` (text, jsonl, csv), newline included."""
-    if fmt == "csv":
-        return csv_lines(chunk, to_real, source)
-    if fmt == "jsonl":
-        return [line + "\n" for line in json_lines(chunk, to_real, source)]
-    if fmt == "text":
-        with_source = "source" in chunk.dicts
-        return [line + "\n" for line in text_lines(chunk, to_real, source, with_source=with_source)]
-    raise ValueError(f"unknown row format {fmt!r}")
+    text, ends = block(fmt, chunk, to_real, source)
+    starts = [0, *ends[:-1].tolist()]
+    return [text[a:b] for a, b in zip(starts, ends.tolist())]
 
 
 def header_line(fmt: str) -> str | None:

@@ -1,0 +1,205 @@
+"""Whole columns formatted at once, for replay and export rows.
+
+No Python step per event: low-cardinality transformations (names, durations, sizes, errno
+names, dates) are computed once per distinct value and gathered with numpy; integers and times
+of day are written digit by digit into byte matrices (RowMatrix, below), from which a chunk's
+rows come out as one string. Every function here gives exactly what the per-value function it
+replaces (ops/units.py, ops/text.py) gives, for every input: tests/test_rows_fast.py compares
+them on random columns and chunks.
+"""
+
+from __future__ import annotations
+
+import errno as _errno
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from aether_rec.ops.units import fmt_duration
+
+I64_MIN = -(2**63)
+I64_MAX = 2**63 - 1
+NS = 1_000_000_000
+DAY_NS = 86_400 * NS
+
+
+def gather(words: Sequence[Any], codes: np.ndarray) -> list[Any]:
+    """``[words[c] for c in codes]`` without a Python step per element."""
+    table = np.empty(len(words), dtype=object)
+    table[:] = list(words)
+    return table[codes].tolist()
+
+
+def coded(values: np.ndarray, fn: Callable[[Any], Any]) -> tuple[list[Any], np.ndarray]:
+    """(table, codes) with ``table[codes[i]] == fn(values[i])``, ``fn`` called once per
+    distinct value."""
+    if not values.size:
+        return [fn(0)], np.zeros(0, dtype=np.intp)
+    uniq, inv = np.unique(values, return_inverse=True)
+    return [fn(v) for v in uniq.tolist()], inv.reshape(-1)
+
+
+def by_value(values: np.ndarray, fn: Callable[[Any], Any]) -> list[Any]:
+    """``[fn(v) for v in values]``, calling ``fn`` once per distinct value."""
+    if not values.size:
+        return []
+    table, codes = coded(values, fn)
+    return gather(table, codes)
+
+
+# fmt_duration prints 3 significant digits (or whole units): its text depends on the value
+# only through (decade, value // q, which side of q/2 the rest falls). Mapping every value to a
+# representative of its class leaves few distinct values to format. Values of 1e11 ns and more
+# go through float rounding the classes do not model: they are their own representatives.
+_DECADES = np.array([10**k for k in range(3, 12)], dtype=np.uint64)  # 1e3 .. 1e11
+_QUANTA = np.array([1, 10, 100, 1000, 10**4, 10**5, 10**6, 10**7, 10**8], dtype=np.uint64)
+
+
+def durations(ns: np.ndarray) -> list[str]:
+    """``[fmt_duration(v) for v in ns]`` for an unsigned ns column."""
+    return gather(*duration_codes(ns))
+
+
+def duration_codes(ns: np.ndarray, fn: Callable[[Any], str] = fmt_duration) -> tuple[list[str], np.ndarray]:
+    """``coded(ns, fn)`` for fmt_duration (or a function of its text), few distinct values."""
+    v = ns.astype(np.uint64, copy=False)
+    q = _QUANTA[np.searchsorted(_DECADES[:-1], v, side="right")]
+    big = v >= _DECADES[-1]
+    base = v - v % q
+    rest2 = (v % q) * np.uint64(2)
+    rep = np.where(rest2 == q, base + q // np.uint64(2), np.where(rest2 < q, base, base + q - np.uint64(1)))
+    rep = np.where((q == 1) | big, v, rep)
+    return coded(rep, fn)
+
+
+def errnames(result: np.ndarray) -> list[str | None]:
+    """The errno name of every negative result, None for the others (rows.py's ``error``)."""
+    return by_value(result, lambda r: _errno.errorcode.get(-r, str(-r)) if r < 0 else None)
+
+
+def wall_parts(real: np.ndarray | None, n: int) -> tuple[np.ndarray, ...]:
+    """A wall-clock ns column split for formatting: (valid, day, hour, minute, second, ns of
+    the second) arrays, ``valid`` False where ``iso_utc`` has no wall time (no clock mapping,
+    or a saturated value). Fields of invalid rows are 0."""
+    if real is None:
+        z = np.zeros(n, dtype=np.int64)
+        return np.zeros(n, dtype=bool), z, z, z, z, z
+    r = real.astype(np.int64, copy=False)
+    valid = (r != I64_MIN) & (r != I64_MAX)
+    r = np.where(valid, r, 0)
+    sec = r // NS  # floor, as iso_utc's fromtimestamp(ns // 1e9)
+    sod = sec % 86_400
+    day = sec // 86_400
+    return valid, day, sod // 3600, sod // 60 % 60, sod % 60, r % NS
+
+
+def fixed_digits(v: np.ndarray, width: int) -> np.ndarray:
+    """(n x width) zero-padded decimal digits of values known to be in [0, 10**width)."""
+    out = np.empty((len(v), width), dtype=np.uint8)
+    rest = v.astype(np.int64)
+    for k in range(width - 1, -1, -1):
+        out[:, k] = rest % 10 + 48
+        rest //= 10
+    return out
+
+
+# -- rows as one byte matrix -------------------------------------------------------------------------
+# A chunk's rows are built as an (n x W) byte matrix, one block of columns per field, each value
+# padded with NUL bytes; dropping every NUL leaves the rows one after the other. Rows never hold a
+# NUL of their own: text and csv escape control characters, JSON writes \u0000.
+
+_U8 = np.uint8
+_POW10 = [10**k for k in range(20)]
+
+
+def _utf8_table(words: Sequence[str]) -> np.ndarray:
+    """(len(words) x widest) UTF-8 bytes, NUL-padded."""
+    enc = [w.encode("utf-8", "surrogatepass") for w in words]
+    width = max((len(b) for b in enc), default=0) or 1
+    buf = b"".join(b.ljust(width, b"\0") for b in enc)
+    return np.frombuffer(buf, dtype=_U8).reshape(len(enc), width)
+
+
+class RowMatrix:
+    """Fields appended left to right; ``text()`` gives the rows and where each one ends."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.parts: list[np.ndarray] = []
+
+    def lit(self, s: str) -> None:
+        row = np.frombuffer(s.encode(), dtype=_U8)
+        self.parts.append(np.broadcast_to(row, (self.n, len(row))))
+
+    def words(self, table: Sequence[str], codes: np.ndarray) -> None:
+        """``table[code]`` per row (pad the words beforehand for aligned columns)."""
+        self.parts.append(_utf8_table(table)[codes])
+
+    def per_row(self, values: Sequence[str]) -> None:
+        self.parts.append(_utf8_table(values))
+
+    def digits(self, v: np.ndarray, width: int) -> None:
+        """Zero-padded digits of values in [0, 10**width)."""
+        self.parts.append(fixed_digits(v, width))
+
+    def ints(self, v: np.ndarray, width: int = 0) -> None:
+        """Decimal integers, right-justified with spaces to ``width`` (longer ones overflow)."""
+        self.parts.append(int_matrix(v, width))
+
+    def choose(self, mask: np.ndarray, a: RowMatrix, b: RowMatrix) -> None:
+        """Per row, the fields of ``a`` where ``mask``, else those of ``b``."""
+        ma, mb = a.matrix(), b.matrix()
+        w = max(ma.shape[1], mb.shape[1])
+        ma = np.pad(ma, ((0, 0), (0, w - ma.shape[1])))
+        mb = np.pad(mb, ((0, 0), (0, w - mb.shape[1])))
+        self.parts.append(np.where(mask[:, None], ma, mb))
+
+    def matrix(self) -> np.ndarray:
+        if not self.parts:
+            return np.zeros((self.n, 0), dtype=_U8)
+        return np.concatenate(self.parts, axis=1)
+
+    def text(self) -> tuple[str, np.ndarray]:
+        """The rows as one string, and the end offset (in characters) of every row."""
+        m = self.matrix()
+        keep = m != 0
+        data = m.ravel()[keep.ravel()]
+        if data.size and data.max() >= 0x80:  # multi-byte characters: count lead bytes only
+            chars = np.count_nonzero(keep & ((m & 0xC0) != 0x80), axis=1)
+        else:
+            chars = np.count_nonzero(keep, axis=1)
+        return data.tobytes().decode("utf-8", "surrogatepass"), np.cumsum(chars)
+
+
+def int_matrix(v: np.ndarray, width: int = 0) -> np.ndarray:
+    """(n x w) bytes of each integer in decimal, right-justified with spaces to ``width``,
+    NUL-padded on the left to the longest."""
+    n = len(v)
+    if v.dtype.kind == "u":
+        neg = np.zeros(n, dtype=bool)
+        mag = v.astype(np.uint64)
+    else:
+        x = v.astype(np.int64)
+        neg = x < 0
+        mag = np.where(neg, -(x + 1), x).astype(np.uint64) + neg.astype(np.uint64)  # |INT64_MIN| fits
+    top = int(mag.max()) if n else 0
+    nd_max = len(str(top))
+    nd = np.ones(n, dtype=np.int64)
+    for k in range(1, nd_max):
+        nd += mag >= np.uint64(_POW10[k])
+    length = nd + neg
+    w = max(int(length.max()) if n else 1, width)
+    out = np.zeros((n, w), dtype=_U8)
+    rest = mag.copy()
+    col = np.arange(w)
+    for k in range(nd_max):  # digit k from the right
+        d = (rest % np.uint64(10)).astype(_U8)
+        rest //= np.uint64(10)
+        out[:, w - 1 - k] = np.where(k < nd, d + 48, 0)
+    pos_sign = w - 1 - nd  # the column left of the first digit
+    out[np.arange(n)[neg], pos_sign[neg]] = ord("-")
+    if width:
+        pad = (col[None, :] >= w - width) & (col[None, :] < (w - length)[:, None])
+        out[pad] = ord(" ")
+    return out

@@ -122,7 +122,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
 SUMMARIES: dict[str, str] = {
     "diff": "Compare two captures: did it get slower?",
     "doctor": "Check whether this machine can record, and what recording would use.",
-    "export": "Export events for other tools: jsonl, csv, perfetto (Chrome JSON), parquet.",
+    "export": "Export events for other tools: jsonl, csv, perfetto (Chrome JSON), perfetto-proto "
+    "(Perfetto's native protobuf trace, no size cap), parquet.",
     "filter": "Copy the events of IN that match EXPR (and the options) into a new capture.",
     "generate": "Write a synthetic capture (for tests, benchmarks and demos; marked synthetic).",
     "info": "Describe captures: provenance, time span, events per layer and op, size, losses.",
@@ -135,5 +136,6 @@ SUMMARIES: dict[str, str] = {
     "replay": "Print events in time order, one line each (or jsonl/csv), optionally paced.",
     "report": "Write one self-contained HTML page about captures: latency heatmaps, percentiles, IOPS "
     "and throughput over time, histograms, tables, the slowest I/Os, losses, provenance.",
+    "sql": "Run a SQL query (DuckDB) over captures.",
     "stats": "Summarise captures: span, IOPS, throughput, latency percentiles, errors, histograms.",
 }

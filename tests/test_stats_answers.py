@@ -153,3 +153,36 @@ def test_errnos_are_named_and_counted(capture: Path, data: dict[str, np.ndarray]
     assert {e["errno"]: e["count"] for e in doc["errnos"]} == dict(zip(codes.tolist(), counts.tolist()))
     assert {e["name"] for e in doc["errnos"]} == {"EIO", "ENOSPC"}
     assert doc["would_block"] == int((data["result"] == -errno.EAGAIN).sum()) > 0
+
+
+def test_storage_first_and_the_page_cache(tmp_path: Path) -> None:
+    """Format 1.1 columns: I/O on fds that are not storage is left out and counted by kind
+    (--all-fds keeps it); the page-cache figures are the reads' pages and misses."""
+    from aether_rec.schema import FD_KIND_CODE
+
+    rng = np.random.default_rng(5)
+    n = 3000
+    kinds = np.array([FD_KIND_CODE[k] for k in ("file", "pipe", "tty", "socket", "unknown", "blockdev")],
+                     dtype=np.uint8)[rng.integers(0, 6, n)]
+    op = np.where(rng.random(n) < 0.7, OP_CODE["read"], OP_CODE["write"]).astype(np.uint8)
+    result = rng.integers(1, 3 * 4096, n).astype(np.int64)
+    missed = rng.integers(0, 3, n).astype(np.uint32)
+    path = tmp_path / "k.aio"
+    with CaptureWriter(str(path), chunk_events=500) as w:
+        ts = 10**12 + np.arange(n, dtype=np.uint64) * 1000
+        w.write_events({"ts": ts, "lat": np.full(n, 5000, np.uint64), "layer": np.full(n, SYSCALL, np.uint8),
+                        "op": op, "result": result, "bytes": result.astype(np.uint64), "fdkind": kinds,
+                        "pages_missed": missed})
+    storage = np.isin(kinds, [FD_KIND_CODE[k] for k in ("file", "unknown", "blockdev")])
+    doc = _stats(path)
+    assert doc["events"] == int(storage.sum())
+    names = {v: k for k, v in FD_KIND_CODE.items()}
+    want = {names[int(k)]: int(c) for k, c in zip(*np.unique(kinds[~storage], return_counts=True))}
+    assert doc["not_storage"] == {"events": int((~storage).sum()), "by_kind": want}
+    reads = storage & (op == OP_CODE["read"])
+    pages = int(((result[reads] + 4095) // 4096).sum())
+    assert doc["page_cache"]["read_pages"] == pages
+    assert doc["page_cache"]["missed_pages"] == int(missed[reads].sum())
+    assert doc["page_cache"]["hit_ratio"] == pytest.approx(1 - missed[reads].sum() / pages)
+    every = _stats(path, all_fds=True)
+    assert every["events"] == n and every["not_storage"] is None

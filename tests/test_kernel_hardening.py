@@ -291,7 +291,8 @@ def test_disk_full_stops_with_one_line(tmp_path: Path, small_fs: Path) -> None:
 # -- signals -------------------------------------------------------------------------------
 def test_sighup_rotates_now_and_each_file_is_complete(tmp_path: Path) -> None:
     data = _data(tmp_path)
-    work = subprocess.Popen(helper("loop", "--file", str(data), "--seconds", "60", "--interval", "0.005"),
+    # the helper notes the time after each pread: the oracle for "nothing lost at the cuts"
+    work = subprocess.Popen(helper("steady", "--file", str(data), "--interval", "0.005"),
                             stdout=subprocess.PIPE, text=True)
     victim = tmp_path / "victim"
     victim.write_text("precious")
@@ -316,6 +317,8 @@ def test_sighup_rotates_now_and_each_file_is_complete(tmp_path: Path) -> None:
         time.sleep(1.0)
         p.send_signal(signal.SIGTERM)
         rc, err = p.finish(timeout=60)
+        work.send_signal(signal.SIGTERM)
+        times = np.array(helper_doc(work.communicate(timeout=30)[0])["times"], dtype=np.int64)
     finally:
         work.kill()
     assert rc == 0, err
@@ -332,9 +335,12 @@ def test_sighup_rotates_now_and_each_file_is_complete(tmp_path: Path) -> None:
         mine = ev["ts"][ev["pid"] == work.pid]
         assert len(mine) > 50, (f, len(mine))
         stamps.append(mine)
-    # one recording cut in three: no gap at the cuts (a pread every 5 ms)
-    ts = np.sort(np.concatenate(stamps))
-    assert int(np.diff(ts).max()) < 200_000_000
+    # one recording cut in three, nothing lost at the cuts: every pread the helper did between
+    # the first and the last one recorded is in one of the files (counted against the
+    # helper's own clock, not against a timing bound a loaded machine can break)
+    ts = np.sort(np.concatenate(stamps)).astype(np.int64)
+    between = int(((times > ts[0]) & (times < ts[-1])).sum())
+    assert len(ts) - 1 == between, (len(ts), between)
 
 
 def test_traced_command_killed_by_a_signal_exits_128_plus_n(tmp_path: Path) -> None:

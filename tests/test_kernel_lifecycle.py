@@ -48,6 +48,8 @@ def test_signal_leaves_a_valid_indexed_file(tmp_path: Path, sig: signal.Signals)
     data.write_bytes(os.urandom(1 << 16))
     loop = subprocess.Popen(helper("loop", "--file", str(data), "--seconds", "30"), stdout=subprocess.PIPE)
     try:
+        assert loop.stdout is not None
+        loop.stdout.readline()  # it is looping now (a loaded machine can take seconds to start it)
         out = tmp_path / "sig.aio"
         p = _start(["record", "-o", str(out), "--pid", str(loop.pid)])
         _wait_recording(p)

@@ -468,3 +468,15 @@ def test_every_c_constant_matches_its_python_twin() -> None:
     from aether_rec.recorder.ringbuf import RingBufTransport
 
     assert RingBufTransport().drop_counter == COUNTERS.index("submit_failed")
+
+
+def test_a_tracefs_only_root_may_read_is_one_line_not_a_traceback(monkeypatch: pytest.MonkeyPatch) -> None:
+    """doctor as a user: tracefs exists but is root-only; the environment problem says so."""
+    from aether_rec.recorder import tracefs as tf
+
+    def denied(_d: Path) -> bool:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(tf, "_is_tracefs", denied)
+    with pytest.raises(EnvironmentProblem, match="readable only by root"):
+        tf.find_tracefs()

@@ -42,14 +42,22 @@ def parse_format(text: str) -> dict[str, Field]:
 
 
 def _is_tracefs(d: Path) -> bool:
+    """Whether ``d`` is a tracefs mount; PermissionError when it is one we may not read
+    (tracefs is root-only: doctor says so instead of failing)."""
     return (d / "events").is_dir()
 
 
 def find_tracefs() -> Path | None:
+    denied: Path | None = None
     for d in TRACEFS_DIRS:
         p = Path(d)
-        if _is_tracefs(p):
-            return p
+        try:
+            if _is_tracefs(p):
+                return p
+        except PermissionError:
+            denied = denied or p
+    if denied is not None:
+        raise EnvironmentProblem(f"tracefs at {denied} is readable only by root: run as root")
     return None
 
 

@@ -28,10 +28,8 @@
  * error is an errno, not a blk_status_t), BIO_OFF_* (bio layout), BLOCK_OP_MASK.
  */
 #include "aether_common.h"
+#include "block_common.h"
 
-#ifndef BLK_MAP_SIZE
-#define BLK_MAP_SIZE 16384
-#endif
 
 struct blk_req_t {
     u64 ts_first;
@@ -124,15 +122,6 @@ static __always_inline u8 blk_op(u32 cmd, u32 *flags)
     if (kop == KREQ_OP_WRITE_ZEROES)
         return AETHER_OP_WRITE_ZEROES;
     return AETHER_OP_OTHER;
-}
-
-static __always_inline int blk_op_wanted(u8 op)
-{
-#ifdef BLOCK_OP_MASK
-    return (((u64)BLOCK_OP_MASK) >> (op & 63)) & 1;
-#else
-    return 1;
-#endif
 }
 
 #define BLK_FIRST 0

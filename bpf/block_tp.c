@@ -15,10 +15,8 @@
  * BLOCK_OP_MASK (bit n set: keep op code n), and those of aether_common.h.
  */
 #include "aether_common.h"
+#include "block_common.h"
 
-#ifndef BLK_MAP_SIZE
-#define BLK_MAP_SIZE 16384
-#endif
 
 struct blk_key_t {
     u32 dev;
@@ -92,15 +90,6 @@ static __always_inline void blk_parse_rwbs(const char *src, u8 *opp, u32 *flagsp
     }
     *opp = op;
     *flagsp = flags;
-}
-
-static __always_inline int blk_op_wanted(u8 op)
-{
-#ifdef BLOCK_OP_MASK
-    return (((u64)BLOCK_OP_MASK) >> (op & 63)) & 1;
-#else
-    return 1;
-#endif
 }
 
 static __always_inline int blk_start_req(u32 dev, u64 sector, u32 nr_sector, u64 bytes,

@@ -290,8 +290,12 @@ class Guest:
 
     def check_header(self, name: str, hdr: dict[str, Any], transport: str, filt: dict[str, Any]) -> None:
         hooks = {h["hook"] for h in hdr.get("hooks", [])}
-        want = {"tracepoint:syscalls:sys_enter_write", "tracepoint:syscalls:sys_exit_write",
-                "tracepoint:block:block_rq_issue", "tracepoint:block:block_rq_complete"}
+        # the block layer is on raw tracepoints where the kernel's BTF tells struct request's
+        # layout (every kernel of the matrix), else on the classic ones
+        raw = {"raw_tracepoint:block_rq_issue", "raw_tracepoint:block_rq_complete"}
+        classic = {"tracepoint:block:block_rq_issue", "tracepoint:block:block_rq_complete"}
+        want = {"tracepoint:syscalls:sys_enter_write", "tracepoint:syscalls:sys_exit_write"}
+        want |= raw if raw <= hooks else classic
         if not self.available.get("vfs"):
             want |= {"kprobe:vfs_write", "kretprobe:vfs_write", "kprobe:vfs_read", "kretprobe:vfs_read"}
         problems = [f"hook {h} missing" for h in sorted(want - hooks)]

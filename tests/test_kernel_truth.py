@@ -108,9 +108,10 @@ def test_every_fio_io_is_in_the_capture(tmp_path: Path, disk_dir: Path, engine: 
             # never higher (beyond noise), and within 5 % at the median
             assert o <= t * 1.05, (q, o, t)
         # fio's clat ends when fio reaps the completion: at depth 8 that is within 5 % of
-        # the kernel posting it; at depth 32 fio reaps in batches and the wait grows (15-20 %
-        # at the median measured here, bench/bench_truth.py prints it)
-        assert np.quantile(ours, 0.5) >= np.quantile(theirs, 0.5) * (0.95 if depth <= 8 else 0.75)
+        # the kernel posting it on a quiet machine (bench/bench_truth.py prints it: 1 %),
+        # within 10 % under CI's load; at depth 32 fio reaps in batches and the wait grows
+        # (15-20 % at the median measured here)
+        assert np.quantile(ours, 0.5) >= np.quantile(theirs, 0.5) * (0.90 if depth <= 8 else 0.75)
     elif engine == "psync":
         mine = (cols["layer"] == SYSCALL) & on_file
         got = {0: int((mine & (cols["op"] == op_code("pread"))).sum()),
@@ -286,6 +287,7 @@ def test_paths_of_files_opened_and_closed_quickly(tmp_path: Path, disk_dir: Path
     out2 = tmp_path / "cat.aio"
     record(out2, "sh", "-c", f"while read f; do cat \"$f\" > /dev/null; done < {listing}")
     _, c2 = load(out2)
+    assert not [x for x in capture_info(out2)["losses"] if x.kind == "names"]  # no fd record dropped
     reads = (c2["layer"] == SYSCALL) & (c2["op"] == op_code("read")) & (c2["result"] > 0)
     comm = np.array(c2["comm"], dtype=object)
     per = {}

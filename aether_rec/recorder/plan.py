@@ -91,7 +91,10 @@ def make_transport(
     raise RecorderError(f"unknown transport {name!r}: choose perf or ringbuf")
 
 
-NAMES_PAGES = 256  # 1 MiB of name records (288 bytes each) on 4 KiB pages
+# 8 MiB of name records (288 bytes each, on 4 KiB pages): ~29,000 opens and closes between
+# two reads of the ring (the loop reads it at least every 100 ms; a loaded machine can
+# stretch that to a second: a `cat` per file of a tree makes ~60 records per file)
+NAMES_PAGES = 2048
 
 
 def make_names_transport(events: Transport) -> Transport:

@@ -89,6 +89,9 @@ class LossLedger:
         if new > 0:
             self.write(out, Loss(-1, new, self.t_tick_ns, now, "recursion"))
         self.counters_total["recursion_misses"] = sum(self.misses_total.values())
+        for name, n in self.misses_total.items():  # which program the kernel skipped
+            if n:
+                self.counters_total[f"recursion_misses:{name}"] = n
 
     def unreported(self, out: OutputFile, transport: Transport) -> None:
         """At stop: losses the transport never reported (perf buffer: the last ones of a

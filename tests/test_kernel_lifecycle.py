@@ -75,7 +75,10 @@ def test_duration_stops_on_time(tmp_path: Path) -> None:
     took = time.monotonic() - t
     assert r.rc == 0, r.stderr
     assert "stopped by --duration" in r.stderr
-    assert 2.0 <= took < 20
+    # counted from the first probe attached (compiling first can take tens of seconds on a
+    # loaded machine): the summary says how long it recorded
+    said = float(r.stderr.split(" events in ")[1].split(" s ")[0])
+    assert 2.0 <= said <= 2.5 and took >= 2.0, r.stderr
     cap, ev = load(out)
     if len(ev["ts"]):
         span = (int(ev["ts"].max()) - int(ev["ts"].min())) / 1e9

@@ -213,6 +213,9 @@ MUTANTS: tuple[Mutant, ...] = (
            "        if False:\n            w.write_meta(\"clock\", clock_rows)", T_CLOCK),
     Mutant("strict-copy-path", "aether_rec/ops/filter.py", '                cap.warn(f"chunk at offset {info.offset} is damaged; skipped it")',
            '                cap.warnings.append(f"chunk at offset {info.offset} is damaged; skipped it")', T_TRUST),
+    Mutant("leave-trusts-is-alive", "aether_rec/console.py", "    if all(t is threading.main_thread() for t in threading.enumerate()):",
+           "    if not any(t.is_alive() for t in threading.enumerate() if t is not threading.main_thread()):",
+           ("tests/test_console.py",)),
 )
 
 

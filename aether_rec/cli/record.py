@@ -8,6 +8,7 @@ import click
 
 from aether_rec.cli.common import echo_json, note
 from aether_rec.ops.units import parse_duration, parse_size
+from aether_rec.recorder.probes import ALL_LAYERS, DEFAULT_LAYERS
 
 
 def _seconds(value: str | None) -> int | None:
@@ -37,7 +38,7 @@ def _size(value: str | None) -> int | None:
 @click.option(
     "--layers",
     metavar="LIST",
-    help="I/O layers: syscall, block, vfs, or all [default: syscall,block]. "
+    help=f"I/O layers: {', '.join(ALL_LAYERS)}, or all [default: {','.join(DEFAULT_LAYERS)}]. "
     "A layer the kernel cannot offer is an error when named here.",
 )
 @click.option(

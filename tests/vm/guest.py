@@ -16,7 +16,9 @@ layers), N block writes at the file's physical blocks, which ``filefrag`` report
 independently of the recorder. One VM boot runs every check of a kernel; each
 ``record`` compiles once (bcc, under TCG about a minute), so the checks share
 recordings: four recordings cover both transports, all layers, both filters, loss
-accounting and --duration.
+accounting and --duration. A fifth runs fio with the io_uring engine over its own
+preallocated file, system-wide: fio's per-I/O log and filefrag are the oracles for the
+io_uring and block layers.
 """
 
 from __future__ import annotations
@@ -39,7 +41,8 @@ import aether_rec
 from aether_rec.schema import LAYER_CODE, OP_CODE
 
 CLI = [sys.executable, "-c", "from aether_rec.cli import main; main()"]
-LAYERS = ("syscall", "block", "vfs")
+LAYERS = ("syscall", "block", "vfs")  # the dd recordings'
+ALL_LAYERS = (*LAYERS, "io_uring")
 BS = 4096
 MNT = Path("/tmp/aether-vm-disk")
 
@@ -199,7 +202,7 @@ class Guest:
         from aether_rec.recorder.doctor import render
 
         (self.out / "doctor.txt").write_text("".join(line + "\n" for line in render(rep)))
-        for name in LAYERS:
+        for name in ALL_LAYERS:
             lay = rep["layers"].get(name, {})
             self.available[name] = "" if lay.get("available") else (lay.get("reason") or "not reported")
         for name in ("ringbuf", "perf"):
@@ -482,6 +485,82 @@ class Guest:
         self.res.add("loss", "fail" if problems else "pass", "; ".join(problems), layer="syscall",
                      transport=transport, events=got, expected=k, lost=lost, **extra)
 
+    def run_uring(self, transport: str, dev: int, mnt: Path) -> None:
+        """Recording 4, system-wide (io-wq workers are kernel threads on older kernels, so a
+        process filter would judge attribution, not completeness): fio writes each 4 KiB
+        block of a preallocated file once with the io_uring engine at depth 8. Expected:
+        exactly N io_uring writes of fio with result 4096 (of the file, where the kernel
+        names the fd), fio's own per-I/O log says N too, latency at most fio's (which adds
+        reaping the completion in user space), and exactly N block writes at filefrag's
+        blocks of the file, whoever issued them (reported)."""
+        if self.available.get("io_uring"):
+            self.res.add("uring", "unavailable", self.available["io_uring"], layer="io_uring",
+                         transport=transport)
+            return
+        n = self.a.writes
+        data = mnt / "uring.bin"
+        blocks = prealloc(data, n)
+        logp = self.out / f"uring-{transport}"
+        fio = ["fio", "--name=uring", f"--filename={data}", "--ioengine=io_uring", "--iodepth=8",
+               "--direct=1", "--rw=write", "--bs=4k", f"--size={n * BS}", "--randrepeat=0",
+               f"--write_lat_log={logp}", "--log_avg_msec=0", "--per_job_logs=0",
+               "--output=/dev/null"]
+        out = self.out / f"uring-{transport}.aio"
+        r = Recording(["-o", str(out), "--force", "--transport", transport, "--layers",
+                       "io_uring,block", "--duration", "600s"], self.env)
+        fio_rc, fio_err = -1, ""
+        if r.attached.wait(900):
+            p = subprocess.run(fio, capture_output=True, text=True, timeout=600)
+            fio_rc, fio_err = p.returncode, p.stderr.strip()[-300:]
+        r.proc.send_signal(signal.SIGINT)  # stop: drain, index, exit 0
+        rc = r.wait(300)
+        secs = time.monotonic() - r.t0
+        extra = {"compile_s": round(r.compile_s, 1), "record_s": round(secs, 1), **r.phases(out)}
+        if rc != 0 or not out.exists() or fio_rc != 0:
+            self.res.add("uring", "fail", f"record exit {rc}, fio exit {fio_rc} {fio_err}: "
+                         f"{r.stderr_tail()}", layer="io_uring", transport=transport, **extra)
+            return
+        hdr, ev, lost, _stats = load(out)
+        self.check_uring(ev, lost, hdr, data, logp, blocks, dev, transport, extra)
+
+    def check_uring(self, ev: dict[str, np.ndarray], lost: int, hdr: dict[str, Any], data: Path,
+                    logp: Path, blocks: list[int], dev: int, transport: str, extra: dict[str, Any]) -> None:
+        n = self.a.writes
+        log = np.loadtxt(f"{logp}_clat.log", delimiter=",", usecols=(1, 2), ndmin=2)
+        fio_w = log[log[:, 1] == 1, 0]  # fio's completion latency of each write, ns
+        sel = (ev["layer"] == LAYER_CODE["io_uring"]) & (ev["comm"] == "fio")
+        w = sel & (ev["op"] == OP_CODE["write"]) & (ev["result"] == BS)
+        problems = []
+        if len(fio_w) != n:
+            problems.append(f"fio's log has {len(fio_w)} writes, expected {n}")
+        if int(w.sum()) != n:
+            problems.append(f"{int(w.sum())} io_uring writes of fio, expected {n}")
+        hooks = {h["hook"] for h in hdr.get("hooks", [])}
+        named = "tracepoint:io_uring:io_uring_file_get" in hooks
+        if named and w.any() and not (ev["path"][w] == str(data)).all():
+            problems.append(f"{int((ev['path'][w] != str(data)).sum())} io_uring writes not named {data}")
+        if w.any() and len(fio_w):
+            ours, theirs = float(np.median(ev["lat"][w])), float(np.median(fio_w))
+            if ours > theirs * 1.05:
+                problems.append(f"median io_uring latency {ours / 1e3:.0f} us above fio's "
+                                f"{theirs / 1e3:.0f} us")
+        if lost:
+            problems.append(f"{lost} lost")
+        self.res.add("uring", "fail" if problems else "pass", "; ".join(problems), layer="io_uring",
+                     transport=transport, events=int(w.sum()), expected=n, lost=lost, fd_named=named, **extra)
+        b = (ev["layer"] == LAYER_CODE["block"]) & (ev["op"] == OP_CODE["write"]) & (ev["dev"] == dev)
+        b &= np.isin(ev["offset"], blocks) & (ev["bytes"] == BS)
+        offs = sorted(ev["offset"][b].tolist())
+        comms = {str(c): int(k) for c, k in zip(*np.unique(ev["comm"][b], return_counts=True))}
+        problems = []
+        if offs != sorted(blocks):
+            problems.append(f"{len(offs)} block writes at the file's blocks, expected {n} "
+                            f"({len(set(blocks) - set(offs))} missing, {len(offs) - len(set(offs))} twice)")
+        if lost:
+            problems.append(f"{lost} lost")
+        self.res.add("uring", "fail" if problems else "pass", "; ".join(problems), layer="block",
+                     transport=transport, events=len(offs), expected=n, lost=lost, issued_by=comms, **extra)
+
     def main(self) -> int:
         t0 = time.monotonic()
         self.doctor()
@@ -505,6 +584,8 @@ class Guest:
                         self.run_pid_filter(transport, dev, mnt)
                     elif kind == "loss":
                         self.run_loss(transport)
+                    elif kind == "uring":
+                        self.run_uring(transport, dev, mnt)
                     else:
                         self.res.add(kind, "fail", f"unknown check {check!r}")
                 except Exception as e:  # noqa: BLE001 - one failed check must not hide the others
@@ -522,7 +603,7 @@ def main() -> int:
     ap.add_argument("--writes", type=int, default=2000)
     ap.add_argument("--loss-writes", type=int, default=20000)
     ap.add_argument("--duration", type=float, default=30.0, help="of the --pid recording")
-    ap.add_argument("--checks", default="cmd:ringbuf,pid:perf,loss:ringbuf")
+    ap.add_argument("--checks", default="cmd:ringbuf,pid:perf,loss:ringbuf,uring:ringbuf")
     a = ap.parse_args()
     return Guest(a).main()
 

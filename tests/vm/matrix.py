@@ -53,7 +53,7 @@ EXACT_HEADERS = ("newest",)
 #: what a series is known to lack (layer or "transport X" -> why); empty: everything must work
 EXPECTED_UNAVAILABLE: dict[str, dict[str, str]] = {}
 #: one boot runs these: check:transport (see guest.py)
-CHECKS = "cmd:ringbuf,pid:perf,loss:ringbuf"
+CHECKS = "cmd:ringbuf,pid:perf,loss:ringbuf,uring:ringbuf"
 VM_TIMEOUT_S = 1800
 IMAGE_RE = re.compile(r"^linux-image-(\d+\.\d+)(\.\d+)?(-\d+)?(\+deb\d+)?-amd64$")
 
@@ -297,8 +297,8 @@ def timings(res: dict[str, Any]) -> str:
     for r in res["rows"]:
         if r["check"] == "doctor":
             parts.append(f"doctor {r.get('seconds', 0):.0f} s")
-        if r.get("compile_s") is not None and r["check"] in ("cmd", "pid", "loss", "duration") and \
-                r.get("layer") in (None, "syscall", "syscall,vfs"):
+        if r.get("compile_s") is not None and r["check"] in ("cmd", "pid", "loss", "duration", "uring") and \
+                r.get("layer") in (None, "syscall", "syscall,vfs", "io_uring"):
             parts.append(f"{r['check']}:{r.get('transport')} {r['record_s']:.0f} s "
                          f"(compile+attach {r['compile_s']:.0f} s)")
     parts.append(f"VM total {res['vm_s']:.0f} s")
@@ -313,10 +313,11 @@ def update_docs(results: list[dict[str, Any]]) -> None:
     """README's "Tested kernels" table and docs/doctor-stock-kernel.md, from this run."""
     day = time.strftime("%Y-%m-%d", time.gmtime())
     cells = [("cmd", "syscall"), ("cmd", "block"), ("cmd", "vfs"), ("pid", "syscall"), ("pid", "block"),
-             ("pid", "vfs")]
+             ("pid", "vfs"), ("uring", "io_uring"), ("uring", "block")]
     rows = ["| kernel (Debian) | headers | syscall ringbuf | block ringbuf | vfs ringbuf | syscall perf "
-            "| block perf | vfs perf | filters, hooks | loss | --duration | result | VM min |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+            "| block perf | vfs perf | io_uring ringbuf (fio) | its block writes "
+            "| filters, hooks | loss | --duration | result | VM min |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
 
     def cell(r: dict[str, Any] | None) -> str:
         if r is None:
@@ -345,7 +346,9 @@ def update_docs(results: list[dict[str, Any]]) -> None:
         "2-core build machine; checks: doctor; dd of direct 4 KiB writes with exact counts per layer\n"
         "under `-- CMD` (ring buffer) and `--pid` (perf buffer), cross-checked against filefrag's\n"
         "block map; vfs kprobes nested in their syscalls; hooks in the header; loss accounting with\n"
-        "a one-page buffer; `--duration 30s`). Counts are dd's I/Os recorded / done:\n\n" + "\n".join(rows)
+        "a one-page buffer; `--duration 30s`; fio's io_uring engine at depth 8, system-wide, against\n"
+        "fio's own per-I/O log and filefrag). Counts are the workload's I/Os recorded / done:\n\n"
+        + "\n".join(rows)
         + ("\n\nFailures:\n\n" + "\n".join(fails) if fails else "") + f"\n{END}"
     )
     readme = ROOT / "README.md"

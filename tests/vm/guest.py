@@ -549,9 +549,13 @@ class Guest:
         self.res.add("uring", "fail" if problems else "pass", "; ".join(problems), layer="io_uring",
                      transport=transport, events=int(w.sum()), expected=n, lost=lost, fd_named=named, **extra)
         b = (ev["layer"] == LAYER_CODE["block"]) & (ev["op"] == OP_CODE["write"]) & (ev["dev"] == dev)
-        b &= np.isin(ev["offset"], blocks) & (ev["bytes"] == BS)
-        offs = sorted(ev["offset"][b].tolist())
-        comms = {str(c): int(k) for c, k in zip(*np.unique(ev["comm"][b], return_counts=True))}
+        b &= ev["bytes"] == BS
+        mine = set(blocks)
+        at = [i for i, off in zip(np.flatnonzero(b).tolist(), ev["offset"][b].tolist()) if off in mine]
+        offs = sorted(int(ev["offset"][i]) for i in at)
+        comms: dict[str, int] = {}
+        for i in at:
+            comms[str(ev["comm"][i])] = comms.get(str(ev["comm"][i]), 0) + 1
         problems = []
         if offs != sorted(blocks):
             problems.append(f"{len(offs)} block writes at the file's blocks, expected {n} "

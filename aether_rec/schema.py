@@ -203,6 +203,7 @@ NAME_KINDS: dict[int, str] = {
     7: "socket",
     8: "fork",
     9: "close_range",
+    10: "exit",
 }
 
 

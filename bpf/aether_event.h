@@ -96,6 +96,7 @@ struct aether_event {
 #define AETHER_NAME_SOCKET      7 /* fd (and arg for socketpair, else -1) */
 #define AETHER_NAME_FORK        8 /* pid: the parent, arg: the child (fds and cwd copied) */
 #define AETHER_NAME_CLOSE_RANGE 9 /* fd .. arg closed */
+#define AETHER_NAME_EXIT        10 /* the main thread (tid == pid) exited: the process is going */
 
 struct aether_name {
     u64 ts;

@@ -5,7 +5,8 @@
  * to traced_tgids); with the names output, the child's inherited fds and working
  * directory are recorded. sched_process_exit: a thread that exits while a syscall or an
  * fd-making call is recorded as in flight has its entry removed, so calls that never
- * return (exit_group, a killed thread) do not fill the maps.
+ * return (exit_group, a killed thread) do not fill the maps; with the names output, the
+ * exit of a process's main thread is recorded, so user space can forget its fds.
  */
 #include "aether_common.h"
 #ifdef AETHER_NAMES_ON
@@ -45,6 +46,9 @@ TRACEPOINT_PROBE(sched, sched_process_exit)
 #endif
 #ifdef AETHER_NAMES_ON
     name_pending.delete(&id);
+    /* user space forgets the process's fds a while after (fdtable.py) */
+    if ((u32)id == (u32)(id >> 32) && nm_wanted(id))
+        nm_emit(args, id, AETHER_NAME_EXIT, -1, -1, 0, 0);
 #endif
 #ifdef FILTER_PID
     u32 tid = (u32)id;

@@ -297,6 +297,35 @@ def test_paths_of_files_opened_and_closed_quickly(tmp_path: Path, disk_dir: Path
     assert {p: per.get(p, 0) for p in files} == {p: sizes[p] for p in files}
 
 
+def test_exited_processes_are_forgotten_and_named_until_they_exit(tmp_path: Path) -> None:
+    """60 cats, each reading its own file, then a pause longer than the fd table's horizon and
+    one more I/O: every cat's reads are named after its file (nothing forgotten too early),
+    and the footer says the 60 cats were dropped from memory after their exit (the kernel's
+    exit records reached the table); the recorder holds a handful of processes at the end."""
+    from aether_rec.recorder.fdtable import HORIZON_NS
+
+    files = []
+    for i in range(60):
+        f = tmp_path / f"f{i}"
+        f.write_bytes(b"x" * (100 + i))
+        files.append(str(f))
+    script = "; ".join(f"cat {f} > /dev/null" for f in files)
+    script += f"; sleep {HORIZON_NS / 1e9 + 1.5:.1f}; cat {files[0]} > /dev/null"
+    out = tmp_path / "exit.aio"
+    record(out, "sh", "-c", script)
+    _, cols = load(out)
+    reads = (cols["layer"] == SYSCALL) & (cols["op"] == op_code("read")) & (cols["result"] > 0)
+    reads &= np.array(cols["comm"], dtype=object) == "cat"
+    per: dict[str, int] = {}
+    for p, n in zip(np.array(cols["path"], dtype=object)[reads].tolist(), cols["result"][reads].tolist()):
+        per[p] = per.get(p, 0) + n
+    want = {p: (100 + i) * (2 if i == 0 else 1) for i, p in enumerate(files)}  # f0 is read twice
+    assert {p: per.get(p, 0) for p in files} == want
+    names = capture_info(out)["stats"]["names"]
+    assert names["processes_forgotten"] >= 60, names  # the cats (and the sleep)
+    assert names["processes_held"] <= 8, names
+
+
 class FtracePageCache:
     """Pages the kernel adds to the page cache for one inode, as ftrace sees them (a private
     tracefs instance on filemap:mm_filemap_add_to_page_cache)."""

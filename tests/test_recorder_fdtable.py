@@ -112,3 +112,50 @@ def test_many_reuses_of_one_number_in_one_batch_keep_every_name(tmp_path: Path) 
     ts = np.array([1000 * i + 500 for i in range(500)], dtype=np.uint64)
     names, idx = t.lookup(9, 3, ts)
     assert [names[i].path for i in idx] == [f"/data/f{i}" for i in range(500)]
+
+
+def test_exited_processes_are_forgotten_after_the_horizon(tmp_path: Path) -> None:
+    """A host that runs many short processes: each one's fds are kept until HORIZON_NS
+    after its main thread's exit record (its last events are still named), then dropped;
+    the table holds the living ones only."""
+    from aether_rec.recorder.fdtable import HORIZON_NS
+
+    t = FdTable(proc=str(tmp_path / "noproc"))
+    s = 1_000_000_000
+    rows = []
+    for i in range(1000):  # process 100+i: forked at i seconds, opens a file, exits 0.5 s later
+        pid = 100 + i
+        rows += [rec(i * s, 1, "fork", -1, pid), rec(i * s + 1, pid, "open", 3, AT_FDCWD, 0, f"/d/{i}"),
+                 rec(i * s + s // 2, pid, "exit")]
+    gone = t.feed(recs(*rows))
+    assert len(gone) == 1000 - HORIZON_NS // s - 1 and gone[0] == 100
+    assert t.forgotten == len(gone)
+    assert len(t) <= HORIZON_NS // s + 2  # the parent and those exited within the horizon
+    last = 100 + 999
+    assert t.at(last, 3, 999 * s + 2).path == "/d/999"  # still named: within the horizon
+    # a forgotten process is not named from memory any more (nor confused with a new one)
+    assert t.at(100, 3, 2).path == ""
+
+
+def test_a_new_process_with_a_recycled_pid_is_not_forgotten(tmp_path: Path) -> None:
+    t = FdTable(proc=str(tmp_path / "noproc"))
+    s = 1_000_000_000
+    t.feed(recs(rec(0, 1, "fork", -1, 5), rec(1, 5, "exit"),
+                rec(2 * s, 1, "fork", -1, 5), rec(2 * s + 1, 5, "open", 4, AT_FDCWD, 0, "/new")))
+    gone = t.feed(recs(rec(60 * s, 1, "open", 9, AT_FDCWD, 0, "/late")))
+    assert gone == []
+    assert t.at(5, 4, 3 * s).path == "/new"
+
+
+def test_the_process_caches_beside_the_table_forget_with_it(tmp_path: Path) -> None:
+    """procinfo.Names keeps a procs row and the last fd names per process: dropped with the
+    table's entries, so a later process with the same pid is read from /proc afresh."""
+    from aether_rec.recorder.procinfo import Names
+
+    n = Names()
+    n.fdtable.proc = str(tmp_path / "noproc")
+    n.procs[7] = {"pid": 7, "comm": "old"}
+    n.procs[8] = {"pid": 8, "comm": "alive"}
+    n.fds[7] = {}
+    n.feed(recs(rec(1, 7, "exit"), rec(30_000_000_000, 8, "open", 3, AT_FDCWD, 0, "/x")))
+    assert 7 not in n.procs and 7 not in n.fds and 8 in n.procs

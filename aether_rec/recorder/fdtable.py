@@ -12,6 +12,12 @@ recording began, and whose open we therefore never saw, are read from ``/proc`` 
 The fd's kind (regular file, block device, pipe, socket, tty...) is decided when its
 record is replayed: pipes and sockets by the call that made them, opened paths by
 ``stat``, pre-existing fds by what ``/proc`` says (``pipe:[...]``, ``socket:[...]``).
+
+Everything is kept per process, and a process is forgotten ``HORIZON_NS`` after the record
+of its main thread's exit (events reach the recorder well within that), so a long recording
+on a host that runs millions of short processes keeps only the living ones; a forked child
+with the pid of a process not yet forgotten cancels that forgetting. :meth:`feed` returns
+the pids forgotten, for the caches kept beside the table (procinfo.Names).
 """
 
 from __future__ import annotations
@@ -96,18 +102,26 @@ class FdTable:
 
     def __init__(self, proc: str = "/proc") -> None:
         self.proc = proc
-        self._hist: dict[tuple[int, int], tuple[list[int], list[FdName]]] = {}
-        self._initial: dict[tuple[int, int], FdName] = {}
+        self._hist: dict[int, dict[int, tuple[list[int], list[FdName]]]] = {}  # pid -> fd -> history
+        self._initial: dict[int, dict[int, FdName]] = {}  # pid -> fd -> name before any record
         self._cwd: dict[int, str] = {}
         self._seen: set[int] = set()  # pids whose /proc fds were looked at
+        self._exited: dict[int, int] = {}  # pid -> when its main thread exited
+        self._newest = 0  # the latest record time replayed
         self.records = 0
+        self.forgotten = 0  # processes forgotten after their exit
+
+    def __len__(self) -> int:
+        """Processes the table holds anything of."""
+        return len(set(self._hist) | set(self._initial) | set(self._cwd) | self._seen)
 
     # -- replaying the kernel's records -------------------------------------------------
 
-    def feed(self, recs: np.ndarray) -> None:
-        """Replay a batch of name records (any order: sorted by time here)."""
+    def feed(self, recs: np.ndarray) -> list[int]:
+        """Replay a batch of name records (any order: sorted by time here); return the pids
+        of processes forgotten (exited more than HORIZON_NS before the newest record)."""
         if len(recs) == 0:
-            return
+            return []
         order = np.argsort(recs["ts"], kind="stable")
         for pid in np.unique(recs["pid"]).tolist():
             self.snapshot(pid)
@@ -121,8 +135,8 @@ class FdTable:
             elif kind == _KIND["close"]:
                 self._set(pid, fd, ts, CLOSED)
             elif kind == _KIND["close_range"]:
-                for key in [k for k in self._hist if k[0] == pid and fd <= k[1] <= (arg & 0xFFFFFFFF)]:
-                    self._set(pid, key[1], ts, CLOSED)
+                for n in [n for n in self._hist.get(pid, ()) if fd <= n <= (arg & 0xFFFFFFFF)]:
+                    self._set(pid, n, ts, CLOSED)
             elif kind == _KIND["dup"]:
                 self._set(pid, fd, ts, self.at(pid, arg, ts))
             elif kind == _KIND["pipe"]:
@@ -139,6 +153,21 @@ class FdTable:
                     self._cwd[pid] = got.path
             elif kind == _KIND["fork"]:
                 self._fork(pid, arg, ts)
+            elif kind == _KIND["exit"]:
+                self._exited[pid] = ts
+            self._newest = max(self._newest, ts)
+        return self._forget_exited()
+
+    def _forget_exited(self) -> list[int]:
+        gone = [p for p, t in self._exited.items() if t < self._newest - HORIZON_NS]
+        for pid in gone:
+            del self._exited[pid]
+            self._hist.pop(pid, None)
+            self._initial.pop(pid, None)
+            self._cwd.pop(pid, None)
+            self._seen.discard(pid)
+        self.forgotten += len(gone)
+        return gone
 
     def snapshot(self, pid: int) -> None:
         """The first time a process is seen, what /proc says of the fds it already had
@@ -151,39 +180,43 @@ class FdTable:
             fds = os.listdir(f"{self.proc}/{pid}/fd")
         except OSError:
             return
+        initial = self._initial.setdefault(pid, {})
+        hists = self._hist.get(pid, {})
         for name in fds[:MAX_SNAPSHOT]:
             if name.isdigit():
-                key = (pid, int(name))
-                if key not in self._initial and key not in self._hist:
-                    self._initial[key] = read_proc_fd(self.proc, pid, int(name))
+                n = int(name)
+                if n not in initial and n not in hists:
+                    initial[n] = read_proc_fd(self.proc, pid, n)
 
     def _fork(self, parent: int, child: int, ts: int) -> None:
         if child == parent:
             return
+        self._exited.pop(child, None)  # a new process with a pid not yet forgotten
         self._seen.add(child)  # its fds are its parent's, told below
         if parent in self._cwd or self._read_cwd(parent):
             self._cwd[child] = self._cwd[parent]
-        for (pid, fd), name in list(self._initial.items()):
-            if pid == parent and (child, fd) not in self._initial:
-                self._initial[(child, fd)] = name
-        for fd in [k[1] for k in self._hist if k[0] == parent]:
+        initial = self._initial.setdefault(child, {})
+        for fd, name in self._initial.get(parent, {}).items():
+            initial.setdefault(fd, name)
+        for fd in list(self._hist.get(parent, ())):
             got = self.at(parent, fd, ts)
             if got is not CLOSED:
                 self._set(child, fd, ts, got)
 
     def _set(self, pid: int, fd: int, ts: int, name: FdName) -> None:
-        key = (pid, fd)
-        hist = self._hist.get(key)
+        hists = self._hist.setdefault(pid, {})
+        hist = hists.get(fd)
         if hist is None:
             hist = ([], [])
-            self._hist[key] = hist
+            hists[fd] = hist
         tss, names = hist
         tss.append(ts)
         names.append(name)
         if len(tss) > PRUNE_AT and tss[0] < ts - HORIZON_NS:
             cut = _bisect_right(tss, ts - HORIZON_NS) - 1  # the last entry before the horizon ...
             if cut > 0:
-                self._initial[key] = names[cut]  # ... is what the fd was before the kept ones
+                # ... is what the fd was before the kept ones
+                self._initial.setdefault(pid, {})[fd] = names[cut]
                 del tss[: cut + 1], names[: cut + 1]
 
     def _absolute(self, pid: int, dirfd: int, path: str, ts: int) -> str:
@@ -209,7 +242,7 @@ class FdTable:
 
     def at(self, pid: int, fd: int, ts: int) -> FdName:
         """What fd of pid was at time ts."""
-        hist = self._hist.get((pid, fd))
+        hist = self._hist.get(pid, {}).get(fd)
         if hist is not None:
             i = _bisect_right(hist[0], ts) - 1
             if i >= 0:
@@ -219,16 +252,16 @@ class FdTable:
     def _before(self, pid: int, fd: int) -> FdName:
         """What the fd was before any record we saw: read from /proc once (fds opened
         before recording began)."""
-        key = (pid, fd)
-        got = self._initial.get(key)
+        initial = self._initial.setdefault(pid, {})
+        got = initial.get(fd)
         if got is None:
             got = read_proc_fd(self.proc, pid, fd)
-            self._initial[key] = got
+            initial[fd] = got
         return got
 
     def lookup(self, pid: int, fd: int, ts: np.ndarray) -> tuple[list[FdName], np.ndarray]:
         """The names an fd had at each of the times ts: (distinct names, index per time)."""
-        hist = self._hist.get((pid, fd))
+        hist = self._hist.get(pid, {}).get(fd)
         if hist is None or len(ts) == 0:
             return [self._before(pid, fd)], np.zeros(len(ts), dtype=np.int64)
         tss, names = hist

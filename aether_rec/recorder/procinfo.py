@@ -80,15 +80,19 @@ class Names:
     def __init__(self) -> None:
         self.fdtable = FdTable()
         self.procs: dict[int, dict[str, object]] = {}
-        self.fds: dict[tuple[int, int], FdName] = {}  # the last name written per (pid, fd)
+        self.fds: dict[int, dict[int, FdName]] = {}  # the last name written, pid -> fd -> name
         self.devices: dict[int, str] = {}
         self.new_procs: list[dict[str, object]] = []
         self.new_fds: list[dict[str, object]] = []
         self.new_devices: list[dict[str, object]] = []
 
     def feed(self, records: np.ndarray) -> None:
-        """The kernel's name records (schema.KERNEL_NAME_DTYPE) of a batch."""
-        self.fdtable.feed(records)
+        """The kernel's name records (schema.KERNEL_NAME_DTYPE) of a batch. Processes the
+        fd table forgets (long exited) are forgotten here too: a later process with the
+        same pid is read from /proc afresh and gets rows of its own."""
+        for pid in self.fdtable.feed(records):
+            self.procs.pop(pid, None)
+            self.fds.pop(pid, None)
 
     def note_pids(self, pids: np.ndarray) -> None:
         for pid in np.unique(pids).tolist():
@@ -141,9 +145,9 @@ class Names:
                         words.append(nm.path)
                         index[nm.path] = c
                     code_of[j] = c
-                    last = self.fds.get((pid, fd))
+                    last = self.fds.get(pid, {}).get(fd)
                     if nm.path and (last is None or last.path != nm.path):
-                        self.fds[(pid, fd)] = nm
+                        self.fds.setdefault(pid, {})[fd] = nm
                         self.new_fds.append({"pid": pid, "fd": fd, "path": nm.path, "flags": nm.flags})
                 codes[rows] = code_of[idx]
                 kinds[rows] = np.array([nm.kind for nm in names], dtype=np.uint8)[idx]

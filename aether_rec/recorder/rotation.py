@@ -106,8 +106,9 @@ class RotatingOutput:
                 (
                     "fds",
                     [
-                        {"pid": k[0], "fd": k[1], "path": v.path, "flags": v.flags}
-                        for k, v in n.fds.items()
+                        {"pid": pid, "fd": fd, "path": v.path, "flags": v.flags}
+                        for pid, fds in n.fds.items()
+                        for fd, v in fds.items()
                         if v.path
                     ],
                 ),
@@ -182,6 +183,9 @@ class RotatingOutput:
             "stop_reason": stop_reason if final else "rotated",
             "recorder": usage,
         }
+        ft = self.names.fdtable  # fd name records replayed; exited processes dropped from memory
+        stats["names"] = {"records": ft.records, "processes_forgotten": ft.forgotten,
+                          "processes_held": len(ft)}
         if self.redactor is not None:
             stats = self.redactor.stats(stats)
         try:

@@ -95,18 +95,25 @@ class Dense:
     def add(self, cid: np.ndarray, idx: _Buckets, keys_c: np.ndarray, part: _Part) -> None:
         """Add a chunk: ``cid`` the combination of every event, ``idx`` their buckets at this
         precision, ``keys_c`` the key of every combination, ``part`` its aggregates."""
-        uk, inv = np.unique(keys_c, return_inverse=True)
+        # the combinations grouped by key with one small sort: the distinct keys, each
+        # combination's rank among them, and per-key reductions (exact int64, no ufunc.at)
+        order = np.argsort(keys_c, kind="stable")
+        sk = keys_c[order]
+        first = np.flatnonzero(np.concatenate(([True], sk[1:] != sk[:-1])))
+        uk = sk[first]
+        inv = np.empty(keys_c.size, dtype=np.int64)
+        inv[order] = np.repeat(np.arange(uk.size, dtype=np.int64), np.diff(np.append(first, sk.size)))
         self._grow(int(uk[-1]) + 1)
         span = idx.span
-        row = (inv.reshape(-1) * span)[cid]  # each event's row offset, by combination
+        row = (inv * span)[cid]  # each event's row offset, by combination
         row += idx.rel
         m = np.bincount(row, minlength=uk.size * span).reshape(uk.size, span)
         self.counts[uk, idx.lo: idx.lo + span] += m
-        np.add.at(self.sum, keys_c, part.sum)
-        np.add.at(self.bytes, keys_c, part.bytes)
-        np.add.at(self.errors, keys_c, part.errors)
-        np.minimum.at(self.min, keys_c, part.min)
-        np.maximum.at(self.max, keys_c, part.max)
+        self.sum[uk] += np.add.reduceat(part.sum[order], first)
+        self.bytes[uk] += np.add.reduceat(part.bytes[order], first)
+        self.errors[uk] += np.add.reduceat(part.errors[order], first)
+        self.min[uk] = np.minimum(self.min[uk], np.minimum.reduceat(part.min[order], first))
+        self.max[uk] = np.maximum(self.max[uk], np.maximum.reduceat(part.max[order], first))
 
     def total(self, key: int) -> int:
         return int(self.counts[key].sum()) if key < self.counts.shape[0] else 0
@@ -543,9 +550,10 @@ def _compact(combo: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     cmin, cmax = int(combo.min()), int(combo.max())
     if cmax - cmin < (1 << 22):
         combo -= cmin
-        present = np.bincount(combo) > 0
-        lut = np.cumsum(present) - 1
-        return np.flatnonzero(present) + cmin, lut[combo]
+        present = np.flatnonzero(np.bincount(combo))
+        lut = np.empty(cmax - cmin + 1, dtype=np.intp)  # only the present entries are read
+        lut[present] = np.arange(present.size)
+        return present + cmin, lut[combo]
     uc, inv = np.unique(combo, return_inverse=True)
     return uc, inv.reshape(-1)
 

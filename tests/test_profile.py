@@ -4,6 +4,7 @@ raw events, and heatmap cells against the `filter` command selecting them."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -14,7 +15,7 @@ import aether_rec
 from aether_rec.cli import main
 from aether_rec.format.writer import CaptureWriter
 from aether_rec.ops import heatmap as hm
-from aether_rec.ops.histogram import Histogram, relative_error
+from aether_rec.ops.histogram import DEFAULT_PRECISION, Histogram, bucket_index, relative_error
 from aether_rec.ops.profile import COLUMN_PRECISION, _Values, collect, nice_width, plan_columns
 from aether_rec.ops.window import select
 
@@ -210,3 +211,71 @@ def test_heatmap_cells_match_events_and_filter(tmp_path: Path) -> None:
         res = runner.invoke(main, ["filter", str(path), "-o", str(out), expr])
         assert res.exit_code == 0, res.output
         assert read_all(out)["ts"].size == ht.counts[cc, rr] > 0
+
+
+def _reference_hist(lats: list[int], precision: int) -> Histogram:
+    """A histogram the slow way: one value at a time, latencies of 2**44 ns and more counted in
+    the last bucket (as the profile's dense histograms do), min/max/sum exact."""
+    h = Histogram(precision)
+    cap = int(bucket_index(np.array([1 << 44], dtype=np.uint64), precision)[0])
+    for v in lats:
+        idx = min(int(bucket_index(np.array([v], dtype=np.uint64), precision)[0]), cap)
+        h.add_indexed(np.array([idx]), np.array([v], dtype=np.uint64))
+    return h
+
+
+def test_binning_equals_a_per_event_reference(tmp_path: Path) -> None:
+    """The chunk-at-a-time binning (shared float conversion, joint key over chunk codes, time
+    column by integer division) against one event at a time in plain Python, on random events
+    with the edges: latency 0 and other values below 2**7, 2**44 ns and beyond (the last bucket),
+    and start times on, just before and just after column edges."""
+    rng = np.random.default_rng(11)
+    t0, width, ncols = 5_000_000_000, 1_000, 40
+    edges = t0 + width * np.arange(ncols, dtype=np.int64)
+    n_rand = 6_000
+    ts = np.concatenate([edges, edges[1:] - 1, edges + 1, [t0 + width * ncols - 1],
+                         t0 + rng.integers(0, width * ncols, n_rand)])
+    n = ts.size
+    order = np.argsort(ts, kind="stable")
+    lat = rng.lognormal(9, 3, n).astype(np.uint64)
+    lat[lat >= 1 << 44] = 1 << 40
+    special = [0, 1, 2, 63, 64, 127, 128, 255, 256, (1 << 44) - 1, 1 << 44]
+    lat[rng.choice(n, len(special) * 20, replace=False)] = np.repeat(np.array(special, dtype=np.uint64), 20)
+    lat[order[[1_000, 4_000]]] = [(1 << 47) + 3, (3 << 43) + 12_345]  # chunks 0 and 2 (chunk sums stay
+    # below 2**53: exact in float64, as documented)
+    comms = np.array([f"c{i}" for i in range(7)], dtype=object)
+    paths = np.array(["", "/a", "/b/c", "/d"], dtype=object)
+    ev = {
+        "ts": ts[order].astype(np.uint64),
+        "lat": lat[order],
+        "layer": rng.choice([1, 2, 3], n).astype(np.uint8),
+        "op": rng.choice([1, 2, 3, 11, 33], n).astype(np.uint8),
+        "bytes": rng.choice([0, 512, 4096], n).astype(np.uint64),
+        "result": rng.choice([-5, 0, 4096], n).astype(np.int64),
+        "dev": rng.choice([0, (8 << 20) | 1, (259 << 20) | 3, 0x10000, 1], n).astype(np.uint32),
+        "comm": comms[rng.integers(0, len(comms), n)],
+        "path": paths[rng.integers(0, len(paths), n)],
+    }
+    path = tmp_path / "edges.aio"
+    with CaptureWriter(str(path), {"hostname": "h"}, chunk_events=1_500, overwrite=True) as w:
+        w.write_events(ev)
+    p = _profile(path, max_columns=ncols, top=5)
+    assert (p.t0, p.width, p.ncols) == (t0, width, ncols)
+    want: dict[tuple[str, Any], list[int]] = {}
+    for i in range(n):
+        v, lay = int(ev["lat"][i]), int(ev["layer"][i])
+        col = (int(ev["ts"][i]) - t0) // width
+        for key in (("col", (lay, col)), ("lo", lay << 8 | int(ev["op"][i])), ("comm", str(ev["comm"][i])),
+                    ("path", str(ev["path"][i])), ("dev", int(ev["dev"][i]))):
+            want.setdefault(key, []).append(v)
+    for (kind, key), lats in want.items():
+        if kind == "col":
+            got = p.column_hists(key[0])[key[1]]
+        elif kind == "lo":
+            got = p.layer_op[key]
+        else:
+            (got,) = [h for k, h, _, _ in p.tables[kind].rows() if k == (key,)]
+        prec = DEFAULT_PRECISION if kind == "lo" else COLUMN_PRECISION
+        assert got == _reference_hist(lats, prec), (kind, key)
+    assert sum(h.total for lay in p.layers for h in p.column_hists(lay)) == n
+    assert [r["lat"] for r in p.top] == sorted(ev["lat"].tolist(), reverse=True)[:5]

@@ -10,6 +10,7 @@ import select
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -75,6 +76,54 @@ def test_progress_on_a_terminal_and_not_otherwise(big: Path) -> None:
     # stderr not a terminal (CliRunner): nothing but the data
     r = CliRunner().invoke(main, ["stats", str(big), "--no-histogram", "--top", "0"])
     assert r.exit_code == 0 and r.stderr == ""
+
+
+BAR = re.compile(r"\[[#-]+\]\s+\d+%")  # click's bar: [####----]  42%
+MIXED = str(FIXTURES / "mixed.aio")
+
+# Every offline command that reads whole captures: (name, its arguments given the big capture and
+# a fresh output directory). Each must draw the bar on a terminal and nothing otherwise.
+READERS: list[tuple[str, Callable[[str, Path], list[str]]]] = [
+    ("info", lambda c, d: ["info", c]),
+    ("stats", lambda c, d: ["stats", c, "--no-histogram", "--top", "0"]),
+    ("export", lambda c, d: ["export", c, "--format", "csv", "-o", str(d / "x.csv")]),
+    ("export", lambda c, d: ["export", c, MIXED, "--format", "jsonl", "-o", str(d / "x.jsonl")]),
+    ("filter", lambda c, d: ["filter", c, "-o", str(d / "f.aio"), "lat > 1ms"]),
+    ("filter", lambda c, d: ["filter", c, MIXED, "-o", str(d / "f.aio"), "lat > 1ms"]),
+    ("merge", lambda c, d: ["merge", c, MIXED, "-o", str(d / "m.aio")]),
+    ("replay", lambda c, d: ["replay", c, "lat > 100s", "--format", "csv"]),
+    ("report", lambda c, d: ["report", c, "-o", str(d / "r.html")]),
+    ("plot", lambda c, d: ["plot", "heatmap", c, "-o", str(d / "h.png")]),
+    ("diff", lambda c, d: ["diff", c, MIXED]),
+    ("recover", lambda c, d: ["recover", c, "-o", str(d / "r.aio")]),
+    ("redact", lambda c, d: ["redact", c, "-o", str(d / "r.aio")]),
+    ("sql", lambda c, d: ["sql", "SELECT count(*) AS n FROM events", c]),
+]
+
+
+@pytest.mark.parametrize("label,argv", READERS, ids=[f"{r[0]}-{i}" for i, r in enumerate(READERS)])
+def test_every_reading_command_shows_progress_only_on_a_terminal(
+    label: str, argv: Callable[[str, Path], list[str]], big: Path, tmp_path: Path
+) -> None:
+    if label == "plot":
+        pytest.importorskip("matplotlib")
+    if label == "sql":
+        pytest.importorskip("duckdb")
+    env = {"AETHER_PROGRESS_DELAY": "0"}
+    dirs = [tmp_path / d for d in ("tty", "quiet", "pipe")]
+    for d in dirs:
+        d.mkdir()
+    code, _, err = run_with_pty_stderr(argv(str(big), dirs[0]), env)
+    assert code == 0, err
+    assert BAR.search(err) and label in err and "100%" in err, err
+    code, _, err = run_with_pty_stderr([*argv(str(big), dirs[1]), "--quiet"], env)
+    assert code == 0 and not BAR.search(err), err
+    # stderr a pipe: no bar, and the command's own messages unchanged
+    cli = [sys.executable, "-c", "from aether_rec.cli import main; main()"]
+    proc = subprocess.run([*cli, *argv(str(big), dirs[2])], capture_output=True, env={**os.environ, **env},
+                          timeout=120)
+    err = proc.stderr.decode(errors="replace")
+    assert proc.returncode == 0 and not BAR.search(err) and "\r" not in err, err
 
 
 def test_status_line() -> None:

@@ -60,6 +60,7 @@ def info(files: tuple[str, ...], as_json: bool, verify: bool, strict: bool, scan
 @click.option("-o", "--output", required=True, type=click.Path(allow_dash=True),
               help="Where to write the clean capture ('-' for stdout).")
 @click.option("--force", is_flag=True, help="Overwrite OUTPUT if it exists.")
+@terminal.terminal_options
 def recover(src: str, output: str, force: bool) -> None:
     """Rebuild a clean, indexed capture from a damaged or unfinished one.
 
@@ -71,7 +72,8 @@ def recover(src: str, output: str, force: bool) -> None:
       aether-rec recover crashed.aio -o fixed.aio
     """
     dst = sys.stdout.buffer if output == "-" else output
-    rep = recover_capture(src, dst, overwrite=force)
+    with terminal.reading([src], "recover", streams_to_stdout=output == "-") as (source,):
+        rep = recover_capture(source, dst, overwrite=force)
     for d in rep.damaged:
         warn(f"{src}: dropped: {d}")
     note(

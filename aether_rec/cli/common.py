@@ -59,17 +59,16 @@ def open_captures(
     if list(paths).count("-") > 1:
         raise UsageError("'-' (stdin) can be given only once")
     caps: list[Capture] = []
-    try:
-        for p in paths:
-            src: Any = sys.stdin.buffer if p == "-" else terminal.source(p, progress)
-            caps.append(Capture(src, strict=strict))
-        yield caps
-    finally:
-        for cap in caps:
-            for w in cap.warnings:
-                warn(w)
-            cap.close()
-        terminal.close_tracked()
+    with terminal.sources(paths, progress) as srcs:
+        try:
+            for p, src in zip(paths, srcs):
+                caps.append(Capture(sys.stdin.buffer if p == "-" else src, strict=strict))
+            yield caps
+        finally:
+            for cap in caps:
+                for w in cap.warnings:
+                    warn(w)
+                cap.close()
 
 
 @contextlib.contextmanager

@@ -96,7 +96,8 @@ def export(
     if len(files) > 1:
         if fmt in ("perfetto", "perfetto-proto", "parquet"):
             raise UsageError(f"{fmt} exports one capture: merge them first (aether-rec merge ... -o all.aio)")
-        with open_captures(files, strict=strict) as caps:
+        wanted = terminal.progress_wanted(streams_to_stdout=output == "-")
+        with open_captures(files, strict=strict, progress=wanted) as caps, terminal.progress("export"):
             feed = merged(caps, files, resolved_all(spec, caps))
             with _export_output(output, force) as binary, _text(binary) as out:
                 rep = export_feed_rows(feed, out, fmt)

@@ -12,6 +12,7 @@ from typing import Any
 
 import click
 
+from aether_rec.cli import terminal
 from aether_rec.cli.common import note, warn
 from aether_rec.format.arrow import column_names
 from aether_rec.ops.text import printable
@@ -56,12 +57,14 @@ Examples:
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array of row objects.")
 @click.option("--explain", is_flag=True, help="Say on stderr what was pushed down and what was read.")
 @click.option("--strict", is_flag=True, help="Treat any damage in a capture as an error.")
+@terminal.terminal_options
 def sql(query: str, files: tuple[str, ...], as_csv: bool, as_json: bool, explain: bool, strict: bool) -> None:
     from aether_rec.ops import sql as sql_ops
 
     if as_csv and as_json:
         raise click.UsageError("--csv and --json exclude each other")
-    res = sql_ops.run(query, list(files), strict=strict)
+    with terminal.reading(files, "sql") as sources:  # URLs stay names (format/remote.py reads them)
+        res = sql_ops.run(query, sources, strict=strict)
     for msg in res.warnings:
         warn(msg)
     names, rows = _rows(res.table)

@@ -234,7 +234,8 @@ def _filter_several(files: list[str], spec: SelectionSpec, output: str, force: b
     """filter of several captures: their selected events merged on the wall clock (merge)."""
     from aether_rec.ops.merge import MergeInput, merge_captures
 
-    with open_captures(files, strict=strict) as caps:
+    wanted = terminal.progress_wanted(streams_to_stdout=output == "-")
+    with open_captures(files, strict=strict, progress=wanted) as caps, terminal.progress("filter"):
         sels = resolved_all(spec, caps)
         text = sels[0].text
         rep = merge_captures([MergeInput(cap, label) for cap, label in zip(caps, files)], _output(output),

@@ -6,6 +6,7 @@ import sys
 
 import click
 
+from aether_rec.cli import terminal
 from aether_rec.cli.common import CAPTURE_PATH, note, warn
 from aether_rec.ops.redact import load_key
 from aether_rec.ops.redact import redact as redact_capture
@@ -22,6 +23,7 @@ from aether_rec.ops.redact import redact as redact_capture
 @click.option("--keep-paths-under", "keep", multiple=True, metavar="DIR",
               help="Leave paths under DIR as they are (repeatable), e.g. /usr.")
 @click.option("--force", is_flag=True, help="Overwrite OUTPUT if it exists.")
+@terminal.terminal_options
 def redact(src: str, output: str, key_file: str | None, keep: tuple[str, ...], force: bool) -> None:
     """Replace process names, file paths, the hostname and command lines with keyed hashes.
 
@@ -39,7 +41,8 @@ def redact(src: str, output: str, key_file: str | None, keep: tuple[str, ...], f
     """
     key = load_key(key_file) if key_file else None
     dst = sys.stdout.buffer if output == "-" else output
-    rep = redact_capture(src, dst, key, keep_paths_under=keep, overwrite=force)
+    with terminal.reading([src], "redact", streams_to_stdout=output == "-") as (source,):
+        rep = redact_capture(source, dst, key, keep_paths_under=keep, overwrite=force)
     for d in rep.dropped:
         warn(f"{src}: left out: {d}")
     how = ("a random key that was not stored (hashes match no other capture)" if rep.random_key

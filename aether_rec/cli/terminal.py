@@ -17,7 +17,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any, TypeVar
 
@@ -198,6 +198,24 @@ def source(path: str, wanted: bool) -> Any:
 def close_tracked() -> None:
     while SETTINGS.tracked:
         SETTINGS.tracked.pop().close()
+
+
+@contextlib.contextmanager
+def sources(paths: Sequence[str], wanted: bool) -> Iterator[list[Any]]:
+    """What to hand to the readers of ``paths``, one :func:`source` each; the tracked files
+    are closed when the block ends."""
+    try:
+        yield [source(p, wanted) for p in paths]
+    finally:
+        close_tracked()
+
+
+@contextlib.contextmanager
+def reading(paths: Sequence[str], label: str, streams_to_stdout: bool = False) -> Iterator[list[Any]]:
+    """:func:`sources` for a command that reads whole files itself (recover, redact, sql), with
+    the progress bar drawn while the block runs, as for the commands that open Captures."""
+    with sources(paths, progress_wanted(streams_to_stdout)) as srcs, progress(label):
+        yield srcs
 
 
 def _size(n: float) -> str:

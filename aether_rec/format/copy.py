@@ -8,7 +8,7 @@ import contextlib
 import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, BinaryIO, Union
 
 from aether_rec.errors import CaptureError, DamagedCaptureError
 from aether_rec.format.blocks import (
@@ -46,15 +46,30 @@ class CopyReport:
     index_stats: dict[str, Any] | None = None  # the source's recorder statistics
 
 
+Source = Union[str, "os.PathLike[str]", BinaryIO]
+
+
+def source_name(src: Source) -> str:
+    """The file name of a capture given as a path or as an open file (its ``name``)."""
+    if hasattr(src, "read"):
+        return str(getattr(src, "name", "<stream>"))
+    return os.fspath(src)
+
+
 @contextlib.contextmanager
-def scan_file(src: str | os.PathLike[str]) -> Iterator[Iterator[Block | Damage]]:
-    """The blocks of capture file ``src`` (after its preamble), read one at a time."""
-    name = os.fspath(src)
-    try:
-        f = open(name, "rb")  # noqa: SIM115 - closed by the with below
-    except OSError as exc:
-        raise CaptureError(f"cannot open ({exc.strerror or exc})", name) from None
-    with f:
+def scan_file(src: Source) -> Iterator[Iterator[Block | Damage]]:
+    """The blocks of capture file ``src`` (after its preamble), read one at a time. ``src`` is
+    a path, or a seekable file open for reading at its start (left open: its owner closes it,
+    e.g. a byte-counting file of the CLI's progress bar)."""
+    name = source_name(src)
+    if hasattr(src, "read"):
+        opened: Any = contextlib.nullcontext(src)
+    else:
+        try:
+            opened = open(name, "rb")  # noqa: SIM115 - closed by the with below
+        except OSError as exc:
+            raise CaptureError(f"cannot open ({exc.strerror or exc})", name) from None
+    with opened as f:
         try:
             check_preamble(f.read(PREAMBLE_SIZE))
         except CaptureError as exc:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -56,9 +56,9 @@ def _filter_columns(f: Filter) -> set[str]:
 
 
 class CaptureDataset:
-    """Captures (paths, URLs or open Captures) read together as Arrow."""
+    """Captures (paths, URLs, open files or open Captures) read together as Arrow."""
 
-    def __init__(self, sources: Sequence[str | Capture], strict: bool = False) -> None:
+    def __init__(self, sources: Sequence[str | Capture | BinaryIO], strict: bool = False) -> None:
         self.captures: list[Capture] = []
         self._owned: list[Capture] = []
         try:

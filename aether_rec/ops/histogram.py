@@ -46,6 +46,20 @@ def bucket_index(values: np.ndarray, precision: int = DEFAULT_PRECISION) -> np.n
     return np.where(v < (1 << precision), v.view(np.int64), idx)
 
 
+def bucket_index_of_floats(
+    values_f64: np.ndarray, vmin: int, precision: int = DEFAULT_PRECISION
+) -> np.ndarray:
+    """:func:`bucket_index` of non-negative integers already converted to float64 (as it
+    converts them), ``vmin`` being their minimum: the same buckets in two passes when no value
+    is below ``2**(precision-1)`` (from there on the bits are the bucket), a third otherwise."""
+    idx = (values_f64.view(np.uint64) >> np.uint64(53 - precision)).view(np.int64)
+    idx -= (1021 + precision) << (precision - 1)
+    if vmin < (1 << (precision - 1)):
+        small = values_f64 < (1 << precision)
+        idx[small] = values_f64[small].astype(np.int64)
+    return idx
+
+
 def bucket_bounds(index: np.ndarray | int, precision: int = DEFAULT_PRECISION) -> tuple[Any, Any]:
     """Inclusive lower and exclusive upper value of bucket(s) ``index``."""
     idx = np.asarray(index, dtype=np.int64)

@@ -30,6 +30,7 @@ from aether_rec.ops.histogram import (
     Histogram,
     bucket_bounds,
     bucket_index,
+    bucket_index_of_floats,
     group_slices,
 )
 from aether_rec.ops.pipeline import prefetch
@@ -94,18 +95,25 @@ class Dense:
     def add(self, cid: np.ndarray, idx: _Buckets, keys_c: np.ndarray, part: _Part) -> None:
         """Add a chunk: ``cid`` the combination of every event, ``idx`` their buckets at this
         precision, ``keys_c`` the key of every combination, ``part`` its aggregates."""
-        uk, inv = np.unique(keys_c, return_inverse=True)
+        # the combinations grouped by key with one small sort: the distinct keys, each
+        # combination's rank among them, and per-key reductions (exact int64, no ufunc.at)
+        order = np.argsort(keys_c, kind="stable")
+        sk = keys_c[order]
+        first = np.flatnonzero(np.concatenate(([True], sk[1:] != sk[:-1])))
+        uk = sk[first]
+        inv = np.empty(keys_c.size, dtype=np.int64)
+        inv[order] = np.repeat(np.arange(uk.size, dtype=np.int64), np.diff(np.append(first, sk.size)))
         self._grow(int(uk[-1]) + 1)
         span = idx.span
-        row = (inv.reshape(-1) * span)[cid]  # each event's row offset, by combination
+        row = (inv * span)[cid]  # each event's row offset, by combination
         row += idx.rel
         m = np.bincount(row, minlength=uk.size * span).reshape(uk.size, span)
         self.counts[uk, idx.lo: idx.lo + span] += m
-        np.add.at(self.sum, keys_c, part.sum)
-        np.add.at(self.bytes, keys_c, part.bytes)
-        np.add.at(self.errors, keys_c, part.errors)
-        np.minimum.at(self.min, keys_c, part.min)
-        np.maximum.at(self.max, keys_c, part.max)
+        self.sum[uk] += np.add.reduceat(part.sum[order], first)
+        self.bytes[uk] += np.add.reduceat(part.bytes[order], first)
+        self.errors[uk] += np.add.reduceat(part.errors[order], first)
+        self.min[uk] = np.minimum(self.min[uk], np.minimum.reduceat(part.min[order], first))
+        self.max[uk] = np.maximum(self.max[uk], np.maximum.reduceat(part.max[order], first))
 
     def total(self, key: int) -> int:
         return int(self.counts[key].sum()) if key < self.counts.shape[0] else 0
@@ -233,12 +241,15 @@ class _Strings:
         self.ids: dict[str, int] = {}
         self._names: dict[int, Any] | None = None
 
-    def local(self, chunk: Chunk, name: str, source: str) -> np.ndarray:
+    def local(self, chunk: Chunk, name: str, source: str) -> tuple[np.ndarray | None, np.ndarray]:
+        """The chunk's codes of column ``name`` (None: one value for all) and the global id of
+        every code (ids are given in dictionary order)."""
         if name == "source" and "source" not in chunk.columns:
-            return np.full(chunk.n, self._id(source), dtype=np.int64)
+            return None, np.array([self._id(source)], dtype=np.int64)
         codes, d = string_codes(chunk, name)
-        lut = np.fromiter((self._id(str(x)) for x in d), dtype=np.int64, count=len(d))
-        return lut[codes] if len(d) else np.zeros(chunk.n, dtype=np.int64)
+        if not len(d):
+            return None, np.zeros(1, dtype=np.int64)
+        return codes, np.fromiter((self._id(str(x)) for x in d), dtype=np.int64, count=len(d))
 
     def _id(self, s: str) -> int:
         k = self.ids.get(s)
@@ -371,26 +382,41 @@ class _Collector:
         lat = chunk.column("lat")
         nbytes = chunk.column("bytes")
         err = chunk.column("result") < 0
-        idx8 = np.minimum(bucket_index(lat, DEFAULT_PRECISION), self.lo.dense.nb - 1)
         lat_min, lat_max = int(lat.min()), int(lat.max())
+        latf = lat.astype(np.float64)  # converted once: the buckets' bits and the latency sums
+        idx8 = bucket_index_of_floats(latf, lat_min, DEFAULT_PRECISION)
+        if lat_max >= 1 << 44:
+            np.minimum(idx8, self.lo.dense.nb - 1, out=idx8)
         idx6 = self.to6[idx8]
-        col = ((ts.astype(np.int64) - p.t0) // p.width).clip(0, p.ncols - 1)
-        # the joint key: mixed radix over the time column and every table's column; its
-        # distinct values (the combinations present) carry the per-key aggregates
-        cmin = int(col.min())
-        combo = col - cmin
-        radix = [int(col.max()) - cmin + 1]
+        # the time column by one integer division (a view: ts are below 2**63), clipped only
+        # when the chunk strays out of the columns; it then becomes the joint key in place
+        combo = (ts.view(np.int64) if ts.dtype == np.uint64 else ts.astype(np.int64)) - p.t0
+        combo //= p.width
+        cmin, cmax = int(combo.min()), int(combo.max())
+        if cmin < 0 or cmax >= p.ncols:
+            np.clip(combo, 0, p.ncols - 1, out=combo)
+            cmin, cmax = min(max(cmin, 0), p.ncols - 1), min(max(cmax, 0), p.ncols - 1)
+        # the joint key: mixed radix over the time column and every table's column (string
+        # columns by the chunk's own codes, mapped to global ids per combination, not per
+        # event); its distinct values (the combinations present) carry the per-key aggregates
+        offset = cmin
+        radix = [cmax - cmin + 1]
+        luts: dict[str, np.ndarray] = {}
         for name in self.names:
+            ids: np.ndarray | None
             if name in self.strings:
-                ids = self.strings[name].local(chunk, name, p.label)
-                size = len(self.strings[name].ids) + 1
+                ids, luts[name] = self.strings[name].local(chunk, name, p.label)
+                size = luts[name].size
             else:
                 ids = self.values[name].ids(field_values(chunk, name))
                 size = len(self.values[name].values)
             radix.append(size)
+            offset *= size
             combo *= size
-            combo += ids
+            if ids is not None:
+                combo += ids
         uc, cid = _compact(combo)
+        uc -= offset
         nc = uc.size
         mins = np.full(nc, _UMAX, dtype=np.uint64)
         maxs = np.zeros(nc, dtype=np.uint64)
@@ -399,7 +425,7 @@ class _Collector:
         # per-chunk sums in float64 are exact while below 2**53 (104 days of latency in one
         # chunk), and are accumulated across chunks as int64
         part = _Part(
-            np.rint(np.bincount(cid, weights=lat.astype(np.float64), minlength=nc)).astype(np.int64),
+            np.rint(np.bincount(cid, weights=latf, minlength=nc)).astype(np.int64),
             np.rint(np.bincount(cid, weights=nbytes.astype(np.float64), minlength=nc)).astype(np.int64),
             np.bincount(cid[err], minlength=nc) if err.any() else np.zeros(nc, dtype=np.int64),
             mins,
@@ -411,7 +437,8 @@ class _Collector:
             comps.append(rest % size)
             rest = rest // size
         comps.reverse()
-        ccol, cpart = comps[0] + cmin, dict(zip(self.names, comps[1:]))
+        ccol = comps[0] + cmin
+        cpart = {name: luts[name][c] if name in luts else c for name, c in zip(self.names, comps[1:])}
         # (layer, op) at full precision
         lo_c = self._slots(self.lo, ("layer", "op"), cpart)
         lo8, hi8 = (int(x) for x in np.minimum(bucket_index(np.array([lat_min, lat_max], dtype=np.uint64),
@@ -475,7 +502,12 @@ class _Collector:
             return
         if len(self.heap) >= k and lat_max <= self.heap[0][0]:
             return
-        cand = np.argpartition(lat, lat.size - k)[lat.size - k:] if lat.size > k else np.arange(lat.size)
+        if len(self.heap) >= k:  # only events as slow as the k-th kept can enter: few, found in one pass
+            cand = np.flatnonzero(lat >= self.heap[0][0])
+            if cand.size > k:
+                cand = cand[np.argpartition(lat[cand], cand.size - k)[cand.size - k:]]
+        else:
+            cand = np.argpartition(lat, lat.size - k)[lat.size - k:] if lat.size > k else np.arange(lat.size)
         ts = chunk.column("ts")
         for c in cand.tolist():
             item = (int(lat[c]), -int(ts[c]), self.seq)
@@ -514,12 +546,14 @@ def _window(arr: np.ndarray, a: int, b: int) -> np.ndarray:
 
 def _compact(combo: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(distinct values ascending, dense id of every element), without a sort when the values
-    span a modest range."""
+    span a modest range (``combo`` is then shifted in place: the caller's scratch)."""
     cmin, cmax = int(combo.min()), int(combo.max())
     if cmax - cmin < (1 << 22):
-        present = np.bincount(combo - cmin) > 0
-        lut = np.cumsum(present) - 1
-        return np.flatnonzero(present) + cmin, lut[combo - cmin]
+        combo -= cmin
+        present = np.flatnonzero(np.bincount(combo))
+        lut = np.empty(cmax - cmin + 1, dtype=np.intp)  # only the present entries are read
+        lut[present] = np.arange(present.size)
+        return present + cmin, lut[combo]
     uc, inv = np.unique(combo, return_inverse=True)
     return uc, inv.reshape(-1)
 

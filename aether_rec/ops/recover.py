@@ -13,7 +13,7 @@ from typing import Any, BinaryIO
 
 from aether_rec.errors import DamagedCaptureError
 from aether_rec.format.blocks import HEAD, Damage, unpack
-from aether_rec.format.copy import CopyReport, copy_blocks, scan_file
+from aether_rec.format.copy import CopyReport, Source, copy_blocks, scan_file, source_name
 from aether_rec.format.output import refuse_same_file
 from aether_rec.format.writer import CaptureWriter
 
@@ -28,7 +28,7 @@ class RecoverReport(CopyReport):
         return self.dropped
 
 
-def recover(src: str | os.PathLike[str], dst: str | os.PathLike[str] | BinaryIO,
+def recover(src: Source, dst: str | os.PathLike[str] | BinaryIO,
             overwrite: bool = False) -> RecoverReport:
     report = RecoverReport()
     refuse_same_file(dst, [src])
@@ -47,7 +47,7 @@ def recover(src: str | os.PathLike[str], dst: str | os.PathLike[str] | BinaryIO,
                 report.damaged.append(f"header: {exc}")
             pending = []
         out_header: dict[str, Any] = dict(header) if isinstance(header, dict) else {"recovered_header": True}
-        out_header["recovered_from"] = {"file": os.path.basename(os.fspath(src))}
+        out_header["recovered_from"] = {"file": os.path.basename(source_name(src))}
         writer = CaptureWriter(dst, out_header, overwrite=overwrite, atomic=True)
         try:
             copy_blocks(itertools.chain(pending, blocks), writer, report)

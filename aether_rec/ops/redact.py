@@ -35,7 +35,7 @@ from typing import Any, BinaryIO
 from aether_rec.errors import DamagedCaptureError, UsageError
 from aether_rec.format.blocks import HEAD, Damage, unpack
 from aether_rec.format.columns import CODECS, Codec
-from aether_rec.format.copy import CopyReport, copy_blocks, scan_file
+from aether_rec.format.copy import CopyReport, Source, copy_blocks, scan_file, source_name
 from aether_rec.format.output import refuse_same_file
 from aether_rec.format.writer import CaptureWriter
 from aether_rec.redaction import Redactor
@@ -63,7 +63,7 @@ class RedactReport(CopyReport):
 
 
 def redact(
-    src: str | os.PathLike[str],
+    src: Source,
     dst: str | os.PathLike[str] | BinaryIO,
     key: bytes | None = None,
     *,
@@ -81,10 +81,10 @@ def redact(
         first = next(blocks, None)
         if isinstance(first, Damage) or first is None or first.type != HEAD:
             raise DamagedCaptureError(
-                f"{src}: header block missing or damaged; run `aether-rec recover` first")
+                f"{source_name(src)}: header block missing or damaged; run `aether-rec recover` first")
         header = unpack(first.payload, "header")
         if not isinstance(header, dict):
-            raise DamagedCaptureError("header is not a map", str(src))
+            raise DamagedCaptureError("header is not a map", source_name(src))
         codec = header.get("codec")
         codecs: dict[str, Codec] = {}
         # The header goes first but lists what was redacted: what every capture has

@@ -22,7 +22,7 @@ import json
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, BinaryIO
 
 from aether_rec.errors import UsageError
 from aether_rec.format import arrow
@@ -259,7 +259,7 @@ def _bound(con: Any, query: str, col: str, op: str, node: Any, pd: PushDown) -> 
 # -- running ---------------------------------------------------------------------------------------
 
 
-def run(query: str, sources: Sequence[str | Capture], strict: bool = False) -> SqlResult:
+def run(query: str, sources: Sequence[str | Capture | BinaryIO], strict: bool = False) -> SqlResult:
     """Run ``query`` over the captures ``sources``; the result as a pyarrow Table."""
     con = _connect()
     try:

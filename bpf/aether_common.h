@@ -1,13 +1,16 @@
 // SPDX-License-Identifier: Apache-2.0
 /* aether_common.h: maps, filters and helpers shared by every aether-rec BPF program.
  *
+ * Run-time settings, in the map aether_config (set from user space before the first probe
+ * is attached, so that one compiled object serves every recording with the same layers and
+ * options: recorder/progcache.py): the recorder's own process (SELF_TGID, never traced) and
+ * the latency under which I/Os are dropped (MIN_LAT_NS, 0: keep all).
+ *
  * Compile-time parameters (passed by the recorder as cflags, -DNAME=value):
- *   SELF_TGID=n          the recorder's own process, never traced at the syscall layer
  *   FILTER_PID=1         only tasks whose tgid is in traced_tgids (filled from user space,
  *                        followed through sched_process_fork); PID_MAP_SIZE bounds it
  *   FILTER_COMM=1        only tasks whose comm equals comm_filter[0] (set from user space)
  *   FILTER_CGROUP=1      only tasks under the cgroup in cgroup_filter[0] (cgroup v2)
- *   MIN_LAT_NS=n         drop I/Os faster than n ns (0: keep all)
  *   AETHER_RINGBUF=1     emit into a BPF ring buffer of AETHER_RB_PAGES pages (kernel 5.8+)
  *                        instead of a perf buffer; a failed reservation is counted in
  *                        AETHER_C_SUBMIT_FAILED, the ring transport's loss count;
@@ -19,12 +22,6 @@
 #include <uapi/linux/ptrace.h>
 #include "aether_event.h"
 
-#ifndef SELF_TGID
-#define SELF_TGID 0
-#endif
-#ifndef MIN_LAT_NS
-#define MIN_LAT_NS 0
-#endif
 #ifndef PID_MAP_SIZE
 #define PID_MAP_SIZE 16384
 #endif
@@ -75,6 +72,22 @@ BPF_PERCPU_ARRAY(rb_since_wakeup, u64, 1);
 #else
 BPF_PERF_OUTPUT(events);
 #endif
+
+/* recorder/filters.py fills it: struct layout "<IIQ" there */
+struct aether_config {
+    u32 self_tgid;
+    u32 pad;
+    u64 min_lat_ns;
+};
+BPF_ARRAY(aether_config, struct aether_config, 1);
+
+static __always_inline struct aether_config *aether_cfg(void)
+{
+    int zero = 0;
+    return aether_config.lookup(&zero);
+}
+#define SELF_TGID ({ struct aether_config *_c = aether_cfg(); _c ? _c->self_tgid : 0; })
+#define MIN_LAT_NS ({ struct aether_config *_c = aether_cfg(); _c ? _c->min_lat_ns : 0; })
 
 #ifdef FILTER_PID
 BPF_HASH(traced_tgids, u32, u8, PID_MAP_SIZE);

@@ -100,6 +100,9 @@ def test_block_probe_keys_and_optional_fields(tmp_path: Path, monkeypatch: pytes
         raise btf.BTFError("no kernel BTF")
 
     monkeypatch.setattr(probes.BTF, "load", no_btf)
+    from aether_rec.recorder import progcache
+
+    monkeypatch.setattr(progcache, "cache_dir", lambda: tmp_path / "cache")  # no layout remembered
     plan = probes.probe_block(tfs)
     assert plan.available and plan.sources == ["block_tp.c"] and "no kernel BTF" in plan.reason
     assert "-DBLK_HAS_INSERT=1" not in plan.defines  # no insert: queue time not measured
@@ -164,12 +167,16 @@ def _plans(tmp_path: Path) -> dict[str, probes.LayerPlan]:
 
 
 def test_program_is_parameterised_by_cflags_only(tmp_path: Path) -> None:
+    """The recorder's pid and --min-latency are run-time settings (the aether_config map):
+    they do not change the compiled object, so one cached object serves every recording."""
     plans = _plans(tmp_path)
     a = program.build_program(plans, program.ProgramOptions(self_tgid=11))
     b = program.build_program(
         plans, program.ProgramOptions(self_tgid=22, filter_pid=True, min_latency_ns=5_000_000)
     )
-    assert "-DFILTER_PID=1" in b.cflags and "-DMIN_LAT_NS=5000000ULL" in b.cflags
+    assert "-DFILTER_PID=1" in b.cflags and [x for x in b.cflags if x != "-DFILTER_PID=1"] == a.cflags
+    c = program.build_program(plans, program.ProgramOptions(self_tgid=33, min_latency_ns=7))
+    assert c.text == a.text and c.cflags == a.cflags
     assert "-DAETHER_SC_read=1" in a.cflags and "-DBLK_HAS_INSERT=1" in a.cflags
     # the C text differs only in its first comment, which lists the cflags
     body = [x for x in a.text.split("*/", 1)[1].splitlines()]
@@ -456,6 +463,13 @@ def test_every_c_constant_matches_its_python_twin() -> None:
         flags[1 << int(m.group(1))] = k.lower()
     assert flags == FLAGS
     assert {int(v): k.lower() for k, v in defines("AETHER_NAME_").items()} == NAME_KINDS
+    from aether_rec.recorder.filters import CONFIG_LAYOUT
+
+    m = re.search(r"struct aether_config \{(.*?)\};", text, re.S)
+    assert m, "struct aether_config not in aether_common.h"
+    fields = re.findall(r"(u32|u64)\s+(\w+);", m.group(1))
+    assert "<" + "".join({"u32": "I", "u64": "Q"}[t] for t, _ in fields) == CONFIG_LAYOUT
+    assert [n for _, n in fields] == ["self_tgid", "pad", "min_lat_ns"]
     counters = {int(v): k for k, v in defines("AETHER_C_").items()}
     assert len(counters) == len(COUNTERS) == int(defines("AETHER_")["NCOUNTERS"])
     style = {"sc_": "syscall_", "blk_": "block_", "uring_": "io_uring_", "_start_full": "_start_map_full",

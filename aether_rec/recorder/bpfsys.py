@@ -1,11 +1,14 @@
-"""The few bpf(2) calls the recorder makes without bcc: create a map (feature probe) and
-look an element up (per-CPU counters), through ctypes on the raw system call."""
+"""The bpf(2) and perf_event_open(2) calls the recorder makes without bcc, through ctypes on
+the raw system calls: feature probes, per-CPU counters, program information, and loading
+and attaching a cached program (progcache)."""
 
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import os
 import platform
+import struct
 
 from aether_rec.errors import RecorderError
 
@@ -111,3 +114,112 @@ def prog_recursion_misses(prog_fd: int) -> tuple[str, int]:
     if attr.info_len < PROG_INFO_RECURSION_MISSES + 8:  # an older kernel: no such count
         return name, 0
     return name, int.from_bytes(raw[PROG_INFO_RECURSION_MISSES : PROG_INFO_RECURSION_MISSES + 8], "little")
+
+
+# -- loading and attaching a program without bcc (progcache) ------------------------------
+BPF_PROG_LOAD = 5
+BPF_RAW_TRACEPOINT_OPEN = 17
+OBJ_NAME_LEN = 16
+NR_PERF_EVENT_OPEN = {"x86_64": 298, "aarch64": 241, "ppc64le": 319, "s390x": 331, "riscv64": 241}
+PERF_TYPE_TRACEPOINT = 2
+PERF_SAMPLE_RAW = 1 << 10
+PERF_FLAG_FD_CLOEXEC = 1 << 3
+PERF_EVENT_IOC_ENABLE = 0x2400
+PERF_EVENT_IOC_SET_BPF = 0x40042408
+# bcc shows a program under its hook, without the autoload prefix (its libbpf.c does so)
+_NAME_PREFIXES = ("kprobe__", "kretprobe__", "tracepoint__", "raw_tracepoint__")
+
+
+class BpfError(RecorderError):
+    """A bpf(2) or perf_event_open(2) call of the cached-program path failed."""
+
+
+def _attr(size: int) -> ctypes.Array[ctypes.c_uint8]:
+    return (ctypes.c_uint8 * size)()
+
+
+def _call(cmd: int, attr: ctypes.Array[ctypes.c_uint8], what: str) -> int:
+    nr = NR_BPF.get(platform.machine())
+    if nr is None:
+        raise BpfError(f"bpf(2) number unknown for {platform.machine()}")
+    fd = int(_libc.syscall(nr, cmd, ctypes.byref(attr), ctypes.sizeof(attr)))
+    if fd < 0:
+        raise BpfError(f"{what} failed ({os.strerror(ctypes.get_errno())})")
+    return fd
+
+
+def obj_name(name: str) -> bytes:
+    for p in _NAME_PREFIXES:
+        if name.startswith(p):
+            name = name[len(p) :]
+            break
+    return name.encode()[: OBJ_NAME_LEN - 1]
+
+
+def map_create(map_type: int, key_size: int, value_size: int, max_entries: int, flags: int, name: str) -> int:
+    """A new map (union bpf_attr, BPF_MAP_CREATE: type, key, value, max, flags, inner map,
+    NUMA node, name); its descriptor."""
+    attr = _attr(128)
+    struct.pack_into("<5I", attr, 0, map_type, key_size, value_size, max_entries, flags)
+    struct.pack_into("16s", attr, 28, obj_name(name))
+    return _call(BPF_MAP_CREATE, attr, f"creating map {name}")
+
+
+def prog_load(prog_type: int, insns: bytes, license: str, name: str) -> int:
+    """Load a program (BPF_PROG_LOAD: type, count, instructions, licence, log, kernel
+    version, flags, name); its descriptor. On failure the verifier's last line is said."""
+    code = ctypes.create_string_buffer(insns, len(insns))
+    lic = ctypes.create_string_buffer(license.encode())
+    attr = _attr(128)
+    struct.pack_into("<IIQQ", attr, 0, prog_type, len(insns) // 8, ctypes.addressof(code),
+                     ctypes.addressof(lic))
+    struct.pack_into("16s", attr, 48, obj_name(name))
+    try:
+        return _call(BPF_PROG_LOAD, attr, f"loading program {name}")
+    except BpfError as e:  # again with the verifier's log, to say why
+        log = ctypes.create_string_buffer(1 << 20)
+        struct.pack_into("<IIQ", attr, 24, 1, len(log), ctypes.addressof(log))
+        try:
+            os.close(_call(BPF_PROG_LOAD, attr, f"loading program {name}"))
+        except BpfError:
+            pass
+        lines = log.value.decode("utf-8", "replace").strip().splitlines()
+        raise BpfError(f"{e}{': ' + lines[-1] if lines else ''}") from None
+
+
+def raw_tracepoint_open(tracepoint: str, prog_fd: int) -> int:
+    """Attach a raw-tracepoint program (BPF_RAW_TRACEPOINT_OPEN: name, program)."""
+    name = ctypes.create_string_buffer(tracepoint.encode())
+    attr = _attr(16)
+    struct.pack_into("<QI", attr, 0, ctypes.addressof(name), prog_fd)
+    return _call(BPF_RAW_TRACEPOINT_OPEN, attr, f"attaching to raw tracepoint {tracepoint}")
+
+
+def attach_tracepoint(tp_id: int, prog_fd: int) -> int:
+    """Attach a tracepoint program as bcc does: a perf event on the tracepoint (CPU 0, every
+    task), the program set on it, enabled. The perf event's descriptor holds the attachment."""
+    nr = NR_PERF_EVENT_OPEN.get(platform.machine())
+    if nr is None:
+        raise BpfError(f"perf_event_open(2) number unknown for {platform.machine()}")
+    attr = _attr(112)  # struct perf_event_attr, PERF_ATTR_SIZE_VER5
+    struct.pack_into("<IIQQQ", attr, 0, PERF_TYPE_TRACEPOINT, 112, tp_id, 1, PERF_SAMPLE_RAW)
+    struct.pack_into("<I", attr, 48, 1)  # wakeup_events
+    fd = int(_libc.syscall(nr, ctypes.byref(attr), -1, 0, -1, PERF_FLAG_FD_CLOEXEC))
+    if fd < 0:
+        raise BpfError(f"perf_event_open on tracepoint {tp_id} failed ({os.strerror(ctypes.get_errno())})")
+    try:
+        fcntl.ioctl(fd, PERF_EVENT_IOC_SET_BPF, prog_fd)
+        fcntl.ioctl(fd, PERF_EVENT_IOC_ENABLE, 0)
+    except OSError as e:
+        os.close(fd)
+        raise BpfError(f"attaching to tracepoint {tp_id} failed ({e.strerror})") from None
+    return fd
+
+
+def update_elem(map_fd: int, key: bytes, value: bytes) -> None:
+    """Set an element of a map from raw key and value bytes."""
+    k = ctypes.create_string_buffer(key, len(key))
+    v = ctypes.create_string_buffer(value, len(value))
+    attr = _ElemAttr(map_fd, 0, ctypes.addressof(k), ctypes.addressof(v), 0)
+    if _bpf(BPF_MAP_UPDATE_ELEM, attr) < 0:
+        raise BpfError(f"bpf map update failed ({os.strerror(ctypes.get_errno())})")

@@ -31,6 +31,7 @@ class LoadedProgram(Protocol):
 
     attached_ns: int  # CLOCK_MONOTONIC when its first probe was attached
     attach_s: float  # how long attaching every probe took
+    source: str  # "compiled" (by bcc) or "cache" (the compiled-program cache)
 
     def map_fd(self, name: str) -> int: ...
 
@@ -49,6 +50,7 @@ class RemoteProgram:
         progs: dict[str, int] | None = None,
         attached_ns: int = 0,
         attach_s: float = 0.0,
+        source: str = "compiled",
     ) -> None:
         self._maps = maps
         self._links = links
@@ -56,6 +58,7 @@ class RemoteProgram:
         # CLOCK_MONOTONIC when the first probe was attached: events flow from then on
         self.attached_ns = attached_ns or time.monotonic_ns()
         self.attach_s = attach_s  # how long attaching every probe took
+        self.source = source
         self._ncpu = possible_cpus()
 
     def map_fd(self, name: str) -> int:
@@ -138,7 +141,7 @@ def compile_and_attach(
 
         def _trace_autoload(self) -> None:
             try:
-                fill_filters(self, filters)
+                fill_filters(lambda name: int(self[name].map_fd), filters)
             except Exception as e:  # noqa: BLE001 - bcc raises bare Exception
                 raise _FilterError(str(e)) from None
             for name, per_cpu in (outputs or {}).items():
@@ -152,7 +155,7 @@ def compile_and_attach(
         bpf = TimedBPF(text=text, cflags=list(cflags))
         if not bpf.attach_started_ns:  # a bcc without _trace_autoload: when attaching ended
             bpf.attach_started_ns = time.monotonic_ns()
-            fill_filters(bpf, filters)
+            fill_filters(lambda name: int(bpf[name].map_fd), filters)
             for name, per_cpu in (outputs or {}).items():
                 for cpu, fd in per_cpu.items():
                     update_elem_u32(bpf[name].map_fd, cpu, fd)
@@ -167,9 +170,10 @@ def compile_and_attach(
     return bpf
 
 
-def detach_in_parallel(fds: list[int], threads: int = 8) -> None:
+def detach_in_parallel(fds: list[int], threads: int = 128) -> None:
     """Close attachment descriptors: each detach waits for an RCU grace period, so doing
-    them one after another takes seconds."""
+    them one after another takes seconds (72 hooks, 8 threads: 3.1 s); waiting threads
+    cost nothing, so one per descriptor."""
     if not fds:
         return
     parts = [fds[i::threads] for i in range(min(threads, len(fds)))]
@@ -247,6 +251,7 @@ def load_remote(
             progs,
             int(reply.get("attached_ns", 0)),
             float(reply.get("attach_s", 0.0)),
+            str(reply.get("source", "compiled")),
         )
         if len(fds) != len(names) + n_links + len(prog_names):
             prog.close()

@@ -179,9 +179,11 @@ def prepare(opts: RecordOptions, log: Log = default_log) -> Prepared:
 
 
 def filter_values(opts: RecordOptions, prep: Prepared, child: int | None) -> dict[str, Any]:
-    """The pid, comm and cgroup filters for the program's maps (recorder/filters.py): the
-    --pid processes and their descendants now, and the traced command ``child``."""
-    f: dict[str, Any] = {}
+    """The run-time settings and the pid, comm and cgroup filters for the program's maps
+    (recorder/filters.py): the --pid processes and their descendants now, and the traced
+    command ``child``."""
+    o = prep.program_options
+    f: dict[str, Any] = {"config": {"self_tgid": int(o.self_tgid), "min_lat_ns": int(o.min_latency_ns)}}
     if prep.program_options.filter_pid:
         pids = descendants(list(opts.pids)) if opts.pids else []
         if child is not None:
@@ -217,7 +219,7 @@ def capture_header(
     prep: Prepared,
     recording_id: str,
     index: int,
-    attached: tuple[int, float] | None = None,
+    attached: tuple[int, float, str] | None = None,
 ) -> dict[str, Any]:
     """The header of file ``index`` (from 1) of the recording: how it was made;
     ``attached``: CLOCK_MONOTONIC ns of the first probe attached and how long attaching
@@ -261,6 +263,7 @@ def capture_header(
             "pid": os.getpid(),
             "attached_ns": attached[0] if attached is not None else None,
             "attach_s": round(attached[1], 3) if attached is not None else None,
+            "program": attached[2] if attached is not None else None,  # "compiled" or "cache"
             "notes": p.notes,
             **({"user": p.user.name} if p.user is not None else {}),
         },

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from aether_rec.errors import UsageError
-from aether_rec.recorder.btf import BTF, BTFError, block_raw_layout
+from aether_rec.recorder.btf import BTF, VMLINUX, BTFError, block_raw_layout
+from aether_rec.recorder.progcache import memo
 from aether_rec.recorder.tracefs import TraceFS
 from aether_rec.schema import OP_CODE, OPS
 
@@ -280,7 +281,13 @@ def probe_block_raw(tfs: TraceFS) -> LayerPlan:
         raise BTFError("no block_rq_issue/block_rq_complete tracepoints")
     io_start = tfs.has("block", "block_io_start")
     insert = tfs.has("block", "block_rq_insert")
-    defines = block_raw_layout(BTF.load(), io_start, insert)
+    try:
+        st = VMLINUX.stat()
+    except OSError as e:
+        raise BTFError(f"cannot read {VMLINUX}: {e.strerror}") from None
+    # a second of parsing in Python: remembered per kernel (progcache.memo)
+    doc = {"btf": [str(VMLINUX), st.st_size, st.st_mtime_ns], "io_start": io_start, "insert": insert}
+    defines = memo("block-layout", doc, lambda: block_raw_layout(BTF.load(), io_start, insert))
     plan = LayerPlan("block", True, sources=["block.c"], defines=defines)
     if io_start:
         plan.hooks.append({"layer": "block", "hook": "raw_tracepoint:block_io_start", "role": "made"})

@@ -98,8 +98,9 @@ def build_program(
     ``names`` (probes.probe_names) when given and available."""
     src = src or bpf_dir()
     layers = [name for name, p in plans.items() if p.available]
-    cflags = [f"-DSELF_TGID={int(opts.self_tgid)}", f"-DMIN_LAT_NS={int(opts.min_latency_ns)}ULL"]
-    cflags += [f"-DSC_MAP_SIZE={int(opts.sc_map_size)}", f"-DBLK_MAP_SIZE={int(opts.blk_map_size)}"]
+    # the recorder's pid and --min-latency are run-time settings (the aether_config map,
+    # filled by recorder/filters.py): the same options compile to the same object
+    cflags = [f"-DSC_MAP_SIZE={int(opts.sc_map_size)}", f"-DBLK_MAP_SIZE={int(opts.blk_map_size)}"]
     cflags += [f"-DPID_MAP_SIZE={int(opts.pid_map_size)}"]
     if opts.filter_pid:
         cflags.append("-DFILTER_PID=1")

@@ -88,8 +88,9 @@ class Session:
             prep.user,
         )
 
-    def _attached(self) -> tuple[int, float] | None:
-        return (self.prog.attached_ns, self.prog.attach_s) if self.prog is not None else None
+    def _attached(self) -> tuple[int, float, str] | None:
+        p = self.prog
+        return (p.attached_ns, p.attach_s, p.source) if p is not None else None
 
     # -- set-up ----------------------------------------------------------------------
     def _load(self) -> None:

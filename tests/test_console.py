@@ -43,10 +43,17 @@ def _run(mode: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_the_hazard_is_real_on_this_python() -> None:
-    """Without the console's way out the process aborts: the case below tests something."""
-    r = _run("plain")
-    assert "marked stopped" in r.stderr  # the thread runs on, but says it does not
-    assert r.returncode == -signal.SIGABRT, (r.returncode, r.stderr)
+    """Without the console's way out the process aborts: the case below tests something.
+    (The helper thread must get a CPU while the interpreter finalises: on a loaded machine
+    it may not, so up to five tries.)"""
+    codes = []
+    for _ in range(5):
+        r = _run("plain")
+        assert "marked stopped" in r.stderr  # the thread runs on, but says it does not
+        codes.append(r.returncode)
+        if r.returncode == -signal.SIGABRT:
+            break
+    assert -signal.SIGABRT in codes, codes
 
 
 def test_leaving_with_a_busy_helper_keeps_the_exit_status() -> None:

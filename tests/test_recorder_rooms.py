@@ -74,8 +74,7 @@ def test_rotation_makes_complete_files_that_repeat_the_names(tmp_path: Path) -> 
     first = out.open()
     assert isinstance(first, OutputFile) and first.name == str(tmp_path / "run.0001.aio")
     names.procs[42] = {"pid": 42, "ppid": 1, "comm": "db", "cmdline": "db --x"}
-    names.fds[(42, 3)] = FdName("/data/t", 1, 0)
-    names.fds[(42, 4)] = FdName("", 0, 0)  # unresolved: not repeated
+    names.fds[42] = {3: FdName("/data/t", 1, 0), 4: FdName("", 0, 0)}  # fd 4 unresolved: not repeated
     names.devices[8] = "sda"
     first.lost["perf_buffer"] = 7
     second = out.create(2)

@@ -55,6 +55,8 @@ EXPECTED_UNAVAILABLE: dict[str, dict[str, str]] = {}
 #: one boot runs these: check:transport (see guest.py)
 CHECKS = "cmd:ringbuf,pid:perf,loss:ringbuf,uring:ringbuf"
 VM_TIMEOUT_S = 1800
+#: console lines shown as they come (the guest kernel's console is in vm.log: --verbose)
+ALARMS = ("Traceback", "Kernel panic", "BUG:", "Oops", "segfault", "Fatal Python")
 IMAGE_RE = re.compile(r"^linux-image-(\d+\.\d+)(\.\d+)?(-\d+)?(\+deb\d+)?-amd64$")
 
 
@@ -229,7 +231,7 @@ def boot(vng: Path, k: Kernel, out: Path, checks: str) -> tuple[int, float]:
     )
     cmd = [
         str(vng), "--run", str(k.vmlinuz), "--disable-kvm", "--cpus", "2", "--memory", "4G",
-        f"--rwdir={out}", "--disk", str(disk), "--exec", guest,
+        f"--rwdir={out}", "--disk", str(disk), "--verbose", "--exec", guest,
     ]
     t0 = time.monotonic()
     # through a pipe: qemu reopens a plain file by path, and two redirections clobber it
@@ -242,7 +244,8 @@ def boot(vng: Path, k: Kernel, out: Path, checks: str) -> tuple[int, float]:
         for line in p.stdout:
             logf.write(line)
             logf.flush()
-            if line.startswith(("guest: ", "uptime ")) or "Traceback" in line:
+            # --verbose: the guest kernel's console is in vm.log too; its crashes are shown
+            if line.startswith(("guest: ", "uptime ")) or any(w in line for w in ALARMS):
                 sys.stderr.write(f"  [{k.series} {time.monotonic() - t0:5.0f}s] {line}")
             if time.monotonic() > deadline:
                 break

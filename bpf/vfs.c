@@ -3,7 +3,9 @@
  *
  * A kprobe/kretprobe pair on vfs_read, vfs_write and vfs_fsync_range, paired per thread
  * on pid_tgid in a bounded hash: the file-system layer's view of every read, write and
- * sync, whatever syscall (or kernel path) led there. Only the functions' arguments are
+ * sync, whatever syscall (or kernel path) led there. An entry remembers the syscall in
+ * flight (aether_link); a return inside another one drops the entry instead of pairing it
+ * (a kretprobe the kernel skipped left it behind). Only the functions' arguments are
  * read, never fields of struct file, so headers that do not match the running kernel
  * cannot mislead it. bcc attaches kprobe__X / kretprobe__X functions by their names.
  * Compiled in when the recorder's feature probe finds kprobes and these functions
@@ -19,6 +21,7 @@ struct vfs_start_t {
     u64 ts;
     s64 offset;
     u64 bytes;
+    u64 link;  /* the syscall (or io_uring request) in flight at the entry, 0 if none */
     u8  op;
 };
 
@@ -31,9 +34,11 @@ static __always_inline int vfs_enter(u8 op, u64 bytes, s64 offset)
     if (tgid == SELF_TGID || !aether_task_wanted(tgid))
         return AETHER_PASS;
     struct vfs_start_t s = {};
+    s32 fd = -1;
     s.ts = bpf_ktime_get_ns();
     s.offset = offset;
     s.bytes = bytes;
+    s.link = aether_link(id, &fd);
     s.op = op;
     if (vfs_start.update(&id, &s) != 0)
         aether_count(AETHER_C_VFS_START_FULL);
@@ -54,6 +59,13 @@ static __always_inline int vfs_exit(struct pt_regs *ctx, u8 op)
     vfs_start.delete(&id);
     if (s.op != op)
         return AETHER_PASS;  /* a nested call of another function: not this one's return */
+    s32 fd = -1;
+    if (s.link != aether_link(id, &fd)) {
+        /* the entry is an earlier call's whose return the kernel did not run this program
+         * for (a recursion miss, counted as a loss): pairing it would make one false event */
+        aether_count(AETHER_C_VFS_UNMATCHED);
+        return AETHER_PASS;
+    }
     u64 lat = bpf_ktime_get_ns() - s.ts;
     if (MIN_LAT_NS > 0 && lat < MIN_LAT_NS) {
         aether_count(AETHER_C_BELOW_MIN_LAT);

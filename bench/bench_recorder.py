@@ -205,7 +205,7 @@ PCTS = (0.5, 0.9, 0.99, 0.999)
 def offline_peers(aio: Path, pdata: Path, work: Path) -> dict[str, tuple[float, float]]:
     """(seconds, tree MB) of: aether-rec stats; DuckDB on the Parquet export; perf script | pct."""
     pq = work / "storm.parquet"
-    subprocess.run([*AETHER, "export", "--format", "parquet", "-o", str(pq), str(aio)], check=True,
+    subprocess.run([*AETHER, "export", "--format", "parquet", "--force", "-o", str(pq), str(aio)], check=True,
                    capture_output=True)
     query = (f"SELECT layer_name, op_name, count(*), quantile_cont(lat, {list(PCTS)}) "
              "FROM read_parquet(?) GROUP BY ALL")

@@ -27,6 +27,9 @@ def main() -> None:
     try:
         cli()
     except SystemExit as exc:
+        # the command is over (its output committed or removed): a Ctrl-C from now on must
+        # not turn its exit status into "killed by SIGINT" while the interpreter finalises
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         _leave(exc.code)
         raise
     except KeyboardInterrupt:  # after the command's own handler (click's teardown)

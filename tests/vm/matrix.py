@@ -235,7 +235,7 @@ def boot(vng: Path, k: Kernel, out: Path, checks: str) -> tuple[int, float]:
         # one host thread for both vCPUs: with multi-threaded TCG, a 7.2 guest oopsed on a stale
         # int3 (trace_syscall_enter) while tracepoints were being patched, in 3 of 8 runs;
         # vng passes this to qemu last, so it stays last here
-        "--qemu-opts", "-accel tcg,thread=single",
+        "--qemu-opts=-accel tcg,thread=single",  # "=": the value starts with a dash
     ]
     t0 = time.monotonic()
     # through a pipe: qemu reopens a plain file by path, and two redirections clobber it

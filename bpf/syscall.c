@@ -115,84 +115,136 @@ static __always_inline u32 rwf_flags(u64 rwf)
     return (rwf & (AETHER_RWF_DSYNC | AETHER_RWF_SYNC)) ? AETHER_F_SYNC : 0;
 }
 
+/* Each syscall is one SC_ENTER(name, op, fd, bytes, offset, flags) + SC_EXIT(name, op) pair
+ * below, its arguments written P(field, n): the sys_enter tracepoint's field, or the n-th
+ * argument register.
+ *
+ * Classic tracepoints: one sys_enter_X / sys_exit_X program pair per syscall.
+ * AETHER_SC_RAW (x86_64): the raw tracepoints raw_syscalls:sys_enter / sys_exit, one program
+ * each for every syscall, whose number (AETHER_NR_X, from recorder/probes.py) selects the
+ * op: the list below becomes the cases of one switch. They skip the trace record the
+ * classic path formats for every call, and read the arguments from the task's saved user
+ * registers. 32-bit (compat) syscalls have their own numbering: as on the classic
+ * tracepoints they are not traced (their code segment is not __USER_CS); x32 numbers
+ * (bit 30 set) match no case. */
+#ifdef AETHER_SC_RAW
+#define AETHER_USER_CS 0x33 /* __USER_CS, arch/x86/include/asm/segment.h */
+/* the registers read, in pt_regs order (arch/x86/include/asm/ptrace.h), r10 .. cs */
+struct sc_regs {
+    u64 r10, r9, r8, ax, cx, dx, si, di, orig_ax, ip, cs;
+};
+#define SC_REG0 R.di
+#define SC_REG1 R.si
+#define SC_REG2 R.dx
+#define SC_REG3 R.r10
+#define SC_REG4 R.r8
+#define SC_REG5 R.r9
+#define P(field, n) SC_REG##n
+
+/* the user registers of a 64-bit syscall; -1 for a compat one or a failed read */
+static __always_inline int sc_regs_read(struct sc_regs *r, u64 regs)
+{
+    if (bpf_probe_read_kernel(r, sizeof(*r), (const void *)(regs + offsetof(struct pt_regs, r10))) != 0)
+        return -1;
+    return r->cs == AETHER_USER_CS ? 0 : -1;
+}
+
+#define SC_ENTER(name, opcode, fd, bytes, offset, flags)                                       \
+    case AETHER_NR_##name:                                                                    \
+        if (is_exit)                                                                          \
+            return sc_exit(ctx, opcode, (long)ctx->args[1]);                                  \
+        if (sc_regs_read(&R, ctx->args[0]) != 0)                                              \
+            return AETHER_PASS;                                                               \
+        return sc_enter(opcode, (s32)(fd), (u64)(bytes), (s64)(offset), (u32)(flags));
+#define SC_EXIT(name, opcode)
+
+/* the op of syscall nr: its entry (is_exit 0: the arguments are read only for our
+ * syscalls) or its exit; the switch's cases are the list below */
+static __always_inline int sc_raw(struct bpf_raw_tracepoint_args *ctx, int is_exit, long nr)
+{
+    struct sc_regs R = {};
+    switch (nr) {
+#else
+#define P(field, n) args->field
 #define SC_EXIT(name, opcode) \
     TRACEPOINT_PROBE(syscalls, sys_exit_##name) { return sc_exit(args, opcode, args->ret); }
 #define SC_ENTER(name, opcode, fd, bytes, offset, flags) \
     TRACEPOINT_PROBE(syscalls, sys_enter_##name) { return sc_enter(opcode, fd, bytes, offset, flags); }
+#endif
 
 #ifdef AETHER_SC_read
-SC_ENTER(read, AETHER_OP_READ, args->fd, args->count, -1, 0)
+SC_ENTER(read, AETHER_OP_READ, P(fd, 0), P(count, 2), -1, 0)
 SC_EXIT(read, AETHER_OP_READ)
 #endif
 #ifdef AETHER_SC_write
-SC_ENTER(write, AETHER_OP_WRITE, args->fd, args->count, -1, 0)
+SC_ENTER(write, AETHER_OP_WRITE, P(fd, 0), P(count, 2), -1, 0)
 SC_EXIT(write, AETHER_OP_WRITE)
 #endif
 #ifdef AETHER_SC_pread64
-SC_ENTER(pread64, AETHER_OP_PREAD, args->fd, args->count, args->pos, 0)
+SC_ENTER(pread64, AETHER_OP_PREAD, P(fd, 0), P(count, 2), P(pos, 3), 0)
 SC_EXIT(pread64, AETHER_OP_PREAD)
 #endif
 #ifdef AETHER_SC_pwrite64
-SC_ENTER(pwrite64, AETHER_OP_PWRITE, args->fd, args->count, args->pos, 0)
+SC_ENTER(pwrite64, AETHER_OP_PWRITE, P(fd, 0), P(count, 2), P(pos, 3), 0)
 SC_EXIT(pwrite64, AETHER_OP_PWRITE)
 #endif
 #ifdef AETHER_SC_readv
-SC_ENTER(readv, AETHER_OP_READV, args->fd, iov_bytes(args->vec, args->vlen), -1, 0)
+SC_ENTER(readv, AETHER_OP_READV, P(fd, 0), iov_bytes((const struct iovec *)P(vec, 1), P(vlen, 2)), -1, 0)
 SC_EXIT(readv, AETHER_OP_READV)
 #endif
 #ifdef AETHER_SC_writev
-SC_ENTER(writev, AETHER_OP_WRITEV, args->fd, iov_bytes(args->vec, args->vlen), -1, 0)
+SC_ENTER(writev, AETHER_OP_WRITEV, P(fd, 0), iov_bytes((const struct iovec *)P(vec, 1), P(vlen, 2)), -1, 0)
 SC_EXIT(writev, AETHER_OP_WRITEV)
 #endif
 /* 64-bit kernels pass the whole offset in pos_l (pos_h is shifted out) */
 #ifdef AETHER_SC_preadv
-SC_ENTER(preadv, AETHER_OP_PREADV, args->fd, iov_bytes(args->vec, args->vlen), (s64)args->pos_l, 0)
+SC_ENTER(preadv, AETHER_OP_PREADV, P(fd, 0), iov_bytes((const struct iovec *)P(vec, 1), P(vlen, 2)), (s64)P(pos_l, 3), 0)
 SC_EXIT(preadv, AETHER_OP_PREADV)
 #endif
 #ifdef AETHER_SC_pwritev
-SC_ENTER(pwritev, AETHER_OP_PWRITEV, args->fd, iov_bytes(args->vec, args->vlen), (s64)args->pos_l, 0)
+SC_ENTER(pwritev, AETHER_OP_PWRITEV, P(fd, 0), iov_bytes((const struct iovec *)P(vec, 1), P(vlen, 2)), (s64)P(pos_l, 3), 0)
 SC_EXIT(pwritev, AETHER_OP_PWRITEV)
 #endif
 #ifdef AETHER_SC_preadv2
-SC_ENTER(preadv2, AETHER_OP_PREADV2, args->fd, iov_bytes(args->vec, args->vlen), (s64)args->pos_l,
-         rwf_flags(args->flags))
+SC_ENTER(preadv2, AETHER_OP_PREADV2, P(fd, 0), iov_bytes((const struct iovec *)P(vec, 1), P(vlen, 2)), (s64)P(pos_l, 3),
+         rwf_flags(P(flags, 5)))
 SC_EXIT(preadv2, AETHER_OP_PREADV2)
 #endif
 #ifdef AETHER_SC_pwritev2
-SC_ENTER(pwritev2, AETHER_OP_PWRITEV2, args->fd, iov_bytes(args->vec, args->vlen), (s64)args->pos_l,
-         rwf_flags(args->flags))
+SC_ENTER(pwritev2, AETHER_OP_PWRITEV2, P(fd, 0), iov_bytes((const struct iovec *)P(vec, 1), P(vlen, 2)), (s64)P(pos_l, 3),
+         rwf_flags(P(flags, 5)))
 SC_EXIT(pwritev2, AETHER_OP_PWRITEV2)
 #endif
 #ifdef AETHER_SC_fsync
-SC_ENTER(fsync, AETHER_OP_FSYNC, args->fd, 0, -1, AETHER_F_SYNC)
+SC_ENTER(fsync, AETHER_OP_FSYNC, P(fd, 0), 0, -1, AETHER_F_SYNC)
 SC_EXIT(fsync, AETHER_OP_FSYNC)
 #endif
 #ifdef AETHER_SC_fdatasync
-SC_ENTER(fdatasync, AETHER_OP_FDATASYNC, args->fd, 0, -1, AETHER_F_SYNC)
+SC_ENTER(fdatasync, AETHER_OP_FDATASYNC, P(fd, 0), 0, -1, AETHER_F_SYNC)
 SC_EXIT(fdatasync, AETHER_OP_FDATASYNC)
 #endif
 #ifdef AETHER_SC_sync_file_range
-SC_ENTER(sync_file_range, AETHER_OP_SYNC_FILE_RANGE, args->fd, args->nbytes, args->offset, 0)
+SC_ENTER(sync_file_range, AETHER_OP_SYNC_FILE_RANGE, P(fd, 0), P(nbytes, 2), P(offset, 1), 0)
 SC_EXIT(sync_file_range, AETHER_OP_SYNC_FILE_RANGE)
 #endif
 #ifdef AETHER_SC_sendfile64
-SC_ENTER(sendfile64, AETHER_OP_SENDFILE, args->in_fd, args->count, -1, 0)
+SC_ENTER(sendfile64, AETHER_OP_SENDFILE, P(in_fd, 1), P(count, 3), -1, 0)
 SC_EXIT(sendfile64, AETHER_OP_SENDFILE)
 #endif
 #ifdef AETHER_SC_copy_file_range
-SC_ENTER(copy_file_range, AETHER_OP_COPY_FILE_RANGE, args->fd_in, args->len, -1, 0)
+SC_ENTER(copy_file_range, AETHER_OP_COPY_FILE_RANGE, P(fd_in, 0), P(len, 4), -1, 0)
 SC_EXIT(copy_file_range, AETHER_OP_COPY_FILE_RANGE)
 #endif
 #ifdef AETHER_SC_splice
-SC_ENTER(splice, AETHER_OP_SPLICE, args->fd_in, args->len, -1, 0)
+SC_ENTER(splice, AETHER_OP_SPLICE, P(fd_in, 0), P(len, 4), -1, 0)
 SC_EXIT(splice, AETHER_OP_SPLICE)
 #endif
 #ifdef AETHER_SC_msync
-SC_ENTER(msync, AETHER_OP_MSYNC, -1, args->len, -1, AETHER_F_SYNC)
+SC_ENTER(msync, AETHER_OP_MSYNC, -1, P(len, 1), -1, AETHER_F_SYNC)
 SC_EXIT(msync, AETHER_OP_MSYNC)
 #endif
 #ifdef AETHER_SC_syncfs
-SC_ENTER(syncfs, AETHER_OP_SYNCFS, args->fd, 0, -1, AETHER_F_SYNC)
+SC_ENTER(syncfs, AETHER_OP_SYNCFS, P(fd, 0), 0, -1, AETHER_F_SYNC)
 SC_EXIT(syncfs, AETHER_OP_SYNCFS)
 #endif
 #ifdef AETHER_SC_sync
@@ -200,7 +252,7 @@ SC_ENTER(sync, AETHER_OP_SYNC, -1, 0, -1, AETHER_F_SYNC)
 SC_EXIT(sync, AETHER_OP_SYNC)
 #endif
 #ifdef AETHER_SC_fallocate
-SC_ENTER(fallocate, AETHER_OP_FALLOCATE, args->fd, args->len, args->offset, 0)
+SC_ENTER(fallocate, AETHER_OP_FALLOCATE, P(fd, 0), P(len, 3), P(offset, 2), 0)
 SC_EXIT(fallocate, AETHER_OP_FALLOCATE)
 #endif
 /* libaio: io_submit's result is the number of iocbs queued, io_getevents' the number of
@@ -213,4 +265,23 @@ SC_EXIT(io_submit, AETHER_OP_IO_SUBMIT)
 #ifdef AETHER_SC_io_getevents
 SC_ENTER(io_getevents, AETHER_OP_IO_GETEVENTS, -1, 0, -1, 0)
 SC_EXIT(io_getevents, AETHER_OP_IO_GETEVENTS)
+#endif
+
+#ifdef AETHER_SC_RAW
+    } /* switch (nr) */
+    return AETHER_PASS;
+}
+
+RAW_TRACEPOINT_PROBE(sys_enter)
+{
+    return sc_raw(ctx, 0, (long)ctx->args[1]);
+}
+
+RAW_TRACEPOINT_PROBE(sys_exit)
+{
+    struct sc_regs R;
+    if (sc_regs_read(&R, ctx->args[0]) != 0)
+        return AETHER_PASS;
+    return sc_raw(ctx, 1, (long)R.orig_ax);
+}
 #endif

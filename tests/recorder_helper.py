@@ -40,6 +40,57 @@ def exact(a: argparse.Namespace) -> None:
     os.close(fd)
 
 
+MARK = 0x5EED0000  # offset of the pread that marks the start and the end of every()
+
+
+def every(a: argparse.Namespace) -> None:
+    """Each I/O syscall the syscall layer traces, once or twice, between two marker preads
+    (offset MARK): the test compares them with strace's view of the same process."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = os.open(a.file, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+    fd2 = os.open(a.file + ".2", os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+    r, w = os.pipe()
+    os.write(fd, os.urandom(64 * 1024))
+    m = mmap.mmap(fd, 8192)
+    os.pread(fd, 1, MARK)
+    os.lseek(fd, 0, os.SEEK_SET)
+    os.read(fd, 100)
+    os.write(fd, b"x" * 123)
+    os.pread(fd, 50, 4096)
+    os.pwrite(fd, b"y" * 77, 8192)
+    os.readv(fd, [bytearray(10), bytearray(20)])
+    os.writev(fd, [b"a" * 7, b"b" * 9])
+    os.preadv(fd, [bytearray(33)], 12288)
+    os.pwritev(fd, [b"c" * 44, b"d" * 5], 16384)
+    os.preadv(fd, [bytearray(21)], 20480, os.RWF_HIPRI if a.hipri else os.RWF_NOWAIT)
+    os.pwritev(fd, [b"e" * 66], 24576, os.RWF_DSYNC)
+    # preadv/pwritev themselves (the C library may use the 2 variants for the calls above)
+    buf = ctypes.create_string_buffer(b"v" * 55)
+    iov = (ctypes.c_uint64 * 2)(ctypes.addressof(buf), 55)
+    x86 = os.uname().machine == "x86_64"
+    libc.syscall(295 if x86 else 69, fd, iov, 1, ctypes.c_long(28672), 0)  # preadv
+    libc.syscall(296 if x86 else 70, fd, iov, 1, ctypes.c_long(32768), 0)  # pwritev
+    os.fsync(fd)
+    os.fdatasync(fd)
+    libc.sync_file_range(fd, ctypes.c_int64(4096), ctypes.c_int64(8192), 2)  # SYNC_FILE_RANGE_WRITE
+    os.sendfile(fd2, fd, 1000, 300)
+    os.copy_file_range(fd, fd2, 400, 0, 0)
+    os.splice(fd, w, 111, offset_src=0)
+    os.read(r, 111)
+    m[0:4] = b"mmap"
+    m.flush()
+    libc.syncfs(fd)
+    os.sync()
+    os.posix_fallocate(fd2, 65536, 4096)
+    os.pread(fd, 1, MARK)
+    m.close()
+    _emit({"pid": os.getpid(), "tid": threading.get_native_id(), "fd": fd, "fd2": fd2, "mark": MARK})
+    for x in (fd, fd2, r, w):
+        os.close(x)
+
+
 def direct(a: argparse.Namespace) -> None:
     """C O_DIRECT writes of S bytes at distinct aligned offsets."""
     fd = os.open(a.file, os.O_RDWR | os.O_CREAT | os.O_DIRECT, 0o600)
@@ -147,6 +198,9 @@ def main() -> None:
     e.add_argument("--n-fsync", type=int, default=0)
     e.add_argument("--linger", type=float, default=0.0)
     e.add_argument("--settle", type=float, default=0.0)
+    ev = sub.add_parser("every")
+    ev.add_argument("--file", required=True)
+    ev.add_argument("--hipri", action="store_true")
     d = sub.add_parser("direct")
     d.add_argument("--file", required=True)
     d.add_argument("--count", type=int, default=8)
@@ -168,7 +222,8 @@ def main() -> None:
     st.add_argument("--file", required=True)
     st.add_argument("--count", type=int, action="append", required=True)
     a = p.parse_args()
-    actions = {"exact": exact, "direct": direct, "slow": slow, "loop": loop, "steady": steady, "storm": storm}
+    actions = {"every": every, "exact": exact, "direct": direct, "slow": slow}
+    actions.update({"loop": loop, "steady": steady, "storm": storm})
     actions[a.action](a)
 
 

@@ -116,7 +116,7 @@ def test_doctor_reports_layers_and_hooks() -> None:
     assert rep["bcc"]["ok"] and rep["bcc"]["version"]
     assert rep["layers"]["syscall"]["available"]
     hooks = {h["hook"] for h in rep["layers"]["syscall"]["hooks"]}
-    assert "tracepoint:syscalls:sys_exit_fsync" in hooks
+    assert "raw_tracepoint:sys_exit:fsync" in hooks  # the raw_syscalls path (x86_64)
     assert rep["layers"]["vfs"]["available"] in (True, False)
     if not rep["layers"]["vfs"]["available"]:
         assert rep["layers"]["vfs"]["reason"]

@@ -104,7 +104,7 @@ def test_exact_syscalls_of_a_helper(tmp_path: Path, transport: str) -> None:
     assert any(p["pid"] == doc["pid"] for p in info["procs"])
     assert info["header"]["transport"] == {"perf": "perf_buffer", "ringbuf": "ringbuf"}[transport]
     hooks = {h["hook"] for h in info["header"]["hooks"]}
-    assert "tracepoint:syscalls:sys_enter_pread64" in hooks
+    assert "raw_tracepoint:sys_enter:pread64" in hooks  # the raw_syscalls path (x86_64)
     assert info["header"]["filters"]["follow_children"] is True
     assert len(info["clock"]) >= 1  # clock mapping at the end
 

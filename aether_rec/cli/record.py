@@ -81,6 +81,15 @@ def _size(value: str | None) -> int | None:
 )
 @click.option("--rotate-time", metavar="DURATION", help="Start a new numbered file this often (e.g. 1h).")
 @click.option(
+    "--syscall-hooks",
+    type=click.Choice(["auto", "raw", "tracepoint"]),
+    default="auto",
+    show_default=True,
+    help="How the syscall layer hooks syscalls: raw (the raw_syscalls raw tracepoints, one "
+    "program for every syscall; x86_64), tracepoint (a classic syscalls:sys_enter_X/sys_exit_X "
+    "pair per syscall, several times the cost per call), or auto: raw where it can.",
+)
+@click.option(
     "--transport",
     type=click.Choice(["auto", "perf", "ringbuf"]),
     default="auto",
@@ -145,6 +154,7 @@ def record(
     max_size: str | None,
     rotate_size: str | None,
     rotate_time: str | None,
+    syscall_hooks: str,
     transport: str,
     buffer_pages: int | None,
     wakeup_events: int | None,
@@ -213,6 +223,7 @@ def record(
         rotate_size=_size(rotate_size),
         rotate_time_ns=_seconds(rotate_time),
         command=command,
+        syscall_hooks=syscall_hooks,
         transport=transport,
         buffer_pages=buffer_pages,
         wakeup_events=wakeup_events,

@@ -36,6 +36,7 @@ class RecordOptions:
     rotate_size: int | None = None
     rotate_time_ns: int | None = None
     command: tuple[str, ...] = ()
+    syscall_hooks: str = "auto"  # auto: raw_syscalls raw tracepoints where possible (probes.py)
     transport: str = "auto"  # auto: ring buffer where the kernel has it, else perf buffer
     buffer_pages: int | None = None  # None: the transport's default
     wakeup_events: int | None = None  # perf buffer: None = an eighth of the buffer

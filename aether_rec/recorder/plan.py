@@ -120,7 +120,7 @@ def prepare(opts: RecordOptions, log: Log = default_log) -> Prepared:
         log(note)
         notes.append(note)
     tfs = TraceFS(root)
-    plans = probe_layers(tfs, layers, chosen.ops)
+    plans = probe_layers(tfs, layers, chosen.ops, opts.syscall_hooks)
     unavailable = {k: p for k, p in plans.items() if not p.available}
     # layers not asked for: why they are absent goes into the header too (provenance)
     not_asked = {

@@ -14,7 +14,7 @@ import platform
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from aether_rec.errors import UsageError
+from aether_rec.errors import RecorderError, UsageError
 from aether_rec.recorder.btf import BTF, VMLINUX, BTFError, block_raw_layout
 from aether_rec.recorder.progcache import memo
 from aether_rec.recorder.tracefs import TraceFS
@@ -29,31 +29,32 @@ class SyscallHook:
     name: str  # as in tracefs: sys_enter_<name>
     op: str  # schema op name
     fields: tuple[str, ...]  # sys_enter fields the C code reads
+    nr_x86_64: int  # its number on x86_64 (the ABI's, fixed: asm/unistd_64.h __NR_<name>)
 
 
 SYSCALL_HOOKS: tuple[SyscallHook, ...] = (
-    SyscallHook("read", "read", ("fd", "count")),
-    SyscallHook("write", "write", ("fd", "count")),
-    SyscallHook("pread64", "pread", ("fd", "count", "pos")),
-    SyscallHook("pwrite64", "pwrite", ("fd", "count", "pos")),
-    SyscallHook("readv", "readv", ("fd", "vec", "vlen")),
-    SyscallHook("writev", "writev", ("fd", "vec", "vlen")),
-    SyscallHook("preadv", "preadv", ("fd", "vec", "vlen", "pos_l")),
-    SyscallHook("pwritev", "pwritev", ("fd", "vec", "vlen", "pos_l")),
-    SyscallHook("preadv2", "preadv2", ("fd", "vec", "vlen", "pos_l", "flags")),
-    SyscallHook("pwritev2", "pwritev2", ("fd", "vec", "vlen", "pos_l", "flags")),
-    SyscallHook("fsync", "fsync", ("fd",)),
-    SyscallHook("fdatasync", "fdatasync", ("fd",)),
-    SyscallHook("sync_file_range", "sync_file_range", ("fd", "offset", "nbytes")),
-    SyscallHook("sendfile64", "sendfile", ("in_fd", "count")),
-    SyscallHook("copy_file_range", "copy_file_range", ("fd_in", "len")),
-    SyscallHook("splice", "splice", ("fd_in", "len")),
-    SyscallHook("msync", "msync", ("len",)),
-    SyscallHook("syncfs", "syncfs", ("fd",)),
-    SyscallHook("sync", "sync", ()),
-    SyscallHook("fallocate", "fallocate", ("fd", "offset", "len")),
-    SyscallHook("io_submit", "io_submit", ("ctx_id", "nr")),
-    SyscallHook("io_getevents", "io_getevents", ("ctx_id", "nr")),
+    SyscallHook("read", "read", ("fd", "count"), 0),
+    SyscallHook("write", "write", ("fd", "count"), 1),
+    SyscallHook("pread64", "pread", ("fd", "count", "pos"), 17),
+    SyscallHook("pwrite64", "pwrite", ("fd", "count", "pos"), 18),
+    SyscallHook("readv", "readv", ("fd", "vec", "vlen"), 19),
+    SyscallHook("writev", "writev", ("fd", "vec", "vlen"), 20),
+    SyscallHook("preadv", "preadv", ("fd", "vec", "vlen", "pos_l"), 295),
+    SyscallHook("pwritev", "pwritev", ("fd", "vec", "vlen", "pos_l"), 296),
+    SyscallHook("preadv2", "preadv2", ("fd", "vec", "vlen", "pos_l", "flags"), 327),
+    SyscallHook("pwritev2", "pwritev2", ("fd", "vec", "vlen", "pos_l", "flags"), 328),
+    SyscallHook("fsync", "fsync", ("fd",), 74),
+    SyscallHook("fdatasync", "fdatasync", ("fd",), 75),
+    SyscallHook("sync_file_range", "sync_file_range", ("fd", "offset", "nbytes"), 277),
+    SyscallHook("sendfile64", "sendfile", ("in_fd", "count"), 40),
+    SyscallHook("copy_file_range", "copy_file_range", ("fd_in", "len"), 326),
+    SyscallHook("splice", "splice", ("fd_in", "len"), 275),
+    SyscallHook("msync", "msync", ("len",), 26),
+    SyscallHook("syncfs", "syncfs", ("fd",), 306),
+    SyscallHook("sync", "sync", (), 162),
+    SyscallHook("fallocate", "fallocate", ("fd", "offset", "len"), 285),
+    SyscallHook("io_submit", "io_submit", ("ctx_id", "nr"), 209),
+    SyscallHook("io_getevents", "io_getevents", ("ctx_id", "nr"), 208),
 )
 
 #: the calls that make, copy and close fds or change the working directory (bpf/names.c):
@@ -140,21 +141,55 @@ def parse_layers(spec: str | None) -> tuple[str, ...]:
     return tuple(out)
 
 
-def probe_syscall(tfs: TraceFS, ops: frozenset[str] | None = None) -> LayerPlan:
+#: --syscall-hooks choices: auto (raw where possible), raw, tracepoint
+SYSCALL_HOOK_KINDS: tuple[str, ...] = ("auto", "raw", "tracepoint")
+
+
+def raw_syscalls_reason(tfs: TraceFS) -> str:
+    """Why the syscall layer cannot use the raw_syscalls raw tracepoints ("" if it can):
+    syscall.c reads the arguments from x86_64's saved registers and knows its numbers."""
+    if platform.machine() != "x86_64":
+        return (
+            "raw_syscalls: aether-rec knows the syscall registers and numbers of x86_64 only, "
+            f"not {platform.machine()}"
+        )
+    if not (tfs.has("raw_syscalls", "sys_enter") and tfs.has("raw_syscalls", "sys_exit")):
+        return "raw_syscalls: no raw_syscalls:sys_enter/sys_exit tracepoints in tracefs"
+    return ""
+
+
+def probe_syscall(tfs: TraceFS, ops: frozenset[str] | None = None, hooks: str = "auto") -> LayerPlan:
+    """The syscalls' entry and exit: the raw tracepoints raw_syscalls:sys_enter/sys_exit
+    (one program each for every syscall, the number selecting the op; about a tenth of a
+    classic tracepoint's cost per call) unless ``hooks`` is "tracepoint" or the machine
+    cannot (then a classic syscalls:sys_enter_X/sys_exit_X pair per syscall). A syscall is
+    traced when the kernel has its tracepoints (tracefs lists what the kernel implements)."""
+    if hooks not in SYSCALL_HOOK_KINDS:
+        raise UsageError(f"--syscall-hooks must be one of {', '.join(SYSCALL_HOOK_KINDS)}, not {hooks!r}")
+    why_not_raw = raw_syscalls_reason(tfs) if hooks != "tracepoint" else "classic tracepoints asked for"
+    if hooks == "raw" and why_not_raw:
+        raise RecorderError(f"--syscall-hooks raw: {why_not_raw.removeprefix('raw_syscalls: ')}")
+    raw = not why_not_raw
     plan = LayerPlan("syscall", True, sources=["syscall.c"])
     for h in SYSCALL_HOOKS:
         if ops is not None and h.op not in ops:
             continue
-        missing = tfs.missing("syscalls", f"sys_enter_{h.name}", h.fields)
-        missing += tfs.missing("syscalls", f"sys_exit_{h.name}", ("ret",))
+        missing = tfs.missing("syscalls", f"sys_enter_{h.name}", () if raw else h.fields)
+        missing += tfs.missing("syscalls", f"sys_exit_{h.name}", () if raw else ("ret",))
         if missing:
             plan.skipped.append(f"{h.name}: missing {', '.join(missing)}")
             continue
         plan.defines.append(f"-DAETHER_SC_{h.name}=1")
+        if raw:
+            plan.defines.append(f"-DAETHER_NR_{h.name}={h.nr_x86_64}")
         for kind in ("enter", "exit"):
-            plan.hooks.append(
-                {"layer": "syscall", "hook": f"tracepoint:syscalls:sys_{kind}_{h.name}", "op": h.op}
-            )
+            classic = f"tracepoint:syscalls:sys_{kind}_{h.name}"
+            hook = f"raw_tracepoint:sys_{kind}:{h.name}" if raw else classic
+            plan.hooks.append({"layer": "syscall", "hook": hook, "op": h.op})
+    if raw and plan.hooks:
+        plan.defines.append("-DAETHER_SC_RAW=1")
+    elif hooks == "auto" and plan.hooks:
+        plan.reason = f"classic syscall tracepoints: {why_not_raw.removeprefix('raw_syscalls: ')}"
     if not plan.hooks:
         plan.available = False
         if ops is not None and not any(h.op in ops for h in SYSCALL_HOOKS):
@@ -396,12 +431,12 @@ def probe_vfs(tfs: TraceFS) -> LayerPlan:
 
 
 def probe_layers(
-    tfs: TraceFS, layers: tuple[str, ...], ops: frozenset[str] | None = None
+    tfs: TraceFS, layers: tuple[str, ...], ops: frozenset[str] | None = None, syscall_hooks: str = "auto"
 ) -> dict[str, LayerPlan]:
     plans: dict[str, LayerPlan] = {}
     for layer in layers:
         if layer == "syscall":
-            plans[layer] = probe_syscall(tfs, ops)
+            plans[layer] = probe_syscall(tfs, ops, syscall_hooks)
         elif layer == "block":
             plans[layer] = probe_block(tfs, ops)
         elif layer == "vfs":

@@ -320,7 +320,8 @@ class Guest:
         # layout (every kernel of the matrix), else on the classic ones
         raw = {"raw_tracepoint:block_rq_issue", "raw_tracepoint:block_rq_complete"}
         classic = {"tracepoint:block:block_rq_issue", "tracepoint:block:block_rq_complete"}
-        want = {"tracepoint:syscalls:sys_enter_write", "tracepoint:syscalls:sys_exit_write"}
+        # the syscall layer is on the raw_syscalls raw tracepoints (x86_64: every VM)
+        want = {"raw_tracepoint:sys_enter:write", "raw_tracepoint:sys_exit:write"}
         want |= raw if raw <= hooks else classic
         if not self.available.get("vfs"):
             want |= {"kprobe:vfs_write", "kretprobe:vfs_write", "kprobe:vfs_read", "kretprobe:vfs_read"}

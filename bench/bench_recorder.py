@@ -1,11 +1,13 @@
 """Recorder benchmark: aether-rec against `perf record -z` on the same workloads, same run,
 like for like.
 
-    sudo .venv/bin/python bench/bench_recorder.py [--repeat 3] [--transport ringbuf|perf]
+    sudo .venv/bin/python bench/bench_recorder.py [--repeat 3] [--transport 'ringbuf|perf|ringbuf classic']
 
 Pairs (each workload is started paused, the tracer attaches to its pid, then it is released):
   storm      dd if=/dev/zero of=/dev/null bs=512 count=2000000   (4 M read/write syscalls)
              aether-rec --layers syscall --ops read,write  vs  perf on sys_{enter,exit}_{read,write}
+             (aether-rec on the raw_syscalls raw tracepoints; "ringbuf classic": on the same four
+             classic tracepoints as perf, --syscall-hooks tracepoint)
   dio-write  dd if=/dev/zero of=F bs=4k count=N oflag=direct
   dio-read   dd if=F of=/dev/null bs=4k count=N iflag=direct
              aether-rec --layers block  vs  perf -a on block_rq_insert/issue/complete, both
@@ -125,9 +127,12 @@ def run_untraced(argv: list[str]) -> Run:
     return Run(release(paused(argv)))
 
 
-def run_aether(argv: list[str], out: Path, transport: str, block: bool, dev: int) -> Run:
+def run_aether(argv: list[str], out: Path, setup: str, block: bool, dev: int) -> Run:
+    """setup: a transport, or "TRANSPORT classic": the classic syscall tracepoints."""
     wl = paused(argv)
+    transport, _, hooks = setup.partition(" ")
     cmd = [*AETHER, "record", "-o", str(out), "--force", "--transport", transport,
+           "--syscall-hooks", "tracepoint" if hooks == "classic" else "auto",
            "--buffer-pages", str(RING_PAGES if transport == "ringbuf" else PER_CPU_PAGES)]
     # block pair: system-wide (perf attached by pid misses completions in interrupt context)
     if block:
@@ -227,8 +232,9 @@ def offline_peers(aio: Path, pdata: Path, work: Path) -> dict[str, tuple[float, 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--transport", choices=["ringbuf", "perf"], action="append",
-                    help="aether-rec transports to measure (repeatable; default: both)")
+    ap.add_argument("--transport", choices=["ringbuf", "perf", "ringbuf classic"], action="append",
+                    help="aether-rec setups to measure (repeatable; default: all three; 'classic': the "
+                         "classic syscall tracepoints instead of raw_syscalls, storm only)")
     ap.add_argument("--dio-count", type=int, default=20000, help="4 KiB direct I/Os per dio row")
     ap.add_argument("--storm-records", type=int, default=2_000_000,
                     help="dd records in the storm (2 syscalls each); larger shows how the offline "
@@ -258,7 +264,7 @@ def main() -> None:
     }
     if args.only:
         workloads = {k: v for k, v in workloads.items() if k in args.only}
-    transports = args.transport or ["ringbuf", "perf"]
+    transports = args.transport or ["ringbuf", "perf", "ringbuf classic"]
     results: dict[tuple[str, str], list[Run]] = {}
     offline: dict[str, list[tuple[float, float]]] = {}
     try:
@@ -270,7 +276,9 @@ def main() -> None:
                 aio, pdata = work / f"{name}.aio", work / f"{name}.perf.data"
                 results.setdefault((name, "untraced"), []).append(run_untraced(argv))
                 for tr in transports:  # the first transport's storm capture feeds the offline rows
-                    out = aio if tr == transports[0] else work / f"{name}-{tr}.aio"
+                    if block and tr.endswith("classic"):
+                        continue  # no syscall hooks in the block rows
+                    out = aio if tr == transports[0] else work / f"{name}-{tr.replace(' ', '-')}.aio"
                     run = run_aether(argv, out, tr, block, dev)
                     results.setdefault((name, f"aether-rec {tr}"), []).append(run)
                 results.setdefault((name, "perf record -z"), []).append(run_perf(argv, pdata, block, dev))
@@ -285,7 +293,7 @@ def main() -> None:
     print(f"Same events for both tracers (storm: syscall read/write; dio: block layer), same buffer: "
           f"{BUFFER_BYTES >> 20} MiB (aether-rec ringbuf --buffer-pages {RING_PAGES}; perf buffers and "
           f"perf record -m {PER_CPU_PAGES} per CPU)")
-    hdr = (f"{'workload':<10} {'setup':<18} {'time s':>7} {'x untraced':>10} {'syscalls captured':>21} "
+    hdr = (f"{'workload':<10} {'setup':<25} {'time s':>7} {'x untraced':>10} {'syscalls captured':>21} "
            f"{'block I/Os':>13} {'missing':>9} {'lost':>7} {'B per I/O':>9} {'CPU s':>6} {'tree MB':>8} "
            f"{'cg MB':>6}")
     print(hdr)
@@ -293,16 +301,18 @@ def main() -> None:
     for name, (_argv, nsys, nblk, _block) in workloads.items():
         base = med(r.workload_s for r in results[(name, "untraced")])
         for setup in ("untraced", *(f"aether-rec {tr}" for tr in transports), "perf record -z"):
+            if (name, setup) not in results:
+                continue
             rs = results[(name, setup)]
             t = med(r.workload_s for r in rs)
             if setup == "untraced":
-                print(f"{name:<10} {setup:<18} {t:>7.2f} {1.0:>10.2f}")
+                print(f"{name:<10} {setup:<25} {t:>7.2f} {1.0:>10.2f}")
                 continue
             cap = int(med(r.captured for r in rs))
             blk = int(med(r.block for r in rs))
             missing = int(med(max(0, nsys - r.captured) + max(0, nblk - r.block) for r in rs))
             lost = "-" if setup.startswith("perf") else f"{int(med(r.lost for r in rs)):,}"
-            print(f"{name:<10} {setup:<18} {t:>7.2f} {t / base:>10.2f} {f'{cap:,}/{nsys:,}':>21} "
+            print(f"{name:<10} {setup:<25} {t:>7.2f} {t / base:>10.2f} {f'{cap:,}/{nsys:,}':>21} "
                   f"{f'{blk:,}/{nblk:,}':>13} {missing:>9,} {lost:>7} "
                   f"{med(r.file_bytes for r in rs) / (nsys + nblk):>9.2f} "
                   f"{med(r.cpu_s for r in rs):>6.2f} {med(r.peak_mb for r in rs):>8.0f} "

@@ -249,20 +249,26 @@ class Chunk:
 
 def _encode_short_bytes(arr: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     """(first index of each distinct value, inverse) for a bytes array of at most 16
-    bytes per item, by sorting one 64-bit hash per item instead of the strings; every
-    item is then checked against its representative, so a collision only costs the
-    slow path (None)."""
+    bytes per item. Equal neighbours are one run (recorded columns come in runs: a
+    thread's events share its comm); one 64-bit hash per run is sorted instead of the
+    strings, and every run's value is then checked against its representative, so a
+    collision only costs the slow path (None)."""
     n = len(arr)
     padded = np.zeros(n, "S16")
     padded[:] = arr
     halves = padded.view("<u8").reshape(n, 2)
-    key = halves[:, 0] * np.uint64(0x9E3779B97F4A7C15) ^ halves[:, 1]
+    lo, hi = halves[:, 0], halves[:, 1]
+    starts = np.flatnonzero((lo[1:] != lo[:-1]) | (hi[1:] != hi[:-1])) + 1
+    starts = np.concatenate((np.zeros(min(n, 1), np.intp), starts))
+    heads = halves[starts]
+    key = heads[:, 0] * np.uint64(0x9E3779B97F4A7C15) ^ heads[:, 1]
     _, first, inv = np.unique(key, return_index=True, return_inverse=True)
     inv = inv.reshape(-1)
-    rep = halves[first][inv]
-    if not np.array_equal(rep, halves):
+    if not np.array_equal(heads[first][inv], heads):
         return None
-    return first, inv
+    if len(starts) == n:
+        return first, inv
+    return starts[first], np.repeat(inv, np.diff(np.append(starts, n)))
 
 
 def encode_strings(arr: np.ndarray) -> tuple[np.ndarray, list[str]]:

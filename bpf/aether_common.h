@@ -89,6 +89,32 @@ static __always_inline struct aether_config *aether_cfg(void)
 #define SELF_TGID ({ struct aether_config *_c = aether_cfg(); _c ? _c->self_tgid : 0; })
 #define MIN_LAT_NS ({ struct aether_config *_c = aether_cfg(); _c ? _c->min_lat_ns : 0; })
 
+/* The raw_syscalls raw tracepoints (x86_64; syscall.c with AETHER_SC_RAW, names.c with
+ * AETHER_NM_RAW, both called from sys_raw.c's one program per tracepoint): a syscall's
+ * arguments are its saved user registers, SC_REG0..5 of a struct sc_regs R. */
+#if defined(AETHER_SC_RAW) || defined(AETHER_NM_RAW)
+#define AETHER_USER_CS 0x33 /* __USER_CS, arch/x86/include/asm/segment.h */
+/* the registers read, in pt_regs order (arch/x86/include/asm/ptrace.h), r10 .. cs */
+struct sc_regs {
+    u64 r10, r9, r8, ax, cx, dx, si, di, orig_ax, ip, cs;
+};
+#define SC_REG0 R.di
+#define SC_REG1 R.si
+#define SC_REG2 R.dx
+#define SC_REG3 R.r10
+#define SC_REG4 R.r8
+#define SC_REG5 R.r9
+
+/* the user registers of a 64-bit syscall; -1 for a compat (32-bit) one, which has its own
+ * numbering and is not traced (as on the classic tracepoints), or a failed read */
+static __always_inline int sc_regs_read(struct sc_regs *r, u64 regs)
+{
+    if (bpf_probe_read_kernel(r, sizeof(*r), (const void *)(regs + offsetof(struct pt_regs, r10))) != 0)
+        return -1;
+    return r->cs == AETHER_USER_CS ? 0 : -1;
+}
+#endif
+
 #ifdef FILTER_PID
 BPF_HASH(traced_tgids, u32, u8, PID_MAP_SIZE);
 #endif

@@ -116,117 +116,137 @@ static __always_inline int nm_simple_exit(void *ctx, long ret, u8 kind, s32 fd, 
     return AETHER_PASS;
 }
 
+/* Each call below is NM_ENTER(name, body) (+ NM_EXIT(name) when its record is made at
+ * exit), its arguments written P(field, n): the sys_enter tracepoint's field, or the n-th
+ * argument register. Classic tracepoints: a sys_enter_X (and sys_exit_X) program per call.
+ * AETHER_NM_RAW (x86_64): the list becomes the cases of nm_raw's switch on the syscall
+ * number (AETHER_NR_X), called by sys_raw.c's raw_syscalls programs. */
+#ifdef AETHER_NM_RAW
+#define P(field, n) SC_REG##n
+#define NM_CTX ctx
+#define NM_ENTER(name, body)                                                                  \
+    case AETHER_NR_##name:                                                                    \
+        if (is_exit)                                                                          \
+            return nm_exit(ctx, (long)ctx->args[1]);                                          \
+        if (sc_regs_read(&R, ctx->args[0]) != 0)                                              \
+            return AETHER_PASS;                                                               \
+        { body }
+#define NM_ENTER_ONLY(name, body)                                                             \
+    case AETHER_NR_##name:                                                                    \
+        if (is_exit || sc_regs_read(&R, ctx->args[0]) != 0)                                   \
+            return AETHER_PASS;                                                               \
+        { body }
+#define NM_EXIT(name)
+
+/* the fd-naming call nr's entry (is_exit 0: arguments read only for these calls) or exit */
+static __always_inline int nm_raw(struct bpf_raw_tracepoint_args *ctx, int is_exit, long nr)
+{
+    struct sc_regs R = {};
+    switch (nr) {
+#else
+#define P(field, n) args->field
+#define NM_CTX args
+#define NM_ENTER(name, body) TRACEPOINT_PROBE(syscalls, sys_enter_##name) { body }
+#define NM_ENTER_ONLY(name, body) NM_ENTER(name, body)
 #define NM_EXIT(name) \
     TRACEPOINT_PROBE(syscalls, sys_exit_##name) { return nm_exit(args, args->ret); }
+#endif
 
 #ifdef AETHER_NM_openat
-TRACEPOINT_PROBE(syscalls, sys_enter_openat)
-{
-    return nm_pend(AETHER_NAME_OPEN, args->filename, args->dfd, args->flags);
-}
+NM_ENTER(openat, return nm_pend(AETHER_NAME_OPEN, (const void *)P(filename, 1), (s32)P(dfd, 0),
+                                (u32)P(flags, 2));)
 NM_EXIT(openat)
 #endif
 #ifdef AETHER_NM_openat2
-TRACEPOINT_PROBE(syscalls, sys_enter_openat2)
-{
-    u64 flags = 0;
-    bpf_probe_read_user(&flags, sizeof(flags), args->how); /* struct open_how starts with flags */
-    return nm_pend(AETHER_NAME_OPEN, args->filename, args->dfd, (u32)flags);
-}
+NM_ENTER(openat2, u64 flags = 0;
+         /* struct open_how starts with flags */
+         bpf_probe_read_user(&flags, sizeof(flags), (const void *)P(how, 2));
+         return nm_pend(AETHER_NAME_OPEN, (const void *)P(filename, 1), (s32)P(dfd, 0), (u32)flags);)
 NM_EXIT(openat2)
 #endif
 #ifdef AETHER_NM_open
-TRACEPOINT_PROBE(syscalls, sys_enter_open)
-{
-    return nm_pend(AETHER_NAME_OPEN, args->filename, AETHER_AT_FDCWD, args->flags);
-}
+NM_ENTER(open, return nm_pend(AETHER_NAME_OPEN, (const void *)P(filename, 0), AETHER_AT_FDCWD,
+                              (u32)P(flags, 1));)
 NM_EXIT(open)
 #endif
 #ifdef AETHER_NM_creat
-TRACEPOINT_PROBE(syscalls, sys_enter_creat)
-{
-    return nm_pend(AETHER_NAME_OPEN, args->pathname, AETHER_AT_FDCWD, 01 | 0100 | 01000);
-}
+NM_ENTER(creat, return nm_pend(AETHER_NAME_OPEN, (const void *)P(pathname, 0), AETHER_AT_FDCWD,
+                               01 | 0100 | 01000);)
 NM_EXIT(creat)
 #endif
 #ifdef AETHER_NM_chdir
-TRACEPOINT_PROBE(syscalls, sys_enter_chdir) { return nm_pend(AETHER_NAME_CHDIR, args->filename, -1, 0); }
+NM_ENTER(chdir, return nm_pend(AETHER_NAME_CHDIR, (const void *)P(filename, 0), -1, 0);)
 NM_EXIT(chdir)
 #endif
 #ifdef AETHER_NM_pipe
-TRACEPOINT_PROBE(syscalls, sys_enter_pipe) { return nm_pend(AETHER_NAME_PIPE, args->fildes, -1, 0); }
+NM_ENTER(pipe, return nm_pend(AETHER_NAME_PIPE, (const void *)P(fildes, 0), -1, 0);)
 NM_EXIT(pipe)
 #endif
 #ifdef AETHER_NM_pipe2
-TRACEPOINT_PROBE(syscalls, sys_enter_pipe2) { return nm_pend(AETHER_NAME_PIPE, args->fildes, -1, 0); }
+NM_ENTER(pipe2, return nm_pend(AETHER_NAME_PIPE, (const void *)P(fildes, 0), -1, 0);)
 NM_EXIT(pipe2)
 #endif
 #ifdef AETHER_NM_socketpair
-TRACEPOINT_PROBE(syscalls, sys_enter_socketpair)
-{
-    return nm_pend(AETHER_NAME_SOCKET, args->usockvec, -1, 0);
-}
+NM_ENTER(socketpair, return nm_pend(AETHER_NAME_SOCKET, (const void *)P(usockvec, 3), -1, 0);)
 NM_EXIT(socketpair)
 #endif
 /* the fd arguments of these are read at entry, and the record emitted at exit */
 #ifdef AETHER_NM_dup
-TRACEPOINT_PROBE(syscalls, sys_enter_dup) { return nm_pend(AETHER_NAME_DUP, 0, args->fildes, 0); }
+NM_ENTER(dup, return nm_pend(AETHER_NAME_DUP, 0, (s32)P(fildes, 0), 0);)
 NM_EXIT(dup)
 #endif
 #ifdef AETHER_NM_dup2
-TRACEPOINT_PROBE(syscalls, sys_enter_dup2) { return nm_pend(AETHER_NAME_DUP, 0, args->oldfd, 0); }
+NM_ENTER(dup2, return nm_pend(AETHER_NAME_DUP, 0, (s32)P(oldfd, 0), 0);)
 NM_EXIT(dup2)
 #endif
 #ifdef AETHER_NM_dup3
-TRACEPOINT_PROBE(syscalls, sys_enter_dup3) { return nm_pend(AETHER_NAME_DUP, 0, args->oldfd, 0); }
+NM_ENTER(dup3, return nm_pend(AETHER_NAME_DUP, 0, (s32)P(oldfd, 0), 0);)
 NM_EXIT(dup3)
 #endif
 #ifdef AETHER_NM_fcntl
 /* F_DUPFD (0) and F_DUPFD_CLOEXEC (1030) make a copy; other commands are not followed */
-TRACEPOINT_PROBE(syscalls, sys_enter_fcntl)
-{
-    if (args->cmd == 0 || args->cmd == 1030)
-        return nm_pend(AETHER_NAME_DUP, 0, args->fd, 0);
-    return AETHER_PASS;
-}
+NM_ENTER(fcntl, if ((u32)P(cmd, 1) == 0 || (u32)P(cmd, 1) == 1030)
+                    return nm_pend(AETHER_NAME_DUP, 0, (s32)P(fd, 0), 0);
+                return AETHER_PASS;)
 NM_EXIT(fcntl)
 #endif
 #ifdef AETHER_NM_fchdir
-TRACEPOINT_PROBE(syscalls, sys_enter_fchdir) { return nm_pend(AETHER_NAME_FCHDIR, 0, args->fd, 0); }
+NM_ENTER(fchdir, return nm_pend(AETHER_NAME_FCHDIR, 0, (s32)P(fd, 0), 0);)
 NM_EXIT(fchdir)
 #endif
 #ifdef AETHER_NM_socket
-TRACEPOINT_PROBE(syscalls, sys_enter_socket) { return nm_pend(AETHER_NAME_SOCKET, 0, -1, 0); }
+NM_ENTER(socket, return nm_pend(AETHER_NAME_SOCKET, 0, -1, 0);)
 NM_EXIT(socket)
 #endif
 #ifdef AETHER_NM_accept
-TRACEPOINT_PROBE(syscalls, sys_enter_accept) { return nm_pend(AETHER_NAME_SOCKET, 0, -1, 0); }
+NM_ENTER(accept, return nm_pend(AETHER_NAME_SOCKET, 0, -1, 0);)
 NM_EXIT(accept)
 #endif
 #ifdef AETHER_NM_accept4
-TRACEPOINT_PROBE(syscalls, sys_enter_accept4) { return nm_pend(AETHER_NAME_SOCKET, 0, -1, 0); }
+NM_ENTER(accept4, return nm_pend(AETHER_NAME_SOCKET, 0, -1, 0);)
 NM_EXIT(accept4)
 #endif
 /* close: the fd is gone whatever the result (even EINTR closes it on Linux) */
 #ifdef AETHER_NM_close
-TRACEPOINT_PROBE(syscalls, sys_enter_close)
-{
-    u64 id = bpf_get_current_pid_tgid();
-    if (nm_wanted(id))
-        nm_emit(args, id, AETHER_NAME_CLOSE, (s32)args->fd, -1, 0, 0);
-    return AETHER_PASS;
-}
+NM_ENTER_ONLY(close, u64 id = bpf_get_current_pid_tgid();
+              if (nm_wanted(id))
+                  nm_emit(NM_CTX, id, AETHER_NAME_CLOSE, (s32)P(fd, 0), -1, 0, 0);
+              return AETHER_PASS;)
 #endif
 #ifdef AETHER_NM_close_range
-TRACEPOINT_PROBE(syscalls, sys_enter_close_range)
-{
-    u64 id = bpf_get_current_pid_tgid();
-    /* CLOSE_RANGE_UNSHARE / CLOEXEC (flags != 0) do not close in this table */
-    if (args->flags == 0 && nm_wanted(id))
-        nm_emit(args, id, AETHER_NAME_CLOSE_RANGE, (s32)args->fd, (s32)args->max_fd, 0, 0);
+/* CLOSE_RANGE_UNSHARE / CLOEXEC (flags != 0) do not close in this table */
+NM_ENTER_ONLY(close_range, u64 id = bpf_get_current_pid_tgid();
+              if ((u32)P(flags, 2) == 0 && nm_wanted(id))
+                  nm_emit(NM_CTX, id, AETHER_NAME_CLOSE_RANGE, (s32)P(fd, 0), (s32)P(max_fd, 1), 0, 0);
+              return AETHER_PASS;)
+#endif
+
+#ifdef AETHER_NM_RAW
+    } /* switch (nr) */
     return AETHER_PASS;
 }
 #endif
+#undef P
 
 /* A new process starts with a copy of its parent's fds and working directory
  * (called by tasks.c's sched_process_fork hook). */

@@ -121,33 +121,12 @@ static __always_inline u32 rwf_flags(u64 rwf)
  *
  * Classic tracepoints: one sys_enter_X / sys_exit_X program pair per syscall.
  * AETHER_SC_RAW (x86_64): the raw tracepoints raw_syscalls:sys_enter / sys_exit, one program
- * each for every syscall, whose number (AETHER_NR_X, from recorder/probes.py) selects the
- * op: the list below becomes the cases of one switch. They skip the trace record the
- * classic path formats for every call, and read the arguments from the task's saved user
- * registers. 32-bit (compat) syscalls have their own numbering: as on the classic
- * tracepoints they are not traced (their code segment is not __USER_CS); x32 numbers
- * (bit 30 set) match no case. */
+ * each for every syscall (sys_raw.c), whose number (AETHER_NR_X, from recorder/probes.py)
+ * selects the op: the list below becomes the cases of sc_raw's switch. They skip the
+ * trace record the classic path formats for every call, and read the arguments from the
+ * task's saved user registers (aether_common.h). x32 numbers (bit 30 set) match no case. */
 #ifdef AETHER_SC_RAW
-#define AETHER_USER_CS 0x33 /* __USER_CS, arch/x86/include/asm/segment.h */
-/* the registers read, in pt_regs order (arch/x86/include/asm/ptrace.h), r10 .. cs */
-struct sc_regs {
-    u64 r10, r9, r8, ax, cx, dx, si, di, orig_ax, ip, cs;
-};
-#define SC_REG0 R.di
-#define SC_REG1 R.si
-#define SC_REG2 R.dx
-#define SC_REG3 R.r10
-#define SC_REG4 R.r8
-#define SC_REG5 R.r9
 #define P(field, n) SC_REG##n
-
-/* the user registers of a 64-bit syscall; -1 for a compat one or a failed read */
-static __always_inline int sc_regs_read(struct sc_regs *r, u64 regs)
-{
-    if (bpf_probe_read_kernel(r, sizeof(*r), (const void *)(regs + offsetof(struct pt_regs, r10))) != 0)
-        return -1;
-    return r->cs == AETHER_USER_CS ? 0 : -1;
-}
 
 #define SC_ENTER(name, opcode, fd, bytes, offset, flags)                                       \
     case AETHER_NR_##name:                                                                    \
@@ -271,17 +250,5 @@ SC_EXIT(io_getevents, AETHER_OP_IO_GETEVENTS)
     } /* switch (nr) */
     return AETHER_PASS;
 }
-
-RAW_TRACEPOINT_PROBE(sys_enter)
-{
-    return sc_raw(ctx, 0, (long)ctx->args[1]);
-}
-
-RAW_TRACEPOINT_PROBE(sys_exit)
-{
-    struct sc_regs R;
-    if (sc_regs_read(&R, ctx->args[0]) != 0)
-        return AETHER_PASS;
-    return sc_raw(ctx, 1, (long)R.orig_ax);
-}
 #endif
+#undef P

@@ -494,3 +494,22 @@ def test_a_tracefs_only_root_may_read_is_one_line_not_a_traceback(monkeypatch: p
     monkeypatch.setattr(tf, "_is_tracefs", denied)
     with pytest.raises(EnvironmentProblem, match="readable only by root"):
         tf.find_tracefs()
+
+
+UNISTD_64 = Path("/usr/include/x86_64-linux-gnu/asm/unistd_64.h")  # linux-libc-dev
+
+
+@pytest.mark.skipif(not UNISTD_64.exists(), reason="no x86_64 asm/unistd_64.h (linux-libc-dev)")
+def test_raw_syscall_numbers_are_the_kernel_headers() -> None:
+    """The x86_64 numbers the raw_syscalls programs switch on are the kernel's own
+    (its uapi header), for every traced syscall and every fd-naming call."""
+    from aether_rec.recorder.probes import NAME_HOOKS, NAME_NR_X86_64, SYSCALL_HOOKS
+
+    text = UNISTD_64.read_text()
+    nr = {m.group(1): int(m.group(2)) for m in re.finditer(r"#define __NR_(\w+) (\d+)", text)}
+    for h in SYSCALL_HOOKS:
+        name = "sendfile" if h.name == "sendfile64" else h.name  # tracefs calls it sendfile64
+        assert nr[name] == h.nr_x86_64, h.name
+    assert set(NAME_NR_X86_64) == set(NAME_HOOKS)
+    for name, n in NAME_NR_X86_64.items():
+        assert nr[name] == n, name

@@ -139,7 +139,7 @@ def prepare(opts: RecordOptions, log: Log = default_log) -> Prepared:
         notes.append(msg)
     if not any(p.available for p in plans.values()):
         raise RecorderError("no layer can be recorded on this kernel: see 'aether-rec doctor'")
-    names = probe_names(tfs) if needs_names(plans) else None
+    names = probe_names(tfs, opts.syscall_hooks) if needs_names(plans) else None
     if names is not None and not names.available:
         log(names.reason)
         notes.append(names.reason)

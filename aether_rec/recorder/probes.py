@@ -81,6 +81,13 @@ NAME_HOOKS: dict[str, tuple[str, ...]] = {
     "accept4": (),
 }
 
+#: their numbers on x86_64 (the ABI's, fixed: asm/unistd_64.h __NR_<name>)
+NAME_NR_X86_64: dict[str, int] = {
+    "openat": 257, "openat2": 437, "open": 2, "creat": 85, "close": 3, "close_range": 436,
+    "dup": 32, "dup2": 33, "dup3": 292, "fcntl": 72, "chdir": 80, "fchdir": 81, "pipe": 22,
+    "pipe2": 293, "socket": 41, "socketpair": 53, "accept": 43, "accept4": 288,
+}
+
 #: ops the io_uring layer can produce
 URING_OPS: tuple[str, ...] = (
     "read", "write", "readv", "writev", "fsync", "sync_file_range", "fallocate", "splice"
@@ -210,19 +217,26 @@ def probe_syscall(tfs: TraceFS, ops: frozenset[str] | None = None, hooks: str = 
     return plan
 
 
-def probe_names(tfs: TraceFS) -> LayerPlan:
-    """The fd-naming hooks (bpf/names.c, included by tasks.c): each call the kernel has.
+def probe_names(tfs: TraceFS, hooks: str = "auto") -> LayerPlan:
+    """The fd-naming hooks (bpf/names.c, included by tasks.c): each call the kernel has,
+    on the raw_syscalls raw tracepoints or classic ones as probe_syscall chooses.
     Not a layer (it records no I/O): planned with the layers that have fds to name."""
+    raw = hooks != "tracepoint" and not raw_syscalls_reason(tfs)
     plan = LayerPlan("names", True, defines=["-DAETHER_NAMES_ON=1"])
     for name, fields in NAME_HOOKS.items():
-        missing = tfs.missing("syscalls", f"sys_enter_{name}", fields)
+        missing = tfs.missing("syscalls", f"sys_enter_{name}", () if raw else fields)
         if name != "close" and name != "close_range":
-            missing += tfs.missing("syscalls", f"sys_exit_{name}", ("ret",))
+            missing += tfs.missing("syscalls", f"sys_exit_{name}", () if raw else ("ret",))
         if missing:
             plan.skipped.append(f"{name}: missing {', '.join(missing)}")
             continue
         plan.defines.append(f"-DAETHER_NM_{name}=1")
-        plan.hooks.append({"layer": "names", "hook": f"tracepoint:syscalls:sys_enter_{name}", "role": "fd"})
+        if raw:
+            plan.defines.append(f"-DAETHER_NR_{name}={NAME_NR_X86_64[name]}")
+        hook = f"raw_tracepoint:sys_enter:{name}" if raw else f"tracepoint:syscalls:sys_enter_{name}"
+        plan.hooks.append({"layer": "names", "hook": hook, "role": "fd"})
+    if raw:
+        plan.defines.append("-DAETHER_NM_RAW=1")
     if not tfs.has("syscalls", "sys_enter_openat", NAME_HOOKS["openat"]):
         return LayerPlan("names", False, "no syscalls:sys_enter_openat tracepoint: paths come from /proc")
     return plan

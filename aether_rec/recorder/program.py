@@ -115,6 +115,7 @@ def build_program(
     if names is not None and names.available:
         cflags += names.defines  # names.c is included by tasks.c
     sources.append("tasks.c")
+    sources.append("sys_raw.c")  # the raw_syscalls programs, when a source asks for them
     cflags += opts.extra_cflags
     parts = [
         "/* aether-rec BPF program, compiled by bcc with cflags:\n *   "

@@ -72,6 +72,16 @@ class Prepared:
         return hooks
 
     @property
+    def attach_points(self) -> int:
+        """How many hooks are attached: the syscalls served by one raw_syscalls program
+        ("raw_tracepoint:sys_enter:read", ":write"...) count once per tracepoint."""
+        points = set()
+        for h in self.hooks:
+            name = str(h["hook"])
+            points.add(":".join(name.split(":")[:2]) if name.startswith("raw_tracepoint:sys_") else name)
+        return len(points)
+
+    @property
     def maps(self) -> list[str]:
         """The program's maps the recorder reads."""
         return ["events", "counters"] + (["names"] if self.names_transport is not None else [])

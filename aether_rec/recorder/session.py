@@ -406,7 +406,7 @@ class Session:
         )
         u = self.prep.user
         self.log(
-            f"recording {layers} I/O of {what} to {self.output.files[-1]} ({len(self.prep.hooks)} hooks)"
+            f"recording {layers} I/O of {what} to {self.output.files[-1]} ({self.prep.attach_points} hooks)"
             + (f"; running as {u.name} (uid {u.uid}, gid {u.gid}), root dropped" if u else "")
             + ("" if o.command else "; Ctrl-C to stop")
         )

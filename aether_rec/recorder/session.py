@@ -21,6 +21,7 @@ import numpy as np
 from aether_rec.errors import AetherError, RecorderError
 from aether_rec.format.chunk import Chunk, encode_strings
 from aether_rec.format.writer import WriteError
+from aether_rec.recorder.columnar import split_columns
 from aether_rec.recorder.launcher import TracedCommand, exit_code
 from aether_rec.recorder.loaded import LoadedProgram, load_remote
 from aether_rec.recorder.losses import LossLedger, real_losses
@@ -201,11 +202,11 @@ class Session:
             ev = self._limit(ev)
             if len(ev):
                 codes, words, flags, fdkind = self.names.annotate(ev)
-                kept = [n for n in ev.dtype.names or () if n in COLUMN_BY_NAME and n != "comm"]
-                cols: dict[str, Any] = {name: ev[name] for name in kept}
+                kept = [n for n in ev.dtype.names or () if n in COLUMN_BY_NAME]
+                cols: dict[str, Any] = split_columns(ev, kept)
                 cols["flags"] = flags
                 cols["fdkind"] = fdkind
-                cols["comm"], comms = encode_strings(ev["comm"])
+                cols["comm"], comms = encode_strings(cols["comm"])
                 cols["path"] = codes
                 chunk = Chunk(len(ev), cols, {"comm": comms, "path": words})
                 if self.redactor is not None:

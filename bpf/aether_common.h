@@ -4,7 +4,7 @@
  * Run-time settings, in the map aether_config (set from user space before the first probe
  * is attached, so that one compiled object serves every recording with the same layers and
  * options: recorder/progcache.py): the recorder's own process (SELF_TGID, never traced) and
- * the latency under which I/Os are dropped (MIN_LAT_NS, 0: keep all).
+ * the latency under which I/Os are dropped (min_lat_ns, 0: keep all: aether_below_min_lat).
  *
  * Compile-time parameters (passed by the recorder as cflags, -DNAME=value):
  *   FILTER_PID=1         only tasks whose tgid is in traced_tgids (filled from user space,
@@ -34,7 +34,7 @@
 #define AETHER_C_PID_MAP_FULL    4 /* a child of a traced process could not be added */
 #define AETHER_C_SUBMIT_FAILED   5 /* submit failed: perf buffer full (also reported by its
                                     * lost callback) or ring buffer full (the ring's loss count) */
-#define AETHER_C_BELOW_MIN_LAT   6 /* I/Os dropped by MIN_LAT_NS (not a loss) */
+#define AETHER_C_BELOW_MIN_LAT   6 /* I/Os dropped by --min-latency (not a loss) */
 #define AETHER_C_SC_OP_MISMATCH  7 /* exit of another syscall than the recorded entry */
 #define AETHER_C_BLK_PARTIAL     8 /* partial block completions seen (not a loss) */
 #define AETHER_C_VFS_START_FULL  9 /* vfs call not tracked: start map full */
@@ -87,7 +87,13 @@ static __always_inline struct aether_config *aether_cfg(void)
     return aether_config.lookup(&zero);
 }
 #define SELF_TGID ({ struct aether_config *_c = aether_cfg(); _c ? _c->self_tgid : 0; })
-#define MIN_LAT_NS ({ struct aether_config *_c = aether_cfg(); _c ? _c->min_lat_ns : 0; })
+
+/* --min-latency: is an I/O of this latency dropped? (one lookup of the settings) */
+static __always_inline int aether_below_min_lat(u64 lat)
+{
+    struct aether_config *c = aether_cfg();
+    return c && c->min_lat_ns > 0 && lat < c->min_lat_ns;
+}
 
 /* The raw_syscalls raw tracepoints (x86_64; syscall.c with AETHER_SC_RAW, names.c with
  * AETHER_NM_RAW, both called from sys_raw.c's one program per tracepoint): a syscall's

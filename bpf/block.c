@@ -259,7 +259,7 @@ RAW_TRACEPOINT_PROBE(block_rq_complete)
     if (!r.wanted || r.ts_first > now)
         return 0;
     u64 lat = now - r.ts_first;
-    if (MIN_LAT_NS > 0 && lat < MIN_LAT_NS) {
+    if (aether_below_min_lat(lat)) {
         aether_count(AETHER_C_BELOW_MIN_LAT);
         return 0;
     }

@@ -175,7 +175,7 @@ TRACEPOINT_PROBE(block, block_rq_complete)
     if (start == 0 || start > now)
         return AETHER_PASS;
     u64 lat = now - start;
-    if (MIN_LAT_NS > 0 && lat < MIN_LAT_NS) {
+    if (aether_below_min_lat(lat)) {
         aether_count(AETHER_C_BELOW_MIN_LAT);
         return AETHER_PASS;
     }

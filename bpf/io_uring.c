@@ -142,7 +142,7 @@ TRACEPOINT_PROBE(io_uring, io_uring_complete)
     uring_req.delete(&key);
     u64 now = bpf_ktime_get_ns();
     u64 lat = now > r.ts ? now - r.ts : 0;
-    if (MIN_LAT_NS > 0 && lat < MIN_LAT_NS) {
+    if (aether_below_min_lat(lat)) {
         aether_count(AETHER_C_BELOW_MIN_LAT);
         return AETHER_PASS;
     }

@@ -62,7 +62,7 @@ static __always_inline int sc_exit(void *ctx, u8 op, long ret)
         return AETHER_PASS;
     }
     u64 lat = bpf_ktime_get_ns() - s.ts;
-    if (MIN_LAT_NS > 0 && lat < MIN_LAT_NS) {
+    if (aether_below_min_lat(lat)) {
         aether_count(AETHER_C_BELOW_MIN_LAT);
         return AETHER_PASS;
     }

@@ -526,3 +526,15 @@ def test_split_columns_is_each_field_copied(n: int) -> None:
     for k in names:
         assert got[k].dtype == KERNEL_EVENT_DTYPE[k] and got[k].flags.c_contiguous, k
         assert np.array_equal(got[k], ev[k]), k
+
+
+@pytest.mark.parametrize("distinct", [1, 3, 16, 17, 500])
+def test_fd_groups_are_every_position_of_each_key(distinct: int) -> None:
+    """annotate's grouping of (pid, fd) keys: each group is all positions of one key, in
+    order; both ways (few keys, many) give the same groups as a stable sort."""
+    from aether_rec.recorder.procinfo import _groups
+
+    keys = np.random.default_rng(distinct).integers(0, distinct, 5000).astype(np.uint64) << np.uint64(32)
+    got = {int(keys[g[0]]): g.tolist() for g in _groups(keys)}
+    want = {int(k): np.flatnonzero(keys == k).tolist() for k in np.unique(keys)}
+    assert got == want

@@ -25,7 +25,7 @@ import numpy as np
 
 from aether_rec.errors import RecorderError
 from aether_rec.recorder.bpfsys import update_elem_u32
-from aether_rec.recorder.transport import Loss, Transport, _merge_losses
+from aether_rec.recorder.transport import Loss, Transport, _merge_losses, joined
 from aether_rec.schema import KERNEL_EVENT_DTYPE
 
 NR_PERF_EVENT_OPEN = {"x86_64": 298, "aarch64": 241, "ppc64le": 319, "s390x": 331, "riscv64": 241}
@@ -240,7 +240,7 @@ class PerfMmapTransport(Transport):
         parts, self._parts = self._parts, []
         losses = _merge_losses(self._losses)
         self._losses = []
-        events = np.concatenate(parts) if parts else np.empty(0, self.dtype)
+        events = joined(parts, self.dtype)
         self.samples += len(events)
         for x in losses:
             self.lost += x.count

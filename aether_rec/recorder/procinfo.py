@@ -128,11 +128,8 @@ class Names:
             keys = (ev["pid"][has_fd].astype(np.uint64) << np.uint64(32)) | ev["fd"][has_fd].astype(
                 np.uint32
             ).astype(np.uint64)
-            order = np.argsort(keys, kind="stable")
-            sorted_keys = keys[order]
-            bounds = np.flatnonzero(np.diff(sorted_keys)) + 1
             index: dict[str, int] = {}
-            for grp in np.split(order, bounds):
+            for grp in _groups(keys):
                 k = int(keys[grp[0]])
                 pid, fd = k >> 32, int(np.int32(np.uint32(k & 0xFFFFFFFF)))
                 rows = has_fd[grp]
@@ -168,3 +165,14 @@ class Names:
         out = {"procs": self.new_procs, "fds": self.new_fds, "devices": self.new_devices}
         self.new_procs, self.new_fds, self.new_devices = [], [], []
         return {k: v for k, v in out.items() if v}
+
+
+def _groups(keys: np.ndarray, few: int = 16) -> list[np.ndarray]:
+    """The positions of each distinct key, in order of position within a group. A batch
+    usually holds few distinct (pid, fd) keys: found by a hash pass and one comparison
+    per key and event; with more, by a stable sort."""
+    uniq = np.unique(keys)
+    if len(uniq) <= few:
+        return [np.flatnonzero(keys == k) for k in uniq]
+    order = np.argsort(keys, kind="stable")
+    return np.split(order, np.flatnonzero(np.diff(keys[order])) + 1)

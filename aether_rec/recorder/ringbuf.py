@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from aether_rec.errors import RecorderError
-from aether_rec.recorder.transport import Loss, Transport
+from aether_rec.recorder.transport import Loss, Transport, joined
 from aether_rec.schema import KERNEL_EVENT_DTYPE
 
 RINGBUF_HDR = 8  # struct bpf_ringbuf_hdr: u32 len (busy/discard bits), u32 pg_off
@@ -159,7 +159,7 @@ class RingBufTransport(Transport):
     def take(self) -> tuple[np.ndarray, list[Loss]]:
         parts, self._parts = self._parts, []
         losses, self._losses = self._losses, []
-        events = np.concatenate(parts) if parts else np.empty(0, self.dtype)
+        events = joined(parts, self.dtype)
         self.samples += len(events)
         self.lost += sum(x.count for x in losses)
         return events, losses

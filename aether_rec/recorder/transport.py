@@ -20,7 +20,14 @@ import numpy as np
 
 from aether_rec.format.records import Loss
 
-__all__ = ["Loss", "Transport"]
+__all__ = ["Loss", "Transport", "joined"]
+
+
+def joined(parts: list[np.ndarray], dtype: np.dtype) -> np.ndarray:
+    """The batches read since the last take, as one array (copied only if several)."""
+    if not parts:
+        return np.empty(0, dtype)
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
 class Transport(ABC):

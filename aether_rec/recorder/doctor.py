@@ -98,7 +98,7 @@ def render(rep: dict[str, Any]) -> list[str]:
     nm = rep.get("names")
     if nm is not None:
         if nm["available"]:
-            calls = sorted(str(x["hook"]).rsplit("sys_enter_", 1)[-1] for x in nm["hooks"])
+            calls = sorted(str(x["hook"]).rsplit(":", 1)[-1].removeprefix("sys_enter_") for x in nm["hooks"])
             out.append(f"{mark(True)} fd names from the kernel: {len(calls)} calls: {', '.join(calls)}")
         else:
             out.append(f"n/a  fd names from the kernel: {nm['reason']}")

@@ -538,3 +538,31 @@ def test_fd_groups_are_every_position_of_each_key(distinct: int) -> None:
     got = {int(keys[g[0]]): g.tolist() for g in _groups(keys)}
     want = {int(k): np.flatnonzero(keys == k).tolist() for k in np.unique(keys)}
     assert got == want
+
+
+def test_cached_program_attaches_the_task_hooks_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The task hooks (fork/exit: which children --pid follows) are attached before any
+    hook that makes events, whatever order the cache lists the programs in; the compile
+    path sorts by the same bpfsys.attach_rank."""
+    from aether_rec.recorder import bpfsys, progcache
+
+    for ev in ("sched/sched_process_fork", "io_uring/io_uring_complete"):
+        (tmp_path / "events" / ev).mkdir(parents=True)
+        (tmp_path / "events" / ev / "id").write_text("7\n")
+    order: list[str] = []
+    monkeypatch.setattr(progcache, "find_tracefs", lambda: tmp_path)
+    monkeypatch.setattr(bpfsys, "map_create", lambda *a: 3)
+    monkeypatch.setattr(bpfsys, "prog_load", lambda kind, insns, lic, name: name)
+    monkeypatch.setattr(bpfsys, "raw_tracepoint_open", lambda tp, fd: order.append(fd) or 9)
+    monkeypatch.setattr(bpfsys, "attach_tracepoint", lambda tp_id, fd: order.append(fd) or 9)
+    names = ["raw_tracepoint__block_rq_issue", "raw_tracepoint__sys_enter",
+             "tracepoint__io_uring__io_uring_complete", "tracepoint__sched__sched_process_fork"]
+    entry = {"maps": [], "license": "GPL",
+             "progs": [{"name": n, "kind": "raw_tracepoint__" if n.startswith("raw") else "tracepoint__",
+                        "insns": ""} for n in names]}
+    progcache.load(entry, lambda maps: None)
+    assert order[0] == "tracepoint__sched__sched_process_fork"
+    assert sorted(order) == sorted(names)
+    assert [bpfsys.attach_rank(n) for n in names] == [1, 1, 1, 0]

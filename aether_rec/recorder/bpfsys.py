@@ -128,6 +128,14 @@ PERF_EVENT_IOC_ENABLE = 0x2400
 PERF_EVENT_IOC_SET_BPF = 0x40042408
 # bcc shows a program under its hook, without the autoload prefix (its libbpf.c does so)
 _NAME_PREFIXES = ("kprobe__", "kretprobe__", "tracepoint__", "raw_tracepoint__")
+# programs attached before the others, by name: the task hooks (tasks.c), so that every
+# child of a traced process forked once any event hook is attached is followed (--pid)
+_ATTACH_FIRST = ("tracepoint__sched__",)
+
+
+def attach_rank(fn_name: str) -> int:
+    """Sort key of a program's attachment (stable sort): 0 for the task hooks, 1 else."""
+    return 0 if fn_name.startswith(_ATTACH_FIRST) else 1
 
 
 class BpfError(RecorderError):

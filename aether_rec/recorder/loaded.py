@@ -20,7 +20,7 @@ import time
 from typing import Any, Protocol
 
 from aether_rec.errors import AetherError, EnvironmentProblem, RecorderError
-from aether_rec.recorder.bpfsys import lookup_percpu_u64, possible_cpus, prog_recursion_misses
+from aether_rec.recorder.bpfsys import attach_rank, lookup_percpu_u64, possible_cpus, prog_recursion_misses
 
 KRETPROBE_MAXACTIVE = 4096  # returns in flight per kretprobe (the kernel's upper limit)
 MAX_FDS = 250  # SCM_RIGHTS carries at most 253 descriptors per message
@@ -120,6 +120,7 @@ def compile_and_attach(
 
     bcc = load_bcc().module
     assert bcc is not None
+    bcc_mod: Any = bcc  # for the class below (the narrowing does not reach its methods)
 
     class TimedBPF(bcc.BPF):  # type: ignore[name-defined]
         """bcc's BPF noting when it starts attaching (its constructor compiles, then
@@ -148,8 +149,28 @@ def compile_and_attach(
                 for cpu, fd in per_cpu.items():
                     update_elem_u32(self[name].map_fd, cpu, fd)
             self.attach_started_ns = time.monotonic_ns()
-            super()._trace_autoload()
+            self._attach_in_order()
             self.attach_s = (time.monotonic_ns() - self.attach_started_ns) / 1e9
+
+        def _attach_in_order(self) -> None:
+            """bcc's autoload (by name prefix; the kinds our programs use), in the order of
+            bpfsys.attach_rank: the task hooks before any event hook."""
+            lib = bcc_mod.lib
+            names = [lib.bpf_function_name(self.module, i) for i in range(lib.bpf_num_functions(self.module))]
+            for func_name in sorted(names, key=lambda n: attach_rank(n.decode())):
+                if func_name.startswith(b"kprobe__"):
+                    fn = self.load_func(func_name, bcc_mod.BPF.KPROBE)
+                    self.attach_kprobe(event=self.fix_syscall_fnname(func_name[8:]), fn_name=fn.name)
+                elif func_name.startswith(b"kretprobe__"):
+                    fn = self.load_func(func_name, bcc_mod.BPF.KPROBE)
+                    self.attach_kretprobe(event=self.fix_syscall_fnname(func_name[11:]), fn_name=fn.name)
+                elif func_name.startswith(b"tracepoint__"):
+                    fn = self.load_func(func_name, bcc_mod.BPF.TRACEPOINT)
+                    tp = fn.name[len(b"tracepoint__") :].replace(b"__", b":")
+                    self.attach_tracepoint(tp=tp, fn_name=fn.name)
+                elif func_name.startswith(b"raw_tracepoint__"):
+                    fn = self.load_func(func_name, bcc_mod.BPF.RAW_TRACEPOINT)
+                    self.attach_raw_tracepoint(tp=fn.name[len(b"raw_tracepoint__") :], fn_name=fn.name)
 
     try:
         bpf = TimedBPF(text=text, cflags=list(cflags))

@@ -188,7 +188,7 @@ def load(entry: dict[str, Any], prepare: Any) -> Loaded:
         prepare(out.maps)
         tracefs = find_tracefs()
         out.attached_ns = time.monotonic_ns()
-        for p in entry["progs"]:
+        for p in sorted(entry["progs"], key=lambda p: bpfsys.attach_rank(str(p["name"]))):
             fd, name = out.progs[p["name"]], p["name"]
             if p["kind"] == RAW_TRACEPOINT:
                 out.links.append(bpfsys.raw_tracepoint_open(name[len(RAW_TRACEPOINT) :], fd))

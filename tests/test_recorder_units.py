@@ -566,3 +566,15 @@ def test_cached_program_attaches_the_task_hooks_first(
     assert order[0] == "tracepoint__sched__sched_process_fork"
     assert sorted(order) == sorted(names)
     assert [bpfsys.attach_rank(n) for n in names] == [1, 1, 1, 0]
+
+
+@pytest.mark.parametrize(("n", "k"), [(0, 1), (100, 3), (50000, 1), (50000, 16), (50000, 17), (50000, 5000)])
+def test_distinct_is_numpy_unique(n: int, k: int) -> None:
+    """distinct (a sample's values tried first) equals np.unique, also when the sample
+    misses a value that occurs once."""
+    from aether_rec.format.chunk import distinct
+
+    arr = np.random.default_rng(n + k).integers(0, k, n).astype(np.uint32)
+    if n:
+        arr[n // 2 + 1] = 999_999  # a value the strided sample does not see
+    assert np.array_equal(distinct(arr), np.unique(arr))

@@ -95,8 +95,13 @@ def _pids(v: Any) -> list[int] | None:
 
 
 def _bitmask(codes: np.ndarray) -> int:
+    """Bit c set for each code c < 64 present (layer and op codes are one byte)."""
     mask = 0
-    for c in np.unique(codes):
+    if codes.dtype == np.uint8:
+        present = np.flatnonzero(np.bincount(codes, minlength=64))
+    else:
+        present = distinct(codes)
+    for c in present.tolist():
         if 0 <= int(c) < 64:
             mask |= 1 << int(c)
     return mask
@@ -154,7 +159,7 @@ class Chunk:
             return ChunkInfo(offset, length, 0, 0, 0, 0, 0, 0, 0, 0, [])
         ts = self.column("ts")
         pid = self.column("pid")
-        upids = np.unique(pid)
+        upids = distinct(pid)
         return ChunkInfo(
             offset=offset,
             length=length,
@@ -245,6 +250,24 @@ class Chunk:
             else:
                 cols[name] = np.concatenate([c.column(name) for c in chunks])
         return cls(sum(c.n for c in chunks), cols, dicts)
+
+
+def distinct(arr: np.ndarray, few: int = 16) -> np.ndarray:
+    """``np.unique(arr)``. A recorded column usually holds few distinct values (pids,
+    devices, (pid, fd) keys): those of a sample are tried first, and when they are few and
+    cover the whole array (one comparison per value and element) no hash or sort of every
+    element is needed."""
+    n = len(arr)
+    if n <= 4096:
+        return np.unique(arr)
+    cand = np.unique(arr[:: n // 1024])
+    if len(cand) <= few:
+        covered = arr == cand[0]
+        for c in cand[1:]:
+            covered |= arr == c
+        if covered.all():
+            return cand
+    return np.unique(arr)
 
 
 def _encode_short_bytes(arr: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:

@@ -42,8 +42,8 @@ def split_columns(ev: np.ndarray, names: Sequence[str]) -> dict[str, np.ndarray]
         if size % 8 == 0:  # whole words: rows of t, side by side for wider fields
             span = t[w : w + size // 8]
             out[k] = (span[0] if size == 8 else np.ascontiguousarray(span.T)).view(fdt).reshape(n)
-        else:  # a few bytes of one word
-            b = off % 8
-            part = t[w].view(np.uint8).reshape(n, 8)[:, b : b + size]
-            out[k] = np.ascontiguousarray(part).view(fdt).reshape(n)
+        elif (off % 8) % size == 0:  # an aligned part of one word: every (8 / size)-th item
+            out[k] = t[w].view(fdt)[(off % 8) // size :: 8 // size].copy()
+        else:
+            out[k] = np.ascontiguousarray(ev[k])
     return out

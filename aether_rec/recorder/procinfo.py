@@ -6,9 +6,11 @@ device names (from /sys).
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 
 import numpy as np
 
+from aether_rec.format.chunk import distinct
 from aether_rec.recorder.fdtable import FdName, FdTable
 from aether_rec.schema import LAYER_CODE
 
@@ -95,7 +97,7 @@ class Names:
             self.fds.pop(pid, None)
 
     def note_pids(self, pids: np.ndarray) -> None:
-        for pid in np.unique(pids).tolist():
+        for pid in distinct(pids).tolist():
             if pid and pid not in self.procs:
                 info = read_proc(pid) or {"pid": pid, "ppid": 0, "comm": "", "cmdline": ""}
                 self.procs[pid] = info
@@ -109,13 +111,14 @@ class Names:
             self.new_devices.append({"dev": dev, "name": name})
         return name
 
-    def annotate(self, ev: np.ndarray) -> tuple[np.ndarray, list[str], np.ndarray, np.ndarray]:
+    def annotate(self, ev: Mapping[str, np.ndarray]) -> tuple[np.ndarray, list[str], np.ndarray, np.ndarray]:
         """(path codes, path dictionary, flags column, fdkind column) for a batch, the
         paths dictionary-coded as the capture stores them. Events with an fd (syscall,
         io_uring, and block requests linked to one of those) are named after the file the
         fd had at the event's start; other block events after their device. One lookup per
-        distinct (pid, fd), none per event; O_DIRECT/O_SYNC of the fd are added to flags."""
-        n = len(ev)
+        distinct (pid, fd), none per event; O_DIRECT/O_SYNC of the fd are added to flags.
+        ``ev``: the batch's columns (or a structured array of them)."""
+        n = len(ev["ts"])
         codes = np.zeros(n, dtype=np.uint32)
         kinds = np.zeros(n, dtype=np.uint8)
         words = [""]
@@ -151,7 +154,7 @@ class Names:
                 flags[rows] |= np.array([nm.flags for nm in names], dtype=np.uint32)[idx]
         blk = ev["layer"] == BLOCK
         if blk.any():
-            for d in np.unique(ev["dev"][blk]).tolist():
+            for d in distinct(ev["dev"][blk]).tolist():
                 self.device(int(d))  # every device goes into the devices table
             unlinked = np.flatnonzero(blk & (ev["fd"] < 0))
             if len(unlinked):
@@ -171,7 +174,7 @@ def _groups(keys: np.ndarray, few: int = 16) -> list[np.ndarray]:
     """The positions of each distinct key, in order of position within a group. A batch
     usually holds few distinct (pid, fd) keys: found by a hash pass and one comparison
     per key and event; with more, by a stable sort."""
-    uniq = np.unique(keys)
+    uniq = distinct(keys, few)
     if len(uniq) <= few:
         return [np.flatnonzero(keys == k) for k in uniq]
     order = np.argsort(keys, kind="stable")

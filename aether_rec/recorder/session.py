@@ -201,9 +201,9 @@ class Session:
         if len(ev):
             ev = self._limit(ev)
             if len(ev):
-                codes, words, flags, fdkind = self.names.annotate(ev)
                 kept = [n for n in ev.dtype.names or () if n in COLUMN_BY_NAME]
                 cols: dict[str, Any] = split_columns(ev, kept)
+                codes, words, flags, fdkind = self.names.annotate(cols)
                 cols["flags"] = flags
                 cols["fdkind"] = fdkind
                 cols["comm"], comms = encode_strings(cols["comm"])

@@ -54,6 +54,7 @@ def mixed_capture(path: Path, minor: int = 2, chunks: int = 6, n: int = 2000, se
             if minor >= 1:
                 c.columns["fdkind"] = rng.choice([0, 1, 2, 3, 4, 8], n).astype(np.uint8)
             w.write_events(c)
+        w.write_loss(Loss(1, 0, 1_000, 2_000, "perf_buffer"))  # nothing lost: not in the span
         w.write_loss(Loss(1, 7, 3_000_000, 4_000_000, "perf_buffer"))
         w.write_loss(Loss(-1, 2, 3_000_000, 4_000_000, "unmatched"))
     return path
@@ -87,7 +88,8 @@ def test_index_histograms_merge_to_the_whole_capture_and_to_summ(tmp_path: Path)
         assert summ.chunks == len(infos) and summ.compressed == sum(i.length for i in infos)
         assert summ.t_first == min(i.t_first for i in infos) and summ.t_last == max(i.t_last for i in infos)
         assert [(x.cpu, x.kind, x.count, x.blocks) for x in summ.losses] == [
-            (1, "perf_buffer", 7, 1), (-1, "unmatched", 2, 1)]
+            (1, "perf_buffer", 7, 2), (-1, "unmatched", 2, 1)]
+        assert (summ.losses[0].t_first, summ.losses[0].t_last) == (3_000_000, 4_000_000)
         assert summ.clock == [(2_000_000_000, 1_767_225_602_000_000_100)]
         assert cap.verify() == []
 
@@ -222,6 +224,16 @@ def test_info_from_summ_equals_scanning_and_reads_no_chunk(tmp_path: Path) -> No
     start, index_at = _summ_at(path.read_bytes())
     # preamble and header, trailer, the SUMM block's last 8 bytes, the SUMM block: nothing else
     assert f.bytes_fetched == first_block + TRAILER_SIZE + 8 + (index_at - start)
+
+
+def test_info_with_a_summ_missing_some_histograms_counts_from_the_chunks(tmp_path: Path) -> None:
+    path = mixed_capture(tmp_path / "m.aio")
+    with aether_rec.open(str(path)) as cap:
+        infos = cap.chunk_infos()
+    data = _resummed(path.read_bytes(), hist_chunks=len(infos) - 1, hist=infos[0].hist)
+    fast, scanned = _info_pair(tmp_path, data)
+    assert fast["from_summary"] is False and fast["warnings"] == []
+    assert fast["by_layer_op"] == scanned["by_layer_op"] and fast["events"] == scanned["events"]
 
 
 @pytest.mark.parametrize("vector", ["015-version-1.1", "002-several-chunks"])

@@ -32,17 +32,19 @@ from aether_rec.format.blocks import (
     read_block,
     unpack,
 )
+from aether_rec.format.limits import (
+    MAX_HIST_BUCKETS,
+    MAX_HIST_GROUPS,
+    MAX_HIST_PRECISION,
+    MAX_HIST_RAW,
+    MAX_SUMM_CLOCK,
+    MAX_SUMM_LOSSES,
+    MAX_SUMM_PAYLOAD,
+)
 
 PRECISION = 8  # the bucket precision writers use (relative error 2**-8)
 EAGAIN = 11
 U64_MAX = (1 << 64) - 1
-MAX_HIST_RAW = 4 << 20  # bytes: one histogram element, decompressed
-MAX_HIST_GROUPS = 65536  # groups in one histogram element
-MAX_HIST_BUCKETS = 1 << 15  # buckets of one group, and the largest base (precision 10: < 28672)
-MAX_PRECISION = 10
-MAX_SUMM_LOSSES = 65536  # (cpu, kind) rows of a SUMM block
-MAX_SUMM_PAYLOAD = 16 << 20  # bytes: a SUMM block's payload (readers refuse a longer one)
-MAX_SUMM_CLOCK = 4096  # clock pairs in a SUMM block (more: none, the reader uses the clock table)
 _WIDTHS: dict[int, Any] = {1: np.dtype("<u1"), 2: np.dtype("<u2"), 4: np.dtype("<u4"), 8: np.dtype("<u8")}
 
 
@@ -192,7 +194,7 @@ class LatencyHist:
         if not isinstance(doc, list) or len(doc) < 2 or not isinstance(doc[1], list):
             raise DamagedCaptureError("latency histograms malformed")
         precision = checked_int(doc[0], "precision")
-        if not 2 <= precision <= MAX_PRECISION:
+        if not 2 <= precision <= MAX_HIST_PRECISION:
             raise DamagedCaptureError(f"latency histogram precision {precision} out of range")
         if len(doc[1]) > MAX_HIST_GROUPS:
             raise DamagedCaptureError("too many latency histogram groups")

@@ -65,7 +65,8 @@ def info(files: tuple[str, ...], as_json: bool, verify: bool, strict: bool, scan
 def recover(src: str, output: str, force: bool) -> None:
     """Rebuild a clean, indexed capture from a damaged or unfinished one.
 
-    Good chunks are copied without decompressing them; damaged blocks and a cut-off
+    Good chunks are copied byte for byte (decompressed once for the index's latency
+    histograms, never re-encoded); damaged blocks and a cut-off
     tail are dropped and listed on stderr.
 
     \b

@@ -41,10 +41,13 @@ from aether_rec.format.limits import (
     MAX_SUMM_LOSSES,
     MAX_SUMM_PAYLOAD,
 )
+from aether_rec.schema import COLUMN_BY_NAME
 
 PRECISION = 8  # the bucket precision writers use (relative error 2**-8)
 EAGAIN = 11
 U64_MAX = (1 << 64) - 1
+SLICE = 1 << 18  # events summarised at a time
+HIST_FIELDS = ("ts", "lat", "layer", "op", "fdkind", "bytes", "result")  # the columns histograms read
 _WIDTHS: dict[int, Any] = {1: np.dtype("<u1"), 2: np.dtype("<u2"), 4: np.dtype("<u4"), 8: np.dtype("<u8")}
 
 
@@ -60,6 +63,15 @@ def bucket_index(values: np.ndarray, precision: int = PRECISION) -> np.ndarray:
     bits = v.astype(np.float64).view(np.uint64) >> np.uint64(53 - precision)
     idx = bits.view(np.int64) - ((1021 + precision) << (precision - 1))
     return np.where(v < (1 << precision), v.view(np.int64), idx)
+
+
+def _column_slice(chunk: Any, name: str, a: int, b: int) -> np.ndarray:
+    """Events a..b of a chunk's column, or of the column's default when the chunk lacks it."""
+    arr = chunk.columns.get(name)
+    if arr is not None:
+        return np.asarray(arr[a:b])
+    col = COLUMN_BY_NAME[name]
+    return np.full(b - a, col.default, dtype=col.dtype)
 
 
 def group_key(layer: int, op: int, fdkind: int) -> int:
@@ -112,16 +124,30 @@ class LatencyHist:
 
     @classmethod
     def from_chunk(cls, chunk: Any, precision: int = PRECISION) -> LatencyHist:
-        """The histograms of a decoded chunk (format/chunk.py ``Chunk``)."""
+        """The histograms of a decoded chunk (format/chunk.py ``Chunk``), computed a slice of
+        SLICE events at a time, so that the memory used stays small whatever the chunk (a
+        column the chunk lacks is not materialised beyond a slice)."""
         h = cls(precision)
         n = int(chunk.n)
-        if n == 0:
-            return h
-        lat = chunk.column("lat")
-        ts = chunk.column("ts")
-        key = ((chunk.column("layer").astype(np.uint32) << np.uint32(16))
-               | (chunk.column("op").astype(np.uint32) << np.uint32(8))
-               | chunk.column("fdkind").astype(np.uint32))
+        for a in range(0, n, SLICE):
+            b = min(n, a + SLICE)
+            part = cls(precision)
+            part._add({name: _column_slice(chunk, name, a, b) for name in HIST_FIELDS})
+            if not h.groups:
+                h = part
+            else:
+                h.merge(part)
+        return h
+
+    def _add(self, cols: dict[str, np.ndarray]) -> None:
+        """Add the groups of events given as columns (into an empty histogram)."""
+        h = self
+        precision = self.precision
+        lat = cols["lat"]
+        ts = cols["ts"]
+        key = ((cols["layer"].astype(np.uint32) << np.uint32(16))
+               | (cols["op"].astype(np.uint32) << np.uint32(8))
+               | cols["fdkind"].astype(np.uint32))
         ends = ts.astype(np.uint64) + lat.astype(np.uint64)
         ends[ends < ts] = np.uint64(U64_MAX)  # saturating, as stats' end times
         idx = bucket_index(lat, precision)
@@ -140,8 +166,8 @@ class LatencyHist:
         maxs = np.maximum.reduceat(lat_s, starts)
         imin = np.minimum.reduceat(idx_s, starts)
         imax = np.maximum.reduceat(idx_s, starts)
-        nbytes = np.add.reduceat(chunk.column("bytes")[order], starts, dtype=np.uint64)
-        result = chunk.column("result")
+        nbytes = np.add.reduceat(cols["bytes"][order], starts, dtype=np.uint64)
+        result = cols["result"]
         err = (result < 0) & (result != -EAGAIN)
         errors = np.bincount(inv[err], minlength=g)
         for k in range(g):
@@ -151,7 +177,6 @@ class LatencyHist:
             h.groups[int(ukeys[k])] = GroupHist(
                 int(counts_g[k]), int(sums[k]), int(mins[k]), int(maxs[k]), int(nbytes[k]),
                 int(errors[k]), int(t0s[k]), int(endmax[k]), lo, dense)
-        return h
 
     def merge(self, other: LatencyHist) -> LatencyHist:
         if other.precision != self.precision:

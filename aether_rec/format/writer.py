@@ -45,7 +45,7 @@ from aether_rec.format.limits import (
 )
 from aether_rec.format.output import AtomicOutput, WriteError, create_output, open_output, refuse_reason
 from aether_rec.format.records import Loss, Meta, MetaRef
-from aether_rec.format.summary import CaptureSummary, LatencyHist
+from aether_rec.format.summary import HIST_FIELDS, CaptureSummary, LatencyHist
 from aether_rec.schema import schema_for_header
 
 # How outputs are created is format/output.py's rule; these names are part of the writer's API.
@@ -369,7 +369,7 @@ class CaptureWriter:
         self.bytes_written += len(data)
 
 
-HIST_COLUMNS = ("ts", "lat", "layer", "op", "fdkind", "bytes", "result")
+HIST_COLUMNS = HIST_FIELDS
 
 
 def _hist_of_block(block: bytes, info: ChunkInfo, codecs: dict[str, Any]) -> LatencyHist | None:

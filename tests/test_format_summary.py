@@ -19,6 +19,7 @@ import pytest
 import zstandard
 from click.testing import CliRunner
 from http_range import serve
+from jsonschema_mini import validate
 from ops_common import make_capture, random_chunk
 
 import aether_rec
@@ -37,6 +38,7 @@ from aether_rec.ops.stats_index import compute_from_index
 from aether_rec.ops.window import Selection
 
 VECTORS = Path(__file__).resolve().parents[1] / "format" / "vectors"
+SCHEMA = json.loads((VECTORS.parents[1] / "docs" / "stats-json.schema.json").read_text())
 # what stats --from-index cannot know: everything else must be equal
 NOT_FROM_INDEX = ("errnos", "block", "top", "would_block", "page_cache", "from_index", "tool_version")
 
@@ -122,6 +124,7 @@ def test_from_index_equals_stats(tmp_path: Path, all_fds: bool) -> None:
     with aether_rec.open(str(path)) as cap:
         fast = compute_from_index([cap], StatsOptions(all_fds=all_fds))
     assert fast["from_index"]["chunks_read"] == 0 and fast["events"] == full["events"] > 0
+    validate(json.loads(json.dumps(fast)), SCHEMA)
     # counts, bytes, errors, span and every percentile: the same (same buckets, merged)
     assert _strip(fast) == _strip(full)
 

@@ -264,6 +264,15 @@ def index_section(a: Any, d: Path, caps: list[str]) -> None:
     cpu = time.process_time() - c0
     print(f"  info on {a.info_events:,} events ({os.path.getsize(big):,} bytes, {info['chunks']:,} chunks): "
           f"{cpu:.4f} s CPU (target <= 0.2 s), from SUMM: {info['from_summary']}")
+    cli = [os.path.join(os.path.dirname(sys.executable), "aether-rec"), "info", str(big)]
+    for what, cmd in (("the CLI process, `aether-rec info`", cli),
+                      ("(`python -c 'import numpy'`, its floor)", [sys.executable, "-c", "import numpy"])):
+        before = os.times()
+        subprocess.run(cmd, stdout=subprocess.DEVNULL, check=True)
+        after = os.times()
+        child_cpu = (after.children_user - before.children_user
+                     + after.children_system - before.children_system)
+        print(f"    {what}: {child_cpu:.2f} s CPU, interpreter start-up and imports included")
 
     (d / "srv").mkdir()
     many = d / "srv" / "many.aio"

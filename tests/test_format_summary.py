@@ -464,3 +464,24 @@ def test_summ_block_sits_just_before_the_index(tmp_path: Path) -> None:
     assert start + length + 16 == index_at and data[index_at : index_at + 4] == INDX
     crc = zlib.crc32(data[start + 8 : start + 8 + length], zlib.crc32(data[start : start + 8]))
     assert struct.unpack_from("<I", data, index_at - 8)[0] == crc
+
+
+def test_histograms_beyond_the_limits_are_left_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A writer never writes histograms a reader would refuse: the entry goes without them
+    (the summary is then incomplete and info counts from the chunks)."""
+    from aether_rec.format import summary as summary_mod
+
+    monkeypatch.setattr(summary_mod, "MAX_HIST_GROUPS", 3)
+    out = io.BytesIO()
+    rng = np.random.default_rng(6)
+    with CaptureWriter(out, {}, chunk_events=50) as w:
+        c = random_chunk(rng, 50)
+        c.columns["layer"] = np.full(50, 1, np.uint8)
+        c.columns["op"] = np.full(50, 1, np.uint8)  # one group: fits
+        w.write_events(c)
+        w.write_events(random_chunk(rng, 50))  # ten groups: too many
+    with aether_rec.open(io.BytesIO(out.getvalue())) as cap:
+        assert [i.hist is not None for i in cap.chunk_infos()] == [True, False]
+        s = cap.summary()
+        assert s is not None and (s.chunks, s.hist_chunks, s.events) == (2, 1, 100) and not s.complete
+        assert cap.warnings == [] and cap.verify() == []

@@ -21,7 +21,7 @@ from typing import Any, BinaryIO
 import numpy as np
 import zstandard
 
-from aether_rec.errors import DamagedCaptureError
+from aether_rec.errors import DamagedCaptureError, LimitError
 from aether_rec.format.blocks import (
     BLOCK_OVERHEAD,
     BLOCK_TAIL,
@@ -202,7 +202,10 @@ class LatencyHist:
             rows.append([k, g.count, min(g.sum, U64_MAX), g.min, g.max, min(g.bytes, U64_MAX), g.errors,
                          g.t0, g.end, g.base, width, g.counts.astype(_WIDTHS[width]).tobytes()])
         doc = [self.precision, rows]
-        return bytes(zstandard.ZstdCompressor(level=3).compress(pack(doc, "latency histograms")))
+        raw = pack(doc, "latency histograms")
+        if len(raw) > MAX_HIST_RAW or len(rows) > MAX_HIST_GROUPS:
+            raise LimitError("latency histograms exceed the limits every reader enforces")
+        return bytes(zstandard.ZstdCompressor(level=3).compress(raw))
 
     @classmethod
     def decode(cls, data: Any) -> LatencyHist:
@@ -305,6 +308,9 @@ class CaptureSummary:
             lt.t_last = t_last if lt.t_last is None else max(lt.t_last, t_last)
 
     def to_doc(self) -> dict[str, Any]:
+        """The SUMM document; LimitError when readers would refuse it."""
+        if len(self.losses) > MAX_SUMM_LOSSES:
+            raise LimitError("too many loss rows for a summary")
         clock = self.clock if self.clock is not None and len(self.clock) <= MAX_SUMM_CLOCK else None
         return {
             "chunks": self.chunks, "events": self.events, "t_first": self.t_first, "t_last": self.t_last,

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from aether_rec.errors import DamagedCaptureError
+from aether_rec.errors import DamagedCaptureError, LimitError
 from aether_rec.format.blocks import CHNK, LOSS, META, TRLR, Damage, scan, unpack
 from aether_rec.format.chunk import Chunk, ChunkInfo
 from aether_rec.format.columns import decode_chunk, read_summary
@@ -26,7 +26,7 @@ def verify_capture(cap: Capture) -> list[str]:
     found: dict[int, ChunkInfo] = {}  # CHNK offset -> what its own summary says
     found_losses: dict[int, Loss] = {}
     found_metas: dict[int, str] = {}
-    found_hists: dict[int, bytes] = {}  # CHNK offset -> its histograms as a writer encodes them
+    found_hists: dict[int, bytes | None] = {}  # CHNK offset -> its histograms as a writer encodes them
     for item in scan(cap._f, cap._first_block, seekable=True):
         if isinstance(item, Damage):
             problems.append(f"offset {item.offset}: {item.reason}")
@@ -41,7 +41,10 @@ def verify_capture(cap: Capture) -> list[str]:
                 wrong = _summary_mismatch(summary, chunk)
                 if wrong:
                     problems.append(f"offset {item.offset}: chunk summary disagrees with data ({wrong})")
-                found_hists[item.offset] = LatencyHist.from_chunk(chunk).encode()
+                try:
+                    found_hists[item.offset] = LatencyHist.from_chunk(chunk).encode()
+                except LimitError:
+                    found_hists[item.offset] = None  # too large to store: a writer writes none
             except DamagedCaptureError as exc:
                 problems.append(f"offset {item.offset}: {exc}")
         elif item.type == TRLR and item.offset + item.length != cap.size:
@@ -76,11 +79,15 @@ def _summary_mismatch(summary: dict[str, Any], chunk: Chunk) -> str:
                      if k in summary and summary[k] != real[k])
 
 
-def _hist_problems(infos: list[ChunkInfo], found: dict[int, bytes]) -> list[str]:
+def _hist_problems(infos: list[ChunkInfo], found: dict[int, bytes | None]) -> list[str]:
     """Index entries whose latency histograms (1.2) disagree with their chunk's events."""
     problems = []
     for info in infos:
-        if info.hist is None or info.offset not in found:
+        if info.hist is None or info.offset not in found:  # (an unreadable chunk: reported)
+            continue
+        if found[info.offset] is None:
+            problems.append(f"index entry for the chunk at offset {info.offset}: latency histograms "
+                            "where the limits allow none")
             continue
         try:
             ok = LatencyHist.decode(info.hist).encode() == found[info.offset]

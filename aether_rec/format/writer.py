@@ -211,23 +211,31 @@ class CaptureWriter:
         hist = None
         if self._summary is not None:
             hist = LatencyHist.from_chunk(chunk)
-            info.hist = hist.encode()
+            try:
+                info.hist = hist.encode()
+            except LimitError:  # (a hostile chunk's): none, readers then read the chunk
+                hist = None
+                info.hist = b""  # not None: no second try in copy_chunk_block
         return self.copy_chunk_block(frame(CHNK, payload), info, hist)
 
     def copy_chunk_block(self, block: bytes, info: ChunkInfo, hist: LatencyHist | None = None) -> ChunkInfo:
         """Write an already framed CHNK block (used by recover, which does not decode).
         ``info.hist`` (the chunk's stored histograms, or None: unknown) goes to the index;
         ``hist`` is the same decoded, if the caller has it."""
-        if self._summary is None:
+        tried = info.hist == b""  # write_chunk found them too large
+        if self._summary is None or tried:
             info.hist = None
         elif info.hist is not None and hist is None:
             try:
                 hist = LatencyHist.decode(info.hist)
             except DamagedCaptureError:
                 info.hist = None
-        if self._summary is not None and info.hist is None:
+        if self._summary is not None and info.hist is None and hist is None and not tried:
             hist = _hist_of_block(block, info, self._hist_codecs)
-            info.hist = None if hist is None else hist.encode()
+            try:
+                info.hist = None if hist is None else hist.encode()
+            except LimitError:
+                hist = None
         info.offset = self.bytes_written
         info.length = len(block)
         self._write(block)

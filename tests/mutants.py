@@ -238,7 +238,7 @@ MUTANTS: tuple[Mutant, ...] = (
            "    if False:\n        for chunk", T_SUMM),
     Mutant("info-summary-when-incomplete", "aether_rec/ops/info.py", "    if summ is not None and not summ.complete:",
            "    if False:", T_SUMM),
-    Mutant("copy-drops-histograms", "aether_rec/format/writer.py", "        if self._summary is not None and info.hist is None:\n",
+    Mutant("copy-drops-histograms", "aether_rec/format/writer.py", "        if self._summary is not None and info.hist is None and hist is None and not tried:\n",
            "        if False:\n", T_SUMM),
 )
 

@@ -32,6 +32,7 @@ from aether_rec.format.blocks import (
     read_block,
     unpack,
 )
+from aether_rec.format.columns import decompress_limited
 from aether_rec.format.limits import (
     MAX_HIST_BUCKETS,
     MAX_HIST_GROUPS,
@@ -212,12 +213,7 @@ class LatencyHist:
         """From a stored histogram element; malformed -> DamagedCaptureError."""
         if not isinstance(data, bytes):
             raise DamagedCaptureError("latency histograms are not a byte string")
-        try:
-            raw = zstandard.ZstdDecompressor().decompress(data, max_output_size=MAX_HIST_RAW)
-        except zstandard.ZstdError as exc:
-            raise DamagedCaptureError(f"latency histograms undecodable ({exc})") from None
-        if len(raw) > MAX_HIST_RAW:
-            raise DamagedCaptureError("latency histograms too large")
+        raw = decompress_limited(data, MAX_HIST_RAW, "latency histograms")
         doc = unpack(raw, "latency histograms")
         if not isinstance(doc, list) or len(doc) < 2 or not isinstance(doc[1], list):
             raise DamagedCaptureError("latency histograms malformed")

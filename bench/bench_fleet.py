@@ -9,6 +9,11 @@
    recording (threads issue syscalls one at a time, linked block requests), against the Chrome
    JSON export of the same events (peer); the 10 M event projection of the output size
    (target <= 150 MB, >= 2 M events/s).
+3. ``index`` (format 1.2, issues 13 and 15): a fleet-wide percentile from the index alone
+   (``stats --from-index``) against ``stats``: bytes read as a fraction of the captures' bytes
+   (target < 1 %), CPU seconds, and whether the counts agree; ``info`` on a capture of
+   ``--info-events`` events (CPU seconds, target <= 0.2 s) and on one of ``--info-chunks`` tiny
+   chunks served by range over HTTP (bytes transferred, target <= 256 KB).
 
 Every measurement runs in its own subprocess (imports done before the clock starts), which
 reports its wall and CPU time and its peak RSS (VmHWM; the child starts no processes of its
@@ -17,6 +22,7 @@ rather than absolute figures.
 
     .venv/bin/python bench/bench_fleet.py                          # 8 captures x 1 M, 2 M perfetto
     .venv/bin/python bench/bench_fleet.py --captures 4 --events 200000 --perfetto-events 300000
+    .venv/bin/python bench/bench_fleet.py --only index --captures 4 --info-events 10000000
 """
 
 from __future__ import annotations
@@ -124,17 +130,20 @@ def main() -> None:
     ap.add_argument("--events", type=int, default=1_000_000, help="events per capture (sql)")
     ap.add_argument("--perfetto-events", type=int, default=2_000_000)
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--info-events", type=int, default=10_000_000, help="events of the info capture")
+    ap.add_argument("--info-chunks", type=int, default=25_000, help="chunks of the remote info capture")
+    ap.add_argument("--only", choices=["sql", "perfetto", "index"], action="append",
+                    help="run only these sections (repeatable; default: all)")
     ap.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.child:
         child(a.child[0], a.child[1:])
         return
+    only = set(a.only or ["sql", "perfetto", "index"])
     sys.path.insert(0, str(ROOT))
     import aether_rec
     from aether_rec.format.synth import generate
-    from aether_rec.format.synth_traced import generate_traced
     from aether_rec.ops.export import export_parquet
-    from aether_rec.ops.units import iso_utc
     from aether_rec.ops.window import Selection
 
     with tempfile.TemporaryDirectory(prefix="aether-fleet-") as tmp:
@@ -143,11 +152,25 @@ def main() -> None:
         for k in range(a.captures):
             p = d / f"c{k}.aio"
             generate(str(p), a.events, seed=k, rate=20_000.0, header={"hostname": f"h{k}"})
-            q = d / f"c{k}.parquet"
-            with aether_rec.open(str(p)) as cap:
-                export_parquet(cap, str(q), Selection())
             caps.append(str(p))
-            pqs.append(str(q))
+            if "sql" in only:
+                q = d / f"c{k}.parquet"
+                with aether_rec.open(str(p)) as cap:
+                    export_parquet(cap, str(q), Selection())
+                pqs.append(str(q))
+        if "index" in only:
+            index_section(a, d, caps)
+        if "sql" in only:
+            sql_section(a, caps, pqs)
+        if "perfetto" in only:
+            perfetto_section(a, d)
+
+
+def sql_section(a: Any, caps: list[str], pqs: list[str]) -> None:
+    import aether_rec
+    from aether_rec.ops.units import iso_utc
+
+    if True:
         ours = median_of("sql", caps, a.runs)
         peer = median_of("parquet", pqs, a.runs)
         print(f"sql: {a.captures} captures x {a.events:,} events, query: {QUERY.format(t='events')}")
@@ -174,6 +197,11 @@ def main() -> None:
         print(f"  1-minute time window: {win['rows']:,} events, {win['decompressed']:,} bytes decompressed, "
               f"{need:,} in the chunks that can match: {ratio:.3f}x (target <= 1.2x)")
 
+
+def perfetto_section(a: Any, d: Path) -> None:
+    from aether_rec.format.synth_traced import generate_traced
+
+    if True:
         src = d / "traced.aio"
         counts = generate_traced(src, int(a.perfetto_events / 1.25), seed=1)
         pb = median_of("perfetto-proto", [str(src), str(d / "t.pftrace")], a.runs)
@@ -186,6 +214,83 @@ def main() -> None:
         print(f"  proto vs JSON: {js['seconds'] / pb['seconds']:.1f}x faster, "
               f"{js['bytes'] / pb['bytes']:.1f}x smaller; 10 M events -> "
               f"{pb['bytes'] / n * 10e6 / 1e6:.0f} MB (target <= 150 MB), rate target >= 2 M events/s")
+
+
+def index_section(a: Any, d: Path, caps: list[str]) -> None:
+    """Format 1.2: percentiles from the index, info from SUMM (see the module docstring)."""
+    import dataclasses
+
+    import fsspec
+
+    import aether_rec
+    from aether_rec.format.remote import RangeFile
+    from aether_rec.format.synth import generate
+    from aether_rec.format.writer import CaptureWriter
+    from aether_rec.ops.info import capture_info
+    from aether_rec.ops.stats import compute
+    from aether_rec.ops.stats_index import compute_from_index
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    from http_range import serve
+
+    print(f"index ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}): "
+          f"{len(caps)} captures x {a.events:,} events")
+    files = [RangeFile(p, fs=fsspec.filesystem("file")) for p in caps]
+    opened = [aether_rec.open(f) for f in files]
+    c0 = time.process_time()
+    fast = compute_from_index(opened)
+    fast_cpu = time.process_time() - c0
+    for cap in opened:
+        cap.close()
+    size = sum(os.path.getsize(p) for p in caps)
+    read = sum(f.bytes_fetched for f in files)
+    opened = [aether_rec.open(p) for p in caps]
+    c0 = time.process_time()
+    full = compute(opened)
+    full_cpu = time.process_time() - c0
+    for cap in opened:
+        cap.close()
+    same = all(fast[k] == full[k] for k in ("events", "bytes", "errors", "span", "by_layer_op", "latency"))
+    print(f"  stats --from-index: {read:,} of {size:,} bytes read = {100 * read / size:.3f} % "
+          f"(target < 1 %), {fast_cpu:.3f} s CPU; stats: {full_cpu:.3f} s CPU; "
+          f"events {fast['events']:,}, every count and percentile equal: {same}")
+    print(f"  fleet p99 from the index: {fast['latency']['p99']:,} ns (stats: {full['latency']['p99']:,} ns)")
+
+    big = d / "info.aio"
+    generate(str(big), a.info_events, seed=7)
+    c0 = time.process_time()
+    with aether_rec.open(str(big), lazy_index=True) as cap:
+        info = capture_info(cap)
+    cpu = time.process_time() - c0
+    print(f"  info on {a.info_events:,} events ({os.path.getsize(big):,} bytes, {info['chunks']:,} chunks): "
+          f"{cpu:.4f} s CPU (target <= 0.2 s), from SUMM: {info['from_summary']}")
+    cli = [os.path.join(os.path.dirname(sys.executable), "aether-rec"), "info", str(big)]
+    for what, cmd in (("the CLI process, `aether-rec info`", cli),
+                      ("(`python -c 'import numpy'`, its floor)", [sys.executable, "-c", "import numpy"])):
+        before = os.times()
+        subprocess.run(cmd, stdout=subprocess.DEVNULL, check=True)
+        after = os.times()
+        child_cpu = (after.children_user - before.children_user
+                     + after.children_system - before.children_system)
+        print(f"    {what}: {child_cpu:.2f} s CPU, interpreter start-up and imports included")
+
+    (d / "srv").mkdir()
+    many = d / "srv" / "many.aio"
+    src = d / "tiny.aio"
+    generate(str(src), 64, seed=4, chunk_events=4)
+    with aether_rec.open(str(src)) as cap, CaptureWriter(str(many), dict(cap.header), atomic=True) as w:
+        infos = cap.chunk_infos()
+        raws = [cap.raw_chunk(i) for i in infos]
+        for k in range(a.info_chunks):
+            w.copy_chunk_block(raws[k % len(raws)] or b"", dataclasses.replace(infos[k % len(infos)]))
+    with aether_rec.open(str(many)) as cap:
+        index_bytes = cap.size - (cap._index_offset or 0)
+    with serve(d / "srv") as (base, served):
+        with aether_rec.open(f"{base}/many.aio", lazy_index=True) as cap:
+            info = capture_info(cap)
+        sent = served.bytes
+    print(f"  info by range on {info['chunks']:,} chunks ({os.path.getsize(many):,} bytes, index "
+          f"{index_bytes:,} bytes): {sent:,} bytes transferred (target <= 262,144)")
 
 
 if __name__ == "__main__":

@@ -532,6 +532,7 @@ def exercise(path: str) -> Outcome:
     from aether_rec.format.reader import Capture
     from aether_rec.ops.info import capture_info, format_info
     from aether_rec.ops.recover import recover
+    from aether_rec.ops.stats_index import compute_from_index
 
     warned = False
     first: list[str] = []
@@ -561,6 +562,10 @@ def exercise(path: str) -> Outcome:
         with Capture(path, strict=True) as cap:
             cap.chunk_infos()
             cap.losses()
+        # format 1.2: info from the SUMM block alone, stats from the index histograms
+        with Capture(path, lazy_index=True) as cap:
+            json.dumps(capture_info(cap), default=str)
+            compute_from_index([cap])
         for fix in (recover, _redact):
             out = io.BytesIO()
             fix(path, out)

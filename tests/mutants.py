@@ -59,6 +59,7 @@ T_FORMAT = ("tests/test_format_blocks.py", "tests/test_format_reader.py", "tests
             "tests/test_format_damage.py", "tests/test_vectors.py", "tests/test_spec_decoder.py")
 T_CLOCK = ("tests/test_clock.py",)
 T_RECOVER = ("tests/test_format_recover.py",)
+T_SUMM = ("tests/test_format_summary.py",)
 T_SAFETY = ("tests/test_safety.py",)
 T_REPLAY = ("tests/test_ops_replay_export.py", "tests/test_clock.py", *T_TRUST)
 T_FILTER = ("tests/test_ops_stats.py", "tests/test_ops_pushdown.py", "tests/test_ops_cli.py", *T_TRUST)
@@ -216,6 +217,29 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant("leave-trusts-is-alive", "aether_rec/console.py", "    if all(t is threading.main_thread() for t in threading.enumerate()):",
            "    if not any(t.is_alive() for t in threading.enumerate() if t is not threading.main_thread()):",
            ("tests/test_console.py",)),
+    # format 1.2: index histograms and the SUMM block
+    Mutant("hist-count-off-by-one", "aether_rec/format/summary.py", "                int(counts_g[k]), int(sums[k]),",
+           "                int(counts_g[k]) + (k == 0), int(sums[k]),", T_SUMM),
+    Mutant("hist-last-bucket-dropped", "aether_rec/format/summary.py", "            dense = np.bincount(idx_s[a:b] - lo, minlength=int(imax[k]) - lo + 1).astype(np.int64)",
+           "            dense = np.bincount(idx_s[a:b] - lo, minlength=int(imax[k]) - lo + 1).astype(np.int64)[: max(1, int(imax[k]) - lo)]", T_SUMM),
+    Mutant("hist-errors-count-eagain", "aether_rec/format/summary.py", "        err = (result < 0) & (result != -EAGAIN)",
+           "        err = result < 0", T_SUMM),
+    Mutant("summ-ignores-a-layer", "aether_rec/format/summary.py", "        if hist is not None:\n            self.hist_chunks += 1\n            self.hist.merge(hist)",
+           "        if hist is not None:\n            self.hist_chunks += 1\n            self.hist.merge(LatencyHist(hist.precision, {k: g for k, g in hist.groups.items() if k >> 16 != 2}))", T_SUMM),
+    Mutant("summ-loss-span-counts-empty", "aether_rec/format/summary.py", "        if count:\n            lt.t_first",
+           "        if True:\n            lt.t_first", T_SUMM),
+    Mutant("summ-crc-not-checked", "aether_rec/format/summary.py", "                if block.type != SUMM:",
+           "                if block.type not in (SUMM, b\"XTRA\"):", T_SUMM),
+    Mutant("summ-consistency-unchecked", "aether_rec/format/summary.py", "        if s.complete and s.hist.total != s.events:",
+           "        if False:", T_SUMM),
+    Mutant("from-index-keeps-pipes", "aether_rec/ops/stats_index.py", "            if not opts.all_fds and fdkind not in STORAGE_FD_KINDS:",
+           "            if not opts.all_fds and fdkind > 8:", T_SUMM),
+    Mutant("from-index-skips-chunks-without", "aether_rec/ops/stats_index.py", "    if missing:\n        for chunk",
+           "    if False:\n        for chunk", T_SUMM),
+    Mutant("info-summary-when-incomplete", "aether_rec/ops/info.py", "    if summ is not None and not summ.complete:",
+           "    if False:", T_SUMM),
+    Mutant("copy-drops-histograms", "aether_rec/format/writer.py", "        if self._summary is not None and info.hist is None and hist is None and not tried:\n",
+           "        if False:\n", T_SUMM),
 )
 
 

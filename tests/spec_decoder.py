@@ -20,7 +20,7 @@ import msgpack
 import zstandard
 
 MAGIC = b"\x89AIO\r\n\x1a\n"  # 3
-KNOWN = (b"HEAD", b"CHNK", b"LOSS", b"META", b"INDX", b"TRLR")  # 4.3
+KNOWN = (b"HEAD", b"CHNK", b"LOSS", b"META", b"INDX", b"TRLR", b"SUMM")  # 4.3
 MAX_BLOCK_PAYLOAD = 64 << 20  # 18
 M64 = (1 << 64) - 1
 INT_TYPES = {"<u1": (1, False), "<u2": (2, False), "<u4": (4, False), "<u8": (8, False),

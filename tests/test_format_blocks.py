@@ -35,14 +35,14 @@ from aether_rec.format.limits import MAX_STR_LEN
 
 # -- preamble ---------------------------------------------------------------------------
 def test_preamble_bytes() -> None:
-    assert preamble() == MAGIC + bytes.fromhex("0100 0100 00000000")  # 1.1
+    assert preamble() == MAGIC + bytes.fromhex("0100 0200 00000000")  # 1.2
     assert preamble(0) == MAGIC + bytes.fromhex("0100 0000 00000000")
     assert preamble(3) == MAGIC + bytes.fromhex("0100 0300 00000000")
     assert len(preamble()) == 16
 
 
 def test_check_preamble_accepts_any_minor_and_ignores_flags() -> None:
-    assert check_preamble(preamble()) == (1, 1) and check_preamble(preamble(0)) == (1, 0)
+    assert check_preamble(preamble()) == (1, 2) and check_preamble(preamble(0)) == (1, 0)
     assert check_preamble(MAGIC + struct.pack("<HHI", 1, 9, 0xFFFFFFFF)) == (1, 9)
 
 
@@ -61,7 +61,7 @@ def test_preamble_cut_after_magic() -> None:
 def test_newer_major_is_refused_naming_both_versions() -> None:
     with pytest.raises(VersionError) as ei:
         check_preamble(MAGIC + struct.pack("<HHI", 2, 3, 0))
-    assert "2.3" in str(ei.value) and "(1.1)" in str(ei.value)
+    assert "2.3" in str(ei.value) and "(1.2)" in str(ei.value)
 
 
 def test_major_zero_is_not_a_capture() -> None:

@@ -338,6 +338,6 @@ def test_header_carries_provenance_codec_and_schema() -> None:
     for key in ("format_version", "capture_id", "created_ns", "created", "tool", "tool_version",
                 "hostname", "kernel", "arch", "ncpu", "clock", "synthetic"):
         assert key in h, key
-    assert h["format_version"] == "1.1" and h["codec"] == "none" and h["columns"] == schema_for_header()
+    assert h["format_version"] == "1.2" and h["codec"] == "none" and h["columns"] == schema_for_header()
     assert len(h["capture_id"]) == 32 and h["created"].endswith("Z")
     assert isinstance(h["clock"][0][0], int) and isinstance(h["clock"][0][1], int)

@@ -160,12 +160,16 @@ def test_verify_checks_the_index_against_the_chunks(tmp_path: Path) -> None:
 def test_info_counts_the_events_it_can_read(tmp_path: Path) -> None:
     bad = _lying_index(tmp_path)
     """The index's claim is shown next to what can be read (the chunk whose entry lies is
-    skipped, SPEC 15.2), and info, stats and replay count the same."""
-    doc = json.loads(run("info", "--json", str(bad)).stdout)
-    assert doc["events"] == 0 and doc["index_events"] == 3 + 2**32
+    skipped, SPEC 15.2), and info --scan, stats and replay count the same. Without --scan a
+    1.2 capture's info is its SUMM block's description (here the unchanged, true one): it
+    reads no index and no chunk, so only --verify (or --scan) finds the lying index."""
+    doc = json.loads(run("info", "--json", "--scan", str(bad)).stdout)
+    assert doc["events"] == 0 and doc["index_events"] == 3 + 2**32 and not doc["from_summary"]
     assert json.loads(run("stats", "--json", str(bad)).stdout)["events"] == doc["events"]
     assert run("replay", "--format", "jsonl", str(bad)).stdout == ""
-    assert f"(the index lists {3 + 2**32:,})" in run("info", str(bad)).stdout
+    assert f"(the index lists {3 + 2**32:,})" in run("info", "--scan", str(bad)).stdout
+    fast = json.loads(run("info", "--json", str(bad)).stdout)
+    assert fast["from_summary"] and fast["events"] == fast["index_events"] == 3
 
 
 def test_info_shows_how_a_derived_capture_was_made(tmp_path: Path, cap_path: Path) -> None:

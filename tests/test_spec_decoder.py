@@ -87,7 +87,7 @@ def test_project_reader_agrees_with_the_spec_decoder(name: str) -> None:
         if expectations(name)["indexed"] == "yes":
             assert spec.index is not None and cap.has_index
             rows = spec.index["chunks"]
-            assert [list(r[:12]) for r in rows] == [i.to_row() for i in cap.chunk_infos()]
+            assert [list(r[:12]) for r in rows] == [i.to_row()[:12] for i in cap.chunk_infos()]
             assert [list(r[:6]) for r in spec.index.get("losses", [])] == [x.to_row() for x in cap.losses()]
             assert [off for off, _ in spec.metas] == [r[0] for r in spec.index.get("meta", [])]
             # every index entry points at the block it describes (section 9)

@@ -196,3 +196,24 @@ def test_regeneration_is_byte_identical(tmp_path: Path) -> None:
             continue
         with aether_rec.open(io.BytesIO(new)) as a, aether_rec.open(io.BytesIO(old)) as b:
             assert a.header == b.header and list(a.events()) == list(b.events())
+
+
+def test_version_1_2_summary_and_histograms() -> None:
+    """Vector 016: what its description says the SUMM block and the index histograms hold,
+    and that they are what the events give."""
+    from aether_rec.format.chunk import Chunk
+    from aether_rec.format.summary import LatencyHist
+    from aether_rec.schema import FD_KIND_CODE, LAYER_CODE, OP_CODE
+
+    with aether_rec.open(VECTORS / "016-version-1.2.aio", strict=True) as cap:
+        assert (cap.major, cap.minor) == (1, 2) and cap.header["format_version"] == "1.2"
+        s = cap.summary()
+        assert s is not None and (s.chunks, s.events, s.hist_chunks) == (2, 8, 2)
+        assert [(x.cpu, x.kind, x.count, x.blocks) for x in s.losses] == [(-1, "recursion", 3, 1)]
+        assert len(s.hist.groups) == 8
+        pipe = s.hist.groups[LAYER_CODE["syscall"] << 16 | OP_CODE["read"] << 8 | FD_KIND_CODE["pipe"]]
+        assert (pipe.count, pipe.min, pipe.max) == (1, 1_000_000_000, 1_000_000_000)
+        infos = cap.chunk_infos()
+        assert all(i.hist is not None for i in infos)
+        whole = LatencyHist.from_chunk(Chunk.concat(list(cap.chunks(ordered=False))))
+        assert whole.encode() == s.hist.encode() and cap.verify() == []

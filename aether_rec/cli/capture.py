@@ -20,8 +20,9 @@ from aether_rec.ops.recover import recover as recover_capture
 @click.option("--verify", is_flag=True, help="Check every block checksum and decode every chunk.")
 @click.option("--strict", is_flag=True, help="Treat any damage as an error instead of a warning.")
 @click.option("--scan/--index-only", "scan", default=None,
-              help="Count events per layer and op by reading every chunk (default: yes for local "
-                   "files, no for URLs, which then transfer only the header and index).")
+              help="Count events per layer and op by reading every chunk. Default: a 1.2 capture's "
+                   "summary block answers without reading the index or any chunk; older captures "
+                   "are scanned when local, and URLs transfer only the header and index.")
 @terminal.terminal_options
 def info(files: tuple[str, ...], as_json: bool, verify: bool, strict: bool, scan: bool | None) -> None:
     """Describe captures: provenance, time span, events per layer and op, size, losses.
@@ -39,10 +40,10 @@ def info(files: tuple[str, ...], as_json: bool, verify: bool, strict: bool, scan
     docs = []
     bad = False
     for i, path in enumerate(files):
-        with open_capture(path, strict=strict, progress=terminal.progress_wanted()) as cap, \
+        with open_capture(path, strict=strict, progress=terminal.progress_wanted(), lazy_index=True) as cap, \
                 terminal.progress("info"):
             index_only = not scan if scan is not None else is_url(path)
-            d = capture_info(cap, verify=verify, index_only=index_only)
+            d = capture_info(cap, verify=verify, index_only=index_only, summary=not scan)
         docs.append(d)
         bad = bad or (verify and not d["verify"]["ok"])
         if not as_json:
@@ -64,7 +65,8 @@ def info(files: tuple[str, ...], as_json: bool, verify: bool, strict: bool, scan
 def recover(src: str, output: str, force: bool) -> None:
     """Rebuild a clean, indexed capture from a damaged or unfinished one.
 
-    Good chunks are copied without decompressing them; damaged blocks and a cut-off
+    Good chunks are copied byte for byte (decompressed once for the index's latency
+    histograms, never re-encoded); damaged blocks and a cut-off
     tail are dropped and listed on stderr.
 
     \b

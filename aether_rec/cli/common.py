@@ -49,7 +49,7 @@ def fail(exc: AetherError) -> click.ClickException:
 
 @contextlib.contextmanager
 def open_captures(
-    paths: Sequence[str], strict: bool = False, progress: bool = False
+    paths: Sequence[str], strict: bool = False, progress: bool = False, lazy_index: bool = False
 ) -> Iterator[list[Capture]]:
     """Open captures for a command ("-" is stdin, once); their warnings go to stderr at the
     end, once each, and nowhere else. With ``progress``, files are read through counters
@@ -62,7 +62,8 @@ def open_captures(
     with terminal.sources(paths, progress) as srcs:
         try:
             for p, src in zip(paths, srcs):
-                caps.append(Capture(sys.stdin.buffer if p == "-" else src, strict=strict))
+                caps.append(Capture(sys.stdin.buffer if p == "-" else src, strict=strict,
+                                    lazy_index=lazy_index))
             yield caps
         finally:
             for cap in caps:
@@ -72,9 +73,10 @@ def open_captures(
 
 
 @contextlib.contextmanager
-def open_capture(path: str, strict: bool = False, progress: bool = False) -> Iterator[Capture]:
+def open_capture(path: str, strict: bool = False, progress: bool = False,
+                 lazy_index: bool = False) -> Iterator[Capture]:
     """One capture, as open_captures opens it."""
-    with open_captures([path], strict, progress) as caps:
+    with open_captures([path], strict, progress, lazy_index) as caps:
         yield caps[0]
 
 

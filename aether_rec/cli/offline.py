@@ -96,6 +96,10 @@ def capture_loss_warning(cap: Any, what: str) -> None:
     help="Unit of the log2 histogram rows (like biolatency -m).",
 )
 @click.option("--strict", is_flag=True, help="Treat any damage in a capture as an error.")
+@click.option("--from-index", is_flag=True,
+              help="Latency per layer and op from the histograms a 1.2 capture's index keeps, without "
+                   "decompressing any chunk (reads well under 1 %% of the file). Only --since/--until "
+                   "select, by whole chunks; no --by, --interval, top events, errno or block split.")
 @click.option(
     "--scheduler",
     metavar="ADDRESS",
@@ -117,6 +121,7 @@ def stats(
     strict: bool,
     selection: SelectionSpec,
     scheduler: str | None = None,
+    from_index: bool = False,
 ) -> None:
     """Summarise captures: span, IOPS, throughput, latency percentiles, errors, histograms.
 
@@ -146,7 +151,13 @@ def stats(
             max_groups=max_groups,
             all_fds=all_fds,
         )
-        if scheduler:
+        if from_index:
+            from aether_rec.ops.stats_index import compute_from_index
+
+            if scheduler:
+                raise UsageError("--from-index reads only the indexes: no --scheduler needed")
+            doc = compute_from_index(caps, opts, per_input=sels)
+        elif scheduler:
             from aether_rec.ops import distributed
 
             if "-" in files:

@@ -28,7 +28,7 @@ from aether_rec.format.limits import (
 
 MAGIC = b"\x89AIO\r\n\x1a\n"
 VERSION_MAJOR = 1
-VERSION_MINOR = 1  # 1.1: the link, pages_missed and fdkind columns (SPEC section 22)
+VERSION_MINOR = 2  # 1.1: the link, pages_missed and fdkind columns; 1.2: histograms, SUMM (SPEC 22)
 PREAMBLE = struct.Struct("<8sHHI")
 PREAMBLE_SIZE = PREAMBLE.size  # 16
 
@@ -38,7 +38,8 @@ LOSS = b"LOSS"
 META = b"META"
 INDX = b"INDX"
 TRLR = b"TRLR"
-KNOWN_TYPES = (HEAD, CHNK, LOSS, META, INDX, TRLR)
+SUMM = b"SUMM"  # since 1.2: the capture summary, just before INDX
+KNOWN_TYPES = (HEAD, CHNK, LOSS, META, INDX, TRLR, SUMM)
 
 BLOCK_HEAD = struct.Struct("<4sI")
 BLOCK_TAIL = struct.Struct("<II")

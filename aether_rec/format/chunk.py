@@ -30,6 +30,9 @@ class ChunkInfo:
     pid_max: int
     pids: list[int] | None  # sorted, None when more than MAX_SUMMARY_PIDS
     raw: int = 0  # decompressed body size in bytes (0: unknown)
+    # since 1.2: the chunk's latency histograms as stored in its index entry (format/summary.py,
+    # decoded on use); None: unknown, read the chunk
+    hist: bytes | None = None
 
     def summary(self) -> dict[str, Any]:
         """The summary map stored at the front of a CHNK payload (format/SPEC.md)."""
@@ -71,7 +74,7 @@ class ChunkInfo:
         return [
             self.offset, self.length, self.n, self.t_first, self.t_last, self.lat_max,
             self.layers, self.ops, self.pid_min, self.pid_max, self.pids, self.raw,
-        ]
+        ] + ([] if self.hist is None else [self.hist])
 
     @classmethod
     def from_row(cls, row: Sequence[Any]) -> ChunkInfo:
@@ -83,6 +86,8 @@ class ChunkInfo:
             v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9],
             pids=_pids(row[10]),
             raw=checked_int(row[11], "raw") if len(row) > 11 else 0,
+            # a 13th element that is not a byte string is treated as absent (SPEC 9.1)
+            hist=row[12] if len(row) > 12 and isinstance(row[12], bytes) else None,
         )
 
 

@@ -90,6 +90,18 @@ class ZstdCodec(Codec):
 CODECS: dict[str, Callable[..., Codec]] = {"zstd": ZstdCodec, "none": Codec}
 
 
+def decompress_limited(data: bytes, limit: int, what: str) -> bytes:
+    """A zstd frame from a file that is not a chunk body (the index's histograms, SPEC 9.1),
+    decompressed to at most ``limit`` bytes; anything else -> DamagedCaptureError."""
+    try:
+        out = zstandard.ZstdDecompressor().decompress(data, max_output_size=limit)
+    except zstandard.ZstdError as exc:
+        raise DamagedCaptureError(f"{what} undecodable ({exc})") from None
+    if len(out) > limit:
+        raise DamagedCaptureError(f"{what} too large")
+    return bytes(out)
+
+
 def get_codec(name: str, level: int | None = None, threads: int = 0) -> Codec:
     """The codec ``name``; ``level`` and ``threads`` (compression workers, -1: one per
     CPU) apply to codecs that have them."""

@@ -18,6 +18,7 @@ from aether_rec.format.blocks import (
     LOSS,
     META,
     PREAMBLE_SIZE,
+    SUMM,
     TRLR,
     Block,
     Damage,
@@ -91,7 +92,7 @@ def copy_blocks(
     meta: MetaFn | None = None,
 ) -> None:
     """Write the chunks (through ``chunk``), losses and metadata (through ``meta``) of
-    ``items`` to ``writer``; headers, indexes and trailers are not copied (the writer
+    ``items`` to ``writer``; headers, summaries, indexes and trailers are not copied (the writer
     makes its own), blocks of unknown types are left out."""
     for item in items:
         if isinstance(item, Damage):
@@ -115,7 +116,7 @@ def copy_blocks(
                 index = unpack(item.payload, "index")
                 stats = index.get("stats") if isinstance(index, dict) else None
                 report.index_stats = stats if isinstance(stats, dict) else report.index_stats
-            elif item.type not in (HEAD, TRLR):
+            elif item.type not in (HEAD, TRLR, SUMM):  # the writer makes its own summary
                 report.dropped.append(f"offset {item.offset}: unknown block type {item.type!r} not copied")
         except (DamagedCaptureError, AttributeError, KeyError, TypeError, ValueError) as exc:
             report.dropped.append(f"offset {item.offset}: malformed block left out ({exc})")

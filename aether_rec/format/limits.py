@@ -17,6 +17,14 @@ MAX_META_ROWS = 1024 * 1024  # rows in one metadata block
 MAX_INDEX_ENTRIES = 1024 * 1024  # rows in each list of the index (msgpack max_array_len)
 MAX_SUMMARY_PIDS = 32  # pids listed in a chunk summary (beyond: none listed)
 MAX_MERGE_BYTES = 64 * 1024 * 1024  # bytes held back to put overlapping chunks in time order
+# since 1.2: the chunk histograms of the index and the SUMM block (format/summary.py)
+MAX_HIST_RAW = 4 * 1024 * 1024  # bytes: one histogram element, decompressed
+MAX_HIST_GROUPS = 65536  # groups in one histogram element
+MAX_HIST_BUCKETS = 32768  # buckets of one group, and the largest first bucket index
+MAX_HIST_PRECISION = 10  # largest bucket precision P (its buckets stay below MAX_HIST_BUCKETS)
+MAX_SUMM_PAYLOAD = 16 * 1024 * 1024  # bytes: a SUMM block's payload
+MAX_SUMM_LOSSES = 65536  # (cpu, kind) rows of a SUMM block
+MAX_SUMM_CLOCK = 4096  # clock pairs in a SUMM block (a writer with more leaves them out)
 RESYNC_READ_FACTOR = 2  # after damage, blocks read in search of the next good one: this x file size
 
 # msgpack decode limits, used for every msgpack document in a capture.

@@ -7,13 +7,10 @@ was kept. Every size read from the file is checked against format/limits.py firs
 
 from __future__ import annotations
 
-import builtins
 import os
-import shutil
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import IO, Any, BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -41,20 +38,26 @@ from aether_rec.format.clock import ClockMap, pairs_of
 from aether_rec.format.columns import Codec, decode_chunk, read_summary
 from aether_rec.format.limits import MAX_INDEX_ENTRIES, MAX_MERGE_BYTES
 from aether_rec.format.records import Loss, Meta, MetaRef
+from aether_rec.format.source import open_path as _open_path
+from aether_rec.format.source import seekable as _seekable
+from aether_rec.format.summary import CaptureSummary, summary_before
 from aether_rec.format.verify import verify_capture
 from aether_rec.schema import COLUMN_BY_NAME, is_real_loss
 
 
-def open(source: str | os.PathLike[str] | BinaryIO, strict: bool = False) -> Capture:  # noqa: A001
+def open(source: str | os.PathLike[str] | BinaryIO, strict: bool = False,  # noqa: A001
+         lazy_index: bool = False) -> Capture:
     """Open a capture from a path or a binary file object (a pipe is spooled to a
-    temporary file first)."""
-    return Capture(source, strict=strict)
+    temporary file first). With ``lazy_index`` the index is read when first needed, so
+    that what ``summary()`` answers costs a few KB whatever the capture's size."""
+    return Capture(source, strict=strict, lazy_index=lazy_index)
 
 
 class Capture:
     """An open .aio capture. Use as a context manager or call ``close()``."""
 
-    def __init__(self, source: str | os.PathLike[str] | BinaryIO, strict: bool = False) -> None:
+    def __init__(self, source: str | os.PathLike[str] | BinaryIO, strict: bool = False,
+                 lazy_index: bool = False) -> None:
         self.strict = strict
         self.warnings: list[str] = []
         self._owns = not hasattr(source, "read")
@@ -70,13 +73,18 @@ class Capture:
         self._losses: list[Loss] | None = None
         self._metas: list[MetaRef] | None = None
         self._scanned_meta: dict[int, Meta] = {}
-        self.index_stats: dict[str, Any] = {}
+        self._index_stats: dict[str, Any] = {}
         self._clock: ClockMap | None = None
+        self._has_index: bool | None = None  # None: not looked at yet (lazy_index)
+        self._summ: CaptureSummary | None = None
+        self._summ_read = False
         try:
             self.major, self.minor = check_preamble(self._f.read(PREAMBLE_SIZE))
             self.header = self._read_header()
             self.size = self._f.seek(0, os.SEEK_END)
-            self.has_index = self._load_index()
+            self._index_offset = self._find_trailer()
+            if not lazy_index:
+                self._ensure_index()
         except CaptureError as exc:
             self.close()
             err = exc.at(self.name)
@@ -103,15 +111,50 @@ class Capture:
         self._first_block = PREAMBLE_SIZE + block.length
         return header
 
-    def _load_index(self) -> bool:
+    def _find_trailer(self) -> int | None:
+        """The index offset the trailer gives (None: no usable trailer)."""
         if self.size < self._first_block + TRAILER_SIZE:
-            return False
+            return None
         self._f.seek(self.size - TRAILER_SIZE)
         offset = parse_trailer(self._f.read(TRAILER_SIZE))
         if offset is None:
-            return False  # no trailer: a file whose recorder was killed, or a cut one
+            return None  # no trailer: a file whose recorder was killed, or a cut one
         if not self._first_block <= offset < self.size - TRAILER_SIZE:
             self.warn("trailer points outside the file; reading by scanning")
+            return None
+        return offset
+
+    @property
+    def has_index(self) -> bool:  # whether the index is used (read now if lazy_index deferred it)
+        return self._ensure_index()
+
+    @property
+    def index_stats(self) -> dict[str, Any]:
+        """The recorder's statistics the index carries (from SUMM while the index is unread)."""
+        if self._has_index is None and self.summary() is not None:
+            assert self._summ is not None
+            return self._summ.stats
+        self._ensure_index()
+        return self._index_stats
+
+    def _ensure_index(self) -> bool:
+        if self._has_index is None:
+            self._has_index = self._load_index()
+        return self._has_index
+
+    def summary(self) -> CaptureSummary | None:
+        """The SUMM block (format 1.2) found from the trailer, read once: None for older
+        files, files without an index, and (with a warning) a damaged or missing one."""
+        if not self._summ_read and self._index_offset is not None and (self.major, self.minor) >= (1, 2):
+            self._summ, problem, hard = summary_before(self._f, self._index_offset, self._first_block)
+            if problem:
+                self.warn(problem, hard=hard)
+        self._summ_read = True
+        return self._summ
+
+    def _load_index(self) -> bool:
+        offset = self._index_offset
+        if offset is None:
             return False
         self._f.seek(offset)
         try:
@@ -131,7 +174,7 @@ class Capture:
                 return False
         self._chunks, self._losses, self._metas = chunks, losses, metas
         stats = index.get("stats") if isinstance(index, dict) else None
-        self.index_stats = stats if isinstance(stats, dict) else {}
+        self._index_stats = stats if isinstance(stats, dict) else {}
         return True
 
     def _scan(self) -> None:
@@ -167,12 +210,14 @@ class Capture:
 
     # -- summaries --------------------------------------------------------------
     def chunk_infos(self) -> list[ChunkInfo]:
+        self._ensure_index()
         if self._chunks is None:
             self._scan()
         assert self._chunks is not None
         return self._chunks
 
     def losses(self) -> list[Loss]:
+        self._ensure_index()
         if self._losses is None:
             self._scan()
         assert self._losses is not None
@@ -194,6 +239,7 @@ class Capture:
 
     def meta(self, table: str) -> list[dict[str, Any]]:
         """All rows of metadata table ``table``, in file order."""
+        self._ensure_index()
         if self._metas is None:
             self._scan()
         assert self._metas is not None
@@ -217,6 +263,7 @@ class Capture:
 
     def meta_tables(self) -> list[str]:
         """Names of the metadata tables present, in first-seen order."""
+        self._ensure_index()
         if self._metas is None:
             self._scan()
         assert self._metas is not None
@@ -233,7 +280,11 @@ class Capture:
         """The capture's clock mapping (header pairs and the ``clock`` table), read once:
         the one monotonic -> wall-clock conversion every tool uses (format/clock.py)."""
         if self._clock is None:
-            self._clock = ClockMap(pairs_of(self.header, self.meta("clock")))
+            summ = self.summary() if self._has_index is None else None
+            if summ is not None and summ.clock is not None:  # index unread: SUMM has the table
+                self._clock = ClockMap(pairs_of(self.header) + summ.clock)
+            else:
+                self._clock = ClockMap(pairs_of(self.header, self.meta("clock")))
         return self._clock
 
     def clock_pairs(self) -> np.ndarray:
@@ -447,32 +498,3 @@ def _is_str(name: str) -> bool:
 
 def _py(v: Any) -> Any:
     return v.item() if hasattr(v, "item") else v
-
-
-def _open_path(path: str) -> BinaryIO:
-    from aether_rec.format.remote import is_url, open_url
-
-    if is_url(path):  # https://, s3://...: read by range (format/remote.py)
-        return open_url(path)  # type: ignore[return-value]
-    try:
-        if os.path.isdir(path):
-            raise CaptureError("is a directory, not a capture", path)
-        return builtins.open(path, "rb")
-    except FileNotFoundError:
-        raise CaptureError("no such file", path) from None
-    except PermissionError:
-        raise CaptureError("permission denied", path) from None
-    except OSError as exc:
-        raise CaptureError(f"cannot open ({exc.strerror or exc})", path) from None
-
-
-def _seekable(f: IO[bytes]) -> BinaryIO:
-    try:
-        if f.seekable():
-            return f  # type: ignore[return-value]
-    except (AttributeError, OSError, ValueError):
-        pass
-    spool = tempfile.TemporaryFile()
-    shutil.copyfileobj(f, spool, 1 << 20)
-    spool.seek(0)
-    return spool

@@ -16,13 +16,16 @@ import uuid
 from collections.abc import Mapping
 from typing import Any, BinaryIO
 
-from aether_rec.errors import LimitError
+from aether_rec.errors import DamagedCaptureError, LimitError
 from aether_rec.format.blocks import (
+    BLOCK_HEAD,
+    BLOCK_TAIL,
     CHNK,
     HEAD,
     INDX,
     LOSS,
     META,
+    SUMM,
     VERSION_MAJOR,
     VERSION_MINOR,
     frame,
@@ -31,10 +34,18 @@ from aether_rec.format.blocks import (
     trailer,
 )
 from aether_rec.format.chunk import Chunk, ChunkInfo
+from aether_rec.format.clock import pairs_of
 from aether_rec.format.columns import ChunkTooLarge, Codec, compact_dictionary, get_codec
-from aether_rec.format.limits import MAX_CHUNK_EVENTS, MAX_INDEX_ENTRIES, MAX_META_ROWS, MAX_STR_LEN
+from aether_rec.format.limits import (
+    MAX_CHUNK_EVENTS,
+    MAX_INDEX_ENTRIES,
+    MAX_META_ROWS,
+    MAX_STR_LEN,
+    MAX_SUMM_PAYLOAD,
+)
 from aether_rec.format.output import AtomicOutput, WriteError, create_output, open_output, refuse_reason
 from aether_rec.format.records import Loss, Meta, MetaRef
+from aether_rec.format.summary import HIST_FIELDS, CaptureSummary, LatencyHist
 from aether_rec.schema import schema_for_header
 
 # How outputs are created is format/output.py's rule; these names are part of the writer's API.
@@ -126,6 +137,10 @@ class CaptureWriter:
         self._chunks: list[ChunkInfo] = []
         self._losses: list[Loss] = []
         self._metas: list[MetaRef] = []
+        # 1.2: chunk histograms in the index and the SUMM block (not written for older minors)
+        self._summary: CaptureSummary | None = CaptureSummary() if minor >= 2 else None
+        self._clock_pairs: list[tuple[int, int]] = []
+        self._hist_codecs: dict[str, Any] = {}
         self._write(preamble(minor))
         self._write(head)
 
@@ -193,15 +208,41 @@ class CaptureWriter:
             half = chunk.n // 2
             self.write_chunk(chunk.take(slice(0, half)))
             return self.write_chunk(chunk.take(slice(half, chunk.n)))
-        return self.copy_chunk_block(frame(CHNK, payload), info)
+        hist = None
+        if self._summary is not None:
+            hist = LatencyHist.from_chunk(chunk)
+            try:
+                info.hist = hist.encode()
+            except LimitError:  # (a hostile chunk's): none, readers then read the chunk
+                hist = None
+                info.hist = b""  # not None: no second try in copy_chunk_block
+        return self.copy_chunk_block(frame(CHNK, payload), info, hist)
 
-    def copy_chunk_block(self, block: bytes, info: ChunkInfo) -> ChunkInfo:
-        """Write an already framed CHNK block (used by recover, which does not decode)."""
+    def copy_chunk_block(self, block: bytes, info: ChunkInfo, hist: LatencyHist | None = None) -> ChunkInfo:
+        """Write an already framed CHNK block (used by recover, which does not decode).
+        ``info.hist`` (the chunk's stored histograms, or None: unknown) goes to the index;
+        ``hist`` is the same decoded, if the caller has it."""
+        tried = info.hist == b""  # write_chunk found them too large
+        if self._summary is None or tried:
+            info.hist = None
+        elif info.hist is not None and hist is None:
+            try:
+                hist = LatencyHist.decode(info.hist)
+            except DamagedCaptureError:
+                info.hist = None
+        if self._summary is not None and info.hist is None and hist is None and not tried:
+            hist = _hist_of_block(block, info, self._hist_codecs)
+            try:
+                info.hist = None if hist is None else hist.encode()
+            except LimitError:
+                hist = None
         info.offset = self.bytes_written
         info.length = len(block)
         self._write(block)
         self._chunks.append(info)
         self.events_written += info.n
+        if self._summary is not None:
+            self._summary.add_chunk(info.n, info.t_first, info.t_last, info.length, info.raw, hist)
         return info
 
     # -- tables -------------------------------------------------------------------
@@ -212,6 +253,8 @@ class CaptureWriter:
         self._write(block)
         self._losses.append(stored)
         self.lost += int(loss.count)
+        if self._summary is not None:
+            self._summary.add_loss(stored.cpu, stored.kind, stored.count, stored.t_first, stored.t_last)
 
     def write_meta(self, table: str, rows: list[dict[str, Any]]) -> None:
         """Append rows to metadata table ``table`` (procs, fds, devices, clock, ...).
@@ -220,6 +263,8 @@ class CaptureWriter:
         huge command line) are cut to that length, and rows are spread over as many
         blocks as the block limit needs."""
         rows = [_clip(r) for r in rows]
+        if table == "clock":
+            self._clock_pairs.extend(pairs_of({}, rows))
         for i in range(0, len(rows), MAX_META_ROWS):
             self._write_meta(table, rows[i : i + MAX_META_ROWS])
 
@@ -247,22 +292,36 @@ class CaptureWriter:
             return
         try:
             self.flush()
-            index = {
+            index: dict[str, Any] = {
                 "chunks": [c.to_row() for c in self._chunks],
                 "losses": [x.to_row() for x in self._losses],
                 "meta": [m.to_row() for m in self._metas],
                 "events": self.events_written,
                 "stats": dict(stats or {}),
             }
-            offset = self.bytes_written
+            summ = b""
+            if self._summary is not None:
+                self._summary.clock = self._clock_pairs
+                self._summary.stats = index["stats"]
+                try:
+                    doc = pack(self._summary.to_doc(), "summary")
+                    summ = frame(SUMM, doc) if len(doc) <= MAX_SUMM_PAYLOAD else b""
+                except LimitError:
+                    summ = b""
+            offset = self.bytes_written + len(summ)
             try:
                 if max(len(self._chunks), len(self._losses), len(self._metas)) > MAX_INDEX_ENTRIES:
                     raise LimitError("index too long")
-                block = frame(INDX, pack(index, "index"))
+                try:
+                    block = frame(INDX, pack(index, "index"))
+                except LimitError:
+                    # too long with the histograms: without them (chunks then read to learn them)
+                    index["chunks"] = [c.to_row()[:12] for c in self._chunks]
+                    block = frame(INDX, pack(index, "index"))
             except LimitError:
                 block = b""
             if block:
-                self._write(block)
+                self._write(summ + block)
                 self._write(trailer(offset))
                 self.indexed = True
         except BaseException:
@@ -316,6 +375,22 @@ class CaptureWriter:
             self.closed = True
             raise WriteError(f"write failed ({exc.strerror or exc})", self.name) from None
         self.bytes_written += len(data)
+
+
+HIST_COLUMNS = HIST_FIELDS
+
+
+def _hist_of_block(block: bytes, info: ChunkInfo, codecs: dict[str, Any]) -> LatencyHist | None:
+    """The histograms of a framed chunk copied without them (recover, redact, a raw copy of a
+    1.0/1.1 chunk): decoded for that; None when its body does not decode (the entry then
+    says nothing, and readers read the chunk)."""
+    from aether_rec.format.columns import decode_chunk
+
+    try:
+        chunk = decode_chunk(block[BLOCK_HEAD.size : -BLOCK_TAIL.size], info, codecs, HIST_COLUMNS)
+    except DamagedCaptureError:
+        return None
+    return LatencyHist.from_chunk(chunk) if chunk.n == info.n else None
 
 
 def _clip(row: Any) -> Any:

@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from aether_rec.format.summary import bucket_index  # the one bucket rule (the format stores it)
+
 DEFAULT_PRECISION = 8
 PERCENTILES: tuple[float, ...] = (50.0, 90.0, 99.0, 99.9)
 
@@ -30,20 +32,6 @@ PERCENTILES: tuple[float, ...] = (50.0, 90.0, 99.0, 99.9)
 def relative_error(precision: int = DEFAULT_PRECISION) -> float:
     """The largest relative error of a reported percentile."""
     return 2.0**-precision
-
-
-def bucket_index(values: np.ndarray, precision: int = DEFAULT_PRECISION) -> np.ndarray:
-    """Bucket index of every value (vectorised; ``values`` non-negative integers).
-
-    Read straight from the bits of the float64 conversion: the exponent gives ``bit_length``
-    and the top ``P-1`` mantissa bits give ``v >> shift`` (exact below 2**53 ns, 104 days).
-    """
-    v = np.asarray(values)
-    if v.dtype != np.uint64:
-        v = v.astype(np.int64, copy=False).clip(0).astype(np.uint64)
-    bits = v.astype(np.float64).view(np.uint64) >> np.uint64(53 - precision)
-    idx = bits.view(np.int64) - ((1021 + precision) << (precision - 1))
-    return np.where(v < (1 << precision), v.view(np.int64), idx)
 
 
 def bucket_index_of_floats(

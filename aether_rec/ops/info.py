@@ -26,39 +26,63 @@ def iso_ns(real_ns: int) -> str:
         return f"(not a date: {int(real_ns)} ns)"
 
 
-def capture_info(cap: Capture, verify: bool = False, index_only: bool = False) -> dict[str, Any]:
-    """A JSON-ready description of ``cap`` (schema version INFO_SCHEMA_VERSION). With
-    ``index_only`` no chunk is read (for remote captures): ``by_layer_op`` is then empty."""
+def capture_info(cap: Capture, verify: bool = False, index_only: bool = False,
+                 summary: bool = True) -> dict[str, Any]:
+    """A JSON-ready description of ``cap`` (schema version INFO_SCHEMA_VERSION).
+
+    A 1.2 capture's SUMM block answers everything (``from_summary``; open the capture with
+    ``lazy_index`` and nothing else is read: a few KB whatever its size), unless ``verify``
+    or ``summary`` is False. Otherwise the index, and the chunks to count events per layer
+    and op: with ``index_only`` no chunk is read (for remote captures), ``by_layer_op`` is
+    then empty."""
     h = cap.header
-    infos = cap.chunk_infos()
-    index_n = sum(c.n for c in infos)  # what the index (or the summaries) claim
-    per: Counter[tuple[int, int]] = Counter()
-    # every column decoded: a chunk counts when it can be read whole, as stats and replay
-    # read it (a chunk damaged in another column is skipped by them too); none with
-    # index_only (a remote capture: the index says enough)
-    for chunk in [] if index_only else cap.chunks(ordered=False):
-        key = chunk.column("layer").astype(np.uint32) << 8 | chunk.column("op")
-        vals, counts = np.unique(key, return_counts=True)
-        for v, c in zip(vals.tolist(), counts.tolist()):
-            per[(v >> 8, v & 0xFF)] += c
-    # what can be read: the same count as stats and replay (with index_only, what the
-    # index claims: nothing was read to check it)
-    n = index_n if index_only else sum(per.values())
-    t0 = min((c.t_first for c in infos), default=None)
-    t1 = max((c.t_last for c in infos), default=None)
-    losses = cap.losses()
+    summ = cap.summary() if summary and not verify else None
+    if summ is not None and not summ.complete:
+        summ = None  # some chunk's histograms are missing: count from the chunks
+    if summ is not None:
+        index_n = n = summ.events
+        per: Counter[tuple[int, int]] = Counter()
+        for key, g in summ.hist.groups.items():
+            per[(key >> 16, (key >> 8) & 0xFF)] += g.count
+        n_chunks, t0, t1 = summ.chunks, summ.t_first, summ.t_last
+        compressed, raw = summ.compressed, summ.raw
+        loss_rows = [(x.cpu, x.kind, x.count, x.blocks, x.t_first, x.t_last) for x in summ.losses]
+        index_only = False
+    else:
+        infos = cap.chunk_infos()
+        index_n = sum(c.n for c in infos)  # what the index (or the summaries) claim
+        per = Counter()
+        # every column decoded: a chunk counts when it can be read whole, as stats and replay
+        # read it (a chunk damaged in another column is skipped by them too); none with
+        # index_only (a remote capture: the index says enough)
+        for chunk in [] if index_only else cap.chunks(ordered=False):
+            key = chunk.column("layer").astype(np.uint32) << 8 | chunk.column("op")
+            vals, counts = np.unique(key, return_counts=True)
+            for v, c in zip(vals.tolist(), counts.tolist()):
+                per[(v >> 8, v & 0xFF)] += c
+        # what can be read: the same count as stats and replay (with index_only, what the
+        # index claims: nothing was read to check it)
+        n = index_n if index_only else sum(per.values())
+        n_chunks = len(infos)
+        t0 = min((c.t_first for c in infos), default=None)
+        t1 = max((c.t_last for c in infos), default=None)
+        compressed = sum(c.length for c in infos)
+        raw = sum(c.raw for c in infos)
+        loss_rows = [(x.cpu, x.kind, x.count, 1, x.t_first, x.t_last) for x in cap.losses()]
     lost_by_cpu: Counter[int] = Counter()
     lost_by_kind: Counter[str] = Counter()
     unmatched = 0
-    for loss in losses:
-        if not is_real_loss(loss.kind):
-            unmatched += loss.count
+    loss_blocks = 0
+    lost_windows = []
+    for cpu, kind, count, blocks, first, last in loss_rows:
+        loss_blocks += blocks
+        if not is_real_loss(kind):
+            unmatched += count
             continue
-        lost_by_cpu[loss.cpu] += loss.count
-        lost_by_kind[loss.kind] += loss.count
-    lost_windows = [(x.t_first, x.t_last) for x in losses if is_real_loss(x.kind) and x.count]
-    compressed = sum(c.length for c in infos)
-    raw = sum(c.raw for c in infos)
+        lost_by_cpu[cpu] += count
+        lost_by_kind[kind] += count
+        if count and first is not None and last is not None:
+            lost_windows.append((first, last))
     out: dict[str, Any] = {
         "schema": "aether-rec/info",
         "schema_version": INFO_SCHEMA_VERSION,
@@ -83,8 +107,9 @@ def capture_info(cap: Capture, verify: bool = False, index_only: bool = False) -
         "events": n,
         "index_events": index_n,
         "derived": _derivation(h),
-        "chunks": len(infos),
-        "indexed": cap.has_index,
+        "chunks": n_chunks,
+        "indexed": summ is not None or cap.has_index,
+        "from_summary": summ is not None,
         "first_ts": t0,
         "last_ts": t1,
         "start": iso_ns(int(cap.mono_to_real(t0))) if t0 is not None else None,
@@ -99,7 +124,7 @@ def capture_info(cap: Capture, verify: bool = False, index_only: bool = False) -
         "lost": sum(lost_by_cpu.values()),
         "lost_by_cpu": {str(k): v for k, v in sorted(lost_by_cpu.items())},
         "lost_by_kind": dict(sorted(lost_by_kind.items())),
-        "loss_blocks": len(losses),
+        "loss_blocks": loss_blocks,
         "lost_first": _wall(cap, min(w[0] for w in lost_windows)) if lost_windows else None,
         "lost_last": _wall(cap, max(w[1] for w in lost_windows)) if lost_windows else None,
         "unmatched": unmatched,

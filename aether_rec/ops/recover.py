@@ -1,7 +1,8 @@
 """``recover``: rebuild a clean, indexed capture from a damaged or unfinished one.
 
-Good chunks are copied as they are (not decompressed); the index is rebuilt from the
-summaries every chunk carries. What could not be kept is reported.
+Good chunks are copied as they are (not re-encoded); the index is rebuilt from the
+summaries every chunk carries, and (format 1.2) the writer decompresses each chunk once for
+its latency histograms. What could not be kept is reported.
 """
 
 from __future__ import annotations

@@ -611,6 +611,27 @@ expect.warning: none
 expect.strict: ok
 expect.ts: {" ".join(str(T0 + t) for t in (400_000, 405_000, 410_000, 420_000, 421_000, 500_000, 510_000, 600_000))}
 """)
+
+    one_two = write(truth, fixed_header("016-version-1.2", layers=["syscall", "block", "io_uring"]),
+                    chunk_events=4, minor=2)
+    v["016-version-1.2"] = (one_two, f"""\
+Vector 015's events written by a 1.2 writer (section 22), in 2 chunks of 4 events: each
+index chunk entry has a 13th element, the chunk's latency histograms (section 9.1), and a
+SUMM block (section 9.2) sits between the last LOSS block and INDX. Its summary says 2
+chunks, 8 events, 3 lost (cpu -1, kind recursion, 1 block), and its histograms hold 8
+groups (layer, op, fdkind): for example syscall read of fdkind file (the cached read,
+2000 ns) and syscall read of fdkind pipe (1 s), one event each. A 1.1 reader reads the
+same 8 events, ignores the 13th elements and skips SUMM as an unknown block type.
+
+expect.result: ok
+expect.events: 8
+expect.chunks: 2
+expect.indexed: yes
+expect.lost: 3
+expect.warning: none
+expect.strict: ok
+expect.ts: {" ".join(str(T0 + t) for t in (400_000, 405_000, 410_000, 420_000, 421_000, 500_000, 510_000, 600_000))}
+""")
     return v
 
 

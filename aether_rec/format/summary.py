@@ -1,0 +1,385 @@
+"""Latency summaries a 1.2 capture keeps beside its events (format/SPEC.md, sections 9.1 and 9.2):
+each chunk's latency histograms in its index entry, and the SUMM block before the index that
+sums up the whole capture, so that percentiles and ``info`` need neither decompression nor
+(for SUMM) the index.
+
+Histograms use the log-linear buckets of ops/histogram.py (``bucket_index``, defined here so
+that the writer can use it; the format imports no other room). One histogram per group
+``key = layer << 16 | op << 8 | fdkind``, with the exact count, sum, min and max of ``lat``,
+the sum of ``bytes`` and the number of errors (``result < 0`` other than ``-EAGAIN``).
+
+Every decode reads untrusted bytes: sizes are bounded before anything is allocated and
+anything malformed raises DamagedCaptureError.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO
+
+import numpy as np
+import zstandard
+
+from aether_rec.errors import DamagedCaptureError, LimitError
+from aether_rec.format.blocks import (
+    BLOCK_OVERHEAD,
+    BLOCK_TAIL,
+    SUMM,
+    Damage,
+    checked_int,
+    pack,
+    read_block,
+    unpack,
+)
+from aether_rec.format.columns import decompress_limited
+from aether_rec.format.limits import (
+    MAX_HIST_BUCKETS,
+    MAX_HIST_GROUPS,
+    MAX_HIST_PRECISION,
+    MAX_HIST_RAW,
+    MAX_SUMM_CLOCK,
+    MAX_SUMM_LOSSES,
+    MAX_SUMM_PAYLOAD,
+)
+from aether_rec.schema import COLUMN_BY_NAME
+
+PRECISION = 8  # the bucket precision writers use (relative error 2**-8)
+EAGAIN = 11
+U64_MAX = (1 << 64) - 1
+SLICE = 1 << 18  # events summarised at a time
+HIST_FIELDS = ("ts", "lat", "layer", "op", "fdkind", "bytes", "result")  # the columns histograms read
+_WIDTHS: dict[int, Any] = {1: np.dtype("<u1"), 2: np.dtype("<u2"), 4: np.dtype("<u4"), 8: np.dtype("<u8")}
+
+
+def bucket_index(values: np.ndarray, precision: int = PRECISION) -> np.ndarray:
+    """Bucket index of every value (vectorised; ``values`` non-negative integers).
+
+    Read straight from the bits of the float64 conversion: the exponent gives ``bit_length``
+    and the top ``P-1`` mantissa bits give ``v >> shift`` (exact below 2**53 ns, 104 days).
+    """
+    v = np.asarray(values)
+    if v.dtype != np.uint64:
+        v = v.astype(np.int64, copy=False).clip(0).astype(np.uint64)
+    bits = v.astype(np.float64).view(np.uint64) >> np.uint64(53 - precision)
+    idx = bits.view(np.int64) - ((1021 + precision) << (precision - 1))
+    return np.where(v < (1 << precision), v.view(np.int64), idx)
+
+
+def _column_slice(chunk: Any, name: str, a: int, b: int) -> np.ndarray:
+    """Events a..b of a chunk's column, or of the column's default when the chunk lacks it."""
+    arr = chunk.columns.get(name)
+    if arr is not None:
+        return np.asarray(arr[a:b])
+    col = COLUMN_BY_NAME[name]
+    return np.full(b - a, col.default, dtype=col.dtype)
+
+
+def group_key(layer: int, op: int, fdkind: int) -> int:
+    return (int(layer) << 16) | (int(op) << 8) | int(fdkind)
+
+
+@dataclass
+class GroupHist:
+    """One group's histogram: dense ``counts`` from bucket ``base``, and exact totals."""
+
+    count: int
+    sum: int
+    min: int
+    max: int
+    bytes: int
+    errors: int
+    t0: int  # smallest ts
+    end: int  # largest ts + lat (saturating at 2**64 - 1)
+    base: int
+    counts: np.ndarray  # int64
+
+    def merge(self, o: GroupHist) -> None:
+        lo = min(self.base, o.base)
+        hi = max(self.base + self.counts.size, o.base + o.counts.size)
+        if lo != self.base or hi != self.base + self.counts.size:
+            grown = np.zeros(hi - lo, dtype=np.int64)
+            grown[self.base - lo : self.base - lo + self.counts.size] = self.counts
+            self.base, self.counts = lo, grown
+        self.counts[o.base - self.base : o.base - self.base + o.counts.size] += o.counts
+        self.count += o.count
+        self.sum += o.sum
+        self.bytes += o.bytes
+        self.errors += o.errors
+        self.min = min(self.min, o.min)
+        self.max = max(self.max, o.max)
+        self.t0 = min(self.t0, o.t0)
+        self.end = max(self.end, o.end)
+
+
+@dataclass
+class LatencyHist:
+    """The histograms of one chunk, or of a whole capture (merged)."""
+
+    precision: int = PRECISION
+    groups: dict[int, GroupHist] = field(default_factory=dict)
+
+    @property
+    def total(self) -> int:
+        return sum(g.count for g in self.groups.values())
+
+    @classmethod
+    def from_chunk(cls, chunk: Any, precision: int = PRECISION) -> LatencyHist:
+        """The histograms of a decoded chunk (format/chunk.py ``Chunk``), computed a slice of
+        SLICE events at a time, so that the memory used stays small whatever the chunk (a
+        column the chunk lacks is not materialised beyond a slice)."""
+        h = cls(precision)
+        n = int(chunk.n)
+        for a in range(0, n, SLICE):
+            b = min(n, a + SLICE)
+            part = cls(precision)
+            part._add({name: _column_slice(chunk, name, a, b) for name in HIST_FIELDS})
+            if not h.groups:
+                h = part
+            else:
+                h.merge(part)
+        return h
+
+    def _add(self, cols: dict[str, np.ndarray]) -> None:
+        """Add the groups of events given as columns (into an empty histogram)."""
+        h = self
+        precision = self.precision
+        lat = cols["lat"]
+        ts = cols["ts"]
+        key = ((cols["layer"].astype(np.uint32) << np.uint32(16))
+               | (cols["op"].astype(np.uint32) << np.uint32(8))
+               | cols["fdkind"].astype(np.uint32))
+        ends = ts.astype(np.uint64) + lat.astype(np.uint64)
+        ends[ends < ts] = np.uint64(U64_MAX)  # saturating, as stats' end times
+        idx = bucket_index(lat, precision)
+        ukeys, inv = np.unique(key, return_inverse=True)
+        inv = inv.reshape(-1)
+        g = ukeys.size
+        order = np.argsort(inv.astype(np.uint16) if g < 65536 else inv, kind="stable")
+        counts_g = np.bincount(inv, minlength=g)
+        starts = np.zeros(g, dtype=np.int64)
+        np.cumsum(counts_g[:-1], out=starts[1:])
+        lat_s, idx_s = lat[order], idx[order]
+        t0s = np.minimum.reduceat(ts[order], starts)
+        endmax = np.maximum.reduceat(ends[order], starts)
+        sums = np.add.reduceat(lat_s, starts, dtype=np.uint64)
+        mins = np.minimum.reduceat(lat_s, starts)
+        maxs = np.maximum.reduceat(lat_s, starts)
+        imin = np.minimum.reduceat(idx_s, starts)
+        imax = np.maximum.reduceat(idx_s, starts)
+        nbytes = np.add.reduceat(cols["bytes"][order], starts, dtype=np.uint64)
+        result = cols["result"]
+        err = (result < 0) & (result != -EAGAIN)
+        errors = np.bincount(inv[err], minlength=g)
+        for k in range(g):
+            a, b = int(starts[k]), int(starts[k]) + int(counts_g[k])
+            lo = int(imin[k])
+            dense = np.bincount(idx_s[a:b] - lo, minlength=int(imax[k]) - lo + 1).astype(np.int64)
+            h.groups[int(ukeys[k])] = GroupHist(
+                int(counts_g[k]), int(sums[k]), int(mins[k]), int(maxs[k]), int(nbytes[k]),
+                int(errors[k]), int(t0s[k]), int(endmax[k]), lo, dense)
+
+    def merge(self, other: LatencyHist) -> LatencyHist:
+        if other.precision != self.precision:
+            raise ValueError("cannot merge histograms of different precision")
+        for k, g in other.groups.items():
+            mine = self.groups.get(k)
+            if mine is None:
+                self.groups[k] = GroupHist(g.count, g.sum, g.min, g.max, g.bytes, g.errors, g.t0, g.end,
+                                           g.base, g.counts.copy())
+            else:
+                mine.merge(g)
+        return self
+
+    # -- the stored form (SPEC 9.1) ------------------------------------------------------
+    def encode(self) -> bytes:
+        """zstd(msgpack([precision, [[key, count, sum, min, max, bytes, errors, t0, end, base,
+        width, counts], ...]])), groups by key, counts little-endian of ``width`` bytes."""
+        rows = []
+        for k in sorted(self.groups):
+            g = self.groups[k]
+            top = int(g.counts.max()) if g.counts.size else 0
+            width = 1 if top < 1 << 8 else 2 if top < 1 << 16 else 4 if top < 1 << 32 else 8
+            rows.append([k, g.count, min(g.sum, U64_MAX), g.min, g.max, min(g.bytes, U64_MAX), g.errors,
+                         g.t0, g.end, g.base, width, g.counts.astype(_WIDTHS[width]).tobytes()])
+        doc = [self.precision, rows]
+        raw = pack(doc, "latency histograms")
+        if len(raw) > MAX_HIST_RAW or len(rows) > MAX_HIST_GROUPS:
+            raise LimitError("latency histograms exceed the limits every reader enforces")
+        return bytes(zstandard.ZstdCompressor(level=3).compress(raw))
+
+    @classmethod
+    def decode(cls, data: Any) -> LatencyHist:
+        """From a stored histogram element; malformed -> DamagedCaptureError."""
+        if not isinstance(data, bytes):
+            raise DamagedCaptureError("latency histograms are not a byte string")
+        raw = decompress_limited(data, MAX_HIST_RAW, "latency histograms")
+        doc = unpack(raw, "latency histograms")
+        if not isinstance(doc, list) or len(doc) < 2 or not isinstance(doc[1], list):
+            raise DamagedCaptureError("latency histograms malformed")
+        precision = checked_int(doc[0], "precision")
+        if not 2 <= precision <= MAX_HIST_PRECISION:
+            raise DamagedCaptureError(f"latency histogram precision {precision} out of range")
+        if len(doc[1]) > MAX_HIST_GROUPS:
+            raise DamagedCaptureError("too many latency histogram groups")
+        h = cls(precision)
+        for row in doc[1]:
+            if not isinstance(row, list) or len(row) < 12:
+                raise DamagedCaptureError("latency histogram group malformed")
+            k, count, s, vmin, vmax, nbytes, errors, t0, end, base, width = (
+                checked_int(x, "latency histogram") for x in row[:11])
+            blob = row[11]
+            if width not in _WIDTHS or not isinstance(blob, bytes) or len(blob) % width:
+                raise DamagedCaptureError("latency histogram counts malformed")
+            counts = np.frombuffer(blob, dtype=_WIDTHS[width]).astype(np.int64)
+            if (counts.size > MAX_HIST_BUCKETS or not 0 <= base <= MAX_HIST_BUCKETS or not counts.size
+                    or min(k, count, s, vmin, vmax, nbytes, errors, t0, end) < 0 or (counts < 0).any()
+                    or int(counts.sum()) != count or count < 1 or k in h.groups or vmin > vmax
+                    or errors > count or not counts[0] or not counts[-1]):
+                raise DamagedCaptureError("latency histogram group inconsistent")
+            h.groups[k] = GroupHist(count, s, vmin, vmax, nbytes, errors, t0, end, base, counts)
+        return h
+
+
+# -- the SUMM block (SPEC 9.2) --------------------------------------------------------------
+
+
+@dataclass
+class LossTotal:
+    """The LOSS blocks of one (cpu, kind): how many, how many events, and the span of those
+    with a count (None when every count is 0)."""
+
+    cpu: int
+    kind: str
+    count: int = 0
+    blocks: int = 0
+    t_first: int | None = None
+    t_last: int | None = None
+
+
+@dataclass
+class CaptureSummary:
+    chunks: int = 0
+    events: int = 0
+    t_first: int | None = None
+    t_last: int | None = None
+    compressed: int = 0  # bytes of the CHNK blocks
+    raw: int = 0  # their decompressed body sizes
+    hist_chunks: int = 0  # chunks whose histograms ``hist`` includes
+    hist: LatencyHist = field(default_factory=LatencyHist)
+    losses: list[LossTotal] = field(default_factory=list)
+    clock: list[tuple[int, int]] | None = None  # the clock table's (mono, real) pairs
+    stats: dict[str, Any] = field(default_factory=dict)  # the index's recorder statistics
+    offset: int = -1  # of the SUMM block
+
+    @property
+    def complete(self) -> bool:
+        """Whether the histograms cover every chunk (else per-op counts need the chunks)."""
+        return self.hist_chunks == self.chunks
+
+    def add_chunk(self, n: int, t_first: int, t_last: int, length: int, raw: int,
+                  hist: LatencyHist | None) -> None:
+        self.chunks += 1
+        self.events += n
+        if n:
+            self.t_first = t_first if self.t_first is None else min(self.t_first, t_first)
+            self.t_last = t_last if self.t_last is None else max(self.t_last, t_last)
+        self.compressed += length
+        self.raw += raw
+        if hist is not None:
+            self.hist_chunks += 1
+            self.hist.merge(hist)
+
+    def add_loss(self, cpu: int, kind: str, count: int, t_first: int, t_last: int) -> None:
+        for lt in self.losses:
+            if lt.cpu == cpu and lt.kind == kind:
+                break
+        else:
+            lt = LossTotal(cpu, kind)
+            self.losses.append(lt)
+        lt.blocks += 1
+        lt.count += count
+        if count:
+            lt.t_first = t_first if lt.t_first is None else min(lt.t_first, t_first)
+            lt.t_last = t_last if lt.t_last is None else max(lt.t_last, t_last)
+
+    def to_doc(self) -> dict[str, Any]:
+        """The SUMM document; LimitError when readers would refuse it."""
+        if len(self.losses) > MAX_SUMM_LOSSES:
+            raise LimitError("too many loss rows for a summary")
+        clock = self.clock if self.clock is not None and len(self.clock) <= MAX_SUMM_CLOCK else None
+        return {
+            "chunks": self.chunks, "events": self.events, "t_first": self.t_first, "t_last": self.t_last,
+            "compressed": self.compressed, "raw": self.raw, "hist_chunks": self.hist_chunks,
+            "hist": self.hist.encode(),
+            "losses": [[x.cpu, x.kind, x.count, x.blocks, x.t_first, x.t_last] for x in self.losses],
+            "clock": None if clock is None else [list(p) for p in clock],
+            "stats": self.stats,
+        }
+
+    @classmethod
+    def from_doc(cls, doc: Any, offset: int = -1) -> CaptureSummary:
+        if not isinstance(doc, Mapping):
+            raise DamagedCaptureError("summary is not a map")
+
+        def num(k: str) -> int:
+            v = checked_int(doc.get(k), f"summary {k}")
+            if v < 0:
+                raise DamagedCaptureError(f"summary {k} is negative")
+            return v
+
+        def opt(v: Any, what: str) -> int | None:
+            return None if v is None else checked_int(v, what)
+
+        s = cls(num("chunks"), num("events"), opt(doc.get("t_first"), "t_first"),
+                opt(doc.get("t_last"), "t_last"), num("compressed"), num("raw"), num("hist_chunks"),
+                LatencyHist.decode(doc.get("hist")), offset=offset)
+        if s.hist_chunks > s.chunks:
+            raise DamagedCaptureError("summary has histograms of more chunks than it counts")
+        if s.complete and s.hist.total != s.events:
+            raise DamagedCaptureError("summary histograms disagree with its event count")
+        losses = doc.get("losses", [])
+        if not isinstance(losses, list) or len(losses) > MAX_SUMM_LOSSES:
+            raise DamagedCaptureError("summary losses malformed")
+        for row in losses:
+            if not isinstance(row, list) or len(row) < 6 or not isinstance(row[1], str):
+                raise DamagedCaptureError("summary loss row malformed")
+            s.losses.append(LossTotal(checked_int(row[0], "loss cpu"), row[1],
+                                      checked_int(row[2], "loss count"), checked_int(row[3], "loss blocks"),
+                                      opt(row[4], "loss t_first"), opt(row[5], "loss t_last")))
+        clock = doc.get("clock")
+        if clock is not None:
+            if not isinstance(clock, list) or len(clock) > MAX_SUMM_CLOCK:
+                raise DamagedCaptureError("summary clock malformed")
+            pairs = []
+            for p in clock:
+                if not isinstance(p, list) or len(p) != 2:
+                    raise DamagedCaptureError("summary clock pair malformed")
+                pairs.append((checked_int(p[0], "clock"), checked_int(p[1], "clock")))
+            s.clock = pairs
+        stats = doc.get("stats")
+        s.stats = stats if isinstance(stats, dict) else {}
+        return s
+
+
+def summary_before(f: BinaryIO, end: int, first_block: int) -> tuple[CaptureSummary | None, str, bool]:
+    """The SUMM block that ends at ``end`` (the index offset the trailer gives), found from
+    the length its last field repeats (SPEC 9.2): (summary, "", _) or (None, why, hard), hard
+    being False when the block before the index is simply not a SUMM block."""
+    why = "missing"
+    if end - first_block >= BLOCK_OVERHEAD:
+        f.seek(end - BLOCK_TAIL.size)
+        _, total = BLOCK_TAIL.unpack(f.read(BLOCK_TAIL.size))
+        start = end - total
+        if total < BLOCK_OVERHEAD or start < first_block or total - BLOCK_OVERHEAD > MAX_SUMM_PAYLOAD:
+            why = "its length field is wrong"
+        else:
+            f.seek(start)
+            try:
+                block = read_block(f, start)
+                if block.type != SUMM:
+                    return None, "no summary block before the index; reading the index", False
+                return CaptureSummary.from_doc(unpack(block.payload, "summary"), start), "", False
+            except (Damage, EOFError, DamagedCaptureError) as exc:
+                why = exc.reason if isinstance(exc, Damage) else str(exc) or "cut short"
+    return None, f"summary block unusable ({why}); reading the index instead", True

@@ -97,10 +97,7 @@ def wall_parts(real: np.ndarray | None, n: int) -> tuple[np.ndarray, ...]:
 def fixed_digits(v: np.ndarray, width: int) -> np.ndarray:
     """(n x width) zero-padded decimal digits of values known to be in [0, 10**width)."""
     out = np.empty((len(v), width), dtype=np.uint8)
-    rest = v.astype(np.int64)
-    for k in range(width - 1, -1, -1):
-        out[:, k] = rest % 10 + 48
-        rest //= 10
+    _digits_into(out, v.astype(np.uint32 if width <= 9 else np.uint64), width, width)
     return out
 
 
@@ -122,11 +119,12 @@ def _utf8_table(words: Sequence[str]) -> np.ndarray:
 
 
 class RowMatrix:
-    """Fields appended left to right; ``text()`` gives the rows and where each one ends."""
+    """Fields appended left to right; ``data()`` gives the rows as bytes and where each one
+    ends, ``text()`` the same as a string."""
 
     def __init__(self, n: int) -> None:
         self.n = n
-        self.parts: list[np.ndarray] = []
+        self.parts: list[np.ndarray] = []  # (n x w) uint8 each; a literal is broadcast (stride 0)
 
     def lit(self, s: str) -> None:
         row = np.frombuffer(s.encode(), dtype=_U8)
@@ -134,7 +132,7 @@ class RowMatrix:
 
     def words(self, table: Sequence[str], codes: np.ndarray) -> None:
         """``table[code]`` per row (pad the words beforehand for aligned columns)."""
-        self.parts.append(_utf8_table(table)[codes])
+        self.parts.append(gather_rows(_utf8_table(table), codes))
 
     def per_row(self, values: Sequence[str]) -> None:
         self.parts.append(_utf8_table(values))
@@ -151,20 +149,44 @@ class RowMatrix:
         """Per row, the fields of ``a`` where ``mask``, else those of ``b``."""
         ma, mb = a.matrix(), b.matrix()
         w = max(ma.shape[1], mb.shape[1])
-        ma = np.pad(ma, ((0, 0), (0, w - ma.shape[1])))
-        mb = np.pad(mb, ((0, 0), (0, w - mb.shape[1])))
+        if ma.shape[1] < w:
+            ma = np.pad(ma, ((0, 0), (0, w - ma.shape[1])))
+        if mb.shape[1] < w:
+            mb = np.pad(mb, ((0, 0), (0, w - mb.shape[1])))
         self.parts.append(np.where(mask[:, None], ma, mb))
 
     def matrix(self) -> np.ndarray:
-        if not self.parts:
-            return np.zeros((self.n, 0), dtype=_U8)
-        return np.concatenate(self.parts, axis=1)
+        """The parts side by side in one (n x W) matrix, each copied once into its columns as
+        one w-byte item per row (a copy per item, not per byte)."""
+        width = sum(p.shape[1] for p in self.parts)
+        out = np.empty((self.n, width), dtype=_U8)
+        if not self.n or not width:
+            return out
+        a = 0
+        for p in self.parts:
+            w = p.shape[1]
+            if not w:
+                continue
+            dst = np.ndarray((self.n,), dtype=f"V{w}", buffer=out, offset=a, strides=(width,))
+            if p.strides[0] == 0:  # a literal: one value for every row
+                dst[...] = np.frombuffer(p[0].tobytes(), dtype=f"V{w}")[0]
+            else:
+                dst[...] = np.ascontiguousarray(p).view(f"V{w}").reshape(self.n)
+            a += w
+        return out
+
+    def data(self) -> tuple[bytes, np.ndarray]:
+        """The rows as UTF-8 bytes, and the end offset (in bytes) of every row."""
+        m = self.matrix()
+        keep = m != 0
+        ends = np.cumsum(keep.sum(axis=1, dtype=np.int64))
+        return m[keep].tobytes(), ends
 
     def text(self) -> tuple[str, np.ndarray]:
         """The rows as one string, and the end offset (in characters) of every row."""
         m = self.matrix()
         keep = m != 0
-        data = m.ravel()[keep.ravel()]
+        data = m[keep]
         if data.size and data.max() >= 0x80:  # multi-byte characters: count lead bytes only
             chars = np.count_nonzero(keep & ((m & 0xC0) != 0x80), axis=1)
         else:
@@ -172,34 +194,63 @@ class RowMatrix:
         return data.tobytes().decode("utf-8", "surrogatepass"), np.cumsum(chars)
 
 
+def gather_rows(table: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    """``table[codes]`` for a (k x w) byte table, one w-byte item per row (not w bytes)."""
+    k, w = table.shape
+    if not w:
+        return np.zeros((len(codes), 0), dtype=_U8)
+    items = np.ascontiguousarray(table).view(f"V{w}").reshape(k)
+    return items.take(codes).view(_U8).reshape(len(codes), w)
+
+
+def _digits_into(out: np.ndarray, rest: np.ndarray, right: int, count: int) -> np.ndarray:
+    """Write the ``count`` lowest decimal digits of ``rest`` into columns ``right-count ..
+    right-1`` of ``out``; return what is left (``rest // 10**count``). No ``%`` (numpy's
+    integer remainder is several times slower than its division by a constant)."""
+    ten = rest.dtype.type(10)
+    for k in range(count):
+        q = rest // ten
+        out[:, right - 1 - k] = rest - q * ten + 48
+        rest = q
+    return rest
+
+
 def int_matrix(v: np.ndarray, width: int = 0) -> np.ndarray:
     """(n x w) bytes of each integer in decimal, right-justified with spaces to ``width``,
     NUL-padded on the left to the longest."""
     n = len(v)
     if v.dtype.kind == "u":
-        neg = np.zeros(n, dtype=bool)
-        mag = v.astype(np.uint64)
+        neg = None
+        mag = v.astype(np.uint64, copy=False)
     else:
-        x = v.astype(np.int64)
+        x = v.astype(np.int64, copy=False)
         neg = x < 0
-        mag = np.where(neg, -(x + 1), x).astype(np.uint64) + neg.astype(np.uint64)  # |INT64_MIN| fits
+        mag = np.where(neg, -(x + 1), x).astype(np.uint64) + neg  # |INT64_MIN| fits
     top = int(mag.max()) if n else 0
     nd_max = len(str(top))
+    small = mag.astype(np.uint32) if top < 2**32 else mag  # 32-bit division is twice as fast
     nd = np.ones(n, dtype=np.int64)
     for k in range(1, nd_max):
-        nd += mag >= np.uint64(_POW10[k])
-    length = nd + neg
+        nd += small >= _POW10[k]
+    length = nd + neg if neg is not None else nd
     w = max(int(length.max()) if n else 1, width)
-    out = np.zeros((n, w), dtype=_U8)
-    rest = mag.copy()
-    col = np.arange(w)
-    for k in range(nd_max):  # digit k from the right
-        d = (rest % np.uint64(10)).astype(_U8)
-        rest //= np.uint64(10)
-        out[:, w - 1 - k] = np.where(k < nd, d + 48, 0)
-    pos_sign = w - 1 - nd  # the column left of the first digit
-    out[np.arange(n)[neg], pos_sign[neg]] = ord("-")
+    out = np.empty((n, w), dtype=_U8)
+    # digits from the right, 8 at a time in 32 bits once the rest fits
+    rest, right, left_digits, hi = small, w, nd_max, top
+    while left_digits:
+        if hi < 2**32:
+            _digits_into(out, rest.astype(np.uint32, copy=False), right, left_digits)
+            right -= left_digits
+            break
+        q = rest // np.uint64(10**8)
+        _digits_into(out, (rest - q * np.uint64(10**8)).astype(np.uint32), right, 8)
+        rest, right, left_digits, hi = q, right - 8, left_digits - 8, hi // 10**8
+    # left of each value's digits: its sign, then spaces up to ``width``, then NULs
+    col = np.arange(w)[None, :]
+    first = (w - nd)[:, None]
+    fill = np.zeros((1, w), dtype=_U8)
     if width:
-        pad = (col[None, :] >= w - width) & (col[None, :] < (w - length)[:, None])
-        out[pad] = ord(" ")
-    return out
+        fill[0, w - width:] = ord(" ")
+    if neg is not None and neg.any():
+        fill = np.where(col == first - 1, np.where(neg[:, None], _U8(ord("-")), fill), fill)
+    return np.where(col >= first, out, fill)

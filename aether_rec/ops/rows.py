@@ -5,12 +5,13 @@ the same values as Python objects, for exports that build documents (perfetto)."
 
 from __future__ import annotations
 
+import codecs
 import csv
 import errno as _errno
 import io
 import json
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import IO, Any, cast
 
 import numpy as np
 
@@ -165,9 +166,9 @@ def _clock_block(m: RowMatrix, hh: np.ndarray, mm: np.ndarray, ss: np.ndarray, s
     m.digits(sub, sub_width)
 
 
-def text_block(chunk: Chunk, to_real: ToReal | None, source: str = "", with_source: bool = False
-               ) -> tuple[str, np.ndarray]:
-    """Text rows (see TEXT_HEADER) of ``chunk`` as one string, and each row's end offset."""
+def text_matrix(chunk: Chunk, to_real: ToReal | None, source: str = "", with_source: bool = False
+                ) -> RowMatrix:
+    """Text rows (see TEXT_HEADER) of ``chunk``."""
     n = chunk.n
     m = RowMatrix(n)
     if with_source:
@@ -227,7 +228,7 @@ def text_block(chunk: Chunk, to_real: ToReal | None, source: str = "", with_sour
     filem.choose(prefix, pathr, pathm)
     m.choose(empty, devm, filem)
     m.lit("\n")
-    return m.text()
+    return m
 
 
 def _lit(n: int, s: str) -> RowMatrix:
@@ -286,7 +287,7 @@ def _iso_block(chunk: Chunk, to_real: ToReal | None, quote: str, null: str) -> t
     return valid, out
 
 
-def json_block(chunk: Chunk, to_real: ToReal | None, source: str = "") -> tuple[str, np.ndarray]:
+def json_matrix(chunk: Chunk, to_real: ToReal | None, source: str = "") -> RowMatrix:
     """JSON objects (time, every field of CSV_FIELDS, flag_names), one per line."""
     m = RowMatrix(chunk.n)
     m.lit('{"time":')
@@ -295,16 +296,16 @@ def json_block(chunk: Chunk, to_real: ToReal | None, source: str = "") -> tuple[
     m.lit(',"flag_names":')
     m.words(*coded(chunk.column("flags"), lambda v: _JSON(_flag_names(v))))
     m.lit("}\n")
-    return m.text()
+    return m
 
 
-def csv_block(chunk: Chunk, to_real: ToReal | None, source: str = "") -> tuple[str, np.ndarray]:
+def csv_matrix(chunk: Chunk, to_real: ToReal | None, source: str = "") -> RowMatrix:
     """CSV rows of CSV_FIELDS (control characters in strings escaped)."""
     m = RowMatrix(chunk.n)
     m.parts += _iso_block(chunk, to_real, "", "")[1].parts
     _fields(m, chunk, source, _csv_str, True, "", lambda k: ",")
     m.lit("\n")
-    return m.text()
+    return m
 
 
 def csv_header() -> str:
@@ -319,6 +320,27 @@ FORMATS = ("text", "jsonl", "csv")
 SLICE = 16384  # rows built at once: bounds the byte matrices (~0.5 KiB a row) and stays in cache
 
 
+def _matrix(fmt: str, part: Chunk, to_real: ToReal | None, source: str, with_source: bool) -> RowMatrix:
+    if fmt == "csv":
+        return csv_matrix(part, to_real, source)
+    if fmt == "jsonl":
+        return json_matrix(part, to_real, source)
+    return text_matrix(part, to_real, source, with_source=with_source)
+
+
+def slices(fmt: str, chunk: Chunk, to_real: ToReal | None, source: str = ""
+           ) -> Iterator[tuple[bytes, np.ndarray]]:
+    """The rows of ``chunk`` in ``fmt`` as UTF-8 bytes, SLICE rows at a time: each slice's
+    bytes and the offset where each of its rows ends (a chunk's rows are never one big string:
+    memory stays that of one slice, whatever the chunk's size)."""
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown row format {fmt!r}")
+    with_source = "source" in chunk.dicts
+    for a in range(0, chunk.n, SLICE):
+        part = chunk.take(slice(a, a + SLICE)) if chunk.n > SLICE else chunk
+        yield _matrix(fmt, part, to_real, source, with_source).data()
+
+
 def block(fmt: str, chunk: Chunk, to_real: ToReal | None, source: str = "") -> tuple[str, np.ndarray]:
     """The rows of ``chunk`` in ``fmt`` (text, jsonl, csv) as one string, newlines included,
     and the offset where each row ends (``text[ends[i-1]:ends[i]]`` is row ``i``)."""
@@ -327,18 +349,27 @@ def block(fmt: str, chunk: Chunk, to_real: ToReal | None, source: str = "") -> t
     texts: list[str] = []
     ends: list[np.ndarray] = [np.zeros(0, dtype=np.int64)]
     base = 0
+    with_source = "source" in chunk.dicts
     for a in range(0, chunk.n, SLICE):
         part = chunk.take(slice(a, a + SLICE)) if chunk.n > SLICE else chunk
-        if fmt == "csv":
-            text, e = csv_block(part, to_real, source)
-        elif fmt == "jsonl":
-            text, e = json_block(part, to_real, source)
-        else:
-            text, e = text_block(part, to_real, source, with_source="source" in chunk.dicts)
+        text, e = _matrix(fmt, part, to_real, source, with_source).text()
         texts.append(text)
         ends.append(e + base)
         base += len(text)
     return "".join(texts), np.concatenate(ends)
+
+
+def byte_sink(out: IO[str]) -> Callable[[bytes], Any]:
+    """Where rows built as UTF-8 bytes go: the binary buffer under ``out`` when ``out``
+    encodes UTF-8 (the same bytes, without a str and an encoding step per chunk), else
+    ``out`` itself. Everything written after this goes through the sink (``out`` is flushed
+    first so that nothing it holds comes later)."""
+    buffer = getattr(out, "buffer", None)
+    encoding = getattr(out, "encoding", None)
+    if buffer is not None and encoding and codecs.lookup(encoding).name == "utf-8":
+        out.flush()
+        return cast(Callable[[bytes], Any], buffer.write)
+    return lambda b: out.write(b.decode("utf-8", "surrogatepass"))
 
 
 def lines(fmt: str, chunk: Chunk, to_real: ToReal | None, source: str = "") -> list[str]:

@@ -141,3 +141,51 @@ def test_int_matrix_is_str_of_every_integer() -> None:
         for width in (0, 1, 8, 25):
             got = [bytes(r).replace(b"\0", b"").decode() for r in colfmt.int_matrix(v, width)]
             assert got == [str(x).rjust(width) for x in v.tolist()]
+
+
+def test_int_matrix_of_few_values_is_str_of_every_integer() -> None:
+    """Columns spanning a narrow range (cpu, pid, a constant) go through a table of the range."""
+    rng = np.random.default_rng(4)
+    cases = [
+        rng.integers(-40, 40, 300, dtype=np.int64),
+        rng.integers(0, 20, 300).astype(np.uint16),
+        (np.uint64(2**64 - 1) - rng.integers(0, 30, 300).astype(np.uint64)),
+        np.full(300, I64_MIN, dtype=np.int64) + rng.integers(0, 3, 300),
+        np.full(300, 4242, dtype=np.uint64),
+        rng.integers(-1, 30, 300).astype(np.int32),
+    ]
+    for v in cases:
+        for width in (0, 3, 25):
+            got = [bytes(r).replace(b"\0", b"").decode() for r in colfmt.int_matrix(v, width)]
+            assert got == [str(x).rjust(width) for x in v.tolist()]
+
+
+def test_memo_calls_fn_once_per_value_and_starts_over_at_its_limit() -> None:
+    calls: list[int] = []
+
+    def fn(v: int) -> str:
+        calls.append(v)
+        return "x" * (v % 7) + str(v)
+
+    memo = colfmt.Memo(fn, limit=50)
+    rng = np.random.default_rng(5)
+    for size in (10, 30, 30, 45, 5, 80, 12):  # 80: more distinct values than the memo holds
+        values = rng.integers(0, size, 200).astype(np.uint64)
+        m = colfmt.RowMatrix(len(values))
+        m.coded(values, memo)
+        got = [bytes(r).replace(b"\0", b"").decode() for r in m.matrix()]
+        assert got == [fn(v) for v in values.tolist()]
+        assert len(memo.keys) <= 50
+    assert len(calls) < 2 * 200 * 5  # once per value per memo generation, not per row
+
+
+@pytest.mark.parametrize("fmt", ["text", "jsonl", "csv"])
+def test_slices_are_the_reference_bytes(fmt: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    chunk = random_chunk(12, n=100, with_source=True)
+    monkeypatch.setattr(rows, "SLICE", 9)
+    parts = list(rows.slices(fmt, chunk, CLOCKS[2], "y"))
+    want = ref.lines(fmt, chunk, CLOCKS[2], "y")  # type: ignore[arg-type]
+    assert len(parts) == 12
+    assert b"".join(d for d, _ in parts) == "".join(want).encode()
+    got_rows = [d[a:b] for d, e in parts for a, b in zip([0, *e[:-1].tolist()], e.tolist())]
+    assert got_rows == [w.encode() for w in want]

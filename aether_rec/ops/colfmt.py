@@ -63,14 +63,18 @@ def durations(ns: np.ndarray) -> list[str]:
 
 def duration_codes(ns: np.ndarray, fn: Callable[[Any], str] = fmt_duration) -> tuple[list[str], np.ndarray]:
     """``coded(ns, fn)`` for fmt_duration (or a function of its text), few distinct values."""
+    return coded(duration_classes(ns), fn)
+
+
+def duration_classes(ns: np.ndarray) -> np.ndarray:
+    """Every value replaced by a representative of its fmt_duration text (see above)."""
     v = ns.astype(np.uint64, copy=False)
     q = _QUANTA[np.searchsorted(_DECADES[:-1], v, side="right")]
     big = v >= _DECADES[-1]
     base = v - v % q
     rest2 = (v % q) * np.uint64(2)
     rep = np.where(rest2 == q, base + q // np.uint64(2), np.where(rest2 < q, base, base + q - np.uint64(1)))
-    rep = np.where((q == 1) | big, v, rep)
-    return coded(rep, fn)
+    return np.where((q == 1) | big, v, rep)
 
 
 def errnames(result: np.ndarray) -> list[str | None]:
@@ -98,6 +102,7 @@ def fixed_digits(v: np.ndarray, width: int) -> np.ndarray:
     """(n x width) zero-padded decimal digits of values known to be in [0, 10**width)."""
     out = np.empty((len(v), width), dtype=np.uint8)
     _digits_into(out, v.astype(np.uint32 if width <= 9 else np.uint64), width, width)
+    out += 48
     return out
 
 
@@ -118,6 +123,55 @@ def _utf8_table(words: Sequence[str]) -> np.ndarray:
     return np.frombuffer(buf, dtype=_U8).reshape(len(enc), width)
 
 
+def _bytes_table(enc: Sequence[bytes]) -> np.ndarray:
+    width = max((len(b) for b in enc), default=0) or 1
+    buf = b"".join(b.ljust(width, b"\0") for b in enc)
+    return np.frombuffer(buf, dtype=_U8).reshape(len(enc), width)
+
+
+class Memo:
+    """``fn(value)`` as UTF-8 bytes for fields with many distinct values but far fewer than
+    events (durations: a few thousand per slice, tens of thousands in all), kept from one
+    slice and chunk to the next: a sorted array of the values seen and a byte table of their
+    texts, so that a slice's values are found with one searchsorted, ``fn`` called once per
+    value ever (the memo starts over beyond ``limit`` values)."""
+
+    def __init__(self, fn: Callable[[Any], str], limit: int = 1 << 17) -> None:
+        self.fn = fn
+        self.limit = limit
+        self.keys = np.zeros(0, dtype=np.uint64)  # sorted
+        self.where = np.zeros(0, dtype=np.intp)  # row of keys[i] in table
+        self.table = np.zeros((0, 1), dtype=_U8)
+
+    def _texts(self, values: np.ndarray) -> np.ndarray:
+        return _bytes_table([self.fn(v).encode("utf-8", "surrogatepass") for v in values.tolist()])
+
+    def lookup(self, uniq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """A byte table and the row in it of each value of ``uniq`` (sorted, distinct)."""
+        if len(uniq) > self.limit:  # more than the memo holds: a table of this slice's own
+            return self._texts(uniq), np.arange(len(uniq))
+        pos = np.searchsorted(self.keys, uniq)
+        hit = np.zeros(len(uniq), dtype=bool)
+        inside = pos < len(self.keys)
+        hit[inside] = self.keys[pos[inside]] == uniq[inside]
+        if not hit.all():
+            if len(self.keys) + int((~hit).sum()) > self.limit:  # start over
+                self.keys = self.keys[:0]
+                self.where = self.where[:0]
+                self.table = self.table[:0]
+                hit[:] = False
+            new = uniq[~hit]
+            add = self._texts(new)
+            w = max(self.table.shape[1], add.shape[1])
+            self.table = np.concatenate([np.pad(t, ((0, 0), (0, w - t.shape[1]))) for t in (self.table, add)])
+            keys = np.concatenate([self.keys, new.astype(self.keys.dtype)])
+            where = np.concatenate([self.where, np.arange(len(self.where), len(keys))])
+            order = np.argsort(keys, kind="stable")
+            self.keys, self.where = keys[order], where[order]
+            pos = np.searchsorted(self.keys, uniq)
+        return self.table, self.where[pos]
+
+
 class RowMatrix:
     """Fields appended left to right; ``data()`` gives the rows as bytes and where each one
     ends, ``text()`` the same as a string."""
@@ -133,6 +187,15 @@ class RowMatrix:
     def words(self, table: Sequence[str], codes: np.ndarray) -> None:
         """``table[code]`` per row (pad the words beforehand for aligned columns)."""
         self.parts.append(gather_rows(_utf8_table(table), codes))
+
+    def coded(self, values: np.ndarray, memo: Memo) -> None:
+        """``memo.fn(value)`` per row, the function called once per distinct value ever."""
+        if not values.size:
+            self.parts.append(np.zeros((0, 1), dtype=_U8))
+            return
+        uniq, inv = np.unique(values, return_inverse=True)
+        table, rows = memo.lookup(uniq)
+        self.parts.append(gather_rows(table, rows[inv.reshape(-1)]))
 
     def per_row(self, values: Sequence[str]) -> None:
         self.parts.append(_utf8_table(values))
@@ -176,11 +239,15 @@ class RowMatrix:
         return out
 
     def data(self) -> tuple[bytes, np.ndarray]:
-        """The rows as UTF-8 bytes, and the end offset (in bytes) of every row."""
+        """The rows as UTF-8 bytes, and the end offset (in bytes) of every row. Rows end with
+        their only newline (text and csv escape control characters, JSON writes \\n): row
+        ends are where the newlines are."""
         m = self.matrix()
-        keep = m != 0
-        ends = np.cumsum(keep.sum(axis=1, dtype=np.int64))
-        return m[keep].tobytes(), ends
+        data = m[m != 0]
+        ends = np.flatnonzero(data == 10) + 1
+        if len(ends) != self.n:  # pragma: no cover - rows without their newline
+            ends = np.cumsum(np.count_nonzero(m, axis=1))
+        return data.tobytes(), ends
 
     def text(self) -> tuple[str, np.ndarray]:
         """The rows as one string, and the end offset (in characters) of every row."""
@@ -204,14 +271,20 @@ def gather_rows(table: np.ndarray, codes: np.ndarray) -> np.ndarray:
 
 
 def _digits_into(out: np.ndarray, rest: np.ndarray, right: int, count: int) -> np.ndarray:
-    """Write the ``count`` lowest decimal digits of ``rest`` into columns ``right-count ..
-    right-1`` of ``out``; return what is left (``rest // 10**count``). No ``%`` (numpy's
-    integer remainder is several times slower than its division by a constant)."""
+    """Write the ``count`` lowest decimal digits of ``rest`` as values 0-9 (not yet
+    characters) into columns ``right-count .. right-1`` of ``out``; return what is left
+    (``rest // 10**count``). No ``%``: numpy's integer remainder is several times slower than
+    its division by a constant."""
     ten = rest.dtype.type(10)
+    rest = rest.copy()
+    q = np.empty_like(rest)
+    tmp = np.empty_like(rest)
     for k in range(count):
-        q = rest // ten
-        out[:, right - 1 - k] = rest - q * ten + 48
-        rest = q
+        np.floor_divide(rest, ten, out=q)
+        np.multiply(q, ten, out=tmp)
+        np.subtract(rest, tmp, out=tmp)
+        out[:, right - 1 - k] = tmp
+        rest, q = q, rest
     return rest
 
 
@@ -219,6 +292,11 @@ def int_matrix(v: np.ndarray, width: int = 0) -> np.ndarray:
     """(n x w) bytes of each integer in decimal, right-justified with spaces to ``width``,
     NUL-padded on the left to the longest."""
     n = len(v)
+    if n > 64:
+        lo, hi = v.min(), v.max()
+        if int(hi) - int(lo) < n // 8:  # few values (cpu, pid, a constant): format those, gather
+            table = int_matrix(np.arange(int(hi) - int(lo) + 1).astype(v.dtype) + lo, width)
+            return gather_rows(table, (v - lo).astype(np.intp))
     if v.dtype.kind == "u":
         neg = None
         mag = v.astype(np.uint64, copy=False)
@@ -235,7 +313,7 @@ def int_matrix(v: np.ndarray, width: int = 0) -> np.ndarray:
     length = nd + neg if neg is not None else nd
     w = max(int(length.max()) if n else 1, width)
     out = np.empty((n, w), dtype=_U8)
-    # digits from the right, 8 at a time in 32 bits once the rest fits
+    # digit values from the right, 8 at a time in 32 bits once the rest fits
     rest, right, left_digits, hi = small, w, nd_max, top
     while left_digits:
         if hi < 2**32:
@@ -245,6 +323,7 @@ def int_matrix(v: np.ndarray, width: int = 0) -> np.ndarray:
         q = rest // np.uint64(10**8)
         _digits_into(out, (rest - q * np.uint64(10**8)).astype(np.uint32), right, 8)
         rest, right, left_digits, hi = q, right - 8, left_digits - 8, hi // 10**8
+    out[:, right:] += 48
     # left of each value's digits: its sign, then spaces up to ``width``, then NULs
     col = np.arange(w)[None, :]
     first = (w - nd)[:, None]

@@ -18,10 +18,11 @@ import numpy as np
 from aether_rec.format.chunk import Chunk
 from aether_rec.ops.colfmt import (
     DAY_NS,
+    Memo,
     RowMatrix,
     by_value,
     coded,
-    duration_codes,
+    duration_classes,
     errnames,
     gather,
     wall_parts,
@@ -166,6 +167,9 @@ def _clock_block(m: RowMatrix, hh: np.ndarray, mm: np.ndarray, ss: np.ndarray, s
     m.digits(sub, sub_width)
 
 
+_LAT_TEXT = Memo(lambda v: fmt_duration(v).rjust(8))
+
+
 def text_matrix(chunk: Chunk, to_real: ToReal | None, source: str = "", with_source: bool = False
                 ) -> RowMatrix:
     """Text rows (see TEXT_HEADER) of ``chunk``."""
@@ -192,7 +196,7 @@ def text_matrix(chunk: Chunk, to_real: ToReal | None, source: str = "", with_sou
     m.lit(" ")
     m.words(*_enum_table(chunk, "op", OPS, lambda s: s.ljust(9)))
     m.lit(" ")
-    m.words(*duration_codes(chunk.column("lat"), lambda v: fmt_duration(v).rjust(8)))
+    m.coded(duration_classes(chunk.column("lat")), _LAT_TEXT)
     m.lit(" ")
     m.words(*coded(chunk.column("bytes"), lambda v: fmt_bytes(v).rjust(9)))
     m.lit(" ")

@@ -11,6 +11,7 @@ them on random columns and chunks.
 from __future__ import annotations
 
 import errno as _errno
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -31,13 +32,33 @@ def gather(words: Sequence[Any], codes: np.ndarray) -> list[Any]:
     return table[codes].tolist()
 
 
+FEW = 16  # distinct values found by comparisons rather than a sort
+
+
+def distinct(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(values, return_inverse=True)``, without its sort when a sample of the
+    values shows at most FEW distinct ones and they turn out to be all: then each value's
+    code is the number of distinct values below it (FEW comparisons, no sort)."""
+    n = len(values)
+    if n > 4 * FEW:
+        uniq = np.unique(values[:: max(1, n // 64)])
+        if len(uniq) <= FEW:
+            codes = np.zeros(n, dtype=np.intp)
+            for u in uniq[:-1]:
+                codes += values > u
+            if np.array_equal(uniq[codes], values):
+                return uniq, codes
+    uniq, inv = np.unique(values, return_inverse=True)
+    return uniq, inv.reshape(-1)
+
+
 def coded(values: np.ndarray, fn: Callable[[Any], Any]) -> tuple[list[Any], np.ndarray]:
     """(table, codes) with ``table[codes[i]] == fn(values[i])``, ``fn`` called once per
     distinct value."""
     if not values.size:
         return [fn(0)], np.zeros(0, dtype=np.intp)
-    uniq, inv = np.unique(values, return_inverse=True)
-    return [fn(v) for v in uniq.tolist()], inv.reshape(-1)
+    uniq, inv = distinct(values)
+    return [fn(v) for v in uniq.tolist()], inv
 
 
 def by_value(values: np.ndarray, fn: Callable[[Any], Any]) -> list[Any]:
@@ -113,6 +134,7 @@ def fixed_digits(v: np.ndarray, width: int) -> np.ndarray:
 
 _U8 = np.uint8
 _POW10 = [10**k for k in range(20)]
+_DIGITS4 = np.frombuffer(b"".join(b"%04d" % i for i in range(10_000)), dtype=np.uint32)  # "0000".."9999"
 
 
 def _utf8_table(words: Sequence[str]) -> np.ndarray:
@@ -142,12 +164,17 @@ class Memo:
         self.keys = np.zeros(0, dtype=np.uint64)  # sorted
         self.where = np.zeros(0, dtype=np.intp)  # row of keys[i] in table
         self.table = np.zeros((0, 1), dtype=_U8)
+        self.lock = threading.Lock()  # slices are built on two threads (rows.slices)
 
     def _texts(self, values: np.ndarray) -> np.ndarray:
         return _bytes_table([self.fn(v).encode("utf-8", "surrogatepass") for v in values.tolist()])
 
     def lookup(self, uniq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """A byte table and the row in it of each value of ``uniq`` (sorted, distinct)."""
+        with self.lock:
+            return self._lookup(uniq)
+
+    def _lookup(self, uniq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if len(uniq) > self.limit:  # more than the memo holds: a table of this slice's own
             return self._texts(uniq), np.arange(len(uniq))
         pos = np.searchsorted(self.keys, uniq)
@@ -193,9 +220,9 @@ class RowMatrix:
         if not values.size:
             self.parts.append(np.zeros((0, 1), dtype=_U8))
             return
-        uniq, inv = np.unique(values, return_inverse=True)
+        uniq, inv = distinct(values)
         table, rows = memo.lookup(uniq)
-        self.parts.append(gather_rows(table, rows[inv.reshape(-1)]))
+        self.parts.append(gather_rows(table, rows[inv]))
 
     def per_row(self, values: Sequence[str]) -> None:
         self.parts.append(_utf8_table(values))
@@ -219,21 +246,24 @@ class RowMatrix:
         self.parts.append(np.where(mask[:, None], ma, mb))
 
     def matrix(self) -> np.ndarray:
-        """The parts side by side in one (n x W) matrix, each copied once into its columns as
-        one w-byte item per row (a copy per item, not per byte)."""
+        """The parts side by side in one (n x W) matrix: the literals of every row in one
+        copy of a template row, then every other part copied into its columns as one w-byte
+        item per row (a copy per item, not per byte)."""
         width = sum(p.shape[1] for p in self.parts)
-        out = np.empty((self.n, width), dtype=_U8)
         if not self.n or not width:
-            return out
+            return np.empty((self.n, width), dtype=_U8)
+        template = np.zeros(width, dtype=_U8)
+        a = 0
+        for p in self.parts:
+            if p.strides[0] == 0:  # a literal: one value for every row
+                template[a:a + p.shape[1]] = p[0]
+            a += p.shape[1]
+        out = np.broadcast_to(template, (self.n, width)).copy()
         a = 0
         for p in self.parts:
             w = p.shape[1]
-            if not w:
-                continue
-            dst = np.ndarray((self.n,), dtype=f"V{w}", buffer=out, offset=a, strides=(width,))
-            if p.strides[0] == 0:  # a literal: one value for every row
-                dst[...] = np.frombuffer(p[0].tobytes(), dtype=f"V{w}")[0]
-            else:
+            if w and p.strides[0] != 0:
+                dst = np.ndarray((self.n,), dtype=f"V{w}", buffer=out, offset=a, strides=(width,))
                 dst[...] = np.ascontiguousarray(p).view(f"V{w}").reshape(self.n)
             a += w
         return out
@@ -292,11 +322,14 @@ def int_matrix(v: np.ndarray, width: int = 0) -> np.ndarray:
     """(n x w) bytes of each integer in decimal, right-justified with spaces to ``width``,
     NUL-padded on the left to the longest."""
     n = len(v)
-    if n > 64:
+    if n > 4 * FEW:
         lo, hi = v.min(), v.max()
-        if int(hi) - int(lo) < n // 8:  # few values (cpu, pid, a constant): format those, gather
+        if int(hi) - int(lo) < n // 8:  # a narrow range (cpu, fd, a constant): format it, gather
             table = int_matrix(np.arange(int(hi) - int(lo) + 1).astype(v.dtype) + lo, width)
             return gather_rows(table, (v - lo).astype(np.intp))
+        uniq, codes = distinct(v)
+        if len(uniq) <= FEW:  # few values far apart (pids, sizes, results): the same
+            return gather_rows(int_matrix(uniq, width), codes)
     if v.dtype.kind == "u":
         neg = None
         mag = v.astype(np.uint64, copy=False)
@@ -311,19 +344,27 @@ def int_matrix(v: np.ndarray, width: int = 0) -> np.ndarray:
     for k in range(1, nd_max):
         nd += small >= _POW10[k]
     length = nd + neg if neg is not None else nd
-    w = max(int(length.max()) if n else 1, width)
-    out = np.empty((n, w), dtype=_U8)
-    # digit values from the right, 8 at a time in 32 bits once the rest fits
-    rest, right, left_digits, hi = small, w, nd_max, top
-    while left_digits:
-        if hi < 2**32:
-            _digits_into(out, rest.astype(np.uint32, copy=False), right, left_digits)
-            right -= left_digits
-            break
-        q = rest // np.uint64(10**8)
-        _digits_into(out, (rest - q * np.uint64(10**8)).astype(np.uint32), right, 8)
-        rest, right, left_digits, hi = q, right - 8, left_digits - 8, hi // 10**8
-    out[:, right:] += 48
+    # digits four at a time from a table of "0000".."9999" as uint32, in groups of 4 columns;
+    # zeros left of each value's digits are replaced below (the matrix is 4k columns wide)
+    groups = (nd_max + 3) // 4
+    wide = (max(int(length.max()) if n else 1, width, 4 * groups) + 3) // 4
+    out32 = np.empty((n, wide), dtype=np.uint32)
+    rest, g, hi = small, wide, top
+    while g > wide - groups:
+        if hi >= 2**32:  # 10 digits or more left: 8 of them in 32 bits
+            q = rest // np.uint64(10**8)
+            low = (rest - q * np.uint64(10**8)).astype(np.uint32)
+            a = low // np.uint32(10_000)
+            out32[:, g - 1] = _DIGITS4.take(low - a * np.uint32(10_000))
+            out32[:, g - 2] = _DIGITS4.take(a)
+            rest, g, hi = q, g - 2, hi // 10**8
+            continue
+        rest = rest.astype(np.uint32, copy=False)
+        a = rest // np.uint32(10_000)
+        out32[:, g - 1] = _DIGITS4.take(rest - a * np.uint32(10_000))
+        rest, g, hi = a, g - 1, hi // 10_000
+    w = 4 * wide
+    out = out32.view(_U8).reshape(n, w)
     # left of each value's digits: its sign, then spaces up to ``width``, then NULs
     col = np.arange(w)[None, :]
     first = (w - nd)[:, None]

@@ -6,11 +6,14 @@ the same values as Python objects, for exports that build documents (perfetto)."
 from __future__ import annotations
 
 import codecs
+import collections
 import csv
 import errno as _errno
 import io
+import itertools
 import json
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import IO, Any, cast
 
 import numpy as np
@@ -332,17 +335,36 @@ def _matrix(fmt: str, part: Chunk, to_real: ToReal | None, source: str, with_sou
     return text_matrix(part, to_real, source, with_source=with_source)
 
 
+WORKERS = 2  # threads building a chunk's slices: numpy lets go of the GIL for most of the work
+
+
 def slices(fmt: str, chunk: Chunk, to_real: ToReal | None, source: str = ""
            ) -> Iterator[tuple[bytes, np.ndarray]]:
     """The rows of ``chunk`` in ``fmt`` as UTF-8 bytes, SLICE rows at a time: each slice's
     bytes and the offset where each of its rows ends (a chunk's rows are never one big string:
-    memory stays that of one slice, whatever the chunk's size)."""
+    memory stays that of a few slices, whatever the chunk's size). The slices of a chunk are
+    built on WORKERS threads, at most WORKERS + 1 ahead of the one being written."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown row format {fmt!r}")
     with_source = "source" in chunk.dicts
-    for a in range(0, chunk.n, SLICE):
-        part = chunk.take(slice(a, a + SLICE)) if chunk.n > SLICE else chunk
-        yield _matrix(fmt, part, to_real, source, with_source).data()
+    step = SLICE
+
+    def build(a: int) -> tuple[bytes, np.ndarray]:
+        part = chunk.take(slice(a, a + step)) if chunk.n > step else chunk
+        return _matrix(fmt, part, to_real, source, with_source).data()
+
+    starts = iter(range(0, chunk.n, step))
+    if WORKERS < 2 or chunk.n <= step:
+        yield from map(build, starts)
+        return
+    with ThreadPoolExecutor(WORKERS, thread_name_prefix="aether-rows") as pool:
+        pending = collections.deque(pool.submit(build, a) for a in itertools.islice(starts, WORKERS + 1))
+        while pending:
+            done = pending.popleft().result()
+            nxt = next(starts, None)
+            if nxt is not None:
+                pending.append(pool.submit(build, nxt))
+            yield done
 
 
 def block(fmt: str, chunk: Chunk, to_real: ToReal | None, source: str = "") -> tuple[str, np.ndarray]:

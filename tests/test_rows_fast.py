@@ -153,11 +153,23 @@ def test_int_matrix_of_few_values_is_str_of_every_integer() -> None:
         np.full(300, I64_MIN, dtype=np.int64) + rng.integers(0, 3, 300),
         np.full(300, 4242, dtype=np.uint64),
         rng.integers(-1, 30, 300).astype(np.int32),
+        rng.choice(np.array([5, 4096, 2**40, -3]), 300),  # few values far apart
+        np.where(np.arange(300) == 151, 77_777, rng.choice(np.array([5, 4096, 2**40]), 300)),  # one unsampled
     ]
     for v in cases:
         for width in (0, 3, 25):
             got = [bytes(r).replace(b"\0", b"").decode() for r in colfmt.int_matrix(v, width)]
             assert got == [str(x).rjust(width) for x in v.tolist()]
+
+
+def test_distinct_is_np_unique() -> None:
+    rng = np.random.default_rng(6)
+    rare = np.where(np.arange(300) == 151, 9, rng.choice(np.array([1, 5, 7]), 300)).astype(np.uint32)
+    for v in (rare, rng.choice(np.array([3, 1, 2]), 300), rng.integers(0, 10**6, 300), rare[:10]):
+        uniq, codes = colfmt.distinct(v)
+        want_u, want_c = np.unique(v, return_inverse=True)
+        assert uniq.tolist() == want_u.tolist() and codes.tolist() == want_c.reshape(-1).tolist()
+    assert colfmt.few(rare) is None  # 9 is not in the sample: the sort decides
 
 
 def test_memo_calls_fn_once_per_value_and_starts_over_at_its_limit() -> None:

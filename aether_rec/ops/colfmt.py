@@ -35,19 +35,27 @@ def gather(words: Sequence[Any], codes: np.ndarray) -> list[Any]:
 FEW = 16  # distinct values found by comparisons rather than a sort
 
 
-def distinct(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``np.unique(values, return_inverse=True)``, without its sort when a sample of the
-    values shows at most FEW distinct ones and they turn out to be all: then each value's
-    code is the number of distinct values below it (FEW comparisons, no sort)."""
+def few(values: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """(distinct values, code of each value) when a sample of ``values`` shows at most FEW
+    distinct ones and they turn out to be all (each code is then the number of distinct
+    values below it: FEW comparisons, no sort); None otherwise."""
     n = len(values)
-    if n > 4 * FEW:
-        uniq = np.unique(values[:: max(1, n // 64)])
-        if len(uniq) <= FEW:
-            codes = np.zeros(n, dtype=np.intp)
-            for u in uniq[:-1]:
-                codes += values > u
-            if np.array_equal(uniq[codes], values):
-                return uniq, codes
+    if n <= 4 * FEW:
+        return None
+    uniq = np.unique(values[:: max(1, n // 64)])
+    if len(uniq) > FEW:
+        return None
+    codes = np.zeros(n, dtype=np.intp)
+    for u in uniq[:-1]:
+        codes += values > u
+    return (uniq, codes) if np.array_equal(uniq[codes], values) else None
+
+
+def distinct(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(values, return_inverse=True)``, without its sort when there are few values."""
+    found = few(values)
+    if found is not None:
+        return found
     uniq, inv = np.unique(values, return_inverse=True)
     return uniq, inv.reshape(-1)
 
@@ -137,7 +145,7 @@ _POW10 = [10**k for k in range(20)]
 _DIGITS4 = np.frombuffer(b"".join(b"%04d" % i for i in range(10_000)), dtype=np.uint32)  # "0000".."9999"
 
 
-def _utf8_table(words: Sequence[str]) -> np.ndarray:
+def utf8_table(words: Sequence[str]) -> np.ndarray:
     """(len(words) x widest) UTF-8 bytes, NUL-padded."""
     enc = [w.encode("utf-8", "surrogatepass") for w in words]
     width = max((len(b) for b in enc), default=0) or 1
@@ -213,7 +221,7 @@ class RowMatrix:
 
     def words(self, table: Sequence[str], codes: np.ndarray) -> None:
         """``table[code]`` per row (pad the words beforehand for aligned columns)."""
-        self.parts.append(gather_rows(_utf8_table(table), codes))
+        self.parts.append(gather_rows(utf8_table(table), codes))
 
     def coded(self, values: np.ndarray, memo: Memo) -> None:
         """``memo.fn(value)`` per row, the function called once per distinct value ever."""
@@ -224,8 +232,12 @@ class RowMatrix:
         table, rows = memo.lookup(uniq)
         self.parts.append(gather_rows(table, rows[inv]))
 
+    def table(self, table: np.ndarray, codes: np.ndarray) -> None:
+        """Row ``codes[i]`` of a byte table (utf8_table) per row."""
+        self.parts.append(gather_rows(table, codes))
+
     def per_row(self, values: Sequence[str]) -> None:
-        self.parts.append(_utf8_table(values))
+        self.parts.append(utf8_table(values))
 
     def digits(self, v: np.ndarray, width: int) -> None:
         """Zero-padded digits of values in [0, 10**width)."""
@@ -327,9 +339,9 @@ def int_matrix(v: np.ndarray, width: int = 0) -> np.ndarray:
         if int(hi) - int(lo) < n // 8:  # a narrow range (cpu, fd, a constant): format it, gather
             table = int_matrix(np.arange(int(hi) - int(lo) + 1).astype(v.dtype) + lo, width)
             return gather_rows(table, (v - lo).astype(np.intp))
-        uniq, codes = distinct(v)
-        if len(uniq) <= FEW:  # few values far apart (pids, sizes, results): the same
-            return gather_rows(int_matrix(uniq, width), codes)
+        found = few(v)
+        if found is not None:  # few values far apart (pids, sizes, results): the same
+            return gather_rows(int_matrix(found[0], width), found[1])
     if v.dtype.kind == "u":
         neg = None
         mag = v.astype(np.uint64, copy=False)

@@ -28,6 +28,7 @@ from aether_rec.ops.colfmt import (
     duration_classes,
     errnames,
     gather,
+    utf8_table,
     wall_parts,
 )
 from aether_rec.ops.text import printable
@@ -133,25 +134,56 @@ TEXT_HEADER = (
 # whose shape differs (no wall time, a file descriptor or not) choose between two blocks.
 
 
+_TABLES: dict[tuple[int, str], tuple[object, Any]] = {}
+
+
+def _cached(owner: object, tag: str, build: Callable[[], Any]) -> Any:
+    """``build()`` remembered for ``owner`` (a chunk's dictionary, an enum table) and ``tag``
+    (what is built from it): a dictionary is encoded once per chunk, not once per slice.
+    The entry holds ``owner`` itself, so an id reused after it is freed never matches."""
+    key = (id(owner), tag)
+    hit = _TABLES.get(key)
+    if hit is not None and hit[0] is owner:
+        return hit[1]
+    value = build()
+    if len(_TABLES) >= 64:
+        _TABLES.clear()
+    _TABLES[key] = (owner, value)
+    return value
+
+
 def _enum_table(
-    chunk: Chunk, name: str, table: dict[int, str], enc: Callable[[str], str]
-) -> tuple[list[str], np.ndarray]:
+    chunk: Chunk, name: str, table: dict[int, str], enc: Callable[[str], str], tag: str
+) -> tuple[np.ndarray, np.ndarray]:
     codes = chunk.column(name)
     if codes.dtype.itemsize == 1:  # a table of every code: no sort
-        return [enc(table.get(i, f"{name}{i}")) for i in range(256)], codes.astype(np.intp)
-    return coded(codes, lambda c: enc(table.get(c, f"{name}{c}")))
+        words = _cached(table, f"{tag}/{name}",
+                        lambda: utf8_table([enc(table.get(i, f"{name}{i}")) for i in range(256)]))
+        return words, codes.astype(np.intp)
+    words_list, codes = coded(codes, lambda c: enc(table.get(c, f"{name}{c}")))
+    return utf8_table(words_list), codes
 
 
-def _str_table(chunk: Chunk, name: str, enc: Callable[[str], str]) -> tuple[list[str], np.ndarray]:
+def _str_words(chunk: Chunk, name: str, enc: Callable[[str], str], tag: str) -> tuple[list[str], np.ndarray]:
     if name not in chunk.dicts or name not in chunk.columns or not chunk.dicts[name]:
         return [enc("")], np.zeros(chunk.n, dtype=np.intp)
-    return [enc(w) for w in chunk.dicts[name]], chunk.columns[name]
+    words = chunk.dicts[name]
+    return _cached(words, f"{tag}/{name}/{len(words)}", lambda: [enc(w) for w in words]), chunk.columns[name]
 
 
-def _source_table(chunk: Chunk, source: str, enc: Callable[[str], str]) -> tuple[list[str], np.ndarray]:
+def _str_table(chunk: Chunk, name: str, enc: Callable[[str], str], tag: str) -> tuple[np.ndarray, np.ndarray]:
+    if name not in chunk.dicts or name not in chunk.columns or not chunk.dicts[name]:
+        return utf8_table([enc("")]), np.zeros(chunk.n, dtype=np.intp)
+    words = chunk.dicts[name]
+    return (_cached(words, f"{tag}/{name}/{len(words)}/utf8", lambda: utf8_table([enc(w) for w in words])),
+            chunk.columns[name])
+
+
+def _source_table(chunk: Chunk, source: str, enc: Callable[[str], str], tag: str
+                  ) -> tuple[np.ndarray, np.ndarray]:
     if "source" in chunk.dicts:
-        return _str_table(chunk, "source", enc)
-    return [enc(source)], np.zeros(chunk.n, dtype=np.intp)
+        return _str_table(chunk, "source", enc, tag)
+    return utf8_table([enc(source)]), np.zeros(chunk.n, dtype=np.intp)
 
 
 def _wall(chunk: Chunk, to_real: ToReal | None) -> tuple[np.ndarray, ...]:
@@ -179,7 +211,7 @@ def text_matrix(chunk: Chunk, to_real: ToReal | None, source: str = "", with_sou
     n = chunk.n
     m = RowMatrix(n)
     if with_source:
-        m.words(*_source_table(chunk, source, lambda s: printable(s).ljust(12) + " "))
+        m.table(*_source_table(chunk, source, lambda s: printable(s).ljust(12) + " ", "text"))
     valid, _day, hh, mm, ss, sub = _wall(chunk, to_real)
     clock = RowMatrix(n)
     _clock_block(clock, hh, mm, ss, sub // 1000, 6)
@@ -189,15 +221,15 @@ def text_matrix(chunk: Chunk, to_real: ToReal | None, source: str = "", with_sou
         mono.per_row(list(map("{:17.6f}".format, np.where(valid, 0.0, secs).tolist())))
     m.choose(valid, clock, mono)
     m.lit(" ")
-    m.words(*_str_table(chunk, "comm", lambda s: printable(s)[:16].ljust(16)))
+    m.table(*_str_table(chunk, "comm", lambda s: printable(s)[:16].ljust(16), "text"))
     m.lit(" ")
     pid = chunk.column("pid").astype(np.uint64)
     tid = chunk.column("tid").astype(np.uint64)
     m.words(*coded((pid << np.uint64(32)) | tid, lambda k: f"{k >> 32}/{k & 0xFFFFFFFF}".rjust(13)))
     m.lit(" ")
-    m.words(*_enum_table(chunk, "layer", LAYERS, lambda s: s.ljust(7)))
+    m.table(*_enum_table(chunk, "layer", LAYERS, lambda s: s.ljust(7), "text"))
     m.lit(" ")
-    m.words(*_enum_table(chunk, "op", OPS, lambda s: s.ljust(9)))
+    m.table(*_enum_table(chunk, "op", OPS, lambda s: s.ljust(9), "text"))
     m.lit(" ")
     m.coded(duration_classes(chunk.column("lat")), _LAT_TEXT)
     m.lit(" ")
@@ -216,7 +248,7 @@ def text_matrix(chunk: Chunk, to_real: ToReal | None, source: str = "", with_sou
     # and then the whole of it right-stripped
     fd = chunk.column("fd")
     dev = chunk.column("dev")
-    words, codes = _str_table(chunk, "path", printable)
+    words, codes = _str_words(chunk, "path", printable, "text")
     empty = np.array([w == "" for w in words], dtype=bool)[codes]
     empty_r = np.array([w.rstrip() == "" for w in words], dtype=bool)[codes]
     prefix = (fd >= 0) & (chunk.column("layer") != BLOCK)
@@ -260,23 +292,23 @@ def _csv_str(s: str) -> str:
 
 
 def _fields(m: RowMatrix, chunk: Chunk, source: str, enc: Callable[[str], str], safe: bool, null: str,
-            keys: Callable[[str], str]) -> None:
-    """Every field of CSV_FIELDS[1:], each after ``keys(name)``."""
+            keys: Callable[[str], str], tag: str) -> None:
+    """Every field of CSV_FIELDS[1:], each after ``keys(name)`` (``tag`` names ``enc``)."""
     esc = (lambda s: enc(printable(s))) if safe else enc
     for name in CSV_FIELDS[1:]:
         m.lit(keys(name))
         col = COLUMN_BY_NAME.get(name)
         if name == "source":
-            m.words(*_source_table(chunk, source, esc))
+            m.table(*_source_table(chunk, source, esc, tag))
         elif name == "error":
             m.words(*coded(chunk.column("result"),
                            lambda r: enc(_errno.errorcode.get(-r, str(-r))) if r < 0 else null))
         elif name == "dev":
             m.words(*coded(chunk.column("dev"), lambda d: enc(dev_name(d)) if d else null))
         elif name in ENUMS:
-            m.words(*_enum_table(chunk, name, ENUMS[name], enc))
+            m.table(*_enum_table(chunk, name, ENUMS[name], enc, tag))
         elif col is not None and col.is_str:
-            m.words(*_str_table(chunk, name, esc))
+            m.table(*_str_table(chunk, name, esc, tag))
         else:
             m.ints(chunk.column(name))
 
@@ -299,7 +331,7 @@ def json_matrix(chunk: Chunk, to_real: ToReal | None, source: str = "") -> RowMa
     m = RowMatrix(chunk.n)
     m.lit('{"time":')
     m.parts += _iso_block(chunk, to_real, '"', "null")[1].parts
-    _fields(m, chunk, source, _JSON, False, "null", lambda k: f",{_JSON(k)}:")
+    _fields(m, chunk, source, _JSON, False, "null", lambda k: f",{_JSON(k)}:", "json")
     m.lit(',"flag_names":')
     m.words(*coded(chunk.column("flags"), lambda v: _JSON(_flag_names(v))))
     m.lit("}\n")
@@ -310,7 +342,7 @@ def csv_matrix(chunk: Chunk, to_real: ToReal | None, source: str = "") -> RowMat
     """CSV rows of CSV_FIELDS (control characters in strings escaped)."""
     m = RowMatrix(chunk.n)
     m.parts += _iso_block(chunk, to_real, "", "")[1].parts
-    _fields(m, chunk, source, _csv_str, True, "", lambda k: ",")
+    _fields(m, chunk, source, _csv_str, True, "", lambda k: ",", "csv")
     m.lit("\n")
     return m
 

@@ -169,7 +169,11 @@ def test_distinct_is_np_unique() -> None:
         uniq, codes = colfmt.distinct(v)
         want_u, want_c = np.unique(v, return_inverse=True)
         assert uniq.tolist() == want_u.tolist() and codes.tolist() == want_c.reshape(-1).tolist()
-    assert colfmt.few(rare) is None  # 9 is not in the sample: the sort decides
+    found = colfmt.few(rare)  # 9 is not in the sample: found among the values that missed
+    assert found is not None and found[0].tolist() == [1, 5, 7, 9]
+    many = np.where(np.arange(300) % 50 == 1, np.arange(300), 4).astype(np.int64)  # 6 missed, 7 in all
+    assert colfmt.few(many) is not None
+    assert colfmt.few(np.where(np.arange(300) % 10 == 1, np.arange(300), 4)) is None  # 31 values
 
 
 def test_memo_calls_fn_once_per_value_and_starts_over_at_its_limit() -> None:

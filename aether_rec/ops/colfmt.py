@@ -36,9 +36,9 @@ FEW = 16  # distinct values found by comparisons rather than a sort
 
 
 def few(values: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-    """(distinct values, code of each value) when a sample of ``values`` shows at most FEW
-    distinct ones and they turn out to be all (each code is then the number of distinct
-    values below it: FEW comparisons, no sort); None otherwise."""
+    """(distinct values, code of each value) when there are at most FEW distinct ones, as
+    a sample of ``values`` shows and the values missing from it confirm (each code is then
+    the number of distinct values below it: FEW comparisons, no sort); None otherwise."""
     n = len(values)
     if n <= 4 * FEW:
         return None
@@ -48,7 +48,15 @@ def few(values: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     codes = np.zeros(n, dtype=np.intp)
     for u in uniq[:-1]:
         codes += values > u
-    return (uniq, codes) if np.array_equal(uniq[codes], values) else None
+    missed = uniq[codes] != values
+    if missed.any():  # rare values the sample missed (an errno among sizes): add them
+        uniq = np.union1d(uniq, values[missed])
+        if len(uniq) > FEW:
+            return None
+        codes[:] = 0
+        for u in uniq[:-1]:
+            codes += values > u
+    return uniq, codes
 
 
 def distinct(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

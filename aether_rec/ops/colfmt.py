@@ -257,6 +257,12 @@ class RowMatrix:
 
     def choose(self, mask: np.ndarray, a: RowMatrix, b: RowMatrix) -> None:
         """Per row, the fields of ``a`` where ``mask``, else those of ``b``."""
+        if mask.all():  # (NUL columns that padding would add change nothing)
+            self.parts += a.parts
+            return
+        if not mask.any():
+            self.parts += b.parts
+            return
         ma, mb = a.matrix(), b.matrix()
         w = max(ma.shape[1], mb.shape[1])
         if ma.shape[1] < w:
@@ -383,8 +389,8 @@ def int_matrix(v: np.ndarray, width: int = 0) -> np.ndarray:
         a = rest // np.uint32(10_000)
         out32[:, g - 1] = _DIGITS4.take(rest - a * np.uint32(10_000))
         rest, g, hi = a, g - 1, hi // 10_000
-    w = 4 * wide
-    out = out32.view(_U8).reshape(n, w)
+    w = max(int(length.max()) if n else 1, width)  # the columns needed, at the right
+    out = out32.view(_U8).reshape(n, 4 * wide)[:, 4 * wide - w:]
     # left of each value's digits: its sign, then spaces up to ``width``, then NULs
     col = np.arange(w)[None, :]
     first = (w - nd)[:, None]

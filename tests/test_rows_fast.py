@@ -179,20 +179,27 @@ def test_distinct_is_np_unique() -> None:
 def test_memo_calls_fn_once_per_value_and_starts_over_at_its_limit() -> None:
     calls: list[int] = []
 
+    def text(v: int) -> str:
+        return "x" * (v % 7) + str(v)
+
     def fn(v: int) -> str:
         calls.append(v)
-        return "x" * (v % 7) + str(v)
+        return text(v)
 
     memo = colfmt.Memo(fn, limit=50)
     rng = np.random.default_rng(5)
-    for size in (10, 30, 30, 45, 5, 80, 12):  # 80: more distinct values than the memo holds
-        values = rng.integers(0, size, 200).astype(np.uint64)
+    resets = 0
+    for i, size in enumerate((10, 30, 30, 45, 5, 80, 12, 40)):  # 80: more than the memo holds
+        values = (rng.integers(0, size, 200) + 20 * i).astype(np.uint64)  # partly new values each time
+        before = len(memo.keys)
         m = colfmt.RowMatrix(len(values))
         m.coded(values, memo)
         got = [bytes(r).replace(b"\0", b"").decode() for r in m.matrix()]
-        assert got == [fn(v) for v in values.tolist()]
+        assert got == [text(v) for v in values.tolist()]
         assert len(memo.keys) <= 50
-    assert len(calls) < 2 * 200 * 5  # once per value per memo generation, not per row
+        resets += len(memo.keys) < before
+    assert resets >= 2
+    assert len(calls) < 600  # once per value per memo generation, not per row (1,600 rows)
 
 
 @pytest.mark.parametrize("fmt", ["text", "jsonl", "csv"])

@@ -99,9 +99,10 @@ def test_replay_rows_in_slices_keep_losses_in_place(tmp_path: Path, monkeypatch:
             lost = [i for i, x in enumerate(lines) if x.startswith("# LOST")]
             assert len(lost) == 14 and 1 < lost[3] < lost[-2] < len(lines) - 2  # among the events
         raw = io.BytesIO()
-        wrapper = run(fmt, io.TextIOWrapper(raw, encoding="utf-8", newline=""))
-        wrapper.flush()
-        assert raw.getvalue() == whole.encode()
+        text = io.TextIOWrapper(raw, encoding="utf-8", newline="")
+        text.write("written before\n")  # still in the text layer: must come first
+        run(fmt, text).flush()
+        assert raw.getvalue() == b"written before\n" + whole.encode()
         raw = io.BytesIO()  # another encoding: through the text layer
         wrapper = run(fmt, io.TextIOWrapper(raw, encoding="utf-16", newline=""))
         wrapper.flush()

@@ -174,8 +174,9 @@ MUTANTS: tuple[Mutant, ...] = (
            "    return by_value(result, lambda r: _errno.errorcode.get(r, str(r)) if r < 0 else None)", T_REPLAY),
     Mutant("replay-loss-order", "aether_rec/ops/replay.py", "        while li < len(losses) and losses[li].t_first <= int(ts[0]):",
            "        while False:", T_REPLAY + ("tests/test_offline_trust.py::test_paced_replay_places_losses_between_chunks",)),
-    Mutant("replay-loss-in-chunk", "aether_rec/ops/replay.py", '                cut = int(np.searchsorted(ts, losses[li].t_first, side="left"))',
-           "                cut = chunk.n", T_TRUST),
+    Mutant("replay-loss-in-chunk", "aether_rec/ops/replay.py",
+           '                cuts.append((int(np.searchsorted(ts, losses[li].t_first, side="left")), losses[li]))',
+           "                cuts.append((chunk.n, losses[li]))", T_TRUST),
     # -- recording truth (issue 9): fd names, storage-first stats, the page cache --------------------
     Mutant("fdtable-dup-reversed", "aether_rec/recorder/fdtable.py",
            "                self._set(pid, fd, ts, self.at(pid, arg, ts))",

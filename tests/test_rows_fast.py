@@ -141,3 +141,74 @@ def test_int_matrix_is_str_of_every_integer() -> None:
         for width in (0, 1, 8, 25):
             got = [bytes(r).replace(b"\0", b"").decode() for r in colfmt.int_matrix(v, width)]
             assert got == [str(x).rjust(width) for x in v.tolist()]
+
+
+def test_int_matrix_of_few_values_is_str_of_every_integer() -> None:
+    """Columns spanning a narrow range (cpu, pid, a constant) go through a table of the range."""
+    rng = np.random.default_rng(4)
+    cases = [
+        rng.integers(-40, 40, 300, dtype=np.int64),
+        rng.integers(0, 20, 300).astype(np.uint16),
+        (np.uint64(2**64 - 1) - rng.integers(0, 30, 300).astype(np.uint64)),
+        np.full(300, I64_MIN, dtype=np.int64) + rng.integers(0, 3, 300),
+        np.full(300, 4242, dtype=np.uint64),
+        rng.integers(-1, 30, 300).astype(np.int32),
+        rng.choice(np.array([5, 4096, 2**40, -3]), 300),  # few values far apart
+        np.where(np.arange(300) == 151, 77_777, rng.choice(np.array([5, 4096, 2**40]), 300)),  # one unsampled
+    ]
+    for v in cases:
+        for width in (0, 3, 25):
+            got = [bytes(r).replace(b"\0", b"").decode() for r in colfmt.int_matrix(v, width)]
+            assert got == [str(x).rjust(width) for x in v.tolist()]
+
+
+def test_distinct_is_np_unique() -> None:
+    rng = np.random.default_rng(6)
+    rare = np.where(np.arange(300) == 151, 9, rng.choice(np.array([1, 5, 7]), 300)).astype(np.uint32)
+    for v in (rare, rng.choice(np.array([3, 1, 2]), 300), rng.integers(0, 10**6, 300), rare[:10]):
+        uniq, codes = colfmt.distinct(v)
+        want_u, want_c = np.unique(v, return_inverse=True)
+        assert uniq.tolist() == want_u.tolist() and codes.tolist() == want_c.reshape(-1).tolist()
+    found = colfmt.few(rare)  # 9 is not in the sample: found among the values that missed
+    assert found is not None and found[0].tolist() == [1, 5, 7, 9]
+    many = np.where(np.arange(300) % 50 == 1, np.arange(300), 4).astype(np.int64)  # 6 missed, 7 in all
+    assert colfmt.few(many) is not None
+    assert colfmt.few(np.where(np.arange(300) % 10 == 1, np.arange(300), 4)) is None  # 31 values
+
+
+def test_memo_calls_fn_once_per_value_and_starts_over_at_its_limit() -> None:
+    calls: list[int] = []
+
+    def text(v: int) -> str:
+        return "x" * (v % 7) + str(v)
+
+    def fn(v: int) -> str:
+        calls.append(v)
+        return text(v)
+
+    memo = colfmt.Memo(fn, limit=50)
+    rng = np.random.default_rng(5)
+    resets = 0
+    for i, size in enumerate((10, 30, 30, 45, 5, 80, 12, 40)):  # 80: more than the memo holds
+        values = (rng.integers(0, size, 200) + 20 * i).astype(np.uint64)  # partly new values each time
+        before = len(memo.keys)
+        m = colfmt.RowMatrix(len(values))
+        m.coded(values, memo)
+        got = [bytes(r).replace(b"\0", b"").decode() for r in m.matrix()]
+        assert got == [text(v) for v in values.tolist()]
+        assert len(memo.keys) <= 50
+        resets += len(memo.keys) < before
+    assert resets >= 2
+    assert len(calls) < 600  # once per value per memo generation, not per row (1,600 rows)
+
+
+@pytest.mark.parametrize("fmt", ["text", "jsonl", "csv"])
+def test_slices_are_the_reference_bytes(fmt: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    chunk = random_chunk(12, n=100, with_source=True)
+    monkeypatch.setattr(rows, "SLICE", 9)
+    parts = list(rows.slices(fmt, chunk, CLOCKS[2], "y"))
+    want = ref.lines(fmt, chunk, CLOCKS[2], "y")  # type: ignore[arg-type]
+    assert len(parts) == 12
+    assert b"".join(d for d, _ in parts) == "".join(want).encode()
+    got_rows = [d[a:b] for d, e in parts for a, b in zip([0, *e[:-1].tolist()], e.tolist())]
+    assert got_rows == [w.encode() for w in want]

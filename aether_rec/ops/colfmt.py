@@ -11,6 +11,7 @@ them on random columns and chunks.
 from __future__ import annotations
 
 import errno as _errno
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -31,13 +32,49 @@ def gather(words: Sequence[Any], codes: np.ndarray) -> list[Any]:
     return table[codes].tolist()
 
 
+FEW = 16  # distinct values found by comparisons rather than a sort
+
+
+def few(values: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """(distinct values, code of each value) when there are at most FEW distinct ones, as
+    a sample of ``values`` shows and the values missing from it confirm (each code is then
+    the number of distinct values below it: FEW comparisons, no sort); None otherwise."""
+    n = len(values)
+    if n <= 4 * FEW:
+        return None
+    uniq = np.unique(values[:: max(1, n // 64)])
+    if len(uniq) > FEW:
+        return None
+    codes = np.zeros(n, dtype=np.intp)
+    for u in uniq[:-1]:
+        codes += values > u
+    missed = uniq[codes] != values
+    if missed.any():  # rare values the sample missed (an errno among sizes): add them
+        uniq = np.union1d(uniq, values[missed])
+        if len(uniq) > FEW:
+            return None
+        codes[:] = 0
+        for u in uniq[:-1]:
+            codes += values > u
+    return uniq, codes
+
+
+def distinct(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(values, return_inverse=True)``, without its sort when there are few values."""
+    found = few(values)
+    if found is not None:
+        return found
+    uniq, inv = np.unique(values, return_inverse=True)
+    return uniq, inv.reshape(-1)
+
+
 def coded(values: np.ndarray, fn: Callable[[Any], Any]) -> tuple[list[Any], np.ndarray]:
     """(table, codes) with ``table[codes[i]] == fn(values[i])``, ``fn`` called once per
     distinct value."""
     if not values.size:
         return [fn(0)], np.zeros(0, dtype=np.intp)
-    uniq, inv = np.unique(values, return_inverse=True)
-    return [fn(v) for v in uniq.tolist()], inv.reshape(-1)
+    uniq, inv = distinct(values)
+    return [fn(v) for v in uniq.tolist()], inv
 
 
 def by_value(values: np.ndarray, fn: Callable[[Any], Any]) -> list[Any]:
@@ -63,14 +100,18 @@ def durations(ns: np.ndarray) -> list[str]:
 
 def duration_codes(ns: np.ndarray, fn: Callable[[Any], str] = fmt_duration) -> tuple[list[str], np.ndarray]:
     """``coded(ns, fn)`` for fmt_duration (or a function of its text), few distinct values."""
+    return coded(duration_classes(ns), fn)
+
+
+def duration_classes(ns: np.ndarray) -> np.ndarray:
+    """Every value replaced by a representative of its fmt_duration text (see above)."""
     v = ns.astype(np.uint64, copy=False)
     q = _QUANTA[np.searchsorted(_DECADES[:-1], v, side="right")]
     big = v >= _DECADES[-1]
     base = v - v % q
     rest2 = (v % q) * np.uint64(2)
     rep = np.where(rest2 == q, base + q // np.uint64(2), np.where(rest2 < q, base, base + q - np.uint64(1)))
-    rep = np.where((q == 1) | big, v, rep)
-    return coded(rep, fn)
+    return np.where((q == 1) | big, v, rep)
 
 
 def errnames(result: np.ndarray) -> list[str | None]:
@@ -97,10 +138,8 @@ def wall_parts(real: np.ndarray | None, n: int) -> tuple[np.ndarray, ...]:
 def fixed_digits(v: np.ndarray, width: int) -> np.ndarray:
     """(n x width) zero-padded decimal digits of values known to be in [0, 10**width)."""
     out = np.empty((len(v), width), dtype=np.uint8)
-    rest = v.astype(np.int64)
-    for k in range(width - 1, -1, -1):
-        out[:, k] = rest % 10 + 48
-        rest //= 10
+    _digits_into(out, v.astype(np.uint32 if width <= 9 else np.uint64), width, width)
+    out += 48
     return out
 
 
@@ -111,9 +150,10 @@ def fixed_digits(v: np.ndarray, width: int) -> np.ndarray:
 
 _U8 = np.uint8
 _POW10 = [10**k for k in range(20)]
+_DIGITS4 = np.frombuffer(b"".join(b"%04d" % i for i in range(10_000)), dtype=np.uint32)  # "0000".."9999"
 
 
-def _utf8_table(words: Sequence[str]) -> np.ndarray:
+def utf8_table(words: Sequence[str]) -> np.ndarray:
     """(len(words) x widest) UTF-8 bytes, NUL-padded."""
     enc = [w.encode("utf-8", "surrogatepass") for w in words]
     width = max((len(b) for b in enc), default=0) or 1
@@ -121,12 +161,67 @@ def _utf8_table(words: Sequence[str]) -> np.ndarray:
     return np.frombuffer(buf, dtype=_U8).reshape(len(enc), width)
 
 
+def _bytes_table(enc: Sequence[bytes]) -> np.ndarray:
+    width = max((len(b) for b in enc), default=0) or 1
+    buf = b"".join(b.ljust(width, b"\0") for b in enc)
+    return np.frombuffer(buf, dtype=_U8).reshape(len(enc), width)
+
+
+class Memo:
+    """``fn(value)`` as UTF-8 bytes for fields with many distinct values but far fewer than
+    events (durations: a few thousand per slice, tens of thousands in all), kept from one
+    slice and chunk to the next: a sorted array of the values seen and a byte table of their
+    texts, so that a slice's values are found with one searchsorted, ``fn`` called once per
+    value ever (the memo starts over beyond ``limit`` values)."""
+
+    def __init__(self, fn: Callable[[Any], str], limit: int = 1 << 17) -> None:
+        self.fn = fn
+        self.limit = limit
+        self.keys = np.zeros(0, dtype=np.uint64)  # sorted
+        self.where = np.zeros(0, dtype=np.intp)  # row of keys[i] in table
+        self.table = np.zeros((0, 1), dtype=_U8)
+        self.lock = threading.Lock()  # slices are built on two threads (rows.slices)
+
+    def _texts(self, values: np.ndarray) -> np.ndarray:
+        return _bytes_table([self.fn(v).encode("utf-8", "surrogatepass") for v in values.tolist()])
+
+    def lookup(self, uniq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """A byte table and the row in it of each value of ``uniq`` (sorted, distinct)."""
+        with self.lock:
+            return self._lookup(uniq)
+
+    def _lookup(self, uniq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if len(uniq) > self.limit:  # more than the memo holds: a table of this slice's own
+            return self._texts(uniq), np.arange(len(uniq))
+        pos = np.searchsorted(self.keys, uniq)
+        hit = np.zeros(len(uniq), dtype=bool)
+        inside = pos < len(self.keys)
+        hit[inside] = self.keys[pos[inside]] == uniq[inside]
+        if not hit.all():
+            if len(self.keys) + int((~hit).sum()) > self.limit:  # start over
+                self.keys = self.keys[:0]
+                self.where = self.where[:0]
+                self.table = self.table[:0]
+                hit[:] = False
+            new = uniq[~hit]
+            add = self._texts(new)
+            w = max(self.table.shape[1], add.shape[1])
+            self.table = np.concatenate([np.pad(t, ((0, 0), (0, w - t.shape[1]))) for t in (self.table, add)])
+            keys = np.concatenate([self.keys, new.astype(self.keys.dtype)])
+            where = np.concatenate([self.where, np.arange(len(self.where), len(keys))])
+            order = np.argsort(keys, kind="stable")
+            self.keys, self.where = keys[order], where[order]
+            pos = np.searchsorted(self.keys, uniq)
+        return self.table, self.where[pos]
+
+
 class RowMatrix:
-    """Fields appended left to right; ``text()`` gives the rows and where each one ends."""
+    """Fields appended left to right; ``data()`` gives the rows as bytes and where each one
+    ends, ``text()`` the same as a string."""
 
     def __init__(self, n: int) -> None:
         self.n = n
-        self.parts: list[np.ndarray] = []
+        self.parts: list[np.ndarray] = []  # (n x w) uint8 each; a literal is broadcast (stride 0)
 
     def lit(self, s: str) -> None:
         row = np.frombuffer(s.encode(), dtype=_U8)
@@ -134,10 +229,23 @@ class RowMatrix:
 
     def words(self, table: Sequence[str], codes: np.ndarray) -> None:
         """``table[code]`` per row (pad the words beforehand for aligned columns)."""
-        self.parts.append(_utf8_table(table)[codes])
+        self.parts.append(gather_rows(utf8_table(table), codes))
+
+    def coded(self, values: np.ndarray, memo: Memo) -> None:
+        """``memo.fn(value)`` per row, the function called once per distinct value ever."""
+        if not values.size:
+            self.parts.append(np.zeros((0, 1), dtype=_U8))
+            return
+        uniq, inv = distinct(values)
+        table, rows = memo.lookup(uniq)
+        self.parts.append(gather_rows(table, rows[inv]))
+
+    def table(self, table: np.ndarray, codes: np.ndarray) -> None:
+        """Row ``codes[i]`` of a byte table (utf8_table) per row."""
+        self.parts.append(gather_rows(table, codes))
 
     def per_row(self, values: Sequence[str]) -> None:
-        self.parts.append(_utf8_table(values))
+        self.parts.append(utf8_table(values))
 
     def digits(self, v: np.ndarray, width: int) -> None:
         """Zero-padded digits of values in [0, 10**width)."""
@@ -149,22 +257,59 @@ class RowMatrix:
 
     def choose(self, mask: np.ndarray, a: RowMatrix, b: RowMatrix) -> None:
         """Per row, the fields of ``a`` where ``mask``, else those of ``b``."""
+        if mask.all():  # (NUL columns that padding would add change nothing)
+            self.parts += a.parts
+            return
+        if not mask.any():
+            self.parts += b.parts
+            return
         ma, mb = a.matrix(), b.matrix()
         w = max(ma.shape[1], mb.shape[1])
-        ma = np.pad(ma, ((0, 0), (0, w - ma.shape[1])))
-        mb = np.pad(mb, ((0, 0), (0, w - mb.shape[1])))
+        if ma.shape[1] < w:
+            ma = np.pad(ma, ((0, 0), (0, w - ma.shape[1])))
+        if mb.shape[1] < w:
+            mb = np.pad(mb, ((0, 0), (0, w - mb.shape[1])))
         self.parts.append(np.where(mask[:, None], ma, mb))
 
     def matrix(self) -> np.ndarray:
-        if not self.parts:
-            return np.zeros((self.n, 0), dtype=_U8)
-        return np.concatenate(self.parts, axis=1)
+        """The parts side by side in one (n x W) matrix: the literals of every row in one
+        copy of a template row, then every other part copied into its columns as one w-byte
+        item per row (a copy per item, not per byte)."""
+        width = sum(p.shape[1] for p in self.parts)
+        if not self.n or not width:
+            return np.empty((self.n, width), dtype=_U8)
+        template = np.zeros(width, dtype=_U8)
+        a = 0
+        for p in self.parts:
+            if p.strides[0] == 0:  # a literal: one value for every row
+                template[a:a + p.shape[1]] = p[0]
+            a += p.shape[1]
+        out = np.broadcast_to(template, (self.n, width)).copy()
+        a = 0
+        for p in self.parts:
+            w = p.shape[1]
+            if w and p.strides[0] != 0:
+                dst = np.ndarray((self.n,), dtype=f"V{w}", buffer=out, offset=a, strides=(width,))
+                dst[...] = np.ascontiguousarray(p).view(f"V{w}").reshape(self.n)
+            a += w
+        return out
+
+    def data(self) -> tuple[bytes, np.ndarray]:
+        """The rows as UTF-8 bytes, and the end offset (in bytes) of every row. Rows end with
+        their only newline (text and csv escape control characters, JSON writes \\n): row
+        ends are where the newlines are."""
+        m = self.matrix()
+        data = m[m != 0]
+        ends = np.flatnonzero(data == 10) + 1
+        if len(ends) != self.n:  # pragma: no cover - rows without their newline
+            ends = np.cumsum(np.count_nonzero(m, axis=1))
+        return data.tobytes(), ends
 
     def text(self) -> tuple[str, np.ndarray]:
         """The rows as one string, and the end offset (in characters) of every row."""
         m = self.matrix()
         keep = m != 0
-        data = m.ravel()[keep.ravel()]
+        data = m[keep]
         if data.size and data.max() >= 0x80:  # multi-byte characters: count lead bytes only
             chars = np.count_nonzero(keep & ((m & 0xC0) != 0x80), axis=1)
         else:
@@ -172,34 +317,86 @@ class RowMatrix:
         return data.tobytes().decode("utf-8", "surrogatepass"), np.cumsum(chars)
 
 
+def gather_rows(table: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    """``table[codes]`` for a (k x w) byte table, one w-byte item per row (not w bytes)."""
+    k, w = table.shape
+    if not w:
+        return np.zeros((len(codes), 0), dtype=_U8)
+    items = np.ascontiguousarray(table).view(f"V{w}").reshape(k)
+    return items.take(codes).view(_U8).reshape(len(codes), w)
+
+
+def _digits_into(out: np.ndarray, rest: np.ndarray, right: int, count: int) -> np.ndarray:
+    """Write the ``count`` lowest decimal digits of ``rest`` as values 0-9 (not yet
+    characters) into columns ``right-count .. right-1`` of ``out``; return what is left
+    (``rest // 10**count``). No ``%``: numpy's integer remainder is several times slower than
+    its division by a constant."""
+    ten = rest.dtype.type(10)
+    rest = rest.copy()
+    q = np.empty_like(rest)
+    tmp = np.empty_like(rest)
+    for k in range(count):
+        np.floor_divide(rest, ten, out=q)
+        np.multiply(q, ten, out=tmp)
+        np.subtract(rest, tmp, out=tmp)
+        out[:, right - 1 - k] = tmp
+        rest, q = q, rest
+    return rest
+
+
 def int_matrix(v: np.ndarray, width: int = 0) -> np.ndarray:
     """(n x w) bytes of each integer in decimal, right-justified with spaces to ``width``,
     NUL-padded on the left to the longest."""
     n = len(v)
+    if n > 4 * FEW:
+        lo, hi = v.min(), v.max()
+        if int(hi) - int(lo) < n // 8:  # a narrow range (cpu, fd, a constant): format it, gather
+            table = int_matrix(np.arange(int(hi) - int(lo) + 1).astype(v.dtype) + lo, width)
+            return gather_rows(table, (v - lo).astype(np.intp))
+        found = few(v)
+        if found is not None:  # few values far apart (pids, sizes, results): the same
+            return gather_rows(int_matrix(found[0], width), found[1])
     if v.dtype.kind == "u":
-        neg = np.zeros(n, dtype=bool)
-        mag = v.astype(np.uint64)
+        neg = None
+        mag = v.astype(np.uint64, copy=False)
     else:
-        x = v.astype(np.int64)
+        x = v.astype(np.int64, copy=False)
         neg = x < 0
-        mag = np.where(neg, -(x + 1), x).astype(np.uint64) + neg.astype(np.uint64)  # |INT64_MIN| fits
+        mag = np.where(neg, -(x + 1), x).astype(np.uint64) + neg  # |INT64_MIN| fits
     top = int(mag.max()) if n else 0
     nd_max = len(str(top))
+    small = mag.astype(np.uint32) if top < 2**32 else mag  # 32-bit division is twice as fast
     nd = np.ones(n, dtype=np.int64)
     for k in range(1, nd_max):
-        nd += mag >= np.uint64(_POW10[k])
-    length = nd + neg
-    w = max(int(length.max()) if n else 1, width)
-    out = np.zeros((n, w), dtype=_U8)
-    rest = mag.copy()
-    col = np.arange(w)
-    for k in range(nd_max):  # digit k from the right
-        d = (rest % np.uint64(10)).astype(_U8)
-        rest //= np.uint64(10)
-        out[:, w - 1 - k] = np.where(k < nd, d + 48, 0)
-    pos_sign = w - 1 - nd  # the column left of the first digit
-    out[np.arange(n)[neg], pos_sign[neg]] = ord("-")
+        nd += small >= _POW10[k]
+    length = nd + neg if neg is not None else nd
+    # digits four at a time from a table of "0000".."9999" as uint32, in groups of 4 columns;
+    # zeros left of each value's digits are replaced below (the matrix is 4k columns wide)
+    groups = (nd_max + 3) // 4
+    wide = (max(int(length.max()) if n else 1, width, 4 * groups) + 3) // 4
+    out32 = np.empty((n, wide), dtype=np.uint32)
+    rest, g, hi = small, wide, top
+    while g > wide - groups:
+        if hi >= 2**32:  # 10 digits or more left: 8 of them in 32 bits
+            q = rest // np.uint64(10**8)
+            low = (rest - q * np.uint64(10**8)).astype(np.uint32)
+            a = low // np.uint32(10_000)
+            out32[:, g - 1] = _DIGITS4.take(low - a * np.uint32(10_000))
+            out32[:, g - 2] = _DIGITS4.take(a)
+            rest, g, hi = q, g - 2, hi // 10**8
+            continue
+        rest = rest.astype(np.uint32, copy=False)
+        a = rest // np.uint32(10_000)
+        out32[:, g - 1] = _DIGITS4.take(rest - a * np.uint32(10_000))
+        rest, g, hi = a, g - 1, hi // 10_000
+    w = max(int(length.max()) if n else 1, width)  # the columns needed, at the right
+    out = out32.view(_U8).reshape(n, 4 * wide)[:, 4 * wide - w:]
+    # left of each value's digits: its sign, then spaces up to ``width``, then NULs
+    col = np.arange(w)[None, :]
+    first = (w - nd)[:, None]
+    fill = np.zeros((1, w), dtype=_U8)
     if width:
-        pad = (col[None, :] >= w - width) & (col[None, :] < (w - length)[:, None])
-        out[pad] = ord(" ")
-    return out
+        fill[0, w - width:] = ord(" ")
+    if neg is not None and neg.any():
+        fill = np.where(col == first - 1, np.where(neg[:, None], _U8(ord("-")), fill), fill)
+    return np.where(col >= first, out, fill)

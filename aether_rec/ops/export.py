@@ -27,7 +27,7 @@ from aether_rec.errors import AetherError, UsageError
 from aether_rec.format.chunk import Chunk
 from aether_rec.format.reader import Capture
 from aether_rec.ops import feed
-from aether_rec.ops.rows import block, columns, header_line
+from aether_rec.ops.rows import byte_sink, columns, header_line, slices
 from aether_rec.ops.units import fmt_count, iso_utc
 from aether_rec.ops.window import Selection
 from aether_rec.schema import COLUMNS, LAYER_CODE, LAYERS, OPS
@@ -67,10 +67,12 @@ def export_feed_rows(source: feed.Feed, out: IO[str], fmt: str) -> ExportReport:
     to_real = source.clock.to_real if source.clock else None
     src = source.source
     head = header_line(fmt)
+    write = byte_sink(out)
     if head and fmt == "csv":
-        out.write(head)
+        write(head.encode())
     for chunk in source.chunks():
-        out.write(block(fmt, chunk, to_real, src)[0])
+        for data, _ends in slices(fmt, chunk, to_real, src):
+            write(data)
         rep.events += chunk.n
     out.flush()
     return rep

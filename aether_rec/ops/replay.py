@@ -12,7 +12,7 @@ recorder writes the index (the capture is complete) or ``stop()`` says so.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -25,7 +25,7 @@ from aether_rec.format.reader import Capture
 from aether_rec.format.records import Loss, Meta
 from aether_rec.ops import feed
 from aether_rec.ops.expr import Filter
-from aether_rec.ops.rows import FORMATS, block, header_line
+from aether_rec.ops.rows import FORMATS, block, byte_sink, header_line, slices
 from aether_rec.ops.window import Selection, source_name
 
 Clock = Callable[[], float]
@@ -48,9 +48,21 @@ def _loss_line(fmt: str, loss: Loss) -> str | None:
     return None  # jsonl/csv carry events only; losses are in stats and the capture itself
 
 
-def _rows(text: str, ends: np.ndarray, i: int, j: int) -> str:
-    """Rows i..j-1 of a chunk's text (rows.block)."""
-    return text[(int(ends[i - 1]) if i else 0):(int(ends[j - 1]) if j else 0)]
+def _rows(data: bytes, ends: np.ndarray, i: int, j: int) -> bytes:
+    """Rows i..j-1 of rows built together (rows.slices)."""
+    return data[(int(ends[i - 1]) if i else 0):(int(ends[j - 1]) if j else 0)]
+
+
+def _joined(parts: Iterator[tuple[bytes, np.ndarray]]) -> tuple[bytes, np.ndarray]:
+    """Slices of rows (rows.slices) as one: the bytes, and every row's end offset."""
+    datas: list[bytes] = []
+    ends: list[np.ndarray] = [np.zeros(0, dtype=np.int64)]
+    base = 0
+    for data, e in parts:
+        datas.append(data)
+        ends.append(e + base)
+        base += len(data)
+    return b"".join(datas), np.concatenate(ends)
 
 
 def replay(cap: Capture, out: IO[str], sel: Selection, **options: Any) -> ReplayReport:
@@ -77,39 +89,51 @@ def replay_feed(
     rep = ReplayReport()
     to_real = source.clock.to_real if source.clock else None
     src = source.source
+    write = byte_sink(out)
     head = header_line(fmt) if header else None
     if head:
-        out.write(head)
+        write(head.encode())
     losses = source.losses
     li = 0
     start: float | None = None
     t0 = 0
     for chunk in source.chunks():
-        text, ends = block(fmt, chunk, to_real, src)
         ts = chunk.column("ts")
         # loss markers in time order between events (text only): a loss goes after the
         # events that started before it
         if speed <= 0:
-            at = 0
+            cuts: list[tuple[int, Loss]] = []  # (row, loss before it)
             while li < len(losses) and losses[li].t_first <= int(ts[-1]):
-                cut = int(np.searchsorted(ts, losses[li].t_first, side="left"))
-                out.write(_rows(text, ends, at, cut))
-                at = cut
-                line = _loss_line(fmt, losses[li])
-                if line:
-                    out.write(line)
-                rep.losses += 1
+                cuts.append((int(np.searchsorted(ts, losses[li].t_first, side="left")), losses[li]))
                 li += 1
-            out.write(_rows(text, ends, at, chunk.n))
+            base = 0
+            for data, ends in slices(fmt, chunk, to_real, src):
+                at = 0
+                while cuts and cuts[0][0] < base + len(ends):
+                    cut, loss = cuts.pop(0)
+                    write(_rows(data, ends, at, max(cut - base, at)))
+                    at = max(cut - base, at)
+                    line = _loss_line(fmt, loss)
+                    if line:
+                        write(line.encode())
+                    rep.losses += 1
+                write(_rows(data, ends, at, len(ends)))
+                base += len(ends)
+            for _cut, loss in cuts:  # at the end of the chunk
+                line = _loss_line(fmt, loss)
+                if line:
+                    write(line.encode())
+                rep.losses += 1
             rep.events += chunk.n
             continue
         # paced: losses are placed between chunks
         while li < len(losses) and losses[li].t_first <= int(ts[0]):
             line = _loss_line(fmt, losses[li])
             if line:
-                out.write(line)
+                write(line.encode())
             rep.losses += 1
             li += 1
+        data, ends = _joined(slices(fmt, chunk, to_real, src))
         if start is None:
             start, t0 = clock(), int(ts[0])
         due = start + (ts.astype(np.float64) - t0) / (1e9 * speed)
@@ -118,7 +142,7 @@ def replay_feed(
             now = clock()
             k = int(np.searchsorted(due, now, side="right"))
             if k > i:
-                out.write(_rows(text, ends, i, k))
+                write(_rows(data, ends, i, k))
                 out.flush()
                 rep.max_late_s = max(rep.max_late_s, now - float(due[i]))
                 rep.events += k - i
@@ -128,7 +152,7 @@ def replay_feed(
     while li < len(losses):
         line = _loss_line(fmt, losses[li])
         if line:
-            out.write(line)
+            write(line.encode())
         rep.losses += 1
         li += 1
     out.flush()

@@ -5,24 +5,30 @@ the same values as Python objects, for exports that build documents (perfetto)."
 
 from __future__ import annotations
 
+import codecs
+import collections
 import csv
 import errno as _errno
 import io
+import itertools
 import json
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import IO, Any, cast
 
 import numpy as np
 
 from aether_rec.format.chunk import Chunk
 from aether_rec.ops.colfmt import (
     DAY_NS,
+    Memo,
     RowMatrix,
     by_value,
     coded,
-    duration_codes,
+    duration_classes,
     errnames,
     gather,
+    utf8_table,
     wall_parts,
 )
 from aether_rec.ops.text import printable
@@ -128,25 +134,56 @@ TEXT_HEADER = (
 # whose shape differs (no wall time, a file descriptor or not) choose between two blocks.
 
 
+_TABLES: dict[tuple[int, str], tuple[object, Any]] = {}
+
+
+def _cached(owner: object, tag: str, build: Callable[[], Any]) -> Any:
+    """``build()`` remembered for ``owner`` (a chunk's dictionary, an enum table) and ``tag``
+    (what is built from it): a dictionary is encoded once per chunk, not once per slice.
+    The entry holds ``owner`` itself, so an id reused after it is freed never matches."""
+    key = (id(owner), tag)
+    hit = _TABLES.get(key)
+    if hit is not None and hit[0] is owner:
+        return hit[1]
+    value = build()
+    if len(_TABLES) >= 64:
+        _TABLES.clear()
+    _TABLES[key] = (owner, value)
+    return value
+
+
 def _enum_table(
-    chunk: Chunk, name: str, table: dict[int, str], enc: Callable[[str], str]
-) -> tuple[list[str], np.ndarray]:
+    chunk: Chunk, name: str, table: dict[int, str], enc: Callable[[str], str], tag: str
+) -> tuple[np.ndarray, np.ndarray]:
     codes = chunk.column(name)
     if codes.dtype.itemsize == 1:  # a table of every code: no sort
-        return [enc(table.get(i, f"{name}{i}")) for i in range(256)], codes.astype(np.intp)
-    return coded(codes, lambda c: enc(table.get(c, f"{name}{c}")))
+        words = _cached(table, f"{tag}/{name}",
+                        lambda: utf8_table([enc(table.get(i, f"{name}{i}")) for i in range(256)]))
+        return words, codes.astype(np.intp)
+    words_list, codes = coded(codes, lambda c: enc(table.get(c, f"{name}{c}")))
+    return utf8_table(words_list), codes
 
 
-def _str_table(chunk: Chunk, name: str, enc: Callable[[str], str]) -> tuple[list[str], np.ndarray]:
+def _str_words(chunk: Chunk, name: str, enc: Callable[[str], str], tag: str) -> tuple[list[str], np.ndarray]:
     if name not in chunk.dicts or name not in chunk.columns or not chunk.dicts[name]:
         return [enc("")], np.zeros(chunk.n, dtype=np.intp)
-    return [enc(w) for w in chunk.dicts[name]], chunk.columns[name]
+    words = chunk.dicts[name]
+    return _cached(words, f"{tag}/{name}/{len(words)}", lambda: [enc(w) for w in words]), chunk.columns[name]
 
 
-def _source_table(chunk: Chunk, source: str, enc: Callable[[str], str]) -> tuple[list[str], np.ndarray]:
+def _str_table(chunk: Chunk, name: str, enc: Callable[[str], str], tag: str) -> tuple[np.ndarray, np.ndarray]:
+    if name not in chunk.dicts or name not in chunk.columns or not chunk.dicts[name]:
+        return utf8_table([enc("")]), np.zeros(chunk.n, dtype=np.intp)
+    words = chunk.dicts[name]
+    return (_cached(words, f"{tag}/{name}/{len(words)}/utf8", lambda: utf8_table([enc(w) for w in words])),
+            chunk.columns[name])
+
+
+def _source_table(chunk: Chunk, source: str, enc: Callable[[str], str], tag: str
+                  ) -> tuple[np.ndarray, np.ndarray]:
     if "source" in chunk.dicts:
-        return _str_table(chunk, "source", enc)
-    return [enc(source)], np.zeros(chunk.n, dtype=np.intp)
+        return _str_table(chunk, "source", enc, tag)
+    return utf8_table([enc(source)]), np.zeros(chunk.n, dtype=np.intp)
 
 
 def _wall(chunk: Chunk, to_real: ToReal | None) -> tuple[np.ndarray, ...]:
@@ -165,13 +202,16 @@ def _clock_block(m: RowMatrix, hh: np.ndarray, mm: np.ndarray, ss: np.ndarray, s
     m.digits(sub, sub_width)
 
 
-def text_block(chunk: Chunk, to_real: ToReal | None, source: str = "", with_source: bool = False
-               ) -> tuple[str, np.ndarray]:
-    """Text rows (see TEXT_HEADER) of ``chunk`` as one string, and each row's end offset."""
+_LAT_TEXT = Memo(lambda v: fmt_duration(v).rjust(8))
+
+
+def text_matrix(chunk: Chunk, to_real: ToReal | None, source: str = "", with_source: bool = False
+                ) -> RowMatrix:
+    """Text rows (see TEXT_HEADER) of ``chunk``."""
     n = chunk.n
     m = RowMatrix(n)
     if with_source:
-        m.words(*_source_table(chunk, source, lambda s: printable(s).ljust(12) + " "))
+        m.table(*_source_table(chunk, source, lambda s: printable(s).ljust(12) + " ", "text"))
     valid, _day, hh, mm, ss, sub = _wall(chunk, to_real)
     clock = RowMatrix(n)
     _clock_block(clock, hh, mm, ss, sub // 1000, 6)
@@ -181,17 +221,17 @@ def text_block(chunk: Chunk, to_real: ToReal | None, source: str = "", with_sour
         mono.per_row(list(map("{:17.6f}".format, np.where(valid, 0.0, secs).tolist())))
     m.choose(valid, clock, mono)
     m.lit(" ")
-    m.words(*_str_table(chunk, "comm", lambda s: printable(s)[:16].ljust(16)))
+    m.table(*_str_table(chunk, "comm", lambda s: printable(s)[:16].ljust(16), "text"))
     m.lit(" ")
     pid = chunk.column("pid").astype(np.uint64)
     tid = chunk.column("tid").astype(np.uint64)
     m.words(*coded((pid << np.uint64(32)) | tid, lambda k: f"{k >> 32}/{k & 0xFFFFFFFF}".rjust(13)))
     m.lit(" ")
-    m.words(*_enum_table(chunk, "layer", LAYERS, lambda s: s.ljust(7)))
+    m.table(*_enum_table(chunk, "layer", LAYERS, lambda s: s.ljust(7), "text"))
     m.lit(" ")
-    m.words(*_enum_table(chunk, "op", OPS, lambda s: s.ljust(9)))
+    m.table(*_enum_table(chunk, "op", OPS, lambda s: s.ljust(9), "text"))
     m.lit(" ")
-    m.words(*duration_codes(chunk.column("lat"), lambda v: fmt_duration(v).rjust(8)))
+    m.coded(duration_classes(chunk.column("lat")), _LAT_TEXT)
     m.lit(" ")
     m.words(*coded(chunk.column("bytes"), lambda v: fmt_bytes(v).rjust(9)))
     m.lit(" ")
@@ -208,7 +248,7 @@ def text_block(chunk: Chunk, to_real: ToReal | None, source: str = "", with_sour
     # and then the whole of it right-stripped
     fd = chunk.column("fd")
     dev = chunk.column("dev")
-    words, codes = _str_table(chunk, "path", printable)
+    words, codes = _str_words(chunk, "path", printable, "text")
     empty = np.array([w == "" for w in words], dtype=bool)[codes]
     empty_r = np.array([w.rstrip() == "" for w in words], dtype=bool)[codes]
     prefix = (fd >= 0) & (chunk.column("layer") != BLOCK)
@@ -227,7 +267,7 @@ def text_block(chunk: Chunk, to_real: ToReal | None, source: str = "", with_sour
     filem.choose(prefix, pathr, pathm)
     m.choose(empty, devm, filem)
     m.lit("\n")
-    return m.text()
+    return m
 
 
 def _lit(n: int, s: str) -> RowMatrix:
@@ -252,23 +292,23 @@ def _csv_str(s: str) -> str:
 
 
 def _fields(m: RowMatrix, chunk: Chunk, source: str, enc: Callable[[str], str], safe: bool, null: str,
-            keys: Callable[[str], str]) -> None:
-    """Every field of CSV_FIELDS[1:], each after ``keys(name)``."""
+            keys: Callable[[str], str], tag: str) -> None:
+    """Every field of CSV_FIELDS[1:], each after ``keys(name)`` (``tag`` names ``enc``)."""
     esc = (lambda s: enc(printable(s))) if safe else enc
     for name in CSV_FIELDS[1:]:
         m.lit(keys(name))
         col = COLUMN_BY_NAME.get(name)
         if name == "source":
-            m.words(*_source_table(chunk, source, esc))
+            m.table(*_source_table(chunk, source, esc, tag))
         elif name == "error":
             m.words(*coded(chunk.column("result"),
                            lambda r: enc(_errno.errorcode.get(-r, str(-r))) if r < 0 else null))
         elif name == "dev":
             m.words(*coded(chunk.column("dev"), lambda d: enc(dev_name(d)) if d else null))
         elif name in ENUMS:
-            m.words(*_enum_table(chunk, name, ENUMS[name], enc))
+            m.table(*_enum_table(chunk, name, ENUMS[name], enc, tag))
         elif col is not None and col.is_str:
-            m.words(*_str_table(chunk, name, esc))
+            m.table(*_str_table(chunk, name, esc, tag))
         else:
             m.ints(chunk.column(name))
 
@@ -286,25 +326,25 @@ def _iso_block(chunk: Chunk, to_real: ToReal | None, quote: str, null: str) -> t
     return valid, out
 
 
-def json_block(chunk: Chunk, to_real: ToReal | None, source: str = "") -> tuple[str, np.ndarray]:
+def json_matrix(chunk: Chunk, to_real: ToReal | None, source: str = "") -> RowMatrix:
     """JSON objects (time, every field of CSV_FIELDS, flag_names), one per line."""
     m = RowMatrix(chunk.n)
     m.lit('{"time":')
     m.parts += _iso_block(chunk, to_real, '"', "null")[1].parts
-    _fields(m, chunk, source, _JSON, False, "null", lambda k: f",{_JSON(k)}:")
+    _fields(m, chunk, source, _JSON, False, "null", lambda k: f",{_JSON(k)}:", "json")
     m.lit(',"flag_names":')
     m.words(*coded(chunk.column("flags"), lambda v: _JSON(_flag_names(v))))
     m.lit("}\n")
-    return m.text()
+    return m
 
 
-def csv_block(chunk: Chunk, to_real: ToReal | None, source: str = "") -> tuple[str, np.ndarray]:
+def csv_matrix(chunk: Chunk, to_real: ToReal | None, source: str = "") -> RowMatrix:
     """CSV rows of CSV_FIELDS (control characters in strings escaped)."""
     m = RowMatrix(chunk.n)
     m.parts += _iso_block(chunk, to_real, "", "")[1].parts
-    _fields(m, chunk, source, _csv_str, True, "", lambda k: ",")
+    _fields(m, chunk, source, _csv_str, True, "", lambda k: ",", "csv")
     m.lit("\n")
-    return m.text()
+    return m
 
 
 def csv_header() -> str:
@@ -319,6 +359,46 @@ FORMATS = ("text", "jsonl", "csv")
 SLICE = 16384  # rows built at once: bounds the byte matrices (~0.5 KiB a row) and stays in cache
 
 
+def _matrix(fmt: str, part: Chunk, to_real: ToReal | None, source: str, with_source: bool) -> RowMatrix:
+    if fmt == "csv":
+        return csv_matrix(part, to_real, source)
+    if fmt == "jsonl":
+        return json_matrix(part, to_real, source)
+    return text_matrix(part, to_real, source, with_source=with_source)
+
+
+WORKERS = 2  # threads building a chunk's slices: numpy lets go of the GIL for most of the work
+
+
+def slices(fmt: str, chunk: Chunk, to_real: ToReal | None, source: str = ""
+           ) -> Iterator[tuple[bytes, np.ndarray]]:
+    """The rows of ``chunk`` in ``fmt`` as UTF-8 bytes, SLICE rows at a time: each slice's
+    bytes and the offset where each of its rows ends (a chunk's rows are never one big string:
+    memory stays that of a few slices, whatever the chunk's size). The slices of a chunk are
+    built on WORKERS threads, at most WORKERS + 1 ahead of the one being written."""
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown row format {fmt!r}")
+    with_source = "source" in chunk.dicts
+    step = SLICE
+
+    def build(a: int) -> tuple[bytes, np.ndarray]:
+        part = chunk.take(slice(a, a + step)) if chunk.n > step else chunk
+        return _matrix(fmt, part, to_real, source, with_source).data()
+
+    starts = iter(range(0, chunk.n, step))
+    if WORKERS < 2 or chunk.n <= step:
+        yield from map(build, starts)
+        return
+    with ThreadPoolExecutor(WORKERS, thread_name_prefix="aether-rows") as pool:
+        pending = collections.deque(pool.submit(build, a) for a in itertools.islice(starts, WORKERS + 1))
+        while pending:
+            done = pending.popleft().result()
+            nxt = next(starts, None)
+            if nxt is not None:
+                pending.append(pool.submit(build, nxt))
+            yield done
+
+
 def block(fmt: str, chunk: Chunk, to_real: ToReal | None, source: str = "") -> tuple[str, np.ndarray]:
     """The rows of ``chunk`` in ``fmt`` (text, jsonl, csv) as one string, newlines included,
     and the offset where each row ends (``text[ends[i-1]:ends[i]]`` is row ``i``)."""
@@ -327,18 +407,27 @@ def block(fmt: str, chunk: Chunk, to_real: ToReal | None, source: str = "") -> t
     texts: list[str] = []
     ends: list[np.ndarray] = [np.zeros(0, dtype=np.int64)]
     base = 0
+    with_source = "source" in chunk.dicts
     for a in range(0, chunk.n, SLICE):
         part = chunk.take(slice(a, a + SLICE)) if chunk.n > SLICE else chunk
-        if fmt == "csv":
-            text, e = csv_block(part, to_real, source)
-        elif fmt == "jsonl":
-            text, e = json_block(part, to_real, source)
-        else:
-            text, e = text_block(part, to_real, source, with_source="source" in chunk.dicts)
+        text, e = _matrix(fmt, part, to_real, source, with_source).text()
         texts.append(text)
         ends.append(e + base)
         base += len(text)
     return "".join(texts), np.concatenate(ends)
+
+
+def byte_sink(out: IO[str]) -> Callable[[bytes], Any]:
+    """Where rows built as UTF-8 bytes go: the binary buffer under ``out`` when ``out``
+    encodes UTF-8 (the same bytes, without a str and an encoding step per chunk), else
+    ``out`` itself. Everything written after this goes through the sink (``out`` is flushed
+    first so that nothing it holds comes later)."""
+    buffer = getattr(out, "buffer", None)
+    encoding = getattr(out, "encoding", None)
+    if buffer is not None and encoding and codecs.lookup(encoding).name == "utf-8":
+        out.flush()
+        return cast(Callable[[bytes], Any], buffer.write)
+    return lambda b: out.write(b.decode("utf-8", "surrogatepass"))
 
 
 def lines(fmt: str, chunk: Chunk, to_real: ToReal | None, source: str = "") -> list[str]:

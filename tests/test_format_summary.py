@@ -485,3 +485,29 @@ def test_histograms_beyond_the_limits_are_left_out(monkeypatch: pytest.MonkeyPat
         s = cap.summary()
         assert s is not None and (s.chunks, s.hist_chunks, s.events) == (2, 1, 100) and not s.complete
         assert cap.warnings == [] and cap.verify() == []
+
+
+@pytest.mark.parametrize("groups", [1, 3, 8, 9, 40])
+def test_few_groups_by_masks_equal_the_sorted_way(groups: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A slice's histograms are the same whether its groups are picked by masks (few
+    groups, the recorder's usual case) or by one sort (many)."""
+    import numpy as np
+
+    from aether_rec.format import summary
+    from aether_rec.format.chunk import Chunk
+
+    rng = np.random.default_rng(groups)
+    n = 20000
+    layer = rng.integers(1, 5, n).astype(np.uint8)
+    op = rng.integers(0, 256, n).astype(np.uint8) % groups
+    layer[:] = 1
+    cols = {"ts": np.sort(rng.integers(0, 10**12, n)).astype(np.uint64),
+            "lat": rng.integers(0, 10**9, n).astype(np.uint64) >> rng.integers(0, 30, n).astype(np.uint64),
+            "layer": layer, "op": op, "fdkind": rng.integers(0, 3, n).astype(np.uint8) * (groups > 3),
+            "bytes": rng.integers(0, 1 << 20, n).astype(np.uint64),
+            "result": rng.integers(-20, 4096, n).astype(np.int64)}
+    chunk = Chunk(n, cols, {})
+    by_default = summary.LatencyHist.from_chunk(chunk).encode()
+    monkeypatch.setattr(summary, "FEW_GROUPS", 0)
+    by_sort = summary.LatencyHist.from_chunk(chunk).encode()
+    assert by_default == by_sort

@@ -32,6 +32,7 @@ from aether_rec.format.blocks import (
     read_block,
     unpack,
 )
+from aether_rec.format.chunk import distinct
 from aether_rec.format.columns import decompress_limited
 from aether_rec.format.limits import (
     MAX_HIST_BUCKETS,
@@ -48,6 +49,7 @@ PRECISION = 8  # the bucket precision writers use (relative error 2**-8)
 EAGAIN = 11
 U64_MAX = (1 << 64) - 1
 SLICE = 1 << 18  # events summarised at a time
+FEW_GROUPS = 8  # up to this many groups in a slice, each is picked by a mask (else one sort)
 HIST_FIELDS = ("ts", "lat", "layer", "op", "fdkind", "bytes", "result")  # the columns histograms read
 _WIDTHS: dict[int, Any] = {1: np.dtype("<u1"), 2: np.dtype("<u2"), 4: np.dtype("<u4"), 8: np.dtype("<u8")}
 
@@ -152,6 +154,20 @@ class LatencyHist:
         ends = ts.astype(np.uint64) + lat.astype(np.uint64)
         ends[ends < ts] = np.uint64(U64_MAX)  # saturating, as stats' end times
         idx = bucket_index(lat, precision)
+        result = cols["result"]
+        err = (result < 0) & (result != -EAGAIN)
+        few = distinct(key, FEW_GROUPS)
+        if len(few) <= FEW_GROUPS:  # the usual case: a group's events picked by a mask
+            for k in few.tolist():
+                m = key == k if len(few) > 1 else slice(None)
+                i = idx[m]
+                lo = int(i.min())
+                h.groups[int(k)] = GroupHist(
+                    int(i.size), int(lat[m].sum(dtype=np.uint64)), int(lat[m].min()), int(lat[m].max()),
+                    int(cols["bytes"][m].sum(dtype=np.uint64)), int(np.count_nonzero(err[m])),
+                    int(ts[m].min()), int(ends[m].max()), lo,
+                    np.bincount(i - lo, minlength=int(i.max()) - lo + 1).astype(np.int64))
+            return
         ukeys, inv = np.unique(key, return_inverse=True)
         inv = inv.reshape(-1)
         g = ukeys.size
@@ -168,8 +184,6 @@ class LatencyHist:
         imin = np.minimum.reduceat(idx_s, starts)
         imax = np.maximum.reduceat(idx_s, starts)
         nbytes = np.add.reduceat(cols["bytes"][order], starts, dtype=np.uint64)
-        result = cols["result"]
-        err = (result < 0) & (result != -EAGAIN)
         errors = np.bincount(inv[err], minlength=g)
         for k in range(g):
             a, b = int(starts[k]), int(starts[k]) + int(counts_g[k])

@@ -160,10 +160,10 @@ class LatencyHist:
         if len(few) <= FEW_GROUPS:  # the usual case: a group's events picked by a mask
             for k in few.tolist():
                 m = key == k if len(few) > 1 else slice(None)
-                i = idx[m]
+                i, lm = idx[m], lat[m]
                 lo = int(i.min())
                 h.groups[int(k)] = GroupHist(
-                    int(i.size), int(lat[m].sum(dtype=np.uint64)), int(lat[m].min()), int(lat[m].max()),
+                    int(i.size), int(lm.sum(dtype=np.uint64)), int(lm.min()), int(lm.max()),
                     int(cols["bytes"][m].sum(dtype=np.uint64)), int(np.count_nonzero(err[m])),
                     int(ts[m].min()), int(ends[m].max()), lo,
                     np.bincount(i - lo, minlength=int(i.max()) - lo + 1).astype(np.int64))

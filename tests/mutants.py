@@ -241,6 +241,19 @@ MUTANTS: tuple[Mutant, ...] = (
            "    if False:", T_SUMM),
     Mutant("copy-drops-histograms", "aether_rec/format/writer.py", "        if self._summary is not None and info.hist is None and hist is None and not tried:\n",
            "        if False:\n", T_SUMM),
+    # the recorder's consumer (issue 13): unit-tested pieces of the kernel-record path
+    Mutant("distinct-trusts-the-sample", "aether_rec/format/chunk.py", "        if covered.all():\n            return cand",
+           "        if True:\n            return cand", ("tests/test_recorder_units.py",)),
+    Mutant("attach-task-hooks-last", "aether_rec/recorder/bpfsys.py",
+           "    return 0 if fn_name.startswith(_ATTACH_FIRST) else 1", "    return 1 if fn_name.startswith(_ATTACH_FIRST) else 0",
+           ("tests/test_recorder_units.py",)),
+    Mutant("split-narrow-field-offset", "aether_rec/recorder/columnar.py", "[(off % 8) // size :: 8 // size]",
+           "[0 :: 8 // size]", ("tests/test_recorder_units.py",)),
+    Mutant("fd-groups-first-only", "aether_rec/recorder/procinfo.py",
+           "        return [np.flatnonzero(keys == k) for k in uniq]", "        return [np.flatnonzero(keys == k)[:1] for k in uniq]",
+           ("tests/test_recorder_units.py",)),
+    Mutant("hist-few-groups-errors-unmasked", "aether_rec/format/summary.py", "int(np.count_nonzero(err[m]))",
+           "int(np.count_nonzero(err))", T_SUMM),
 )
 
 
@@ -267,7 +280,7 @@ def check_applies(m: Mutant, root: Path = REPO) -> str:
 
 
 def _copy(dst: Path) -> None:
-    for name in ("aether_rec", "tests", "format", "docs", "fixtures", "pyproject.toml", "README.md"):
+    for name in ("aether_rec", "bpf", "tests", "format", "docs", "fixtures", "pyproject.toml", "README.md"):
         src = REPO / name
         if src.is_dir():
             shutil.copytree(src, dst / name, ignore=shutil.ignore_patterns("__pycache__", ".hypothesis"))

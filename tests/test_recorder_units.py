@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from aether_rec.errors import EnvironmentProblem, UsageError
+from aether_rec.errors import EnvironmentProblem, RecorderError, UsageError
 from aether_rec.recorder import bccload, btf, headers, options, output, plan, probes, program, transport
 from aether_rec.recorder.procinfo import Names
 from aether_rec.recorder.tracefs import TraceFS, parse_format
@@ -578,3 +578,29 @@ def test_distinct_is_numpy_unique(n: int, k: int) -> None:
     if n:
         arr[n // 2 + 1] = 999_999  # a value the strided sample does not see
     assert np.array_equal(distinct(arr), np.unique(arr))
+
+
+def test_raw_syscalls_where_the_kernel_runs_them_unpreempted(tmp_path: Path) -> None:
+    """auto: raw_syscalls up to RAW_SYSCALLS_NEWEST, classic on newer kernels (whose raw
+    syscall programs may be preempted and skip calls) and without raw_syscalls in tracefs;
+    raw forces them where the machine can, and is an error where it cannot."""
+    events = {"raw_syscalls/sys_enter": ["id"], "raw_syscalls/sys_exit": ["id", "ret"]}
+    tfs = _fake_tracefs(tmp_path, events)
+    if os.uname().machine != "x86_64":
+        pytest.skip("raw_syscalls are used on x86_64 only")
+    assert probes.use_raw_syscalls(tfs, "auto", "6.18.44-fc") == (True, "")
+    assert probes.use_raw_syscalls(tfs, "auto", "5.10.0-32-amd64") == (True, "")
+    raw, why = probes.use_raw_syscalls(tfs, "auto", "7.2.13+deb14-amd64")
+    assert not raw and "preempt" in why and "7.2.13" in why
+    assert probes.use_raw_syscalls(tfs, "auto", "6.19.0")[0] is False
+    assert probes.use_raw_syscalls(tfs, "raw", "7.2.13+deb14-amd64") == (True, "")
+    assert probes.use_raw_syscalls(tfs, "tracepoint", "6.1.0")[0] is False
+    none = _fake_tracefs(tmp_path / "none", {})
+    assert probes.use_raw_syscalls(none, "auto", "6.1.0")[0] is False
+    with pytest.raises(RecorderError):
+        probes.use_raw_syscalls(none, "raw", "6.1.0")
+    with pytest.raises(UsageError):
+        probes.use_raw_syscalls(tfs, "fast", "6.1.0")
+    assert probes.kernel_series("6.18.44-fc-v1045") == (6, 18)
+    assert probes.kernel_series("7.2.13+deb14-amd64") == (7, 2)
+    assert probes.kernel_series("garbage") == (0, 0)

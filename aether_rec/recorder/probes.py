@@ -152,17 +152,55 @@ def parse_layers(spec: str | None) -> tuple[str, ...]:
 SYSCALL_HOOK_KINDS: tuple[str, ...] = ("auto", "raw", "tracepoint")
 
 
+#: the newest kernel series on which raw_syscalls programs were seen to run without being
+#: preempted. On 7.2 (Debian's) they are preemptible: a program preempted on a CPU makes the
+#: kernel skip it for the next syscall there (a recursion miss: counted, but a loss), which
+#: the VM matrix saw under load (9 of 4,000 calls) where the classic tracepoints lose none.
+RAW_SYSCALLS_NEWEST: tuple[int, int] = (6, 18)
+
+
+def kernel_series(release: str) -> tuple[int, int]:
+    """(major, minor) of a kernel release string such as '6.18.44-fc-v1045'."""
+    parts = release.split(".")
+    try:
+        return int(parts[0]), int("".join(c for c in parts[1] if c.isdigit()) or 0)
+    except (IndexError, ValueError):
+        return (0, 0)
+
+
 def raw_syscalls_reason(tfs: TraceFS) -> str:
     """Why the syscall layer cannot use the raw_syscalls raw tracepoints ("" if it can):
     syscall.c reads the arguments from x86_64's saved registers and knows its numbers."""
     if platform.machine() != "x86_64":
         return (
-            "raw_syscalls: aether-rec knows the syscall registers and numbers of x86_64 only, "
+            "aether-rec knows the syscall registers and numbers of x86_64 only, "
             f"not {platform.machine()}"
         )
     if not (tfs.has("raw_syscalls", "sys_enter") and tfs.has("raw_syscalls", "sys_exit")):
-        return "raw_syscalls: no raw_syscalls:sys_enter/sys_exit tracepoints in tracefs"
+        return "no raw_syscalls:sys_enter/sys_exit tracepoints in tracefs"
     return ""
+
+
+def use_raw_syscalls(tfs: TraceFS, hooks: str, release: str | None = None) -> tuple[bool, str]:
+    """Whether the syscall layer and the fd names hook syscalls through raw_syscalls
+    (--syscall-hooks: auto, raw, tracepoint), and why not when they do not. auto uses them
+    up to RAW_SYSCALLS_NEWEST; raw on a machine that cannot is an error."""
+    if hooks not in SYSCALL_HOOK_KINDS:
+        raise UsageError(f"--syscall-hooks must be one of {', '.join(SYSCALL_HOOK_KINDS)}, not {hooks!r}")
+    if hooks == "tracepoint":
+        return False, "classic tracepoints asked for (--syscall-hooks tracepoint)"
+    why = raw_syscalls_reason(tfs)
+    if why:
+        if hooks == "raw":
+            raise RecorderError(f"--syscall-hooks raw: {why}")
+        return False, why
+    release = release or os.uname().release
+    if hooks == "auto" and kernel_series(release) > RAW_SYSCALLS_NEWEST:
+        return False, (
+            f"kernel {release} may preempt raw syscall programs, which then skip calls under "
+            "load (--syscall-hooks raw uses them anyway)"
+        )
+    return True, ""
 
 
 def probe_syscall(tfs: TraceFS, ops: frozenset[str] | None = None, hooks: str = "auto") -> LayerPlan:
@@ -171,12 +209,7 @@ def probe_syscall(tfs: TraceFS, ops: frozenset[str] | None = None, hooks: str = 
     classic tracepoint's cost per call) unless ``hooks`` is "tracepoint" or the machine
     cannot (then a classic syscalls:sys_enter_X/sys_exit_X pair per syscall). A syscall is
     traced when the kernel has its tracepoints (tracefs lists what the kernel implements)."""
-    if hooks not in SYSCALL_HOOK_KINDS:
-        raise UsageError(f"--syscall-hooks must be one of {', '.join(SYSCALL_HOOK_KINDS)}, not {hooks!r}")
-    why_not_raw = raw_syscalls_reason(tfs) if hooks != "tracepoint" else "classic tracepoints asked for"
-    if hooks == "raw" and why_not_raw:
-        raise RecorderError(f"--syscall-hooks raw: {why_not_raw.removeprefix('raw_syscalls: ')}")
-    raw = not why_not_raw
+    raw, why_not_raw = use_raw_syscalls(tfs, hooks)
     plan = LayerPlan("syscall", True, sources=["syscall.c"])
     for h in SYSCALL_HOOKS:
         if ops is not None and h.op not in ops:
@@ -196,7 +229,7 @@ def probe_syscall(tfs: TraceFS, ops: frozenset[str] | None = None, hooks: str = 
     if raw and plan.hooks:
         plan.defines.append("-DAETHER_SC_RAW=1")
     elif hooks == "auto" and plan.hooks:
-        plan.reason = f"classic syscall tracepoints: {why_not_raw.removeprefix('raw_syscalls: ')}"
+        plan.reason = f"classic syscall tracepoints: {why_not_raw}"
     if not plan.hooks:
         plan.available = False
         if ops is not None and not any(h.op in ops for h in SYSCALL_HOOKS):
@@ -221,7 +254,7 @@ def probe_names(tfs: TraceFS, hooks: str = "auto") -> LayerPlan:
     """The fd-naming hooks (bpf/names.c, included by tasks.c): each call the kernel has,
     on the raw_syscalls raw tracepoints or classic ones as probe_syscall chooses.
     Not a layer (it records no I/O): planned with the layers that have fds to name."""
-    raw = hooks != "tracepoint" and not raw_syscalls_reason(tfs)
+    raw, _ = use_raw_syscalls(tfs, hooks)
     plan = LayerPlan("names", True, defines=["-DAETHER_NAMES_ON=1"])
     for name, fields in NAME_HOOKS.items():
         missing = tfs.missing("syscalls", f"sys_enter_{name}", () if raw else fields)

@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 
 import aether_rec
+from aether_rec.recorder.probes import RAW_SYSCALLS_NEWEST, kernel_series
 from aether_rec.schema import LAYER_CODE, OP_CODE
 
 CLI = [sys.executable, "-c", "from aether_rec.cli import main; main()"]
@@ -320,8 +321,12 @@ class Guest:
         # layout (every kernel of the matrix), else on the classic ones
         raw = {"raw_tracepoint:block_rq_issue", "raw_tracepoint:block_rq_complete"}
         classic = {"tracepoint:block:block_rq_issue", "tracepoint:block:block_rq_complete"}
-        # the syscall layer is on the raw_syscalls raw tracepoints (x86_64: every VM)
-        want = {"raw_tracepoint:sys_enter:write", "raw_tracepoint:sys_exit:write"}
+        # the syscall layer is on the raw_syscalls raw tracepoints up to the kernels whose raw
+        # syscall programs may be preempted (probes.RAW_SYSCALLS_NEWEST), classic ones after
+        if kernel_series(os.uname().release) <= RAW_SYSCALLS_NEWEST:
+            want = {"raw_tracepoint:sys_enter:write", "raw_tracepoint:sys_exit:write"}
+        else:
+            want = {"tracepoint:syscalls:sys_enter_write", "tracepoint:syscalls:sys_exit_write"}
         want |= raw if raw <= hooks else classic
         if not self.available.get("vfs"):
             want |= {"kprobe:vfs_write", "kretprobe:vfs_write", "kprobe:vfs_read", "kretprobe:vfs_read"}

@@ -107,9 +107,10 @@ class BackgroundWriter:
     def __enter__(self) -> BackgroundWriter:
         return self
 
-    def abandon(self) -> None:
+    def abandon(self, wait: float | None = STOP_WAIT_S) -> None:
         """Stop without finishing the queued writes and without waiting long (the output is
-        being thrown away: an exception, Ctrl-C)."""
+        being thrown away: an exception, Ctrl-C); ``wait=None`` waits for the operation under
+        way to end (it is not interrupted either way)."""
         self._abandon.set()
         while True:
             try:
@@ -120,7 +121,7 @@ class BackgroundWriter:
             self._q.put_nowait(None)
         except queue.Full:
             pass
-        self._t.join(timeout=STOP_WAIT_S)
+        self._t.join(timeout=wait)
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         if exc_type is None:

@@ -81,6 +81,27 @@ def test_bucket_index_bounds_hold_the_value() -> None:
     assert np.all((hi - lo) <= np.maximum(1, lo * 2 * relative_error()))
 
 
+@pytest.mark.parametrize("precision", [2, 5, 8, 12, 16])
+def test_bucket_index_is_the_documented_formula(precision: int) -> None:
+    """shift = max(0, bit_length(v) - P), index = shift * 2**(P-1) + (v >> shift), exactly,
+    below 2**53, whatever the integer dtype (negative values count as 0)."""
+    rng = np.random.default_rng(precision)
+    edges = np.concatenate([2 ** np.arange(0, 53) - 1, 2 ** np.arange(0, 53), 2 ** np.arange(0, 52) + 1])
+    v = np.concatenate([edges, np.arange(0, 3000), rng.integers(0, 2**53, 20_000)]).astype(np.uint64)
+    for lo in (0, 300, 70_000):  # with and without values below 2**P in the array
+        part = v[v >= lo]
+        want = []
+        for x in part.tolist():
+            shift = max(0, x.bit_length() - precision)
+            want.append(shift * 2 ** (precision - 1) + (x >> shift))
+        assert bucket_index(part, precision).tolist() == want
+    small = np.array([-5, 0, 3, 255, 256, 70_000], dtype=np.int64)
+    unsigned = small.clip(0).astype(np.uint64)
+    assert bucket_index(small, precision).tolist() == bucket_index(unsigned, precision).tolist()
+    assert bucket_index(small.astype(np.int32), precision).tolist() == bucket_index(small, precision).tolist()
+    assert bucket_index(np.zeros(0, np.uint64), precision).tolist() == []
+
+
 def test_merge_equals_whole_and_roundtrip() -> None:
     rng = np.random.default_rng(3)
     x = rng.lognormal(10, 3, 100_000).astype(np.uint64)

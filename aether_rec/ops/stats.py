@@ -29,7 +29,9 @@ from aether_rec.ops.histogram import (
     GroupedHistograms,
     Histogram,
     bucket_index,
+    dense_groups,
     group_slices,
+    group_sums,
     relative_error,
 )
 from aether_rec.ops.pipeline import prefetch
@@ -300,17 +302,18 @@ def _process(
     layer = chunk.column("layer")
     op = chunk.column("op")
     key = (layer.astype(np.uint16) << np.uint16(8)) | op
-    grouping = group_slices(key)
-    acc.layer_op.add_grouped(grouping, idx, lat)
+    # (layer, op) as dense ids: one bincount per chunk fills every group's histogram
+    dense = dense_groups(key)
+    assert dense is not None  # uint16 keys
+    ukeys, ids = dense
+    acc.layer_op.add_dense(ukeys, ids, idx, lat)
     nbytes = chunk.column("bytes")
-    ukeys, order, edges = grouping
-    if order is None:
+    if ids is None:
         k = int(ukeys[0])
         acc.lo_bytes[k] = acc.lo_bytes.get(k, 0) + int(nbytes.sum(dtype=np.uint64))
     else:
-        sums = np.add.reduceat(nbytes[order], edges[:-1], dtype=np.uint64)
-        for k, s in zip(ukeys.tolist(), sums.tolist()):
-            acc.lo_bytes[k] = acc.lo_bytes.get(k, 0) + int(s)
+        for k, s in zip(ukeys.tolist(), group_sums(ids, nbytes, int(ukeys.size))):
+            acc.lo_bytes[k] = acc.lo_bytes.get(k, 0) + s
     acc.events += n
     result = chunk.column("result")
     err = result < 0
@@ -333,12 +336,7 @@ def _process(
     # block layer: queue vs service
     is_blk = (ukeys >> 8) == BLOCK
     if is_blk.any():
-        # keys sort by layer first: the block events are one contiguous run of the grouping
-        bg = np.flatnonzero(is_blk)
-        if order is None:
-            blk: Any = slice(None)
-        else:
-            blk = order[edges[bg[0]] : edges[bg[-1] + 1]]
+        blk: Any = slice(None) if is_blk.all() else np.flatnonzero(layer == BLOCK)  # gathers, not 3 masks
         qb, lb = chunk.column("queue")[blk], lat[blk]
         acc.block_events += int(qb.size)
         queued = ((chunk.column("flags")[blk] & F_QUEUED) != 0) | (qb > 0)

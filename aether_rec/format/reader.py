@@ -13,7 +13,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import IO, Any, BinaryIO
+from typing import IO, Any, BinaryIO, NamedTuple
 
 import numpy as np
 
@@ -38,11 +38,18 @@ from aether_rec.format.blocks import (
 )
 from aether_rec.format.chunk import Chunk, ChunkInfo
 from aether_rec.format.clock import ClockMap, pairs_of
-from aether_rec.format.columns import Codec, decode_chunk, read_summary
+from aether_rec.format.columns import Body, Codec, decode_body, decode_chunk, open_body, read_summary
 from aether_rec.format.limits import MAX_INDEX_ENTRIES, MAX_MERGE_BYTES
 from aether_rec.format.records import Loss, Meta, MetaRef
 from aether_rec.format.verify import verify_capture
 from aether_rec.schema import COLUMN_BY_NAME, is_real_loss
+
+
+class RawChunk(NamedTuple):
+    """A CHNK payload as stored (``Capture.raw_chunks``) and its index entry."""
+
+    info: ChunkInfo
+    payload: bytes
 
 
 def open(source: str | os.PathLike[str] | BinaryIO, strict: bool = False) -> Capture:  # noqa: A001
@@ -313,15 +320,40 @@ class Capture:
         block = self._block_at(info.offset, CHNK)
         if block is None:
             return None
+        return self.decode_payload(block.payload, info, columns, self._codecs)
+
+    def raw_chunks(self, infos: Sequence[ChunkInfo]) -> Iterator[RawChunk]:
+        """The stored CHNK payloads of ``infos`` in that order, checksums verified, not
+        decoded (damaged ones skipped with a warning): read them in one thread, decode them
+        in several with ``decode_payload``."""
+        for info in infos:
+            block = self._block_at(info.offset, CHNK)
+            if block is not None:
+                yield RawChunk(info, block.payload)
+
+    def decode_payload(
+        self, payload: bytes, info: ChunkInfo, columns: Sequence[str] | None, codecs: dict[str, Codec]
+    ) -> Chunk | None:
+        """A payload of ``raw_chunks`` decoded, or None (with a warning) when damaged. No
+        file access: safe in any thread, given a ``codecs`` cache of that thread's own (a
+        decompressor must not be shared between threads)."""
+        got = self.decode_payload_body(payload, info, columns, codecs)
+        return None if got is None else got[0]
+
+    def decode_payload_body(
+        self, payload: bytes, info: ChunkInfo, columns: Sequence[str] | None, codecs: dict[str, Codec]
+    ) -> tuple[Chunk, Body] | None:
+        """As ``decode_payload``, with the decompressed body (for ``columns.decode_rows``)."""
         try:
-            chunk = decode_chunk(block.payload, info, self._codecs, columns)
+            body = open_body(payload, codecs)
+            chunk = decode_body(body, info, columns)
         except DamagedCaptureError as exc:
             self.warn(f"chunk at offset {info.offset}: {exc}; skipped it")
             return None
         if chunk.n != info.n:
             self.warn(f"chunk at offset {info.offset} disagrees with the index; skipped it")
             return None
-        return chunk
+        return chunk, body
 
     def _block_at(self, offset: int, btype: bytes) -> Block | None:
         if not self._first_block <= offset < self.size:

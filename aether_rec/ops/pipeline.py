@@ -11,9 +11,11 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Callable, Generator, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 _DONE = object()
 STOP_WAIT_S = 0.5  # how long stopping early waits for a helper thread (every tool stops within 1 s)
@@ -64,6 +66,29 @@ def prefetch(source: Iterator[T], depth: int = 2) -> Generator[T, None, None]:
         # bounded: after Ctrl-C the helper may be inside a long decompression; it is a
         # daemon and stops at its next put, so nobody waits for it longer than this
         t.join(timeout=STOP_WAIT_S)
+
+
+def parallel_map(
+    func: Callable[[T], R], source: Iterator[T], workers: int = 2, depth: int = 4
+) -> Generator[R, None, None]:
+    """``func`` of every item of ``source``, in order, computed on ``workers`` threads (for
+    work that releases the GIL: decompression, numpy); ``source`` itself is iterated in one
+    helper thread (it may read a file). At most ``depth`` items are in flight, so memory
+    stays bounded. Exceptions (of the source or of ``func``) are re-raised here in order;
+    leaving the loop early stops the helpers."""
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="aether-decode")
+    futures = prefetch(_submitting(pool, func, source), depth=depth)
+    try:
+        for fut in futures:
+            yield fut.result()
+    finally:
+        futures.close()  # stops the reading thread (bounded wait)
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _submitting(pool: ThreadPoolExecutor, func: Callable[[T], R], source: Iterator[T]) -> Iterator[Future[R]]:
+    for item in source:
+        yield pool.submit(func, item)
 
 
 class BackgroundWriter:

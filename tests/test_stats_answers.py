@@ -223,3 +223,32 @@ def test_top_rows_are_whole_events(capture: Path, data: dict[str, np.ndarray]) -
         assert (row["lat"], row["comm"], row["pid"], row["result"], row["queue"]) == (
             int(data["lat"][i]), data["comm"][i], int(data["pid"][i]), int(data["result"][i]),
             int(data["queue"][i]))
+
+
+def test_undecodable_chunks_are_warned_in_file_order(
+    capture: Path, data: dict[str, np.ndarray], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Chunks are decoded on two threads; a chunk that fails is skipped with its warning,
+    given in file order (and raised with --strict)."""
+    from aether_rec.errors import DamagedCaptureError
+    from aether_rec.format import reader
+
+    real = reader.decode_body
+    with aether_rec.open(str(capture)) as cap:
+        infos = cap.chunk_infos()
+    bad = {infos[1].offset, infos[4].offset}
+
+    def failing(body, info, columns=None):  # type: ignore[no-untyped-def]
+        if info is not None and info.offset in bad:
+            raise DamagedCaptureError("column 'lat' runs past the chunk body")
+        return real(body, info, columns)
+
+    monkeypatch.setattr(reader, "decode_body", failing)
+    doc = _stats(capture)
+    skipped = sum(i.n for i in infos if i.offset in bad)
+    assert doc["events"] == N - skipped
+    want = [f"chunk at offset {o}: column 'lat' runs past the chunk body; skipped it" for o in sorted(bad)]
+    assert [w.split(": ", 1)[1] for w in doc["warnings"]] == want
+    with aether_rec.open(str(capture), strict=True) as cap:
+        with pytest.raises(DamagedCaptureError, match="skipped it"):
+            compute([cap], StatsOptions())

@@ -45,6 +45,14 @@ from aether_rec.format.verify import verify_capture
 from aether_rec.schema import COLUMN_BY_NAME, is_real_loss
 
 
+class ChunkSkipped(Exception):
+    """A stored chunk that cannot be decoded; ``message`` says so for ``Capture.warn``."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
 class RawChunk(NamedTuple):
     """A CHNK payload as stored (``Capture.raw_chunks``) and its index entry."""
 
@@ -334,25 +342,27 @@ class Capture:
     def decode_payload(
         self, payload: bytes, info: ChunkInfo, columns: Sequence[str] | None, codecs: dict[str, Codec]
     ) -> Chunk | None:
-        """A payload of ``raw_chunks`` decoded, or None (with a warning) when damaged. No
-        file access: safe in any thread, given a ``codecs`` cache of that thread's own (a
-        decompressor must not be shared between threads)."""
-        got = self.decode_payload_body(payload, info, columns, codecs)
-        return None if got is None else got[0]
+        """A payload of ``raw_chunks`` decoded, or None (with a warning) when damaged."""
+        try:
+            return self.decode_payload_body(payload, info, columns, codecs)[0]
+        except ChunkSkipped as skip:
+            self.warn(skip.message)
+            return None
 
     def decode_payload_body(
         self, payload: bytes, info: ChunkInfo, columns: Sequence[str] | None, codecs: dict[str, Codec]
-    ) -> tuple[Chunk, Body] | None:
-        """As ``decode_payload``, with the decompressed body (for ``columns.decode_rows``)."""
+    ) -> tuple[Chunk, Body]:
+        """A payload of ``raw_chunks`` decoded, with its decompressed body (for
+        ``columns.decode_rows``); ChunkSkipped when damaged (its message is the warning to
+        give, in order, with ``warn``). No file access and no warning: safe in any thread,
+        given a ``codecs`` cache of that thread's own (a decompressor must not be shared)."""
         try:
             body = open_body(payload, codecs)
             chunk = decode_body(body, info, columns)
         except DamagedCaptureError as exc:
-            self.warn(f"chunk at offset {info.offset}: {exc}; skipped it")
-            return None
+            raise ChunkSkipped(f"chunk at offset {info.offset}: {exc}; skipped it") from None
         if chunk.n != info.n:
-            self.warn(f"chunk at offset {info.offset} disagrees with the index; skipped it")
-            return None
+            raise ChunkSkipped(f"chunk at offset {info.offset} disagrees with the index; skipped it")
         return chunk, body
 
     def _block_at(self, offset: int, btype: bytes) -> Block | None:

@@ -22,7 +22,7 @@ from aether_rec.errors import UsageError
 from aether_rec.format.chunk import Chunk, ChunkInfo
 from aether_rec.format.clock import ClockMap
 from aether_rec.format.columns import Body, decode_rows
-from aether_rec.format.reader import Capture, RawChunk
+from aether_rec.format.reader import Capture, ChunkSkipped, RawChunk
 from aether_rec.ops.expr import ALIASES, FIELDS, MATCH_ALL, Filter, field_values, string_codes
 from aether_rec.ops.expr.fields import end_times
 from aether_rec.ops.histogram import (
@@ -525,15 +525,15 @@ def compute(
     columns = _needed_columns(opts, selections)
     local = threading.local()
 
-    def decode(item: tuple[_Input, RawChunk, float]) -> tuple[_Input, Chunk | None, Body | None, float]:
+    def decode(item: tuple[_Input, RawChunk, float]) -> tuple[_Input, Chunk | str, Body | None, float]:
         inp, raw, watermark = item
         codecs = getattr(local, "codecs", None)
         if codecs is None:
             codecs = local.codecs = {}
-        got = inp.cap.decode_payload_body(raw.payload, raw.info, columns, codecs)
-        if got is None:
-            return inp, None, None, watermark
-        chunk, body = got
+        try:
+            chunk, body = inp.cap.decode_payload_body(raw.payload, raw.info, columns, codecs)
+        except ChunkSkipped as skip:
+            return inp, skip.message, None, watermark  # warned below, in file order
         if columns is None:
             return inp, chunk, None, watermark
         chunk.columns[ORIGIN] = np.arange(chunk.n, dtype=np.uint32)  # rows survive selections
@@ -541,11 +541,14 @@ def compute(
 
     stored = interleave(inputs, to_real=bool(opts.interval_ns))
     for inp, chunk, body, watermark in parallel_map(decode, stored):
-        kept = selections[inp.index].apply(chunk) if chunk is not None else None
-        if kept is not None:
-            acc.body = body
-            add_chunk(acc, inp, kept, use_real)
-            acc.body = None
+        if isinstance(chunk, str):
+            inp.cap.warn(chunk)
+        else:
+            kept = selections[inp.index].apply(chunk)
+            if kept is not None:
+                acc.body = body
+                add_chunk(acc, inp, kept, use_real)
+                acc.body = None
         if opts.interval_ns:
             _finish_intervals(acc, watermark)
     if opts.interval_ns:

@@ -352,6 +352,8 @@ def test_decode_rows_equals_rows_of_the_whole_chunk(seed: int) -> None:
     sys.path.insert(0, str(Path(__file__).parent))
     from ops_common import random_chunk
 
+    from aether_rec.format.partial import decode_rows
+
     rng = np.random.default_rng(seed)
     chunk = random_chunk(rng, 3000).sorted_by_ts()
     chunk.columns["flags"] = np.zeros(chunk.n, np.uint32)  # width 0
@@ -360,7 +362,7 @@ def test_decode_rows_equals_rows_of_the_whole_chunk(seed: int) -> None:
     whole = columns_mod.decode_chunk(payload, info, {})
     body = columns_mod.open_body(payload, {})
     rows = np.concatenate([[0, chunk.n - 1], rng.integers(0, chunk.n, 40)])
-    got = columns_mod.decode_rows(body, rows)
+    got = decode_rows(body, rows)
     want = whole.take(rows)
     assert got.n == len(rows) and sorted(got.columns) == sorted(want.columns)
     for name, arr in want.columns.items():
@@ -369,6 +371,6 @@ def test_decode_rows_equals_rows_of_the_whole_chunk(seed: int) -> None:
             assert got.strings(name).tolist() == want.strings(name).tolist(), name
         else:
             assert got.columns[name].tolist() == arr.tolist(), name
-    assert columns_mod.decode_rows(body, np.zeros(0, np.int64)).n == 0
+    assert decode_rows(body, np.zeros(0, np.int64)).n == 0
     with pytest.raises(ValueError):
-        columns_mod.decode_rows(body, np.array([chunk.n]))
+        decode_rows(body, np.array([chunk.n]))

@@ -231,9 +231,9 @@ def test_undecodable_chunks_are_warned_in_file_order(
     """Chunks are decoded on two threads; a chunk that fails is skipped with its warning,
     given in file order (and raised with --strict)."""
     from aether_rec.errors import DamagedCaptureError
-    from aether_rec.format import reader
+    from aether_rec.format import partial
 
-    real = reader.decode_body
+    real = partial.decode_body
     with aether_rec.open(str(capture)) as cap:
         infos = cap.chunk_infos()
     bad = {infos[1].offset, infos[4].offset}
@@ -243,7 +243,7 @@ def test_undecodable_chunks_are_warned_in_file_order(
             raise DamagedCaptureError("column 'lat' runs past the chunk body")
         return real(body, info, columns)
 
-    monkeypatch.setattr(reader, "decode_body", failing)
+    monkeypatch.setattr(partial, "decode_body", failing)
     doc = _stats(capture)
     skipped = sum(i.n for i in infos if i.offset in bad)
     assert doc["events"] == N - skipped

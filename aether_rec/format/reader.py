@@ -13,7 +13,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import IO, Any, BinaryIO, NamedTuple
+from typing import IO, Any, BinaryIO
 
 import numpy as np
 
@@ -38,26 +38,12 @@ from aether_rec.format.blocks import (
 )
 from aether_rec.format.chunk import Chunk, ChunkInfo
 from aether_rec.format.clock import ClockMap, pairs_of
-from aether_rec.format.columns import Body, Codec, decode_body, decode_chunk, open_body, read_summary
+from aether_rec.format.columns import Codec, decode_chunk, read_summary
 from aether_rec.format.limits import MAX_INDEX_ENTRIES, MAX_MERGE_BYTES
+from aether_rec.format.partial import ChunkSkipped, RawChunk, decode_stored
 from aether_rec.format.records import Loss, Meta, MetaRef
 from aether_rec.format.verify import verify_capture
 from aether_rec.schema import COLUMN_BY_NAME, is_real_loss
-
-
-class ChunkSkipped(Exception):
-    """A stored chunk that cannot be decoded; ``message`` says so for ``Capture.warn``."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
-
-
-class RawChunk(NamedTuple):
-    """A CHNK payload as stored (``Capture.raw_chunks``) and its index entry."""
-
-    info: ChunkInfo
-    payload: bytes
 
 
 def open(source: str | os.PathLike[str] | BinaryIO, strict: bool = False) -> Capture:  # noqa: A001
@@ -344,26 +330,10 @@ class Capture:
     ) -> Chunk | None:
         """A payload of ``raw_chunks`` decoded, or None (with a warning) when damaged."""
         try:
-            return self.decode_payload_body(payload, info, columns, codecs)[0]
+            return decode_stored(payload, info, columns, codecs)[0]
         except ChunkSkipped as skip:
             self.warn(skip.message)
             return None
-
-    def decode_payload_body(
-        self, payload: bytes, info: ChunkInfo, columns: Sequence[str] | None, codecs: dict[str, Codec]
-    ) -> tuple[Chunk, Body]:
-        """A payload of ``raw_chunks`` decoded, with its decompressed body (for
-        ``columns.decode_rows``); ChunkSkipped when damaged (its message is the warning to
-        give, in order, with ``warn``). No file access and no warning: safe in any thread,
-        given a ``codecs`` cache of that thread's own (a decompressor must not be shared)."""
-        try:
-            body = open_body(payload, codecs)
-            chunk = decode_body(body, info, columns)
-        except DamagedCaptureError as exc:
-            raise ChunkSkipped(f"chunk at offset {info.offset}: {exc}; skipped it") from None
-        if chunk.n != info.n:
-            raise ChunkSkipped(f"chunk at offset {info.offset} disagrees with the index; skipped it")
-        return chunk, body
 
     def _block_at(self, offset: int, btype: bytes) -> Block | None:
         if not self._first_block <= offset < self.size:

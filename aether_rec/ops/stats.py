@@ -21,8 +21,9 @@ import numpy as np
 from aether_rec.errors import UsageError
 from aether_rec.format.chunk import Chunk, ChunkInfo
 from aether_rec.format.clock import ClockMap
-from aether_rec.format.columns import Body, decode_rows
-from aether_rec.format.reader import Capture, ChunkSkipped, RawChunk
+from aether_rec.format.columns import Body
+from aether_rec.format.partial import ChunkSkipped, RawChunk, decode_rows, decode_stored
+from aether_rec.format.reader import Capture
 from aether_rec.ops.expr import ALIASES, FIELDS, MATCH_ALL, Filter, field_values, string_codes
 from aether_rec.ops.expr.fields import end_times
 from aether_rec.ops.histogram import (
@@ -531,7 +532,7 @@ def compute(
         if codecs is None:
             codecs = local.codecs = {}
         try:
-            chunk, body = inp.cap.decode_payload_body(raw.payload, raw.info, columns, codecs)
+            chunk, body = decode_stored(raw.payload, raw.info, columns, codecs)
         except ChunkSkipped as skip:
             return inp, skip.message, None, watermark  # warned below, in file order
         if columns is None:

@@ -188,14 +188,17 @@ def test_storage_first_and_the_page_cache(tmp_path: Path) -> None:
     assert every["events"] == n and every["not_storage"] is None
 
 
-@pytest.mark.parametrize("by", [["layer"], ["op"], ["layer", "op"], ["comm", "op"], ["pid"]])
+@pytest.mark.parametrize(
+    "by", [["layer"], ["op"], ["layer", "op"], ["comm", "op"], ["pid"], ["queue", "lat"]]
+)
 def test_group_rows_are_their_events(capture: Path, data: dict[str, np.ndarray], by: list[str]) -> None:
     """Every --by row against numpy: the groups merged from the (layer, op) partition
-    (by layer and/or op), and the ones grouped on their own (with comm, pid)."""
+    (by layer and/or op), the ones grouped by dense ids (comm, pid) and by sorting (queue
+    and lat: more combined keys than 65536)."""
     from aether_rec.ops.histogram import Histogram
     from aether_rec.schema import LAYERS, OPS
 
-    doc = _stats(capture, by=by)
+    doc = _stats(capture, by=by, max_groups=100_000)
     names = {"layer": LAYERS, "op": OPS}
     rows = doc["groups"]["rows"]
     assert sum(r["events"] for r in rows) == N

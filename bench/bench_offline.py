@@ -82,6 +82,7 @@ def child(op: str, args: list[str]) -> None:
     from aether_rec.ops.window import select
 
     t = time.perf_counter()
+    cpu = time.process_time()  # every thread of the process: what to read on a busy machine
     events = 0
     if op in ("stats", "stats --by"):
         caps = [aether_rec.open(p) for p in args]
@@ -123,6 +124,7 @@ def child(op: str, args: list[str]) -> None:
 
         (src,) = args
         t = time.perf_counter()  # after the import, as for aether-rec
+        cpu = time.process_time()
         con = duckdb.connect()
         rows = con.execute(
             f"SELECT layer_name, op_name, count(*), quantile_cont(lat, {list(PCTS)}) "
@@ -130,7 +132,8 @@ def child(op: str, args: list[str]) -> None:
         events = sum(r[2] for r in rows)
     else:
         raise SystemExit(f"unknown op {op}")
-    print(json.dumps({"seconds": time.perf_counter() - t, "events": events, "own_mb": own_hwm_mb()}))
+    print(json.dumps({"seconds": time.perf_counter() - t, "cpu": time.process_time() - cpu, "events": events,
+                      "own_mb": own_hwm_mb()}))
 
 
 # -- parent side ----------------------------------------------------------------------------------
@@ -148,7 +151,7 @@ def run_child(op: str, args: list[str]) -> dict[str, Any]:
 def run_median(op: str, args: list[str], repeat: int) -> dict[str, Any]:
     runs = [run_child(op, args) for _ in range(repeat)]
     out: dict[str, Any] = {"events": runs[0]["events"], "runs": len(runs)}
-    for k in ("seconds", "own_mb", "tree_mb", "wall"):
+    for k in ("seconds", "cpu", "own_mb", "tree_mb", "wall"):
         out[k] = median([r[k] for r in runs])
     cg = [r["cgroup_mb"] for r in runs if r["cgroup_mb"] is not None]
     out["cgroup_mb"] = median(cg) if cg else None
@@ -254,8 +257,8 @@ def main() -> None:
                 raise SystemExit(f"unknown op {op}")
             res = run_median(op, args, a.repeat)
             rows.append((op, n, res))
-            print(f"  {op}: {res['events'] / res['seconds'] / 1e6:.2f} M events/s, {res['tree_mb']:.0f} MB",
-                  file=sys.stderr)
+            print(f"  {op}: {res['events'] / res['seconds'] / 1e6:.2f} M events/s, {res['cpu']:.2f} CPU s, "
+                  f"{res['tree_mb']:.0f} MB", file=sys.stderr)
         for size in [int(x) for x in a.sizes.split(",") if x.strip()]:
             cap = ensure_capture(OUT / f"offline-{size}.aio", size, seed=1)
             rows.append(("stats", size, run_median("stats", [str(cap)], a.repeat)))
@@ -263,8 +266,8 @@ def main() -> None:
 
     print(f"\nOffline tools, synthetic capture, median of {a.repeat} runs each, {today()}, "
           f"{os.cpu_count()} CPUs (bench/bench_offline.py)")
-    print(f"{'operation':<20} {'capture':>12} {'seconds':>8} {'min-max':>13} {'M ev/s':>8} {'target':>7} "
-          f"{'tree MB':>8} {'own MB':>7} {'cgroup MB':>9}  ok")
+    print(f"{'operation':<20} {'capture':>12} {'seconds':>8} {'min-max':>13} {'CPU s':>6} {'M ev/s':>8} "
+          f"{'target':>7} {'tree MB':>8} {'own MB':>7} {'cgroup MB':>9}  ok")
     for op, size, res in rows:
         rate = res["events"] / res["seconds"]
         target = TARGETS.get(op)
@@ -272,7 +275,8 @@ def main() -> None:
         tgt = f">={target / 1e6:g}" if target else "-"
         cg = f"{res['cgroup_mb']:.0f}" if res["cgroup_mb"] is not None else "-"
         lo, hi = res["spread"]
-        print(f"{op:<20} {size:>12,} {res['seconds']:>8.2f} {f'{lo:.2f}-{hi:.2f}':>13} {rate / 1e6:>8.2f} "
+        print(f"{op:<20} {size:>12,} {res['seconds']:>8.2f} {f'{lo:.2f}-{hi:.2f}':>13} {res['cpu']:>6.2f} "
+              f"{rate / 1e6:>8.2f} "
               f"{tgt:>7} {res['tree_mb']:>8.0f} {res['own_mb']:>7.0f} {cg:>9}  {'yes' if ok else 'NO'}")
     by = {op: res for op, size, res in rows if size == n}
     if "stats" in by and "duckdb percentiles" in by:

@@ -341,3 +341,36 @@ def test_header_carries_provenance_codec_and_schema() -> None:
     assert h["format_version"] == "1.2" and h["codec"] == "none" and h["columns"] == schema_for_header()
     assert len(h["capture_id"]) == 32 and h["created"].endswith("Z")
     assert isinstance(h["clock"][0][0], int) and isinstance(h["clock"][0][1], int)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_decode_rows_equals_rows_of_the_whole_chunk(seed: int) -> None:
+    """columns.decode_rows (what stats uses for its --top rows of chunks decoded in part):
+    the same values, types and dictionaries as decoding every column and taking the rows."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from ops_common import random_chunk
+
+    from aether_rec.format.partial import decode_rows
+
+    rng = np.random.default_rng(seed)
+    chunk = random_chunk(rng, 3000).sorted_by_ts()
+    chunk.columns["flags"] = np.zeros(chunk.n, np.uint32)  # width 0
+    codec = get_codec("zstd")
+    payload, info = columns_mod.encode_chunk(chunk, codec)
+    whole = columns_mod.decode_chunk(payload, info, {})
+    body = columns_mod.open_body(payload, {})
+    rows = np.concatenate([[0, chunk.n - 1], rng.integers(0, chunk.n, 40)])
+    got = decode_rows(body, rows)
+    want = whole.take(rows)
+    assert got.n == len(rows) and sorted(got.columns) == sorted(want.columns)
+    for name, arr in want.columns.items():
+        assert got.columns[name].dtype == arr.dtype, name
+        if name in want.dicts:
+            assert got.strings(name).tolist() == want.strings(name).tolist(), name
+        else:
+            assert got.columns[name].tolist() == arr.tolist(), name
+    assert decode_rows(body, np.zeros(0, np.int64)).n == 0
+    with pytest.raises(ValueError):
+        decode_rows(body, np.array([chunk.n]))

@@ -81,6 +81,27 @@ def test_bucket_index_bounds_hold_the_value() -> None:
     assert np.all((hi - lo) <= np.maximum(1, lo * 2 * relative_error()))
 
 
+@pytest.mark.parametrize("precision", [2, 5, 8, 12, 16])
+def test_bucket_index_is_the_documented_formula(precision: int) -> None:
+    """shift = max(0, bit_length(v) - P), index = shift * 2**(P-1) + (v >> shift), exactly,
+    below 2**53, whatever the integer dtype (negative values count as 0)."""
+    rng = np.random.default_rng(precision)
+    edges = np.concatenate([2 ** np.arange(0, 53) - 1, 2 ** np.arange(0, 53), 2 ** np.arange(0, 52) + 1])
+    v = np.concatenate([edges, np.arange(0, 3000), rng.integers(0, 2**53, 20_000)]).astype(np.uint64)
+    for lo in (0, 300, 70_000):  # with and without values below 2**P in the array
+        part = v[v >= lo]
+        want = []
+        for x in part.tolist():
+            shift = max(0, x.bit_length() - precision)
+            want.append(shift * 2 ** (precision - 1) + (x >> shift))
+        assert bucket_index(part, precision).tolist() == want
+    small = np.array([-5, 0, 3, 255, 256, 70_000], dtype=np.int64)
+    unsigned = small.clip(0).astype(np.uint64)
+    assert bucket_index(small, precision).tolist() == bucket_index(unsigned, precision).tolist()
+    assert bucket_index(small.astype(np.int32), precision).tolist() == bucket_index(small, precision).tolist()
+    assert bucket_index(np.zeros(0, np.uint64), precision).tolist() == []
+
+
 def test_merge_equals_whole_and_roundtrip() -> None:
     rng = np.random.default_rng(3)
     x = rng.lognormal(10, 3, 100_000).astype(np.uint64)
@@ -140,3 +161,43 @@ def test_log2_rows_like_biolatency() -> None:
     assert text[1].split()[:3] == ["0", "->", "1"]
     assert text[-1].split()[0] == "1024" and "|" in text[-1]
     assert text[0] == "     usecs               : count     distribution"
+
+
+@pytest.mark.parametrize("case", ["few", "one", "wide", "huge-sums", "signed", "u16-keys"])
+def test_dense_groups_fill_as_sorted_groups(case: str) -> None:
+    """add_dense (bincount of group * buckets + bucket) gives the histograms, sums, minima
+    and maxima of add_grouped (sorted groups), chunk after chunk."""
+    from aether_rec.ops.histogram import dense_groups, group_sums
+
+    rng = np.random.default_rng(7)
+    dense, sorted_ = GroupedHistograms(), GroupedHistograms()
+    for step in range(3):
+        n = 5000
+        keys = rng.choice([3, 260, 513, 514, 1060], n).astype(np.uint16)
+        v = rng.integers(0, 20_000_000, n).astype(np.uint64)
+        if case == "one":
+            keys[:] = 514
+        elif case == "wide":
+            v = rng.integers(0, 2**62, n).astype(np.uint64) >> rng.integers(0, 62, n).astype(np.uint64)
+        elif case == "huge-sums":
+            v = (rng.integers(2**60, 2**63, n).astype(np.uint64) * np.uint64(2)) + np.uint64(step)
+        elif case == "signed":
+            v = rng.integers(0, 10**9, n).astype(np.int64)
+        elif case == "u16-keys":
+            keys = rng.integers(0, 65535, n).astype(np.uint16)
+        idx = bucket_index(v)
+        got = dense_groups(keys)
+        assert got is not None
+        ukeys, ids = got
+        if ids is not None:
+            assert np.array_equal(ukeys[ids], keys)
+            sums = group_sums(ids, v, ukeys.size)
+            want = [int(v[keys == k].sum(dtype=v.dtype)) for k in ukeys.tolist()]
+            assert sums == want
+        dense.add_dense(ukeys, ids, idx, v)
+        sorted_.add_grouped(group_slices(keys), idx, v)
+    assert sorted(dense.groups) == sorted(sorted_.groups)
+    for k, h in sorted_.groups.items():
+        assert dense.groups[k] == h, k
+    assert dense_groups(np.array([-1, 2], dtype=np.int64)) is None
+    assert dense_groups(np.array([70_000, 2], dtype=np.int64)) is None

@@ -72,3 +72,51 @@ def test_background_writer_keeps_order_and_reports_errors() -> None:
         for i in range(50):
             bw.submit(lambda i=i: seen.append(i))
         bw.close()
+
+
+def test_parallel_map_keeps_order_reraises_and_stops_early() -> None:
+    import time
+
+    from aether_rec.ops.pipeline import parallel_map
+
+    def slow_square(x: int) -> int:
+        time.sleep(0.002 * (x % 3))  # later items often finish first
+        return x * x
+
+    got = list(parallel_map(slow_square, iter(range(200)), workers=2, depth=3))
+    assert got == [x * x for x in range(200)]
+
+    def fail_at(x: int) -> int:
+        if x == 5:
+            raise ValueError("bad chunk 5")
+        return x
+
+    got: list[int] = []
+    with pytest.raises(ValueError, match="bad chunk 5"):
+        for v in parallel_map(fail_at, iter(range(100))):
+            got.append(v)
+    assert got == [0, 1, 2, 3, 4]  # everything before the failure, in order
+
+    def source_fails() -> Iterator[int]:
+        yield 1
+        raise OSError("read failed")
+
+    with pytest.raises(OSError, match="read failed"):
+        list(parallel_map(slow_square, source_fails()))
+
+    produced = []
+
+    def endless() -> Iterator[int]:
+        i = 0
+        while True:
+            produced.append(i)
+            yield i
+            i += 1
+
+    g = parallel_map(slow_square, endless(), workers=2, depth=2)
+    assert next(g) == 0
+    g.close()
+    time.sleep(0.2)
+    n = len(produced)
+    time.sleep(0.2)
+    assert len(produced) == n <= 8  # bounded read-ahead, and the reader has stopped

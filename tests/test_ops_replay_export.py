@@ -297,3 +297,77 @@ def test_parquet_roundtrip(tmp_path: Path, cap_path: Path) -> None:
     assert table.column("lat").to_numpy().tolist() == data["lat"].tolist()
     assert table.column("comm").to_pylist() == data["comm"].tolist()
     assert set(table.column("op_name").to_pylist()) >= {"read", "write"}
+
+
+def test_parquet_every_column_as_the_capture_holds_it(tmp_path: Path, cap_path: Path) -> None:
+    """Names, Arrow types and values of every column (the types of the export before the
+    writer was tuned for speed), non-nullable, statistics on the time columns only, and the
+    codec asked for."""
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    from aether_rec.schema import COLUMNS, LAYERS, OPS
+
+    data = read_all(cap_path)
+    for comp, codec in (("lz4", "LZ4"), ("zstd", "ZSTD"), ("none", "UNCOMPRESSED")):
+        out = tmp_path / f"{comp}.parquet"
+        with aether_rec.open(str(cap_path)) as cap:
+            rep = export_parquet(cap, str(out), select(cap), compression=comp)
+            real = cap.mono_to_real(data["ts"])
+        assert rep.events == 30_000
+        f = pq.ParquetFile(str(out))
+        assert f.metadata.num_row_groups == 4  # one per chunk of 8,000 events
+        rg = f.metadata.row_group(0)
+        for i in range(rg.num_columns):
+            col = rg.column(i)
+            assert col.compression == codec
+            assert col.is_stats_set == (col.path_in_schema in ("time", "ts")), col.path_in_schema
+        table = f.read()
+        dict_str = pa.dictionary(pa.int32(), pa.string())
+        want = [("time", pa.timestamp("ns", tz="UTC"))]
+        want += [(c.name, dict_str if c.is_str else pa.from_numpy_dtype(c.dtype)) for c in COLUMNS]
+        want += [("layer_name", dict_str), ("op_name", dict_str)]
+        assert [(fl.name, fl.type) for fl in table.schema] == want
+        assert not any(fl.nullable for fl in table.schema)
+        assert table.column("time").cast(pa.int64()).to_numpy().tolist() == real.tolist()
+        for c in COLUMNS:  # a column the capture lacks reads as its default
+            got = table.column(c.name)
+            held = data.get(c.name, np.full(30_000, c.default, dtype=object if c.is_str else c.dtype))
+            if c.is_str:
+                assert got.to_pylist() == held.tolist(), c.name
+            else:
+                assert got.to_numpy().tolist() == held.tolist(), c.name
+        assert table.column("layer_name").to_pylist() == [LAYERS[x] for x in data["layer"].tolist()]
+        assert table.column("op_name").to_pylist() == [OPS[x] for x in data["op"].tolist()]
+
+
+def test_parquet_read_by_duckdb(tmp_path: Path, cap_path: Path) -> None:
+    """What bench_offline's peer query reads: names, counts and latencies per layer and op."""
+    pytest.importorskip("pyarrow")
+    duckdb = pytest.importorskip("duckdb")
+    out = tmp_path / "d.parquet"
+    with aether_rec.open(str(cap_path)) as cap:
+        export_parquet(cap, str(out), select(cap))
+    data = read_all(cap_path)
+    rows = duckdb.connect().execute(
+        "SELECT layer_name, op_name, count(*), sum(lat), max(lat) FROM read_parquet(?) "
+        "GROUP BY ALL ORDER BY ALL",
+        [str(out)]).fetchall()
+    from aether_rec.schema import LAYERS, OPS
+
+    want = Counter()
+    for layer, op, lat in zip(data["layer"].tolist(), data["op"].tolist(), data["lat"].tolist()):
+        key = (LAYERS[layer], OPS[op])
+        n, s, m = want.get(key, (0, 0, 0))
+        want[key] = (n + 1, s + lat, max(m, lat))
+    assert [(a, b, n, int(s), m) for a, b, n, s, m in rows] == sorted((k + v for k, v in want.items()))
+
+
+def test_parquet_writer_failure_is_raised_not_hung(tmp_path: Path, cap_path: Path) -> None:
+    pytest.importorskip("pyarrow")
+    with aether_rec.open(str(cap_path)) as cap, pytest.raises(OSError):
+        export_parquet(cap, str(tmp_path / "no" / "such" / "dir.parquet"), select(cap))
+    r = cli("export", str(cap_path), "--format", "parquet", "--compression", "zstd",
+            "-o", str(tmp_path / "z.parquet"))
+    assert r.exit_code == 0
+    pq = pytest.importorskip("pyarrow.parquet")
+    assert pq.ParquetFile(str(tmp_path / "z.parquet")).metadata.row_group(0).column(1).compression == "ZSTD"

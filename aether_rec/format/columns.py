@@ -193,15 +193,10 @@ def _decode_for(typ: str, w: int, base: int, count: int, raw: bytes, pos: int) -
 
 
 def _decode_int(entry: dict[str, Any], n: int, raw: bytes, pos: int) -> tuple[np.ndarray, int]:
-    typ = entry.get("type")
-    w = entry.get("w")
-    enc = entry.get("enc")
-    if typ not in INT_TYPES or w not in (0, 1, 2, 4, 8) or enc not in ("for", "delta"):
-        raise DamagedCaptureError(f"column {entry.get('name')!r}: bad encoding fields")
+    _check_column(entry, n, raw, pos, entry["size"])  # fields, bounds, size (directory-checked int)
+    typ, w, enc = entry["type"], entry["w"], entry["enc"]
     count = n - 1 if enc == "delta" and n > 0 else n
     size = count * w
-    if pos + size > len(raw):
-        raise DamagedCaptureError(f"column {entry.get('name')!r} runs past the chunk body")
     if enc == "for":
         return _decode_for(typ, w, _u64(entry.get("base", 0)), count, raw, pos), pos + size
     base = np.uint64(_u64(entry.get("base", 0)))
@@ -222,22 +217,40 @@ def _decode_int(entry: dict[str, Any], n: int, raw: bytes, pos: int) -> tuple[np
     return u.astype(target, copy=False), pos + size
 
 
-def _decode_str(
-    entry: dict[str, Any], n: int, raw: bytes, pos: int, size: int
-) -> tuple[np.ndarray, list[str]]:
-    cname = entry["name"]
-    w = entry.get("w")
-    words = entry.get("dict")
-    if w not in (0, 1, 2, 4) or not isinstance(words, list) or size != n * w:
-        raise DamagedCaptureError(f"string column {cname!r} is malformed")
-    if len(words) > MAX_DICT_ENTRIES:
-        raise LimitError(f"dictionary of {len(words)} strings exceeds {MAX_DICT_ENTRIES}")
-    if not all(isinstance(s, str) and len(s) <= MAX_STR_LEN for s in words):
-        raise DamagedCaptureError(f"dictionary of column {cname!r} is malformed")
+def _decode_str(entry: dict[str, Any], n: int, raw: bytes, pos: int,
+                size: int) -> tuple[np.ndarray, list[str]]:
+    _check_column(entry, n, raw, pos, size)  # dictionary, width, codes within it
+    w = entry["w"]
     codes = np.frombuffer(raw, WIDTH_DTYPE[w], n, pos).astype(np.uint32) if w else np.zeros(n, np.uint32)
-    if n and (not words or int(codes.max()) >= len(words)):
-        raise DamagedCaptureError(f"column {cname!r} has codes outside its dictionary")
-    return codes, words
+    return codes, entry["dict"]
+
+
+def _check_column(entry: dict[str, Any], n: int, raw: bytes, pos: int, size: int) -> None:
+    """What decoding a column checks, without materialising it (DamagedCaptureError, LimitError)."""
+    cname = entry["name"]
+    if entry.get("type") == "str":
+        w, words = entry.get("w"), entry.get("dict")
+        if w not in (0, 1, 2, 4) or not isinstance(words, list) or size != n * w:
+            raise DamagedCaptureError(f"string column {cname!r} is malformed")
+        if len(words) > MAX_DICT_ENTRIES:
+            raise LimitError(f"dictionary of {len(words)} strings exceeds {MAX_DICT_ENTRIES}")
+        if not all(isinstance(x, str) and len(x) <= MAX_STR_LEN for x in words):
+            raise DamagedCaptureError(f"dictionary of column {cname!r} is malformed")
+        top = int(np.frombuffer(raw, WIDTH_DTYPE[w], n, pos).max()) if w and n else 0
+        if n and (not words or top >= len(words)):
+            raise DamagedCaptureError(f"column {cname!r} has codes outside its dictionary")
+        return
+    typ, w, enc = entry.get("type"), entry.get("w"), entry.get("enc")
+    if typ not in INT_TYPES or w not in (0, 1, 2, 4, 8) or enc not in ("for", "delta"):
+        raise DamagedCaptureError(f"column {cname!r}: bad encoding fields")
+    count = n - 1 if enc == "delta" and n > 0 else n
+    if pos + count * w > len(raw):
+        raise DamagedCaptureError(f"column {cname!r} runs past the chunk body")
+    _u64(entry.get("base", 0))
+    if enc == "delta" and n > 0:
+        _u64(entry.get("first", 0))
+    if count * w != size:
+        raise DamagedCaptureError(f"column {cname!r} has the wrong size")
 
 
 def _u64(v: Any) -> int:
@@ -386,12 +399,18 @@ def decode_chunk(
     columns: Sequence[str] | None = None,
 ) -> Chunk:
     """Decode a CHNK payload; ``columns`` limits which columns are materialised."""
-    body = open_body(payload, codecs)
+    return decode_body(open_body(payload, codecs), info, columns)
+
+
+def decode_body(body: Body, info: ChunkInfo | None, columns: Sequence[str] | None = None) -> Chunk:
+    """The chunk of an opened body (``open_body``); ``columns`` limits which columns are
+    materialised (the body may be kept to decode rows of the others: ``decode_rows``)."""
     raw, directory, n = body.raw, body.directory, body.summary["n"]
     # First check the whole directory, so that nothing is allocated for a chunk that
     # is refused; then decode the wanted columns of known types.
     pos = body.data_at
     wanted: list[tuple[dict[str, Any], int, int]] = []  # (entry, offset, size)
+    unwanted: list[tuple[dict[str, Any], int, int]] = []
     seen: set[str] = set()
     decoded = 0
     for entry in directory:
@@ -410,12 +429,19 @@ def decode_chunk(
             raise DamagedCaptureError(f"column {cname!r} has type {typ!r}, the schema says {known.type!r}")
         # Unwanted columns, and columns of a type from a later minor version, are
         # skipped by their size.
-        if (columns is None or cname in columns) and (typ == "str" or typ in INT_TYPES):
-            wanted.append((entry, pos, size))
+        if typ == "str" or typ in INT_TYPES:
+            # every column counts and is checked, wanted or not: a chunk decoded in part is
+            # accepted or refused exactly as when decoded whole
             decoded += n * (STR_WIDTH if typ == "str" else np.dtype(typ).itemsize)
+            if columns is None or cname in columns:
+                wanted.append((entry, pos, size))
+            else:
+                unwanted.append((entry, pos, size))
         pos += size
     if decoded > MAX_CHUNK_DECODED:
         raise LimitError(f"chunk decodes to {decoded} bytes (limit {MAX_CHUNK_DECODED})")
+    for entry, pos, size in unwanted:
+        _check_column(entry, n, raw, pos, size)
     cols: dict[str, np.ndarray] = {}
     dicts: dict[str, list[str]] = {}
     for entry, pos, size in wanted:
@@ -423,9 +449,7 @@ def decode_chunk(
         if entry["type"] == "str":
             cols[cname], dicts[cname] = _decode_str(entry, n, raw, pos, size)
         else:
-            cols[cname], end = _decode_int(entry, n, raw, pos)
-            if end != pos + size:
-                raise DamagedCaptureError(f"column {cname!r} has the wrong size")
+            cols[cname], _ = _decode_int(entry, n, raw, pos)  # size checked in it
     return Chunk(n, cols, dicts, info)
 
 

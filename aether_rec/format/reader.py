@@ -37,6 +37,7 @@ from aether_rec.format.chunk import Chunk, ChunkInfo
 from aether_rec.format.clock import ClockMap, pairs_of
 from aether_rec.format.columns import Codec, decode_chunk, read_summary
 from aether_rec.format.limits import MAX_INDEX_ENTRIES, MAX_MERGE_BYTES
+from aether_rec.format.partial import ChunkSkipped, RawChunk, decode_stored
 from aether_rec.format.records import Loss, Meta, MetaRef
 from aether_rec.format.source import open_path as _open_path
 from aether_rec.format.source import seekable as _seekable
@@ -364,15 +365,26 @@ class Capture:
         block = self._block_at(info.offset, CHNK)
         if block is None:
             return None
+        return self.decode_payload(block.payload, info, columns, self._codecs)
+
+    def raw_chunks(self, infos: Sequence[ChunkInfo]) -> Iterator[RawChunk]:
+        """The stored CHNK payloads of ``infos`` in that order, checksums verified, not
+        decoded (damaged ones skipped with a warning): read them in one thread, decode them
+        in several with ``decode_payload``."""
+        for info in infos:
+            block = self._block_at(info.offset, CHNK)
+            if block is not None:
+                yield RawChunk(info, block.payload)
+
+    def decode_payload(
+        self, payload: bytes, info: ChunkInfo, columns: Sequence[str] | None, codecs: dict[str, Codec]
+    ) -> Chunk | None:
+        """A payload of ``raw_chunks`` decoded, or None (with a warning) when damaged."""
         try:
-            chunk = decode_chunk(block.payload, info, self._codecs, columns)
-        except DamagedCaptureError as exc:
-            self.warn(f"chunk at offset {info.offset}: {exc}; skipped it")
+            return decode_stored(payload, info, columns, codecs)[0]
+        except ChunkSkipped as skip:
+            self.warn(skip.message)
             return None
-        if chunk.n != info.n:
-            self.warn(f"chunk at offset {info.offset} disagrees with the index; skipped it")
-            return None
-        return chunk
 
     def _block_at(self, offset: int, btype: bytes) -> Block | None:
         if not self._first_block <= offset < self.size:

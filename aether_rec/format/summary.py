@@ -63,9 +63,34 @@ def bucket_index(values: np.ndarray, precision: int = PRECISION) -> np.ndarray:
     v = np.asarray(values)
     if v.dtype != np.uint64:
         v = v.astype(np.int64, copy=False).clip(0).astype(np.uint64)
-    bits = v.astype(np.float64).view(np.uint64) >> np.uint64(53 - precision)
-    idx = bits.view(np.int64) - ((1021 + precision) << (precision - 1))
-    return np.where(v < (1 << precision), v.view(np.int64), idx)
+    if v.size == 0:
+        return np.zeros(v.shape, dtype=np.int64)
+    # below 2**63 the signed conversion gives the same float64, faster; the shift and the
+    # subtraction then work in place on its bits (no temporary per step)
+    f = v.view(np.int64).astype(np.float64) if int(v.max()) < 2**63 else v.astype(np.float64)
+    return bucket_index_of_floats(f, int(v.min()), precision, out=True)
+
+
+def bucket_index_of_floats(
+    values_f64: np.ndarray, vmin: int, precision: int = PRECISION, out: bool = False
+) -> np.ndarray:
+    """:func:`bucket_index` of non-negative integers already converted to float64 (as it
+    converts them), ``vmin`` being their minimum: the same buckets in two passes when no value
+    is below ``2**(precision-1)`` (from there on the bits are the bucket), a third otherwise.
+    With ``out`` the buckets overwrite ``values_f64`` (its buffer, viewed as int64)."""
+    if out:
+        idx = values_f64.view(np.int64)
+        small = values_f64 < (1 << precision) if vmin < (1 << (precision - 1)) else None
+        small_v = values_f64[small].astype(np.int64) if small is not None else None
+        idx >>= 53 - precision  # the bits of a non-negative float: no sign to carry
+    else:
+        idx = (values_f64.view(np.uint64) >> np.uint64(53 - precision)).view(np.int64)
+        small = values_f64 < (1 << precision) if vmin < (1 << (precision - 1)) else None
+        small_v = values_f64[small].astype(np.int64) if small is not None else None
+    idx -= (1021 + precision) << (precision - 1)
+    if small is not None and small_v is not None:
+        idx[small] = small_v
+    return idx
 
 
 def _column_slice(chunk: Any, name: str, a: int, b: int) -> np.ndarray:

@@ -23,7 +23,10 @@ from typing import Any
 
 import numpy as np
 
-from aether_rec.format.summary import bucket_index  # the one bucket rule (the format stores it)
+from aether_rec.format.summary import (  # the one bucket rule (the format stores it)
+    bucket_index,
+    bucket_index_of_floats,  # noqa: F401 - ops use it from here (profile.py)
+)
 
 DEFAULT_PRECISION = 8
 PERCENTILES: tuple[float, ...] = (50.0, 90.0, 99.0, 99.9)
@@ -32,20 +35,6 @@ PERCENTILES: tuple[float, ...] = (50.0, 90.0, 99.0, 99.9)
 def relative_error(precision: int = DEFAULT_PRECISION) -> float:
     """The largest relative error of a reported percentile."""
     return 2.0**-precision
-
-
-def bucket_index_of_floats(
-    values_f64: np.ndarray, vmin: int, precision: int = DEFAULT_PRECISION
-) -> np.ndarray:
-    """:func:`bucket_index` of non-negative integers already converted to float64 (as it
-    converts them), ``vmin`` being their minimum: the same buckets in two passes when no value
-    is below ``2**(precision-1)`` (from there on the bits are the bucket), a third otherwise."""
-    idx = (values_f64.view(np.uint64) >> np.uint64(53 - precision)).view(np.int64)
-    idx -= (1021 + precision) << (precision - 1)
-    if vmin < (1 << (precision - 1)):
-        small = values_f64 < (1 << precision)
-        idx[small] = values_f64[small].astype(np.int64)
-    return idx
 
 
 def bucket_bounds(index: np.ndarray | int, precision: int = DEFAULT_PRECISION) -> tuple[Any, Any]:
@@ -274,6 +263,38 @@ def group_slices(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, np.nd
     return sk[starts].astype(np.int64), order, edges
 
 
+def dense_groups(keys: np.ndarray, max_key: int = 1 << 16) -> tuple[np.ndarray, np.ndarray | None] | None:
+    """Small non-negative integer keys as dense group ids, without sorting: ``(ukeys, ids)``
+    with the distinct keys ascending and ``ids[i]`` the position of ``keys[i]`` among them
+    (None when there is a single key). None when a key is negative or ``max_key`` or more
+    (then use :func:`group_slices`)."""
+    if keys.size == 0 or keys.dtype.kind not in "ui":
+        return None
+    if keys.dtype.kind == "i" and int(keys.min()) < 0:
+        return None
+    kmax = int(keys.max())
+    if kmax >= max_key:
+        return None
+    present = np.flatnonzero(np.bincount(keys, minlength=kmax + 1))
+    if present.size == 1:
+        return present.astype(np.int64), None
+    lut = np.zeros(kmax + 1, dtype=np.intp)
+    lut[present] = np.arange(present.size, dtype=np.intp)
+    return present.astype(np.int64), lut[keys]
+
+
+def group_sums(ids: np.ndarray, values: np.ndarray, groups: int) -> list[int]:
+    """Exact per-group sums of integer ``values`` (modulo 2**64 for unsigned ones, as numpy's
+    uint64 sum): a float64 bincount when no partial sum can reach 2**53, else integer adds."""
+    if values.size == 0:
+        return [0] * groups
+    if values.dtype.kind == "u" and int(values.max()) * values.size < 2**53:
+        return [int(x) for x in np.bincount(ids, weights=values, minlength=groups).tolist()]
+    acc = np.zeros(groups, dtype=np.uint64 if values.dtype.kind == "u" else np.int64)
+    np.add.at(acc, ids, values)
+    return [int(x) for x in acc.tolist()]
+
+
 class GroupedHistograms:
     """One histogram per integer group key, filled chunk by chunk."""
 
@@ -312,6 +333,50 @@ class GroupedHistograms:
             h.counts[lo - h.base : hi - h.base + 1] += np.bincount(part - lo, minlength=hi - lo + 1)
             h.total += b - a
             h.sum += int(sums[g])
+            vmin, vmax = int(mins[g]), int(maxs[g])
+            h.min = vmin if h.min is None else min(h.min, vmin)
+            h.max = vmax if h.max is None else max(h.max, vmax)
+
+    MAX_DENSE_BINS = 1 << 20
+
+    def add_dense(
+        self, ukeys: np.ndarray, ids: np.ndarray | None, idx: np.ndarray, values: np.ndarray
+    ) -> None:
+        """As :meth:`add_grouped`, for groups given by :func:`dense_groups` (``ids[i]`` indexes
+        ``ukeys``): the counts of every group in one bincount of ``id * buckets + bucket``, and
+        sums, minima and maxima per id, with no sort and no gather."""
+        if values.size == 0:
+            return
+        if ids is None:
+            self._get(int(ukeys[0])).add_indexed(idx, values)
+            return
+        groups = int(ukeys.size)
+        lo, hi = int(idx.min()), int(idx.max())
+        width = hi - lo + 1
+        if groups * width > max(self.MAX_DENSE_BINS, 4 * values.size):  # very wide: sort instead
+            self.add_grouped(group_slices(ukeys[ids]), idx, values)
+            return
+        cell = ids * width
+        cell += idx
+        if lo:
+            cell -= lo
+        counts = np.bincount(cell, minlength=groups * width).reshape(groups, width)
+        sums = group_sums(ids, values, groups)
+        mins = np.full(groups, values.max(), dtype=values.dtype)
+        np.minimum.at(mins, ids, values)
+        maxs = np.full(groups, values.min(), dtype=values.dtype)
+        np.maximum.at(maxs, ids, values)
+        used = counts != 0
+        first = used.argmax(axis=1)
+        last = width - 1 - used[:, ::-1].argmax(axis=1)
+        totals = counts.sum(axis=1)
+        for g, key in enumerate(ukeys.tolist()):
+            a, b = int(first[g]), int(last[g])
+            h = self._get(int(key))
+            h._ensure(lo + a, lo + b)
+            h.counts[lo + a - h.base : lo + b + 1 - h.base] += counts[g, a : b + 1]
+            h.total += int(totals[g])
+            h.sum += sums[g]
             vmin, vmax = int(mins[g]), int(maxs[g])
             h.min = vmin if h.min is None else min(h.min, vmin)
             h.max = vmax if h.max is None else max(h.max, vmax)

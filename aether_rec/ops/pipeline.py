@@ -11,9 +11,11 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Callable, Generator, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 _DONE = object()
 STOP_WAIT_S = 0.5  # how long stopping early waits for a helper thread (every tool stops within 1 s)
@@ -66,6 +68,29 @@ def prefetch(source: Iterator[T], depth: int = 2) -> Generator[T, None, None]:
         t.join(timeout=STOP_WAIT_S)
 
 
+def parallel_map(
+    func: Callable[[T], R], source: Iterator[T], workers: int = 2, depth: int = 4
+) -> Generator[R, None, None]:
+    """``func`` of every item of ``source``, in order, computed on ``workers`` threads (for
+    work that releases the GIL: decompression, numpy); ``source`` itself is iterated in one
+    helper thread (it may read a file). At most ``depth`` items are in flight, so memory
+    stays bounded. Exceptions (of the source or of ``func``) are re-raised here in order;
+    leaving the loop early stops the helpers."""
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="aether-decode")
+    futures = prefetch(_submitting(pool, func, source), depth=depth)
+    try:
+        for fut in futures:
+            yield fut.result()
+    finally:
+        futures.close()  # stops the reading thread (bounded wait)
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _submitting(pool: ThreadPoolExecutor, func: Callable[[T], R], source: Iterator[T]) -> Iterator[Future[R]]:
+    for item in source:
+        yield pool.submit(func, item)
+
+
 class BackgroundWriter:
     """Runs write operations (closures over one CaptureWriter) in order on a helper thread, so
     compressing one chunk overlaps with merging or filtering the next. ``submit`` re-raises a
@@ -107,9 +132,10 @@ class BackgroundWriter:
     def __enter__(self) -> BackgroundWriter:
         return self
 
-    def abandon(self) -> None:
+    def abandon(self, wait: float | None = STOP_WAIT_S) -> None:
         """Stop without finishing the queued writes and without waiting long (the output is
-        being thrown away: an exception, Ctrl-C)."""
+        being thrown away: an exception, Ctrl-C); ``wait=None`` waits for the operation under
+        way to end (it is not interrupted either way)."""
         self._abandon.set()
         while True:
             try:
@@ -120,7 +146,7 @@ class BackgroundWriter:
             self._q.put_nowait(None)
         except queue.Full:
             pass
-        self._t.join(timeout=STOP_WAIT_S)
+        self._t.join(timeout=wait)
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         if exc_type is None:

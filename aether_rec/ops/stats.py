@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno as _errno
 import heapq
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +21,8 @@ import numpy as np
 from aether_rec.errors import UsageError
 from aether_rec.format.chunk import Chunk, ChunkInfo
 from aether_rec.format.clock import ClockMap
+from aether_rec.format.columns import Body
+from aether_rec.format.partial import ChunkSkipped, RawChunk, decode_rows, decode_stored
 from aether_rec.format.reader import Capture
 from aether_rec.ops.expr import ALIASES, FIELDS, MATCH_ALL, Filter, field_values, string_codes
 from aether_rec.ops.expr.fields import end_times
@@ -29,10 +32,12 @@ from aether_rec.ops.histogram import (
     GroupedHistograms,
     Histogram,
     bucket_index,
+    dense_groups,
     group_slices,
+    group_sums,
     relative_error,
 )
-from aether_rec.ops.pipeline import prefetch
+from aether_rec.ops.pipeline import parallel_map
 from aether_rec.ops.units import iso_utc
 from aether_rec.ops.window import Selection, source_name
 from aether_rec.schema import (
@@ -119,13 +124,12 @@ class _Input:
         return self.clock.to_real(mono)
 
 
-def interleave(
-    inputs: Sequence[_Input], columns: Sequence[str] | None, to_real: bool
-) -> Iterator[tuple[_Input, Chunk, float]]:
-    """Chunks of several captures, interleaved by time; each comes with a watermark (real ns
-    when ``to_real``, else monotonic) below which no event is still to come."""
+def interleave(inputs: Sequence[_Input], to_real: bool) -> Iterator[tuple[_Input, RawChunk, float]]:
+    """Stored chunks of several captures (read, not decoded), interleaved by time; each comes
+    with a watermark (real ns when ``to_real``, else monotonic) below which no event is still
+    to come."""
     heap: list[tuple[float, int]] = []
-    iters: dict[int, Iterator[Chunk]] = {}
+    iters: dict[int, Iterator[RawChunk]] = {}
     suffix: dict[int, np.ndarray] = {}
     pos: dict[int, dict[int, int]] = {}
     for inp in inputs:
@@ -139,11 +143,7 @@ def interleave(
         suffix[inp.index] = np.append(np.minimum.accumulate(firsts[::-1])[::-1], np.iinfo(np.int64).max)
         offsets = {info.offset: k for k, info in enumerate(inp.infos)}
         pos[inp.index] = offsets
-        iters[inp.index] = inp.cap.chunks(
-            where=lambda i, o=offsets: i.offset in o,  # type: ignore[misc]
-            columns=columns,
-            ordered=False,
-        )
+        iters[inp.index] = inp.cap.raw_chunks(inp.infos)
         heapq.heappush(heap, (float(suffix[inp.index][0]), inp.index))
     by_index = {inp.index: inp for inp in inputs}
     remaining = {k: float(s[0]) for k, s in suffix.items()}
@@ -213,6 +213,7 @@ class _Acc:
     read_pages: int = 0
     missed_pages: int = 0
     would_block: int = 0  # EAGAIN results: not errors (non-blocking I/O that had to wait)
+    body: Body | None = None  # of the chunk being added, when it was decoded in part
 
 
 def _top_update(acc: _Acc, inp: _Input, chunk: Chunk, lat: np.ndarray) -> None:
@@ -238,7 +239,12 @@ def _top_update(acc: _Acc, inp: _Input, chunk: Chunk, lat: np.ndarray) -> None:
         kept.append((acc.top_seq, c))
         acc.top_seq += 1
     if kept:
-        rows = chunk.take(np.array([c for _, c in kept], dtype=np.int64))
+        picked = np.array([c for _, c in kept], dtype=np.int64)
+        if ORIGIN in chunk.columns and acc.body is not None:
+            # a chunk decoded in part: every column of these rows, from its body
+            rows = decode_rows(acc.body, chunk.columns[ORIGIN][picked])
+        else:
+            rows = chunk.take(picked)
         for k, (seq, _) in enumerate(kept):
             acc.top_rows[seq] = (inp, rows.take(slice(k, k + 1)))
     live = {t[2] for t in acc.top}
@@ -264,17 +270,73 @@ def _group_key_arrays(chunk: Chunk, by: Sequence[str], inp: _Input) -> tuple[np.
             values: list[Any] = list(uniq)
         else:
             col = field_values(chunk, name)
-            ukeys, order, edges = group_slices(col)
-            if order is None:
-                local = np.zeros(chunk.n, dtype=np.int64)
+            dense = dense_groups(col)
+            if dense is not None:  # small non-negative codes (layer, op, cpu...): no sort
+                ukeys, ids = dense
+                local = ids if ids is not None else np.zeros(chunk.n, dtype=np.intp)
             else:
-                local = np.empty(chunk.n, dtype=np.int64)
-                local[order] = np.repeat(np.arange(ukeys.size), np.diff(edges))
+                ukeys, order, edges = group_slices(col)
+                if order is None:
+                    local = np.zeros(chunk.n, dtype=np.int64)
+                else:
+                    local = np.empty(chunk.n, dtype=np.int64)
+                    local[order] = np.repeat(np.arange(ukeys.size), np.diff(edges))
             values = ukeys.tolist()
         combined = combined * max(len(values), 1) + local if radix > 1 else local
         radix *= max(len(values), 1)
         tables.append(values)
     return combined, tables
+
+
+def _group_slot(acc: _Acc, gkey: tuple[Any, ...]) -> _Group:
+    slot = acc.group_ids.get(gkey)
+    if slot is None:
+        if len(acc.group_ids) >= MAX_TRACKED_GROUPS:
+            slot = -1  # beyond what is tracked exactly: lumped (said in the warnings)
+            acc.untracked = True
+        else:
+            slot = len(acc.group_ids)
+            acc.group_ids[gkey] = slot
+    grp = acc.groups.get(slot)
+    if grp is None:
+        grp = acc.groups[slot] = _Group(gkey if slot >= 0 else ("(other)",), Histogram(acc.opts.precision))
+    return grp
+
+
+def _add_by(acc: _Acc, chunk: Chunk, inp: _Input, idx: np.ndarray, lat: np.ndarray, nbytes: np.ndarray,
+            err: np.ndarray, n_err: int) -> None:
+    """The --by groups of a chunk: by dense ids and bincounts when the combined key is small
+    (as for the (layer, op) table), else by sorting."""
+    opts = acc.opts
+    gids, tables = _group_key_arrays(chunk, opts.by, inp)
+    dense = dense_groups(gids)
+    if dense is not None:
+        ug, ids = dense
+        part = GroupedHistograms(opts.precision)
+        part.add_dense(np.arange(ug.size), ids, idx, lat)
+        if ids is None:
+            sums = [int(nbytes.sum(dtype=np.uint64))]
+            errs = [n_err]
+        else:
+            sums = group_sums(ids, nbytes, int(ug.size))
+            errs = np.bincount(ids[err], minlength=ug.size).tolist() if n_err else [0] * ug.size
+        for g, gid in enumerate(ug.tolist()):
+            grp = _group_slot(acc, _decode_key(int(gid), tables))
+            h = part.groups[g]
+            grp.hist.merge(h)
+            grp.events += h.total
+            grp.bytes += sums[g]
+            grp.errors += int(errs[g])
+        return
+    ugs, gorder, gedges = group_slices(gids)
+    gsel = gorder if gorder is not None else np.arange(chunk.n)
+    for g, gid in enumerate(ugs.tolist()):
+        sel = gsel[gedges[g] : gedges[g + 1]]
+        grp = _group_slot(acc, _decode_key(int(gid), tables))
+        grp.hist.add_indexed(idx[sel], lat[sel])
+        grp.events += int(sel.size)
+        grp.bytes += int(nbytes[sel].sum(dtype=np.uint64))
+        grp.errors += int(np.count_nonzero(err[sel]))
 
 
 def _decode_key(gid: int, tables: list[list[Any]]) -> tuple[Any, ...]:
@@ -300,17 +362,21 @@ def _process(
     layer = chunk.column("layer")
     op = chunk.column("op")
     key = (layer.astype(np.uint16) << np.uint16(8)) | op
-    grouping = group_slices(key)
-    acc.layer_op.add_grouped(grouping, idx, lat)
+    # (layer, op) as dense ids: one bincount per chunk fills every group's histogram
+    dense = dense_groups(key)
+    assert dense is not None  # uint16 keys
+    ukeys, ids = dense
+    part = GroupedHistograms(opts.precision)  # this chunk's, merged below (and into --by groups)
+    part.add_dense(ukeys, ids, idx, lat)
+    for k, h in part.groups.items():
+        acc.layer_op._get(k).merge(h)
     nbytes = chunk.column("bytes")
-    ukeys, order, edges = grouping
-    if order is None:
-        k = int(ukeys[0])
-        acc.lo_bytes[k] = acc.lo_bytes.get(k, 0) + int(nbytes.sum(dtype=np.uint64))
+    if ids is None:
+        part_bytes = [int(nbytes.sum(dtype=np.uint64))]
     else:
-        sums = np.add.reduceat(nbytes[order], edges[:-1], dtype=np.uint64)
-        for k, s in zip(ukeys.tolist(), sums.tolist()):
-            acc.lo_bytes[k] = acc.lo_bytes.get(k, 0) + int(s)
+        part_bytes = group_sums(ids, nbytes, int(ukeys.size))
+    for k, s in zip(ukeys.tolist(), part_bytes):
+        acc.lo_bytes[k] = acc.lo_bytes.get(k, 0) + s
     acc.events += n
     result = chunk.column("result")
     err = result < 0
@@ -328,17 +394,15 @@ def _process(
         e = (-result[err]).astype(np.int64)
         for code, c in zip(*np.unique(e, return_counts=True)):
             acc.errnos[int(code)] = acc.errnos.get(int(code), 0) + int(c)
+    part_errors: dict[int, int] = {}
+    if n_err:
         for k, c in zip(*np.unique(key[err], return_counts=True)):
+            part_errors[int(k)] = int(c)
             acc.lo_errors[int(k)] = acc.lo_errors.get(int(k), 0) + int(c)
     # block layer: queue vs service
     is_blk = (ukeys >> 8) == BLOCK
     if is_blk.any():
-        # keys sort by layer first: the block events are one contiguous run of the grouping
-        bg = np.flatnonzero(is_blk)
-        if order is None:
-            blk: Any = slice(None)
-        else:
-            blk = order[edges[bg[0]] : edges[bg[-1] + 1]]
+        blk: Any = slice(None) if is_blk.all() else np.flatnonzero(layer == BLOCK)  # gathers, not 3 masks
         qb, lb = chunk.column("queue")[blk], lat[blk]
         acc.block_events += int(qb.size)
         queued = ((chunk.column("flags")[blk] & F_QUEUED) != 0) | (qb > 0)
@@ -359,30 +423,18 @@ def _process(
     acc.first_ts = first_r if acc.first_ts is None else min(acc.first_ts, first_r)
     acc.last_end = last_r if acc.last_end is None else max(acc.last_end, last_r)
     # --by
-    if opts.by:
-        gids, tables = _group_key_arrays(chunk, opts.by, inp)
-        ug, gorder, gedges = group_slices(gids)
-        gsel = gorder if gorder is not None else np.arange(n)
-        for g, gid in enumerate(ug.tolist()):
-            sel = gsel[gedges[g] : gedges[g + 1]]
-            gkey = _decode_key(int(gid), tables)
-            slot = acc.group_ids.get(gkey)
-            if slot is None:
-                if len(acc.group_ids) >= MAX_TRACKED_GROUPS:
-                    slot = -1  # beyond what is tracked exactly: lumped (said in the warnings)
-                    acc.untracked = True
-                else:
-                    slot = len(acc.group_ids)
-                    acc.group_ids[gkey] = slot
-            grp = acc.groups.get(slot)
-            if grp is None:
-                grp = acc.groups[slot] = _Group(
-                    gkey if slot >= 0 else ("(other)",), Histogram(opts.precision)
-                )
-            grp.hist.add_indexed(idx[sel], lat[sel])
-            grp.events += int(sel.size)
-            grp.bytes += int(nbytes[sel].sum(dtype=np.uint64))
-            grp.errors += int(np.count_nonzero(err[sel]))
+    if opts.by and set(opts.by) <= {"layer", "op"}:
+        # groups of the (layer, op) partition just computed: merged, not computed again
+        for k, nb in zip(ukeys.tolist(), part_bytes):
+            gkey = tuple(k >> 8 if name == "layer" else k & 0xFF for name in opts.by)
+            grp = _group_slot(acc, gkey)
+            h = part.groups[k]
+            grp.hist.merge(h)
+            grp.events += h.total
+            grp.bytes += nb
+            grp.errors += part_errors.get(k, 0)
+    elif opts.by:
+        _add_by(acc, chunk, inp, idx, lat, nbytes, err, n_err)
     # --interval
     if opts.interval_ns and acc.intervals is not None and real_ts is not None:
         b = (real_ts - acc.iv_origin) // opts.interval_ns
@@ -468,15 +520,36 @@ def compute(
         acc.intervals = GroupedHistograms(opts.precision)
         acc.iv_origin = origin
         acc.iv_last = last_b
-    # Decompression dominates the cost of a chunk, and decoding every column costs little more
-    # than decoding a few: decode all, so the --top rows are taken while the chunk is at hand.
-    columns = None
-    # a helper thread decompresses the next chunks while this one is analysed
-    for inp, chunk, watermark in prefetch(interleave(inputs, columns, to_real=bool(opts.interval_ns))):
-        kept = selections[inp.index].apply(chunk)
-        if kept is None:
-            continue
-        add_chunk(acc, inp, kept, use_real)
+    # Only the columns the figures need are decoded (the --top rows are decoded whole at the
+    # end, from their chunks), on two threads, while this one analyses: zstd and numpy release
+    # the GIL. An expression may name any column: then every column is decoded.
+    columns = _needed_columns(opts, selections)
+    local = threading.local()
+
+    def decode(item: tuple[_Input, RawChunk, float]) -> tuple[_Input, Chunk | str, Body | None, float]:
+        inp, raw, watermark = item
+        codecs = getattr(local, "codecs", None)
+        if codecs is None:
+            codecs = local.codecs = {}
+        try:
+            chunk, body = decode_stored(raw.payload, raw.info, columns, codecs)
+        except ChunkSkipped as skip:
+            return inp, skip.message, None, watermark  # warned below, in file order
+        if columns is None:
+            return inp, chunk, None, watermark
+        chunk.columns[ORIGIN] = np.arange(chunk.n, dtype=np.uint32)  # rows survive selections
+        return inp, chunk, body, watermark
+
+    stored = interleave(inputs, to_real=bool(opts.interval_ns))
+    for inp, chunk, body, watermark in parallel_map(decode, stored):
+        if isinstance(chunk, str):
+            inp.cap.warn(chunk)
+        else:
+            kept = selections[inp.index].apply(chunk)
+            if kept is not None:
+                acc.body = body
+                add_chunk(acc, inp, kept, use_real)
+                acc.body = None
         if opts.interval_ns:
             _finish_intervals(acc, watermark)
     if opts.interval_ns:
@@ -506,6 +579,17 @@ def _storage_only(acc: _Acc, chunk: Chunk) -> Chunk:
     for k, c in zip(*np.unique(kinds[~storage], return_counts=True)):
         acc.not_storage[int(k)] = acc.not_storage.get(int(k), 0) + int(c)
     return chunk.take(storage)
+
+
+ORIGIN = "_row"  # a column of partly decoded chunks: the event's row in its stored chunk
+
+
+def _needed_columns(opts: StatsOptions, selections: Sequence[Selection]) -> list[str] | None:
+    """The columns stats reads (None: all, when a selection has an expression)."""
+    if not all(sel.filter.is_trivial for sel in selections):
+        return None
+    names = set(BASE_COLUMNS) | {"pages_missed", "fdkind"} | _base_columns(opts.by)
+    return sorted(names)
 
 
 def _base_columns(names: Any) -> set[str]:

@@ -17,8 +17,9 @@ from typing import Any
 
 from aether_rec.errors import UsageError
 from aether_rec.format.chunk import Chunk, ChunkInfo
-from aether_rec.format.columns import Codec, rewrite_dictionaries
+from aether_rec.format.columns import Codec
 from aether_rec.format.limits import MAX_STR_LEN
+from aether_rec.format.rewrite import rewrite_dictionaries
 from aether_rec.format.writer import base_header
 
 MAX_TREE_DEPTH = 32  # nesting of a header or row kept when redacting it
@@ -229,7 +230,7 @@ class Redactor:
         self, payload: bytes, codecs: dict[str, Codec] | None = None
     ) -> tuple[bytes, ChunkInfo]:
         """A CHNK payload with its string dictionaries redacted, without decoding any
-        column (format.columns.rewrite_dictionaries); columns of a type this version does
+        column (format.rewrite.rewrite_dictionaries); columns of a type this version does
         not know (which could hold anything) are dropped. Damage -> DamagedCaptureError."""
         return rewrite_dictionaries(
             payload, self.strings, {} if codecs is None else codecs,

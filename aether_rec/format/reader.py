@@ -8,7 +8,6 @@ was kept. Every size read from the file is checked against format/limits.py firs
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, BinaryIO
 
@@ -23,7 +22,6 @@ from aether_rec.format.blocks import (
     META,
     PREAMBLE_SIZE,
     TRAILER_SIZE,
-    TRLR,
     Block,
     Damage,
     check_preamble,
@@ -35,7 +33,8 @@ from aether_rec.format.blocks import (
 )
 from aether_rec.format.chunk import Chunk, ChunkInfo
 from aether_rec.format.clock import ClockMap, pairs_of
-from aether_rec.format.columns import Codec, decode_chunk, read_summary
+from aether_rec.format.columns import Codec, read_summary
+from aether_rec.format.follow import follow_capture
 from aether_rec.format.limits import MAX_INDEX_ENTRIES, MAX_MERGE_BYTES
 from aether_rec.format.partial import ChunkSkipped, RawChunk, decode_stored
 from aether_rec.format.records import Loss, Meta, MetaRef
@@ -448,27 +447,7 @@ class Capture:
     ) -> Iterator[Chunk | Loss | Meta]:
         """Chunks and losses (and with ``meta`` metadata blocks) in file order as a recorder
         appends them, until the trailer is written or ``stop()`` is true (like ``tail -f``)."""
-        offset = self._first_block
-        while not stop():
-            self._f.seek(offset)
-            try:
-                block = read_block(self._f, offset)
-            except (EOFError, Damage) as exc:
-                if isinstance(exc, Damage) and not exc.truncated:
-                    raise DamagedCaptureError(f"{exc.reason} at offset {offset}", self.name) from None
-                time.sleep(poll)
-                continue
-            offset += block.length
-            if block.type == CHNK:
-                summary, _ = read_summary(block.payload)
-                info = ChunkInfo.from_summary(summary, block.offset, block.length)
-                yield decode_chunk(block.payload, info, self._codecs)
-            elif block.type == LOSS:
-                yield Loss.from_doc(unpack(block.payload, "loss block"), block.offset)
-            elif block.type == META and meta:
-                yield Meta.from_doc(unpack(block.payload, "meta block"), block.offset)
-            elif block.type in (INDX, TRLR):
-                return
+        return follow_capture(self, self._f, self._first_block, self._codecs, stop, poll, meta)
 
     # -- plumbing ---------------------------------------------------------------------
     def warn(self, msg: str, hard: bool = True) -> None:

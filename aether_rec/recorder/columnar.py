@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from aether_rec.schema import COLUMN_BY_NAME
+
 BLOCK_ROWS = 4096  # rows transposed at a time: 4096 x 112 bytes stay in the L2 cache
 
 
@@ -47,3 +49,8 @@ def split_columns(ev: np.ndarray, names: Sequence[str]) -> dict[str, np.ndarray]
         else:
             out[k] = np.ascontiguousarray(ev[k])
     return out
+
+
+def event_columns(ev: np.ndarray) -> dict[str, np.ndarray]:
+    """The schema's columns of a batch of kernel records (KERNEL_EVENT_DTYPE)."""
+    return split_columns(ev, [n for n in ev.dtype.names or () if n in COLUMN_BY_NAME])

@@ -21,7 +21,7 @@ import numpy as np
 from aether_rec.errors import AetherError, RecorderError
 from aether_rec.format.chunk import Chunk, encode_strings
 from aether_rec.format.writer import WriteError
-from aether_rec.recorder.columnar import split_columns
+from aether_rec.recorder.columnar import event_columns
 from aether_rec.recorder.launcher import TracedCommand, exit_code
 from aether_rec.recorder.loaded import LoadedProgram, load_remote
 from aether_rec.recorder.losses import LossLedger, real_losses
@@ -33,7 +33,6 @@ from aether_rec.recorder.procinfo import Names
 from aether_rec.recorder.rotation import RotatingOutput
 from aether_rec.recorder.status import LOSS_ADVICE, RecordResult, StatusLine, summary_line
 from aether_rec.recorder.transport import Transport
-from aether_rec.schema import COLUMN_BY_NAME
 
 __all__ = ["Session", "record"]
 
@@ -201,8 +200,7 @@ class Session:
         if len(ev):
             ev = self._limit(ev)
             if len(ev):
-                kept = [n for n in ev.dtype.names or () if n in COLUMN_BY_NAME]
-                cols: dict[str, Any] = split_columns(ev, kept)
+                cols: dict[str, Any] = event_columns(ev)
                 codes, words, flags, fdkind = self.names.annotate(cols)
                 cols["flags"] = flags
                 cols["fdkind"] = fdkind

@@ -179,7 +179,8 @@ MUTANTS: tuple[Mutant, ...] = (
     # -- replay / rows (ops/rows.py, ops/replay.py) -------------------------------------------
     Mutant("rows-errno-sign", "aether_rec/ops/colfmt.py",
            "    return by_value(result, lambda r: _errno.errorcode.get(-r, str(-r)) if r < 0 else None)",
-           "    return by_value(result, lambda r: _errno.errorcode.get(r, str(r)) if r < 0 else None)", T_REPLAY),
+           "    return by_value(result, lambda r: _errno.errorcode.get(r, str(r)) if r < 0 else None)",
+           ("tests/test_rows_fast.py::test_row_columns_name_errors_by_errno", *T_REPLAY)),
     Mutant("replay-loss-order", "aether_rec/ops/replay.py", "        while li < len(losses) and losses[li].t_first <= int(ts[0]):",
            "        while False:", T_REPLAY + ("tests/test_offline_trust.py::test_paced_replay_places_losses_between_chunks",)),
     Mutant("replay-loss-in-chunk", "aether_rec/ops/replay.py",

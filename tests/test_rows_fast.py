@@ -212,3 +212,16 @@ def test_slices_are_the_reference_bytes(fmt: str, monkeypatch: pytest.MonkeyPatc
     assert b"".join(d for d, _ in parts) == "".join(want).encode()
     got_rows = [d[a:b] for d, e in parts for a, b in zip([0, *e[:-1].tolist()], e.tolist())]
     assert got_rows == [w.encode() for w in want]
+
+
+def test_row_columns_name_errors_by_errno() -> None:
+    """The display columns (perfetto's args, the reference rows) name a negative result by
+    its errno and give no error name to a success."""
+    import numpy as np
+
+    from aether_rec.format.chunk import Chunk
+    from aether_rec.ops.rows import columns
+
+    result = np.array([-2, -11, 0, 4096, -9999], dtype=np.int64)
+    chunk = Chunk(5, {"result": result, "ts": np.arange(5, dtype=np.uint64)}, {})
+    assert columns(chunk, None)["error"] == ["ENOENT", "EAGAIN", None, None, "9999"]

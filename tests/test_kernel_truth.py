@@ -82,7 +82,11 @@ def test_every_fio_io_is_in_the_capture(tmp_path: Path, disk_dir: Path, engine: 
     kernel's work from user space), and block requests linked to the call that issued
     them."""
     out = tmp_path / "fio.aio"
+    got_dev = block_dir(tmp_path)
+    assert got_dev is not None
+    before = diskstats(got_dev[2])
     record(out, *fio(disk_dir, "t", engine, depth, 3))
+    after = diskstats(got_dev[2])
     clat = fio_log(disk_dir / "t", "clat")
     cap, cols = load(out)
     # the recorder's footer counts every event the file holds
@@ -107,11 +111,14 @@ def test_every_fio_io_is_in_the_capture(tmp_path: Path, disk_dir: Path, engine: 
             # fio's clat includes reaping the completion in user space: ours may be lower,
             # never higher (beyond noise), and within 5 % at the median
             assert o <= t * 1.05, (q, o, t)
-        # fio's clat ends when fio reaps the completion: at depth 8 that is within 5 % of
-        # the kernel posting it on a quiet machine (bench/bench_truth.py prints it: 1 %),
-        # within 10 % under CI's load; at depth 32 fio reaps in batches and the wait grows
-        # (15-20 % at the median measured here)
-        assert np.quantile(ours, 0.5) >= np.quantile(theirs, 0.5) * (0.90 if depth <= 8 else 0.75)
+        # From below, the kernel's own accounting: /proc/diskstats sums each request's time
+        # from its start to its completion, and an io_uring request spans its block request,
+        # so our mean is at least the disk's mean time per I/O (fio's clat is no floor: it
+        # ends when fio reaps, 1 % after the kernel posts on a quiet machine, 40 % and more
+        # when the machine is slow or fio reaps in batches at depth 32).
+        d = [a - b for a, b in zip(after, before)]
+        disk_mean_ns = (d[3] + d[7]) * 1e6 / max(1, d[0] + d[4])  # read + write ms over I/Os
+        assert float(ours.mean()) >= 0.9 * disk_mean_ns, (float(ours.mean()), disk_mean_ns)
     elif engine == "psync":
         mine = (cols["layer"] == SYSCALL) & on_file
         got = {0: int((mine & (cols["op"] == op_code("pread"))).sum()),

@@ -87,7 +87,8 @@ def _size(value: str | None) -> int | None:
     show_default=True,
     help="How the syscall layer hooks syscalls: raw (the raw_syscalls raw tracepoints, one "
     "program for every syscall; x86_64), tracepoint (a classic syscalls:sys_enter_X/sys_exit_X "
-    "pair per syscall, several times the cost per call), or auto: raw where it can.",
+    "pair per syscall, several times the cost per call), or auto: raw on kernels up to 6.18 (newer "
+    "ones may preempt raw syscall programs, which then skip calls), classic after.",
 )
 @click.option(
     "--transport",

@@ -279,3 +279,38 @@ def test_binning_equals_a_per_event_reference(tmp_path: Path) -> None:
         assert got == _reference_hist(lats, prec), (kind, key)
     assert sum(h.total for lay in p.layers for h in p.column_hists(lay)) == n
     assert [r["lat"] for r in p.top] == sorted(ev["lat"].tolist(), reverse=True)[:5]
+
+
+def test_parallel_decode_keeps_order_and_warns_damaged_chunks(
+    synth: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``report`` decodes chunks on two threads (Selection.chunks with workers): the same
+    chunks in file order as one thread gives, and an undecodable chunk skipped with its
+    warning, in file order (raised with --strict), as the sequential path does."""
+    from aether_rec.errors import DamagedCaptureError
+    from aether_rec.format import partial
+
+    with aether_rec.open(str(synth)) as cap:
+        sel = select(cap, ["lat > 20us"])
+        one = [c.column("ts").copy() for c in sel.chunks(cap, ordered=False)]
+        two = [c.column("ts").copy() for c in sel.chunks(cap, workers=2, ordered=False)]
+        infos = cap.chunk_infos()
+    assert len(one) == len(two) == len(infos) > 3
+    assert all(np.array_equal(a, b) for a, b in zip(one, two))
+    real = partial.decode_body
+    bad = {infos[1].offset, infos[3].offset}
+
+    def failing(body, info, columns=None):  # type: ignore[no-untyped-def]
+        if info is not None and info.offset in bad:
+            raise DamagedCaptureError("column 'lat' runs past the chunk body")
+        return real(body, info, columns)
+
+    monkeypatch.setattr(partial, "decode_body", failing)
+    with aether_rec.open(str(synth)) as cap:
+        p = collect(cap, select(cap, []))
+        assert p.events == sum(i.n for i in infos if i.offset not in bad)
+        assert [w.split(": ", 1)[1] for w in p.warnings] == [
+            f"chunk at offset {o}: column 'lat' runs past the chunk body; skipped it" for o in sorted(bad)]
+    with aether_rec.open(str(synth), strict=True) as cap:
+        with pytest.raises(DamagedCaptureError, match="skipped it"):
+            collect(cap, select(cap, []))

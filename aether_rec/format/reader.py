@@ -312,12 +312,7 @@ class Capture:
         ``where``. With ``ordered`` (default), events come out in global ts order even
         where chunks overlap in time (an I/O that started early and completed late);
         ``columns`` limits what is decoded (``ts`` is always decoded when ordered)."""
-        infos = [
-            c for c in self.chunk_infos()
-            if (t_min is None or c.t_last >= t_min)
-            and (t_max is None or c.t_first <= t_max)
-            and (where is None or where(c))
-        ]
+        infos = self.infos_between(t_min, t_max, where)
         if columns is not None and ordered and "ts" not in columns:
             columns = [*columns, "ts"]
         if not ordered:
@@ -359,6 +354,20 @@ class Capture:
             pending = merged.take(slice(cut, merged.n)) if cut < merged.n else None
         if pending is not None and pending.n:
             yield pending
+
+    def infos_between(
+        self,
+        t_min: int | None = None,
+        t_max: int | None = None,
+        where: Callable[[ChunkInfo], bool] | None = None,
+    ) -> list[ChunkInfo]:
+        """Entries of the chunks ``chunks`` reads (file order): the index's for [t_min, t_max]."""
+        return [
+            c for c in self.chunk_infos()
+            if (t_min is None or c.t_last >= t_min)
+            and (t_max is None or c.t_first <= t_max)
+            and (where is None or where(c))
+        ]
 
     def _decode(self, info: ChunkInfo, columns: Sequence[str] | None) -> Chunk | None:
         block = self._block_at(info.offset, CHNK)

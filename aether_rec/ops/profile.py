@@ -33,7 +33,6 @@ from aether_rec.ops.histogram import (
     bucket_index_of_floats,
     group_slices,
 )
-from aether_rec.ops.pipeline import prefetch
 from aether_rec.ops.window import Selection, capture_start
 from aether_rec.schema import dev_name, is_real_loss, layer_name, op_name
 
@@ -46,6 +45,7 @@ COLUMNS_LIMIT = 1000  # time columns at most: 3 layers x 1000 columns of dense c
 MAX_TABLE_ROWS = 1000
 TOP = 20
 TABLES = ("comm", "path", "dev")
+DECODERS = 2  # threads decoding chunks while this one bins (zstd and numpy release the GIL)
 BASE_COLUMNS = ("ts", "lat", "layer", "op", "bytes", "result")
 TOP_COLUMNS = ("comm", "pid", "tid", "offset", "dev", "path")
 DERIVED = {"service": ("lat", "queue"), "errno": ("result",), "end": ("ts", "lat")}
@@ -145,18 +145,12 @@ def n_buckets(precision: int) -> int:
 
 @dataclass
 class _Buckets:
-    """The buckets of a chunk's events as offsets from the lowest one (computed once, shared
-    by every table)."""
+    """The buckets of a chunk's events as offsets (``rel``) from the lowest one (``lo``),
+    ``span`` buckets in all: computed once, shared by every table."""
 
     lo: int
     span: int
     rel: np.ndarray
-
-    @classmethod
-    def of(cls, idx: np.ndarray, lo: int, hi: int) -> _Buckets:
-        """``lo``/``hi``: the buckets of the smallest and largest value (buckets are monotonic
-        in the value, so no pass over ``idx`` is needed to find them)."""
-        return cls(lo, hi - lo + 1, idx - lo)
 
 
 @dataclass
@@ -198,11 +192,16 @@ class _Values:
     def ids(self, col: np.ndarray) -> np.ndarray:
         if self.collided:
             return self._search(col)
-        h = self._hash(col)
-        if col.dtype.itemsize <= 2:  # the hash is the value itself: seen means known
-            ok = self.used[h]
+        if col.dtype.itemsize == 4:  # widened once, for the hash and the comparison
+            wide = col.astype(np.int64)
+            h = (wide ^ (wide >> 16)) & 0xFFFF  # _hash's value: the low 16 bits agree
+            ok = self.used[h] & (self.lut_val[h] == wide)
         else:
-            ok = self.used[h] & (self.lut_val[h] == _as_i64(col))
+            h = self._hash(col)
+            if col.dtype.itemsize <= 2:  # the hash is the value itself: seen means known
+                ok = self.used[h]
+            else:
+                ok = self.used[h] & (self.lut_val[h] == _as_i64(col))
         if not ok.all():
             for x in np.unique(col[~ok]):
                 k = int(self._hash(np.array([x], dtype=col.dtype))[0])
@@ -387,7 +386,15 @@ class _Collector:
         idx8 = bucket_index_of_floats(latf, lat_min, DEFAULT_PRECISION)
         if lat_max >= 1 << 44:
             np.minimum(idx8, self.lo.dense.nb - 1, out=idx8)
-        idx6 = self.to6[idx8]
+        # the buckets as offsets from the chunk's lowest (monotonic in the value: no pass to
+        # find it), at both precisions; the coarse ones by one gather from a small table
+        lo8, hi8 = (int(x) for x in np.minimum(bucket_index(np.array([lat_min, lat_max], dtype=np.uint64),
+                                                                 DEFAULT_PRECISION), self.lo.dense.nb - 1))
+        idx8 -= lo8
+        lo6 = int(self.to6[lo8])
+        b8 = _Buckets(lo8, hi8 - lo8 + 1, idx8)
+        to6 = (self.to6[lo8: hi8 + 1] - lo6).astype(np.int32)
+        b6 = _Buckets(lo6, int(self.to6[hi8]) - lo6 + 1, to6[idx8])
         # the time column by one integer division (a view: ts are below 2**63), clipped only
         # when the chunk strays out of the columns; it then becomes the joint key in place
         combo = (ts.view(np.int64) if ts.dtype == np.uint64 else ts.astype(np.int64)) - p.t0
@@ -441,10 +448,6 @@ class _Collector:
         cpart = {name: luts[name][c] if name in luts else c for name, c in zip(self.names, comps[1:])}
         # (layer, op) at full precision
         lo_c = self._slots(self.lo, ("layer", "op"), cpart)
-        lo8, hi8 = (int(x) for x in np.minimum(bucket_index(np.array([lat_min, lat_max], dtype=np.uint64),
-                                                                 DEFAULT_PRECISION), self.lo.dense.nb - 1))
-        b8 = _Buckets.of(idx8, lo8, hi8)
-        b6 = _Buckets.of(idx6, int(self.to6[lo8]), int(self.to6[hi8]))
         self.lo.dense.add(cid, b8, lo_c, part)
         if p.by is not None:
             by_c = self._slots(p.by, self.by, cpart)
@@ -654,7 +657,7 @@ def collect(
     prof = _new_profile(cap, sel, label or _source_label(cap), plan,
                         None if sel.where.is_trivial else sel.where.text)
     col = _Collector(prof, top, by, tables)
-    for chunk in prefetch(sel.chunks(cap, ordered=False, columns=_columns(sel, top, by, tables))):
+    for chunk in sel.chunks(cap, workers=DECODERS, ordered=False, columns=_columns(sel, top, by, tables)):
         col.add(chunk)
     return _finish(prof, col, cap, sel)
 
@@ -684,7 +687,7 @@ def collect_sources(
     plan = plan_columns(cap, sel, max_columns)
     base = None if sel.where.is_trivial else sel.where.text
     profs: dict[str, tuple[Profile, _Collector]] = {}
-    for chunk in prefetch(sel.chunks(cap, ordered=False)):
+    for chunk in sel.chunks(cap, workers=DECODERS, ordered=False):
         if "source" in chunk.columns:
             codes, names = string_codes(chunk, "source")
         else:

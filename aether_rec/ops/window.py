@@ -4,6 +4,7 @@ capture into a ``Selection`` that applies itself (with index push-down)."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -12,9 +13,11 @@ import numpy as np
 
 from aether_rec.errors import UsageError
 from aether_rec.format.chunk import Chunk, ChunkInfo
+from aether_rec.format.partial import ChunkSkipped, RawChunk, decode_stored
 from aether_rec.format.reader import Capture
 from aether_rec.format.records import Loss
 from aether_rec.ops.expr import MATCH_ALL, Compare, Filter, combine, shortcut_filter
+from aether_rec.ops.pipeline import parallel_map
 from aether_rec.ops.units import parse_time_bound
 
 
@@ -131,16 +134,19 @@ class Selection:
         cols = {**chunk.columns, "source": np.zeros(chunk.n, np.uint32)}
         return Chunk(chunk.n, cols, {**chunk.dicts, "source": [self.source]}, chunk.info)
 
-    def chunks(self, cap: Capture, **kw: Any) -> Iterator[Chunk]:
+    def chunks(self, cap: Capture, workers: int = 1, **kw: Any) -> Iterator[Chunk]:
         """The selected events of ``cap``, chunk by chunk, in time order (empty chunks
-        dropped); chunks the index rules out are not read."""
+        dropped); chunks the index rules out are not read. With ``workers`` > 1 and
+        ``ordered=False``, chunks are decoded on that many threads (zstd and numpy release
+        the GIL) while the caller works on the previous ones, still in file order."""
         f = self.filter
-        it = cap.chunks(
-            t_min=self.t_min,
-            t_max=None if self.t_max is None else self.t_max - 1,
-            where=None if f.is_trivial else f.can_match,
-            **kw,
-        )
+        t_max = None if self.t_max is None else self.t_max - 1
+        where = None if f.is_trivial else f.can_match
+        it: Iterator[Chunk]
+        if workers > 1 and kw.get("ordered") is False:
+            it = _decoded(cap, cap.infos_between(self.t_min, t_max, where), kw.get("columns"), workers)
+        else:
+            it = cap.chunks(t_min=self.t_min, t_max=t_max, where=where, **kw)
         for chunk in it:
             out = self.apply(chunk)
             if out is not None:
@@ -222,3 +228,25 @@ def source_name(cap: Capture) -> str:
     name, else its capture id, else its path (stats --by source, replay, export)."""
     h = cap.header
     return str(h.get("hostname") or h.get("capture_id") or cap.name)
+
+
+def _decoded(cap: Capture, infos: Sequence[ChunkInfo], columns: Sequence[str] | None,
+             workers: int) -> Iterator[Chunk]:
+    """``cap``'s chunks of ``infos`` decoded on ``workers`` threads, in file order; a damaged
+    one is warned about (here, in order, as ``Capture.chunks`` does) and skipped."""
+    local = threading.local()
+
+    def decode(raw: RawChunk) -> Chunk | str:
+        codecs = getattr(local, "codecs", None)
+        if codecs is None:
+            codecs = local.codecs = {}  # a decompressor per thread
+        try:
+            return decode_stored(raw.payload, raw.info, columns, codecs)[0]
+        except ChunkSkipped as skip:
+            return skip.message
+
+    for out in parallel_map(decode, cap.raw_chunks(infos), workers=workers):
+        if isinstance(out, str):
+            cap.warn(out)
+        else:
+            yield out

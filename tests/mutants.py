@@ -230,8 +230,8 @@ MUTANTS: tuple[Mutant, ...] = (
     # format 1.2: index histograms and the SUMM block
     Mutant("hist-count-off-by-one", "aether_rec/format/summary.py", "                int(counts_g[k]), int(sums[k]),",
            "                int(counts_g[k]) + (k == 0), int(sums[k]),", T_SUMM),
-    Mutant("hist-last-bucket-dropped", "aether_rec/format/summary.py", "            dense = np.bincount(idx_s[a:b] - lo, minlength=int(imax[k]) - lo + 1).astype(np.int64)",
-           "            dense = np.bincount(idx_s[a:b] - lo, minlength=int(imax[k]) - lo + 1).astype(np.int64)[: max(1, int(imax[k]) - lo)]", T_SUMM),
+    Mutant("hist-last-bucket-dropped", "aether_rec/format/summary.py", "            rows = [per[k, int(first[k]): int(last[k]) + 1].astype(np.int64) for k in range(g)]",
+           "            rows = [per[k, int(first[k]): max(int(first[k]) + 1, int(last[k]))].astype(np.int64) for k in range(g)]", T_SUMM),
     Mutant("hist-errors-count-eagain", "aether_rec/format/summary.py", "        err = (result < 0) & (result != -EAGAIN)",
            "        err = result < 0", T_SUMM),
     Mutant("summ-ignores-a-layer", "aether_rec/format/summary.py", "        if hist is not None:\n            self.hist_chunks += 1\n            self.hist.merge(hist)",
@@ -251,8 +251,8 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant("copy-drops-histograms", "aether_rec/format/writer.py", "        if self._summary is not None and info.hist is None and hist is None and not tried:\n",
            "        if False:\n", T_SUMM),
     # the recorder's consumer (issue 13): unit-tested pieces of the kernel-record path
-    Mutant("distinct-trusts-the-sample", "aether_rec/format/chunk.py", "        if covered.all():\n            return cand",
-           "        if True:\n            return cand", ("tests/test_recorder_units.py",)),
+    Mutant("distinct-trusts-the-sample", "aether_rec/format/chunk.py", "    if covered.all():\n        return cand",
+           "    if True:\n        return cand", ("tests/test_recorder_units.py",)),
     Mutant("attach-task-hooks-last", "aether_rec/recorder/bpfsys.py",
            "    return 0 if fn_name.startswith(_ATTACH_FIRST) else 1", "    return 1 if fn_name.startswith(_ATTACH_FIRST) else 0",
            ("tests/test_recorder_units.py",)),

@@ -258,21 +258,30 @@ class Chunk:
 
 
 def distinct(arr: np.ndarray, few: int = 16) -> np.ndarray:
-    """``np.unique(arr)``. A recorded column usually holds few distinct values (pids,
-    devices, (pid, fd) keys): those of a sample are tried first, and when they are few and
-    cover the whole array (one comparison per value and element) no hash or sort of every
-    element is needed."""
+    """``np.unique(arr)``, cheaply when the values are few (``few_distinct``)."""
+    found = few_distinct(arr, few)
+    return np.unique(arr) if found is None else found
+
+
+def few_distinct(arr: np.ndarray, few: int = 16) -> np.ndarray | None:
+    """``np.unique(arr)`` when it has at most ``few`` values, else None. A recorded column
+    usually holds few distinct values (pids, devices, (pid, fd) keys): those of a sample are
+    tried first, and when they are few and cover the whole array (one comparison per value
+    and element) no hash or sort of every element is needed."""
     n = len(arr)
     if n <= 4096:
-        return np.unique(arr)
+        u = np.unique(arr)
+        return u if len(u) <= few else None
     cand = np.unique(arr[:: n // 1024])
-    if len(cand) <= few:
-        covered = arr == cand[0]
-        for c in cand[1:]:
-            covered |= arr == c
-        if covered.all():
-            return cand
-    return np.unique(arr)
+    if len(cand) > few:
+        return None
+    covered = arr == cand[0]
+    for c in cand[1:]:
+        covered |= arr == c
+    if covered.all():
+        return cand
+    u = np.unique(arr)  # a value the sample missed
+    return u if len(u) <= few else None
 
 
 def _encode_short_bytes(arr: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:

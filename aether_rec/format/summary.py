@@ -32,7 +32,7 @@ from aether_rec.format.blocks import (
     read_block,
     unpack,
 )
-from aether_rec.format.chunk import distinct
+from aether_rec.format.chunk import few_distinct
 from aether_rec.format.columns import decompress_limited
 from aether_rec.format.limits import (
     MAX_HIST_BUCKETS,
@@ -91,6 +91,20 @@ def bucket_index_of_floats(
     if small is not None and small_v is not None:
         idx[small] = small_v
     return idx
+
+
+def _group_ids(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(distinct keys ascending, each element's index among them): through a table over
+    the key range when it is modest (no sort), else ``np.unique``."""
+    kmin, kmax = int(key.min()), int(key.max())
+    if kmax - kmin >= 1 << 22:
+        ukeys, inv = np.unique(key, return_inverse=True)
+        return ukeys, inv.reshape(-1)
+    rel = (key - kmin).astype(np.intp)
+    present = np.flatnonzero(np.bincount(rel))
+    lut = np.empty(kmax - kmin + 1, dtype=np.intp)  # only the present entries are read
+    lut[present] = np.arange(present.size)
+    return present.astype(key.dtype) + kmin, lut[rel]
 
 
 def _column_slice(chunk: Any, name: str, a: int, b: int) -> np.ndarray:
@@ -181,8 +195,8 @@ class LatencyHist:
         idx = bucket_index(lat, precision)
         result = cols["result"]
         err = (result < 0) & (result != -EAGAIN)
-        few = distinct(key, FEW_GROUPS)
-        if len(few) <= FEW_GROUPS:  # the usual case: a group's events picked by a mask
+        few = few_distinct(key, FEW_GROUPS)
+        if few is not None:  # the usual case: a group's events picked by a mask
             for k in few.tolist():
                 m = key == k if len(few) > 1 else slice(None)
                 i, lm = idx[m], lat[m]
@@ -193,30 +207,44 @@ class LatencyHist:
                     int(ts[m].min()), int(ends[m].max()), lo,
                     np.bincount(i - lo, minlength=int(i.max()) - lo + 1).astype(np.int64))
             return
-        ukeys, inv = np.unique(key, return_inverse=True)
-        inv = inv.reshape(-1)
+        # many groups: each event's group by a table over the key range (no sort), and the
+        # per-group figures by unbuffered reductions; every group's buckets by one bincount
+        ukeys, inv = _group_ids(key)
         g = ukeys.size
-        order = np.argsort(inv.astype(np.uint16) if g < 65536 else inv, kind="stable")
         counts_g = np.bincount(inv, minlength=g)
-        starts = np.zeros(g, dtype=np.int64)
-        np.cumsum(counts_g[:-1], out=starts[1:])
-        lat_s, idx_s = lat[order], idx[order]
-        t0s = np.minimum.reduceat(ts[order], starts)
-        endmax = np.maximum.reduceat(ends[order], starts)
-        sums = np.add.reduceat(lat_s, starts, dtype=np.uint64)
-        mins = np.minimum.reduceat(lat_s, starts)
-        maxs = np.maximum.reduceat(lat_s, starts)
-        imin = np.minimum.reduceat(idx_s, starts)
-        imax = np.maximum.reduceat(idx_s, starts)
-        nbytes = np.add.reduceat(cols["bytes"][order], starts, dtype=np.uint64)
+        sums = np.zeros(g, dtype=np.uint64)
+        np.add.at(sums, inv, lat)  # wraps as the sum of a uint64 column does
+        mins = np.full(g, U64_MAX, dtype=np.uint64)
+        np.minimum.at(mins, inv, lat)
+        maxs = np.zeros(g, dtype=np.uint64)
+        np.maximum.at(maxs, inv, lat)
+        t0s = np.full(g, U64_MAX, dtype=np.uint64)
+        np.minimum.at(t0s, inv, ts.astype(np.uint64, copy=False))
+        endmax = np.zeros(g, dtype=np.uint64)
+        np.maximum.at(endmax, inv, ends)
+        nbytes = np.zeros(g, dtype=np.uint64)
+        np.add.at(nbytes, inv, cols["bytes"].astype(np.uint64, copy=False))
         errors = np.bincount(inv[err], minlength=g)
+        lo_all = int(idx.min())
+        span = int(idx.max()) - lo_all + 1
+        if g * span <= 1 << 22:
+            per = np.bincount(inv * span + (idx - lo_all), minlength=g * span).reshape(g, span)
+            nz = per != 0
+            first = nz.argmax(axis=1)
+            last = span - 1 - nz[:, ::-1].argmax(axis=1)
+            rows = [per[k, int(first[k]): int(last[k]) + 1].astype(np.int64) for k in range(g)]
+            los = [lo_all + int(first[k]) for k in range(g)]
+        else:  # a wide spread of buckets in many groups: one group at a time
+            rows, los = [], []
+            for k in range(g):
+                i = idx[inv == k]
+                lo = int(i.min())
+                los.append(lo)
+                rows.append(np.bincount(i - lo, minlength=int(i.max()) - lo + 1).astype(np.int64))
         for k in range(g):
-            a, b = int(starts[k]), int(starts[k]) + int(counts_g[k])
-            lo = int(imin[k])
-            dense = np.bincount(idx_s[a:b] - lo, minlength=int(imax[k]) - lo + 1).astype(np.int64)
             h.groups[int(ukeys[k])] = GroupHist(
                 int(counts_g[k]), int(sums[k]), int(mins[k]), int(maxs[k]), int(nbytes[k]),
-                int(errors[k]), int(t0s[k]), int(endmax[k]), lo, dense)
+                int(errors[k]), int(t0s[k]), int(endmax[k]), los[k], rows[k])
 
     def merge(self, other: LatencyHist) -> LatencyHist:
         if other.precision != self.precision:

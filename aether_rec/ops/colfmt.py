@@ -151,6 +151,13 @@ def fixed_digits(v: np.ndarray, width: int) -> np.ndarray:
 _U8 = np.uint8
 _POW10 = [10**k for k in range(20)]
 _DIGITS4 = np.frombuffer(b"".join(b"%04d" % i for i in range(10_000)), dtype=np.uint32)  # "0000".."9999"
+_POW10_U64 = np.array(_POW10, dtype=np.uint64)  # searchsorted(side="right") gives the digit count
+# a 4-digit group by value, then by value + 10_000 when no digit is left of it: its leading zeros
+# as NULs, and a 0 group empty (_GROUP) or "0" when it is a value's last group (_GROUP_LOW)
+_GROUP = np.concatenate([_DIGITS4, np.frombuffer(b"".join(
+    (b"%d" % i).rjust(4, b"\0") if i else b"\0" * 4 for i in range(10_000)), dtype=np.uint32)])
+_GROUP_LOW = np.concatenate([_DIGITS4, np.frombuffer(b"".join(
+    (b"%d" % i).rjust(4, b"\0") for i in range(10_000)), dtype=np.uint32)])
 
 
 def utf8_table(words: Sequence[str]) -> np.ndarray:
@@ -362,41 +369,45 @@ def int_matrix(v: np.ndarray, width: int = 0) -> np.ndarray:
     else:
         x = v.astype(np.int64, copy=False)
         neg = x < 0
-        mag = np.where(neg, -(x + 1), x).astype(np.uint64) + neg  # |INT64_MIN| fits
+        if neg.any():
+            mag = np.where(neg, -(x + 1), x).astype(np.uint64) + neg  # |INT64_MIN| fits
+        else:
+            neg, mag = None, x.astype(np.uint64)
     top = int(mag.max()) if n else 0
     nd_max = len(str(top))
     small = mag.astype(np.uint32) if top < 2**32 else mag  # 32-bit division is twice as fast
-    nd = np.ones(n, dtype=np.int64)
-    for k in range(1, nd_max):
-        nd += small >= _POW10[k]
-    length = nd + neg if neg is not None else nd
-    # digits four at a time from a table of "0000".."9999" as uint32, in groups of 4 columns;
-    # zeros left of each value's digits are replaced below (the matrix is 4k columns wide)
+    # digits four at a time from tables of uint32: "0000".."9999" for a group with digits
+    # above it, NULs instead of leading zeros for the top group ("0" for a value of 0): no
+    # digit count per row and no mask over the matrix
     groups = (nd_max + 3) // 4
-    wide = (max(int(length.max()) if n else 1, width, 4 * groups) + 3) // 4
+    sign = 1 if neg is not None else 0
+    wide = (max(4 * groups + sign, width) + 3) // 4
     out32 = np.empty((n, wide), dtype=np.uint32)
+    out32[:, : wide - groups] = 0
     rest, g, hi = small, wide, top
     while g > wide - groups:
         if hi >= 2**32:  # 10 digits or more left: 8 of them in 32 bits
             q = rest // np.uint64(10**8)
             low = (rest - q * np.uint64(10**8)).astype(np.uint32)
             a = low // np.uint32(10_000)
-            out32[:, g - 1] = _DIGITS4.take(low - a * np.uint32(10_000))
-            out32[:, g - 2] = _DIGITS4.take(a)
+            q0 = q == 0
+            table = _GROUP_LOW if g == wide else _GROUP
+            out32[:, g - 1] = table.take(low - a * np.uint32(10_000) + (q0 & (a == 0)) * np.uint32(10_000))
+            out32[:, g - 2] = _GROUP.take(a + q0 * np.uint32(10_000))
             rest, g, hi = q, g - 2, hi // 10**8
             continue
         rest = rest.astype(np.uint32, copy=False)
         a = rest // np.uint32(10_000)
-        out32[:, g - 1] = _DIGITS4.take(rest - a * np.uint32(10_000))
+        table = _GROUP_LOW if g == wide else _GROUP
+        out32[:, g - 1] = table.take((rest - a * np.uint32(10_000)) + (a == 0) * np.uint32(10_000))
         rest, g, hi = a, g - 1, hi // 10_000
-    w = max(int(length.max()) if n else 1, width)  # the columns needed, at the right
-    out = out32.view(_U8).reshape(n, 4 * wide)[:, 4 * wide - w:]
-    # left of each value's digits: its sign, then spaces up to ``width``, then NULs
-    col = np.arange(w)[None, :]
-    first = (w - nd)[:, None]
-    fill = np.zeros((1, w), dtype=_U8)
-    if width:
-        fill[0, w - width:] = ord(" ")
-    if neg is not None and neg.any():
-        fill = np.where(col == first - 1, np.where(neg[:, None], _U8(ord("-")), fill), fill)
-    return np.where(col >= first, out, fill)
+    w = 4 * wide
+    out = out32.view(_U8).reshape(n, w)
+    if neg is not None:  # "-" left of the digits of the (few) negative values
+        rows = np.flatnonzero(neg)
+        nd = np.searchsorted(_POW10_U64, mag[rows], side="right")
+        out[rows, w - 1 - np.maximum(nd, 1)] = ord("-")
+    if width:  # NULs of the last ``width`` columns become spaces (every other byte is above 32)
+        block = out[:, w - width:]
+        np.maximum(block, _U8(32), out=block)
+    return out

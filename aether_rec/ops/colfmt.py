@@ -45,18 +45,23 @@ def few(values: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     uniq = np.unique(values[:: max(1, n // 64)])
     if len(uniq) > FEW:
         return None
-    codes = np.zeros(n, dtype=np.intp)
-    for u in uniq[:-1]:
-        codes += values > u
+    codes = _below(values, uniq)
     missed = uniq[codes] != values
     if missed.any():  # rare values the sample missed (an errno among sizes): add them
         uniq = np.union1d(uniq, values[missed])
         if len(uniq) > FEW:
             return None
-        codes[:] = 0
-        for u in uniq[:-1]:
-            codes += values > u
+        codes = _below(values, uniq)
     return uniq, codes
+
+
+def _below(values: np.ndarray, uniq: np.ndarray) -> np.ndarray:
+    """How many of ``uniq`` (sorted, at most FEW) are below each value: counted in bytes,
+    which numpy adds 8 times faster than intp."""
+    codes = np.zeros(len(values), dtype=np.uint8)
+    for u in uniq[:-1]:
+        codes += values > u
+    return codes
 
 
 def distinct(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -407,8 +412,8 @@ def int_matrix(v: np.ndarray, width: int = 0) -> np.ndarray:
         table = _GROUP_LOW if g == wide else _GROUP
         out32[:, g - 1] = table.take((rest - a * np.uint32(10_000)) + (a == 0) * np.uint32(10_000))
         rest, g, hi = a, g - 1, hi // 10_000
-    w = 4 * wide
-    out = out32.view(_U8).reshape(n, w)
+    w = max(nd_max + sign, width)  # the columns needed, at the right (the rest are NULs)
+    out = out32.view(_U8).reshape(n, 4 * wide)[:, 4 * wide - w:]
     if neg is not None:  # "-" left of the digits of the (few) negative values
         rows = np.flatnonzero(neg)
         nd = np.searchsorted(_POW10_U64, mag[rows], side="right")

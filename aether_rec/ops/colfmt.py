@@ -47,6 +47,8 @@ def few(values: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
         return None
     codes = _below(values, uniq)
     missed = uniq[codes] != values
+    if np.count_nonzero(missed) > n // 16:  # not rare: the sample saw a fraction of many values
+        return None
     if missed.any():  # rare values the sample missed (an errno among sizes): add them
         uniq = np.union1d(uniq, values[missed])
         if len(uniq) > FEW:

@@ -279,6 +279,22 @@ class RowMatrix:
             return
         ma, mb = a.matrix(), b.matrix()
         w = max(ma.shape[1], mb.shape[1])
+        picked = int(np.count_nonzero(mask))
+        if min(picked, self.n - picked) * 8 < self.n:  # few rows of one side (errors): the
+            # other side's matrix, then those rows overwritten
+            if 2 * picked > self.n:
+                most, rest, rows = ma, mb, np.flatnonzero(~mask)
+            else:
+                most, rest, rows = mb, ma, np.flatnonzero(mask)
+            out = most if most.shape[1] == w else np.pad(most, ((0, 0), (0, w - most.shape[1])))
+            out[rows, rest.shape[1]:] = 0
+            out[rows, :rest.shape[1]] = rest[rows]
+            self.parts.append(out)
+            return
+        if not mb.shape[1] or not ma.shape[1]:  # one side empty: the other where chosen, else NULs
+            full, keep = (ma, mask) if ma.shape[1] else (mb, ~mask)
+            self.parts.append(full * keep[:, None])
+            return
         if ma.shape[1] < w:
             ma = np.pad(ma, ((0, 0), (0, w - ma.shape[1])))
         if mb.shape[1] < w:

@@ -261,10 +261,14 @@ def text_matrix(chunk: Chunk, to_real: ToReal | None, source: str = "", with_sou
     devm.words(*coded(dev, lambda d: f"dev {dev_name(d)}" if d else ""))
     pathm = RowMatrix(n)
     pathm.words(words, codes)
-    pathr = RowMatrix(n)
-    pathr.words([w.rstrip() for w in words], codes)
-    filem = RowMatrix(n)
-    filem.choose(prefix, pathr, pathm)
+    stripped = [w.rstrip() for w in words]
+    if stripped == words:  # no path ends in spaces (the usual case): nothing to choose
+        filem = pathm
+    else:
+        pathr = RowMatrix(n)
+        pathr.words(stripped, codes)
+        filem = RowMatrix(n)
+        filem.choose(prefix, pathr, pathm)
     m.choose(empty, devm, filem)
     m.lit("\n")
     return m

@@ -2,10 +2,12 @@
 
 No Python step per event: low-cardinality transformations (names, durations, sizes, errno
 names, dates) are computed once per distinct value and gathered with numpy; integers and times
-of day are written digit by digit into byte matrices (RowMatrix, below), from which a chunk's
-rows come out as one string. Every function here gives exactly what the per-value function it
-replaces (ops/units.py, ops/text.py) gives, for every input: tests/test_rows_fast.py compares
-them on random columns and chunks.
+of day are written as digits (integers four at a time) into byte matrices (RowMatrix, below), from which a
+chunk's rows come out as one string. Every function here gives exactly what the per-value
+function it replaces (ops/units.py, ops/text.py) gives, for every input: tests/test_rows_fast.py
+compares them on random columns and chunks, tests/test_rows_property.py on columns hypothesis
+draws. The cost that remains is per byte of the matrix: copying the parts into it (about 0.4 ns
+a byte) and numpy's boolean compress that drops the NUL padding (about 0.9 ns a byte).
 """
 
 from __future__ import annotations

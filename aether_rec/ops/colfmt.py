@@ -2,10 +2,12 @@
 
 No Python step per event: low-cardinality transformations (names, durations, sizes, errno
 names, dates) are computed once per distinct value and gathered with numpy; integers and times
-of day are written digit by digit into byte matrices (RowMatrix, below), from which a chunk's
-rows come out as one string. Every function here gives exactly what the per-value function it
-replaces (ops/units.py, ops/text.py) gives, for every input: tests/test_rows_fast.py compares
-them on random columns and chunks.
+of day are written as digits (integers four at a time) into byte matrices (RowMatrix, below), from which a
+chunk's rows come out as one string. Every function here gives exactly what the per-value
+function it replaces (ops/units.py, ops/text.py) gives, for every input: tests/test_rows_fast.py
+compares them on random columns and chunks, tests/test_rows_property.py on columns hypothesis
+draws. The cost that remains is per byte of the matrix: copying the parts into it (about 0.4 ns
+a byte) and numpy's boolean compress that drops the NUL padding (about 0.9 ns a byte).
 """
 
 from __future__ import annotations
@@ -45,18 +47,25 @@ def few(values: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     uniq = np.unique(values[:: max(1, n // 64)])
     if len(uniq) > FEW:
         return None
-    codes = np.zeros(n, dtype=np.intp)
-    for u in uniq[:-1]:
-        codes += values > u
+    codes = _below(values, uniq)
     missed = uniq[codes] != values
+    if np.count_nonzero(missed) > n // 16:  # not rare: the sample saw a fraction of many values
+        return None
     if missed.any():  # rare values the sample missed (an errno among sizes): add them
         uniq = np.union1d(uniq, values[missed])
         if len(uniq) > FEW:
             return None
-        codes[:] = 0
-        for u in uniq[:-1]:
-            codes += values > u
+        codes = _below(values, uniq)
     return uniq, codes
+
+
+def _below(values: np.ndarray, uniq: np.ndarray) -> np.ndarray:
+    """How many of ``uniq`` (sorted, at most FEW) are below each value: counted in bytes,
+    which numpy adds 8 times faster than intp."""
+    codes = np.zeros(len(values), dtype=np.uint8)
+    for u in uniq[:-1]:
+        codes += values > u
+    return codes
 
 
 def distinct(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -151,6 +160,13 @@ def fixed_digits(v: np.ndarray, width: int) -> np.ndarray:
 _U8 = np.uint8
 _POW10 = [10**k for k in range(20)]
 _DIGITS4 = np.frombuffer(b"".join(b"%04d" % i for i in range(10_000)), dtype=np.uint32)  # "0000".."9999"
+_POW10_U64 = np.array(_POW10, dtype=np.uint64)  # searchsorted(side="right") gives the digit count
+# a 4-digit group by value, then by value + 10_000 when no digit is left of it: its leading zeros
+# as NULs, and a 0 group empty (_GROUP) or "0" when it is a value's last group (_GROUP_LOW)
+_GROUP = np.concatenate([_DIGITS4, np.frombuffer(b"".join(
+    (b"%d" % i).rjust(4, b"\0") if i else b"\0" * 4 for i in range(10_000)), dtype=np.uint32)])
+_GROUP_LOW = np.concatenate([_DIGITS4, np.frombuffer(b"".join(
+    (b"%d" % i).rjust(4, b"\0") for i in range(10_000)), dtype=np.uint32)])
 
 
 def utf8_table(words: Sequence[str]) -> np.ndarray:
@@ -265,6 +281,22 @@ class RowMatrix:
             return
         ma, mb = a.matrix(), b.matrix()
         w = max(ma.shape[1], mb.shape[1])
+        picked = int(np.count_nonzero(mask))
+        if min(picked, self.n - picked) * 8 < self.n:  # few rows of one side (errors): the
+            # other side's matrix, then those rows overwritten
+            if 2 * picked > self.n:
+                most, rest, rows = ma, mb, np.flatnonzero(~mask)
+            else:
+                most, rest, rows = mb, ma, np.flatnonzero(mask)
+            out = most if most.shape[1] == w else np.pad(most, ((0, 0), (0, w - most.shape[1])))
+            out[rows, rest.shape[1]:] = 0
+            out[rows, :rest.shape[1]] = rest[rows]
+            self.parts.append(out)
+            return
+        if not mb.shape[1] or not ma.shape[1]:  # one side empty: the other where chosen, else NULs
+            full, keep = (ma, mask) if ma.shape[1] else (mb, ~mask)
+            self.parts.append(full * keep[:, None])
+            return
         if ma.shape[1] < w:
             ma = np.pad(ma, ((0, 0), (0, w - ma.shape[1])))
         if mb.shape[1] < w:
@@ -293,6 +325,12 @@ class RowMatrix:
                 dst[...] = np.ascontiguousarray(p).view(f"V{w}").reshape(self.n)
             a += w
         return out
+
+    def row_bytes(self) -> bytes:
+        """The rows as UTF-8 bytes (``data()`` without the row ends, which cost a pass over
+        them: exports write the bytes and need nothing else)."""
+        m = self.matrix()
+        return m[m != 0].tobytes()
 
     def data(self) -> tuple[bytes, np.ndarray]:
         """The rows as UTF-8 bytes, and the end offset (in bytes) of every row. Rows end with
@@ -362,41 +400,45 @@ def int_matrix(v: np.ndarray, width: int = 0) -> np.ndarray:
     else:
         x = v.astype(np.int64, copy=False)
         neg = x < 0
-        mag = np.where(neg, -(x + 1), x).astype(np.uint64) + neg  # |INT64_MIN| fits
+        if neg.any():
+            mag = np.where(neg, -(x + 1), x).astype(np.uint64) + neg  # |INT64_MIN| fits
+        else:
+            neg, mag = None, x.astype(np.uint64)
     top = int(mag.max()) if n else 0
     nd_max = len(str(top))
     small = mag.astype(np.uint32) if top < 2**32 else mag  # 32-bit division is twice as fast
-    nd = np.ones(n, dtype=np.int64)
-    for k in range(1, nd_max):
-        nd += small >= _POW10[k]
-    length = nd + neg if neg is not None else nd
-    # digits four at a time from a table of "0000".."9999" as uint32, in groups of 4 columns;
-    # zeros left of each value's digits are replaced below (the matrix is 4k columns wide)
+    # digits four at a time from tables of uint32: "0000".."9999" for a group with digits
+    # above it, NULs instead of leading zeros for the top group ("0" for a value of 0): no
+    # digit count per row and no mask over the matrix
     groups = (nd_max + 3) // 4
-    wide = (max(int(length.max()) if n else 1, width, 4 * groups) + 3) // 4
+    sign = 1 if neg is not None else 0
+    wide = (max(4 * groups + sign, width) + 3) // 4
     out32 = np.empty((n, wide), dtype=np.uint32)
+    out32[:, : wide - groups] = 0
     rest, g, hi = small, wide, top
     while g > wide - groups:
         if hi >= 2**32:  # 10 digits or more left: 8 of them in 32 bits
             q = rest // np.uint64(10**8)
             low = (rest - q * np.uint64(10**8)).astype(np.uint32)
             a = low // np.uint32(10_000)
-            out32[:, g - 1] = _DIGITS4.take(low - a * np.uint32(10_000))
-            out32[:, g - 2] = _DIGITS4.take(a)
+            q0 = q == 0
+            table = _GROUP_LOW if g == wide else _GROUP
+            out32[:, g - 1] = table.take(low - a * np.uint32(10_000) + (q0 & (a == 0)) * np.uint32(10_000))
+            out32[:, g - 2] = _GROUP.take(a + q0 * np.uint32(10_000))
             rest, g, hi = q, g - 2, hi // 10**8
             continue
         rest = rest.astype(np.uint32, copy=False)
         a = rest // np.uint32(10_000)
-        out32[:, g - 1] = _DIGITS4.take(rest - a * np.uint32(10_000))
+        table = _GROUP_LOW if g == wide else _GROUP
+        out32[:, g - 1] = table.take((rest - a * np.uint32(10_000)) + (a == 0) * np.uint32(10_000))
         rest, g, hi = a, g - 1, hi // 10_000
-    w = max(int(length.max()) if n else 1, width)  # the columns needed, at the right
+    w = max(nd_max + sign, width)  # the columns needed, at the right (the rest are NULs)
     out = out32.view(_U8).reshape(n, 4 * wide)[:, 4 * wide - w:]
-    # left of each value's digits: its sign, then spaces up to ``width``, then NULs
-    col = np.arange(w)[None, :]
-    first = (w - nd)[:, None]
-    fill = np.zeros((1, w), dtype=_U8)
-    if width:
-        fill[0, w - width:] = ord(" ")
-    if neg is not None and neg.any():
-        fill = np.where(col == first - 1, np.where(neg[:, None], _U8(ord("-")), fill), fill)
-    return np.where(col >= first, out, fill)
+    if neg is not None:  # "-" left of the digits of the (few) negative values
+        rows = np.flatnonzero(neg)
+        nd = np.searchsorted(_POW10_U64, mag[rows], side="right")
+        out[rows, w - 1 - np.maximum(nd, 1)] = ord("-")
+    if width:  # NULs of the last ``width`` columns become spaces (every other byte is above 32)
+        block = out[:, w - width:]
+        np.maximum(block, _U8(32), out=block)
+    return out

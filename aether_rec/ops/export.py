@@ -27,7 +27,7 @@ from aether_rec.errors import AetherError, UsageError
 from aether_rec.format.chunk import Chunk
 from aether_rec.format.reader import Capture
 from aether_rec.ops import feed
-from aether_rec.ops.rows import byte_sink, columns, header_line, slices
+from aether_rec.ops.rows import byte_sink, columns, header_line, slice_bytes
 from aether_rec.ops.units import fmt_count, iso_utc
 from aether_rec.ops.window import Selection
 from aether_rec.schema import COLUMNS, LAYER_CODE, LAYERS, OPS
@@ -71,7 +71,7 @@ def export_feed_rows(source: feed.Feed, out: IO[str], fmt: str) -> ExportReport:
     if head and fmt == "csv":
         write(head.encode())
     for chunk in source.chunks():
-        for data, _ends in slices(fmt, chunk, to_real, src):
+        for data in slice_bytes(fmt, chunk, to_real, src):
             write(data)
         rep.events += chunk.n
     out.flush()

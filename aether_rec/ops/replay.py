@@ -25,7 +25,7 @@ from aether_rec.format.reader import Capture
 from aether_rec.format.records import Loss, Meta
 from aether_rec.ops import feed
 from aether_rec.ops.expr import Filter
-from aether_rec.ops.rows import FORMATS, block, byte_sink, header_line, slices
+from aether_rec.ops.rows import FORMATS, block, byte_sink, header_line, slice_bytes, slices
 from aether_rec.ops.window import Selection, source_name
 
 Clock = Callable[[], float]
@@ -106,6 +106,11 @@ def replay_feed(
             while li < len(losses) and losses[li].t_first <= int(ts[-1]):
                 cuts.append((int(np.searchsorted(ts, losses[li].t_first, side="left")), losses[li]))
                 li += 1
+            if not cuts:  # nothing between rows: the slices' bytes as they come
+                for data in slice_bytes(fmt, chunk, to_real, src):
+                    write(data)
+                rep.events += chunk.n
+                continue
             base = 0
             for data, ends in slices(fmt, chunk, to_real, src):
                 at = 0

@@ -14,7 +14,7 @@ import itertools
 import json
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import IO, Any, cast
+from typing import IO, Any, TypeVar, cast
 
 import numpy as np
 
@@ -261,10 +261,14 @@ def text_matrix(chunk: Chunk, to_real: ToReal | None, source: str = "", with_sou
     devm.words(*coded(dev, lambda d: f"dev {dev_name(d)}" if d else ""))
     pathm = RowMatrix(n)
     pathm.words(words, codes)
-    pathr = RowMatrix(n)
-    pathr.words([w.rstrip() for w in words], codes)
-    filem = RowMatrix(n)
-    filem.choose(prefix, pathr, pathm)
+    stripped = [w.rstrip() for w in words]
+    if stripped == words:  # no path ends in spaces (the usual case): nothing to choose
+        filem = pathm
+    else:
+        pathr = RowMatrix(n)
+        pathr.words(stripped, codes)
+        filem = RowMatrix(n)
+        filem.choose(prefix, pathr, pathm)
     m.choose(empty, devm, filem)
     m.lit("\n")
     return m
@@ -376,14 +380,28 @@ def slices(fmt: str, chunk: Chunk, to_real: ToReal | None, source: str = ""
     bytes and the offset where each of its rows ends (a chunk's rows are never one big string:
     memory stays that of a few slices, whatever the chunk's size). The slices of a chunk are
     built on WORKERS threads, at most WORKERS + 1 ahead of the one being written."""
+    return _built(fmt, chunk, to_real, source, RowMatrix.data)
+
+
+def slice_bytes(fmt: str, chunk: Chunk, to_real: ToReal | None, source: str = "") -> Iterator[bytes]:
+    """``slices`` without the row ends: the bytes of each slice, for writers that never cut
+    between rows (export, a replay without loss markers in the chunk)."""
+    return _built(fmt, chunk, to_real, source, RowMatrix.row_bytes)
+
+
+T = TypeVar("T")
+
+
+def _built(fmt: str, chunk: Chunk, to_real: ToReal | None, source: str, out: Callable[[RowMatrix], T]
+           ) -> Iterator[T]:
     if fmt not in FORMATS:
         raise ValueError(f"unknown row format {fmt!r}")
     with_source = "source" in chunk.dicts
     step = SLICE
 
-    def build(a: int) -> tuple[bytes, np.ndarray]:
+    def build(a: int) -> T:
         part = chunk.take(slice(a, a + step)) if chunk.n > step else chunk
-        return _matrix(fmt, part, to_real, source, with_source).data()
+        return out(_matrix(fmt, part, to_real, source, with_source))
 
     starts = iter(range(0, chunk.n, step))
     if WORKERS < 2 or chunk.n <= step:

@@ -144,7 +144,7 @@ MUTANTS: tuple[Mutant, ...] = (
            "        if n and (not words or top > len(words)):", T_FORMAT),
     Mutant("summary-negative", COLUMNS, "        if type(v) is not int or v < 0:", "        if type(v) is not int:",
            T_FORMAT),
-    Mutant("codec-size-check", COLUMNS, "        if declared != raw_size:", "        if declared is None:", T_FORMAT),
+    Mutant("codec-size-check", "aether_rec/format/codecs.py", "        if declared != raw_size:", "        if declared is None:", T_FORMAT),
     # -- reader (format/reader.py) ----------------------------------------------------------
     Mutant("reader-np-load-pickle", READER, "from aether_rec.format.records import Loss, Meta, MetaRef\n",
            "from aether_rec.format.records import Loss, Meta, MetaRef\n_unsafe = np.load  "

@@ -33,7 +33,7 @@ from aether_rec.format.blocks import (
     unpack,
 )
 from aether_rec.format.chunk import distinct
-from aether_rec.format.columns import decompress_limited
+from aether_rec.format.codecs import decompress_limited
 from aether_rec.format.limits import (
     MAX_HIST_BUCKETS,
     MAX_HIST_GROUPS,

@@ -35,7 +35,8 @@ from aether_rec.format.blocks import (
 )
 from aether_rec.format.chunk import Chunk, ChunkInfo
 from aether_rec.format.clock import pairs_of
-from aether_rec.format.columns import ChunkTooLarge, Codec, compact_dictionary, get_codec
+from aether_rec.format.codecs import Codec, get_codec
+from aether_rec.format.columns import ChunkTooLarge, compact_dictionary
 from aether_rec.format.limits import (
     MAX_CHUNK_EVENTS,
     MAX_INDEX_ENTRIES,

@@ -10,15 +10,18 @@ the sum of ``bytes`` and the number of errors (``result < 0`` other than ``-EAGA
 
 Every decode reads untrusted bytes: sizes are bounded before anything is allocated and
 anything malformed raises DamagedCaptureError.
+
+Reading a SUMM block needs no numpy (``info`` of a 1.2 capture runs without it): its counts
+are checked in Python and become arrays when first used (``GroupHist.counts``).
 """
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, NamedTuple
 
-import numpy as np
 import zstandard
 
 from aether_rec.errors import DamagedCaptureError, LimitError
@@ -32,7 +35,6 @@ from aether_rec.format.blocks import (
     read_block,
     unpack,
 )
-from aether_rec.format.chunk import distinct
 from aether_rec.format.codecs import decompress_limited
 from aether_rec.format.limits import (
     MAX_HIST_BUCKETS,
@@ -45,13 +47,17 @@ from aether_rec.format.limits import (
 )
 from aether_rec.schema import COLUMN_BY_NAME
 
+if TYPE_CHECKING:  # imported where arrays are made: see the module's docstring
+    import numpy as np
+
 PRECISION = 8  # the bucket precision writers use (relative error 2**-8)
 EAGAIN = 11
 U64_MAX = (1 << 64) - 1
+I64_MAX = (1 << 63) - 1
 SLICE = 1 << 18  # events summarised at a time
 FEW_GROUPS = 8  # up to this many groups in a slice, each is picked by a mask (else one sort)
 HIST_FIELDS = ("ts", "lat", "layer", "op", "fdkind", "bytes", "result")  # the columns histograms read
-_WIDTHS: dict[int, Any] = {1: np.dtype("<u1"), 2: np.dtype("<u2"), 4: np.dtype("<u4"), 8: np.dtype("<u8")}
+_WIDTHS: dict[int, str] = {1: "B", 2: "H", 4: "I", 8: "Q"}  # stored counts: struct codes by width
 
 
 def bucket_index(values: np.ndarray, precision: int = PRECISION) -> np.ndarray:
@@ -60,6 +66,8 @@ def bucket_index(values: np.ndarray, precision: int = PRECISION) -> np.ndarray:
     Read straight from the bits of the float64 conversion: the exponent gives ``bit_length``
     and the top ``P-1`` mantissa bits give ``v >> shift`` (exact below 2**53 ns, 104 days).
     """
+    import numpy as np
+
     v = np.asarray(values)
     if v.dtype != np.uint64:
         v = v.astype(np.int64, copy=False).clip(0).astype(np.uint64)
@@ -78,6 +86,8 @@ def bucket_index_of_floats(
     converts them), ``vmin`` being their minimum: the same buckets in two passes when no value
     is below ``2**(precision-1)`` (from there on the bits are the bucket), a third otherwise.
     With ``out`` the buckets overwrite ``values_f64`` (its buffer, viewed as int64)."""
+    import numpy as np
+
     if out:
         idx = values_f64.view(np.int64)
         small = values_f64 < (1 << precision) if vmin < (1 << (precision - 1)) else None
@@ -95,6 +105,8 @@ def bucket_index_of_floats(
 
 def _column_slice(chunk: Any, name: str, a: int, b: int) -> np.ndarray:
     """Events a..b of a chunk's column, or of the column's default when the chunk lacks it."""
+    import numpy as np
+
     arr = chunk.columns.get(name)
     if arr is not None:
         return np.asarray(arr[a:b])
@@ -104,6 +116,18 @@ def _column_slice(chunk: Any, name: str, a: int, b: int) -> np.ndarray:
 
 def group_key(layer: int, op: int, fdkind: int) -> int:
     return (int(layer) << 16) | (int(op) << 8) | int(fdkind)
+
+
+class StoredCounts(NamedTuple):
+    """A group's counts as stored (SPEC 9.1: ``width``-byte little-endian), checked."""
+
+    blob: bytes
+    width: int
+
+    def array(self) -> np.ndarray:
+        import numpy as np
+
+        return np.frombuffer(self.blob, dtype=f"<u{self.width}").astype(np.int64)
 
 
 @dataclass
@@ -119,9 +143,24 @@ class GroupHist:
     t0: int  # smallest ts
     end: int  # largest ts + lat (saturating at 2**64 - 1)
     base: int
-    counts: np.ndarray  # int64
+    _counts: np.ndarray | StoredCounts  # see ``counts``
+
+    @property
+    def counts(self) -> np.ndarray:
+        """int64 counts of the buckets from ``base`` on (an array made on first use when the
+        histogram was read from a file without arrays)."""
+        c = self._counts
+        if isinstance(c, StoredCounts):
+            c = self._counts = c.array()
+        return c
+
+    @counts.setter
+    def counts(self, value: np.ndarray) -> None:
+        self._counts = value
 
     def merge(self, o: GroupHist) -> None:
+        import numpy as np
+
         lo = min(self.base, o.base)
         hi = max(self.base + self.counts.size, o.base + o.counts.size)
         if lo != self.base or hi != self.base + self.counts.size:
@@ -169,6 +208,10 @@ class LatencyHist:
 
     def _add(self, cols: dict[str, np.ndarray]) -> None:
         """Add the groups of events given as columns (into an empty histogram)."""
+        import numpy as np
+
+        from aether_rec.format.chunk import distinct
+
         h = self
         precision = self.precision
         lat = cols["lat"]
@@ -240,7 +283,7 @@ class LatencyHist:
             top = int(g.counts.max()) if g.counts.size else 0
             width = 1 if top < 1 << 8 else 2 if top < 1 << 16 else 4 if top < 1 << 32 else 8
             rows.append([k, g.count, min(g.sum, U64_MAX), g.min, g.max, min(g.bytes, U64_MAX), g.errors,
-                         g.t0, g.end, g.base, width, g.counts.astype(_WIDTHS[width]).tobytes()])
+                         g.t0, g.end, g.base, width, g.counts.astype(f"<u{width}").tobytes()])
         doc = [self.precision, rows]
         raw = pack(doc, "latency histograms")
         if len(raw) > MAX_HIST_RAW or len(rows) > MAX_HIST_GROUPS:
@@ -248,8 +291,10 @@ class LatencyHist:
         return bytes(zstandard.ZstdCompressor(level=3).compress(raw))
 
     @classmethod
-    def decode(cls, data: Any) -> LatencyHist:
-        """From a stored histogram element; malformed -> DamagedCaptureError."""
+    def decode(cls, data: Any, arrays: bool = True) -> LatencyHist:
+        """From a stored histogram element; malformed -> DamagedCaptureError. Its counts are
+        checked with numpy (faster for the many histograms of an index), or without ``arrays``
+        in Python and kept as stored until used (``StoredCounts``): no numpy is imported."""
         if not isinstance(data, bytes):
             raise DamagedCaptureError("latency histograms are not a byte string")
         raw = decompress_limited(data, MAX_HIST_RAW, "latency histograms")
@@ -270,14 +315,32 @@ class LatencyHist:
             blob = row[11]
             if width not in _WIDTHS or not isinstance(blob, bytes) or len(blob) % width:
                 raise DamagedCaptureError("latency histogram counts malformed")
-            counts = np.frombuffer(blob, dtype=_WIDTHS[width]).astype(np.int64)
-            if (counts.size > MAX_HIST_BUCKETS or not 0 <= base <= MAX_HIST_BUCKETS or not counts.size
-                    or min(k, count, s, vmin, vmax, nbytes, errors, t0, end) < 0 or (counts < 0).any()
-                    or int(counts.sum()) != count or count < 1 or k in h.groups or vmin > vmax
-                    or errors > count or not counts[0] or not counts[-1]):
+            n = len(blob) // width
+            if not 0 < n <= MAX_HIST_BUCKETS:  # (bounded before it is read)
+                raise DamagedCaptureError("latency histogram group inconsistent")
+            counts, total, ends, big = _counts_of(blob, width, arrays)
+            # a count of 2**63 or more is refused (int64 arrays), so is a total above it
+            if (not 0 <= base <= MAX_HIST_BUCKETS or min(k, count, s, vmin, vmax, nbytes, errors, t0, end) < 0
+                    or big or total != count or not 1 <= count <= I64_MAX or k in h.groups or vmin > vmax
+                    or errors > count or not all(ends)):
                 raise DamagedCaptureError("latency histogram group inconsistent")
             h.groups[k] = GroupHist(count, s, vmin, vmax, nbytes, errors, t0, end, base, counts)
         return h
+
+
+def _counts_of(blob: bytes, width: int, arrays: bool
+               ) -> tuple[np.ndarray | StoredCounts, int, tuple[int, int], bool]:
+    """A group's stored counts (at least one, ``width`` bytes each), their exact total, the
+    first and the last, and whether one is 2**63 or more: as an array with ``arrays``, else
+    read in Python and kept as stored."""
+    if arrays:
+        arr = StoredCounts(blob, width).array()
+        big = bool((arr < 0).any())  # a u8 count of 2**63 or more, wrapped
+        # exact: an int64 sum wraps only if there are counts of 2**32 or more (8-byte widths)
+        total = int(arr.sum()) if width < 8 or big else sum(arr.tolist())
+        return arr, total, (int(arr[0]), int(arr[-1])), big
+    vals = struct.unpack(f"<{len(blob) // width}{_WIDTHS[width]}", blob)
+    return StoredCounts(blob, width), sum(vals), (vals[0], vals[-1]), width == 8 and max(vals) > I64_MAX
 
 
 # -- the SUMM block (SPEC 9.2) --------------------------------------------------------------
@@ -372,7 +435,7 @@ class CaptureSummary:
 
         s = cls(num("chunks"), num("events"), opt(doc.get("t_first"), "t_first"),
                 opt(doc.get("t_last"), "t_last"), num("compressed"), num("raw"), num("hist_chunks"),
-                LatencyHist.decode(doc.get("hist")), offset=offset)
+                LatencyHist.decode(doc.get("hist"), arrays=False), offset=offset)
         if s.hist_chunks > s.chunks:
             raise DamagedCaptureError("summary has histograms of more chunks than it counts")
         if s.complete and s.hist.total != s.events:

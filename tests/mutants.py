@@ -147,9 +147,15 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant("codec-size-check", "aether_rec/format/codecs.py", "        if declared != raw_size:", "        if declared is None:", T_FORMAT),
     # -- reader (format/reader.py) ----------------------------------------------------------
     Mutant("reader-np-load-pickle", READER, "from aether_rec.format.records import Loss, Meta, MetaRef\n",
-           "from aether_rec.format.records import Loss, Meta, MetaRef\n_unsafe = np.load  "
+           "from aether_rec.format.records import Loss, Meta, MetaRef\nimport numpy as np\n_unsafe = np.load  "
            "# np.load(f, allow_pickle=True)\n_load = lambda f: np.load(f, allow_pickle=True)  # noqa: E731\n",
            T_SAFETY),
+    Mutant("reader-imports-numpy", READER, "from aether_rec.format.records import Loss, Meta, MetaRef\n",
+           "from aether_rec.format.records import Loss, Meta, MetaRef\nimport numpy as np  # noqa: F401\n",
+           ("tests/test_cli_startup.py",)),
+    Mutant("summary-decodes-with-numpy", "aether_rec/format/summary.py",
+           '                LatencyHist.decode(doc.get("hist"), arrays=False), offset=offset)',
+           '                LatencyHist.decode(doc.get("hist")), offset=offset)', ("tests/test_cli_startup.py",)),
     Mutant("reader-ordered-watermark", READER, "            watermark = infos[i + 1].t_first if i + 1 < len(infos) else None",
            "            watermark = infos[i + 1].t_last if i + 1 < len(infos) else None", T_FORMAT),
     Mutant("reader-index-bounds", READER, "            if not self._first_block <= where < offset or where + length > offset:",

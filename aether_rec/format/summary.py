@@ -58,6 +58,7 @@ SLICE = 1 << 18  # events summarised at a time
 FEW_GROUPS = 8  # up to this many groups in a slice, each is picked by a mask (else one sort)
 HIST_FIELDS = ("ts", "lat", "layer", "op", "fdkind", "bytes", "result")  # the columns histograms read
 _WIDTHS: dict[int, str] = {1: "B", 2: "H", 4: "I", 8: "Q"}  # stored counts: struct codes by width
+_NP_WIDTHS: dict[int, Any] = {}  # and numpy dtypes, made on first use
 
 
 def bucket_index(values: np.ndarray, precision: int = PRECISION) -> np.ndarray:
@@ -125,9 +126,17 @@ class StoredCounts(NamedTuple):
     width: int
 
     def array(self) -> np.ndarray:
-        import numpy as np
+        return _as_array(self.blob, self.width)
 
-        return np.frombuffer(self.blob, dtype=f"<u{self.width}").astype(np.int64)
+
+def _as_array(blob: bytes, width: int) -> np.ndarray:
+    """Stored counts as int64 (their dtypes made once: a capture's index holds thousands)."""
+    import numpy as np
+
+    dt = _NP_WIDTHS.get(width)
+    if dt is None:
+        dt = _NP_WIDTHS[width] = np.dtype(f"<u{width}")
+    return np.frombuffer(blob, dtype=dt).astype(np.int64)
 
 
 @dataclass
@@ -159,15 +168,17 @@ class GroupHist:
         self._counts = value
 
     def merge(self, o: GroupHist) -> None:
-        import numpy as np
-
+        mine, theirs = self.counts, o.counts
         lo = min(self.base, o.base)
-        hi = max(self.base + self.counts.size, o.base + o.counts.size)
-        if lo != self.base or hi != self.base + self.counts.size:
+        hi = max(self.base + mine.size, o.base + theirs.size)
+        if lo != self.base or hi != self.base + mine.size:
+            import numpy as np
+
             grown = np.zeros(hi - lo, dtype=np.int64)
-            grown[self.base - lo : self.base - lo + self.counts.size] = self.counts
+            grown[self.base - lo : self.base - lo + mine.size] = mine
             self.base, self.counts = lo, grown
-        self.counts[o.base - self.base : o.base - self.base + o.counts.size] += o.counts
+            mine = grown
+        mine[o.base - self.base : o.base - self.base + theirs.size] += theirs
         self.count += o.count
         self.sum += o.sum
         self.bytes += o.bytes
@@ -318,29 +329,28 @@ class LatencyHist:
             n = len(blob) // width
             if not 0 < n <= MAX_HIST_BUCKETS:  # (bounded before it is read)
                 raise DamagedCaptureError("latency histogram group inconsistent")
-            counts, total, ends, big = _counts_of(blob, width, arrays)
+            counts, total, edges, big = _counts_of(blob, width, arrays)
             # a count of 2**63 or more is refused (int64 arrays), so is a total above it
             if (not 0 <= base <= MAX_HIST_BUCKETS or min(k, count, s, vmin, vmax, nbytes, errors, t0, end) < 0
                     or big or total != count or not 1 <= count <= I64_MAX or k in h.groups or vmin > vmax
-                    or errors > count or not all(ends)):
+                    or errors > count or not edges):
                 raise DamagedCaptureError("latency histogram group inconsistent")
             h.groups[k] = GroupHist(count, s, vmin, vmax, nbytes, errors, t0, end, base, counts)
         return h
 
 
-def _counts_of(blob: bytes, width: int, arrays: bool
-               ) -> tuple[np.ndarray | StoredCounts, int, tuple[int, int], bool]:
-    """A group's stored counts (at least one, ``width`` bytes each), their exact total, the
-    first and the last, and whether one is 2**63 or more: as an array with ``arrays``, else
-    read in Python and kept as stored."""
+def _counts_of(blob: bytes, width: int, arrays: bool) -> tuple[np.ndarray | StoredCounts, int, bool, bool]:
+    """A group's stored counts (at least one, ``width`` bytes each), their exact total, whether
+    the first and the last are not 0, and whether one is 2**63 or more: as an array with
+    ``arrays``, else read in Python and kept as stored."""
     if arrays:
-        arr = StoredCounts(blob, width).array()
+        arr = _as_array(blob, width)
         big = bool((arr < 0).any())  # a u8 count of 2**63 or more, wrapped
         # exact: an int64 sum wraps only if there are counts of 2**32 or more (8-byte widths)
         total = int(arr.sum()) if width < 8 or big else sum(arr.tolist())
-        return arr, total, (int(arr[0]), int(arr[-1])), big
+        return arr, total, bool(arr[0]) and bool(arr[-1]), big
     vals = struct.unpack(f"<{len(blob) // width}{_WIDTHS[width]}", blob)
-    return StoredCounts(blob, width), sum(vals), (vals[0], vals[-1]), width == 8 and max(vals) > I64_MAX
+    return StoredCounts(blob, width), sum(vals), vals[0] != 0 != vals[-1], width == 8 and max(vals) > I64_MAX
 
 
 # -- the SUMM block (SPEC 9.2) --------------------------------------------------------------

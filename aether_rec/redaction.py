@@ -17,7 +17,7 @@ from typing import Any
 
 from aether_rec.errors import UsageError
 from aether_rec.format.chunk import Chunk, ChunkInfo
-from aether_rec.format.columns import Codec
+from aether_rec.format.codecs import Codec
 from aether_rec.format.limits import MAX_STR_LEN
 from aether_rec.format.rewrite import rewrite_dictionaries
 from aether_rec.format.writer import base_header

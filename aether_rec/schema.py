@@ -9,8 +9,10 @@ columns that are missing from a chunk (they read as the column's default).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+if TYPE_CHECKING:  # numpy is imported on first use: `info` and `--help` run without it
+    import numpy as np
 
 
 @dataclass(frozen=True)
@@ -29,6 +31,8 @@ class Column:
     @property
     def dtype(self) -> np.dtype:
         """In-memory dtype; string columns are held as uint32 dictionary codes."""
+        import numpy as np
+
         return np.dtype("<u4") if self.is_str else np.dtype(self.type)
 
 
@@ -149,49 +153,67 @@ def is_real_loss(kind: str) -> bool:
 LAYER_CODE: dict[str, int] = {v: k for k, v in LAYERS.items()}
 OP_CODE: dict[str, int] = {v: k for k, v in OPS.items()}
 
-# The numpy view of the kernel's struct aether_event (bpf/aether_event.h).
-# Field order and sizes must match the C header byte for byte; see tests/test_schema.py.
-KERNEL_EVENT_DTYPE = np.dtype(
-    [
-        ("ts", "<u8"),
-        ("lat", "<u8"),
-        ("offset", "<i8"),
-        ("bytes", "<u8"),
-        ("result", "<i8"),
-        ("queue", "<u8"),
-        ("cgroup", "<u8"),
-        ("link", "<u8"),
-        ("pid", "<u4"),
-        ("tid", "<u4"),
-        ("dev", "<u4"),
-        ("fd", "<i4"),
-        ("flags", "<u4"),
-        ("pages_missed", "<u4"),
-        ("pad", "<u4"),
-        ("cpu", "<u2"),
-        ("layer", "<u1"),
-        ("op", "<u1"),
-        ("comm", "S16"),
-    ]
-)
-assert KERNEL_EVENT_DTYPE.itemsize == 112
-
-# The kernel's struct aether_name (bpf/aether_event.h): how fds got their files.
+# The numpy views of the kernel's structs (bpf/aether_event.h), built on first use (module
+# ``__getattr__``) so that reading a capture's summary needs no numpy. Field order and sizes
+# must match the C header byte for byte; see tests/test_schema.py.
+KERNEL_EVENT_DTYPE: np.dtype[Any]  # struct aether_event: one I/O
+KERNEL_NAME_DTYPE: np.dtype[Any]  # struct aether_name: how fds got their files
 NAME_PATH_LEN = 256
-KERNEL_NAME_DTYPE = np.dtype(
-    [
-        ("ts", "<u8"),
-        ("pid", "<u4"),
-        ("tid", "<u4"),
-        ("fd", "<i4"),
-        ("arg", "<i4"),
-        ("flags", "<u4"),
-        ("kind", "<u1"),
-        ("pad", "V3"),
-        ("path", f"S{NAME_PATH_LEN}"),
-    ]
-)
-assert KERNEL_NAME_DTYPE.itemsize == 288
+_KERNEL_DTYPES: dict[str, tuple[list[tuple[str, str]], int]] = {
+    "KERNEL_EVENT_DTYPE": (
+        [
+            ("ts", "<u8"),
+            ("lat", "<u8"),
+            ("offset", "<i8"),
+            ("bytes", "<u8"),
+            ("result", "<i8"),
+            ("queue", "<u8"),
+            ("cgroup", "<u8"),
+            ("link", "<u8"),
+            ("pid", "<u4"),
+            ("tid", "<u4"),
+            ("dev", "<u4"),
+            ("fd", "<i4"),
+            ("flags", "<u4"),
+            ("pages_missed", "<u4"),
+            ("pad", "<u4"),
+            ("cpu", "<u2"),
+            ("layer", "<u1"),
+            ("op", "<u1"),
+            ("comm", "S16"),
+        ],
+        112,
+    ),
+    "KERNEL_NAME_DTYPE": (
+        [
+            ("ts", "<u8"),
+            ("pid", "<u4"),
+            ("tid", "<u4"),
+            ("fd", "<i4"),
+            ("arg", "<i4"),
+            ("flags", "<u4"),
+            ("kind", "<u1"),
+            ("pad", "V3"),
+            ("path", f"S{NAME_PATH_LEN}"),
+        ],
+        288,
+    ),
+}
+
+
+def __getattr__(name: str) -> Any:
+    """KERNEL_EVENT_DTYPE and KERNEL_NAME_DTYPE, built (and their sizes checked) once."""
+    spec = _KERNEL_DTYPES.get(name)
+    if spec is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import numpy as np
+
+    dtype = np.dtype(spec[0])
+    assert dtype.itemsize == spec[1], f"{name} is {dtype.itemsize} bytes, the kernel's {spec[1]}"
+    globals()[name] = dtype
+    return dtype
+
+
 #: kinds of name records (AETHER_NAME_*)
 NAME_KINDS: dict[int, str] = {
     1: "open",

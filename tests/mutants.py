@@ -144,12 +144,18 @@ MUTANTS: tuple[Mutant, ...] = (
            "        if n and (not words or top > len(words)):", T_FORMAT),
     Mutant("summary-negative", COLUMNS, "        if type(v) is not int or v < 0:", "        if type(v) is not int:",
            T_FORMAT),
-    Mutant("codec-size-check", COLUMNS, "        if declared != raw_size:", "        if declared is None:", T_FORMAT),
+    Mutant("codec-size-check", "aether_rec/format/codecs.py", "        if declared != raw_size:", "        if declared is None:", T_FORMAT),
     # -- reader (format/reader.py) ----------------------------------------------------------
     Mutant("reader-np-load-pickle", READER, "from aether_rec.format.records import Loss, Meta, MetaRef\n",
-           "from aether_rec.format.records import Loss, Meta, MetaRef\n_unsafe = np.load  "
+           "from aether_rec.format.records import Loss, Meta, MetaRef\nimport numpy as np\n_unsafe = np.load  "
            "# np.load(f, allow_pickle=True)\n_load = lambda f: np.load(f, allow_pickle=True)  # noqa: E731\n",
            T_SAFETY),
+    Mutant("reader-imports-numpy", READER, "from aether_rec.format.records import Loss, Meta, MetaRef\n",
+           "from aether_rec.format.records import Loss, Meta, MetaRef\nimport numpy as np  # noqa: F401\n",
+           ("tests/test_cli_startup.py",)),
+    Mutant("summary-decodes-with-numpy", "aether_rec/format/summary.py",
+           '                LatencyHist.decode(doc.get("hist"), arrays=False), offset=offset)',
+           '                LatencyHist.decode(doc.get("hist")), offset=offset)', ("tests/test_cli_startup.py",)),
     Mutant("reader-ordered-watermark", READER, "            watermark = infos[i + 1].t_first if i + 1 < len(infos) else None",
            "            watermark = infos[i + 1].t_last if i + 1 < len(infos) else None", T_FORMAT),
     Mutant("reader-index-bounds", READER, "            if not self._first_block <= where < offset or where + length > offset:",
@@ -228,12 +234,12 @@ MUTANTS: tuple[Mutant, ...] = (
            "    if not any(t.is_alive() for t in threading.enumerate() if t is not threading.main_thread()):",
            ("tests/test_console.py",)),
     # format 1.2: index histograms and the SUMM block
-    Mutant("hist-count-off-by-one", "aether_rec/format/summary.py", "                int(counts_g[k]), int(sums[k]),",
-           "                int(counts_g[k]) + (k == 0), int(sums[k]),", T_SUMM),
-    Mutant("hist-last-bucket-dropped", "aether_rec/format/summary.py", "            rows = [per[k, int(first[k]): int(last[k]) + 1].astype(np.int64) for k in range(g)]",
-           "            rows = [per[k, int(first[k]): max(int(first[k]) + 1, int(last[k]))].astype(np.int64) for k in range(g)]", T_SUMM),
-    Mutant("hist-errors-count-eagain", "aether_rec/format/summary.py", "        err = (result < 0) & (result != -EAGAIN)",
-           "        err = result < 0", T_SUMM),
+    Mutant("hist-count-off-by-one", "aether_rec/format/histfill.py", "            int(counts_g[k]), int(sums[k]),",
+           "            int(counts_g[k]) + (k == 0), int(sums[k]),", T_SUMM),
+    Mutant("hist-last-bucket-dropped", "aether_rec/format/histfill.py", "        rows = [per[k, int(first[k]): int(last[k]) + 1].astype(np.int64) for k in range(g)]",
+           "        rows = [per[k, int(first[k]): max(int(first[k]) + 1, int(last[k]))].astype(np.int64) for k in range(g)]", T_SUMM),
+    Mutant("hist-errors-count-eagain", "aether_rec/format/histfill.py", "    err = (result < 0) & (result != -EAGAIN)",
+           "    err = result < 0", T_SUMM),
     Mutant("summ-ignores-a-layer", "aether_rec/format/summary.py", "        if hist is not None:\n            self.hist_chunks += 1\n            self.hist.merge(hist)",
            "        if hist is not None:\n            self.hist_chunks += 1\n            self.hist.merge(LatencyHist(hist.precision, {k: g for k, g in hist.groups.items() if k >> 16 != 2}))", T_SUMM),
     Mutant("summ-loss-span-counts-empty", "aether_rec/format/summary.py", "        if count:\n            lt.t_first",
@@ -261,7 +267,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant("fd-groups-first-only", "aether_rec/recorder/procinfo.py",
            "        return [np.flatnonzero(keys == k) for k in uniq]", "        return [np.flatnonzero(keys == k)[:1] for k in uniq]",
            ("tests/test_recorder_units.py",)),
-    Mutant("hist-few-groups-errors-unmasked", "aether_rec/format/summary.py", "int(np.count_nonzero(err[m]))",
+    Mutant("hist-few-groups-errors-unmasked", "aether_rec/format/histfill.py", "int(np.count_nonzero(err[m]))",
            "int(np.count_nonzero(err))", T_SUMM),
 )
 

@@ -93,6 +93,17 @@ def test_clock_map_extremes_saturate_instead_of_wrapping() -> None:
     assert vals.dtype == np.int64 and len(vals) == 3
 
 
+@pytest.mark.parametrize("pairs", [PAIRS, [], [(0, REAL0)], [(10, 15)], [(0, 2**63 - 10)],
+                                   [(-(2**63), 2**63 - 1), (2**63 - 1, -(2**63))]])
+def test_one_instant_without_numpy_is_to_reals_nanosecond(pairs: list[tuple[int, int]]) -> None:
+    """real_saturating (what info shows, numpy-free) gives to_real's value, saturation included."""
+    clock = ClockMap(pairs)
+    monos = [0, 1, 5, 9, 10, 11, 2**62, 2**63 - 2, 2**63 - 1, 2**63, 2**64 - 1] + [
+        p[0] + d for p in PAIRS for d in (-1, 0, 1, 4_999_999_999)]
+    want = clock.to_real(np.array(monos, dtype=np.uint64)).tolist()
+    assert [clock.real_saturating(m) for m in monos] == want
+
+
 @pytest.mark.parametrize("real", [REAL0 - 5, REAL0 + 1, REAL0 + 10_000_003_888, REAL0 + 29_999_999_999,
                                   REAL0 + 31_000_000_000, REAL0 + 25_000_000_001])
 def test_to_mono_is_the_exact_inverse(real: int) -> None:

@@ -20,7 +20,8 @@ from aether_rec.format import columns as columns_mod
 from aether_rec.format import writer as writer_mod
 from aether_rec.format.blocks import CHNK, PREAMBLE_SIZE, Block, scan, unpack
 from aether_rec.format.chunk import Chunk
-from aether_rec.format.columns import U32, get_codec, read_summary
+from aether_rec.format.codecs import get_codec
+from aether_rec.format.columns import U32, read_summary
 from aether_rec.format.limits import MAX_STR_LEN
 from aether_rec.format.writer import CaptureWriter
 from aether_rec.schema import COLUMN_BY_NAME, COLUMNS, KERNEL_EVENT_DTYPE, schema_for_header

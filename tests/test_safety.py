@@ -4,9 +4,10 @@ These read the package's source with the tokenizer (so comments and docstrings d
 count): no pickle, marshal, shelve, eval, exec, compile, __import__, yaml or shell=True
 anywhere; ``str.format``/``format_map`` only on string literals or on reviewed
 constants; msgpack decoding only through format/blocks.py (which applies the limits of
-format/limits.py) and decompression only through format/columns.py (bounded by the
-chunk's checked ``raw``); limit constants defined only in format/limits.py. The values
-in format/SPEC.md section 18 are checked against limits.py by tests/test_format_spec.py.
+format/limits.py) and decompression only through format/codecs.py (bounded by the
+chunk's checked ``raw`` or by a limit); limit constants defined only in format/limits.py.
+The values in format/SPEC.md section 18 are checked against limits.py by
+tests/test_format_spec.py.
 """
 
 from __future__ import annotations
@@ -70,7 +71,7 @@ def code_execution_problems(path: Path, rel: str) -> list[str]:
 
 
 def decoding_problems(path: Path, rel: str) -> list[str]:
-    """msgpack decoded outside format/blocks.py, decompression outside format/columns.py."""
+    """msgpack decoded outside format/blocks.py, decompression outside format/codecs.py."""
     toks = _tokens(path)
     bad = []
     for i, t in enumerate(toks):
@@ -82,8 +83,8 @@ def decoding_problems(path: Path, rel: str) -> list[str]:
                 bad.append(f"{rel}:{t.start[0]}: msgpack {t.string} outside format/blocks.py")
         stdlib = t.string == "decompress" and prev in ("zlib", "gzip", "lzma", "bz2")
         if t.string in DECOMPRESSORS or stdlib:
-            if rel != "format/columns.py" and (rel, t.string) not in ALLOWED:
-                bad.append(f"{rel}:{t.start[0]}: {t.string} outside format/columns.py")
+            if rel != "format/codecs.py" and (rel, t.string) not in ALLOWED:
+                bad.append(f"{rel}:{t.start[0]}: {t.string} outside format/codecs.py")
     return bad
 
 
@@ -149,7 +150,7 @@ def test_the_decoding_checker_fails_a_planted_sample(tmp_path: Path, code: str, 
     sample.write_text(code)
     bad = decoding_problems(sample, "format/reader.py")
     assert any(what in b for b in bad), bad
-    assert decoding_problems(sample, "format/blocks.py" if "msgpack" in code else "format/columns.py") == []
+    assert decoding_problems(sample, "format/blocks.py" if "msgpack" in code else "format/codecs.py") == []
 
 
 def test_the_checker_catches_what_it_should(tmp_path: Path) -> None:

@@ -9,9 +9,7 @@ import click
 from aether_rec.cli import terminal
 from aether_rec.cli.common import CAPTURE_PATH, echo_json, note, open_capture, warn
 from aether_rec.format.remote import is_url
-from aether_rec.format.synth import generate as synth_generate
 from aether_rec.ops.info import capture_info, format_info
-from aether_rec.ops.recover import recover as recover_capture
 
 
 @click.command()
@@ -73,6 +71,8 @@ def recover(src: str, output: str, force: bool) -> None:
     Example:
       aether-rec recover crashed.aio -o fixed.aio
     """
+    from aether_rec.ops.recover import recover as recover_capture  # (numpy: not on info's path)
+
     dst = sys.stdout.buffer if output == "-" else output
     with terminal.reading([src], "recover", streams_to_stdout=output == "-") as (source,):
         rep = recover_capture(source, dst, overwrite=force)
@@ -99,5 +99,7 @@ def generate(output: str, n_events: int, seed: int, rate: float, losses: int, fo
     Example:
       aether-rec generate -n 10000000 -o big.aio
     """
+    from aether_rec.format.synth import generate as synth_generate  # (numpy: not on info's path)
+
     dst = sys.stdout.buffer if output == "-" else output
     synth_generate(dst, n_events, seed=seed, rate=rate, losses=losses, overwrite=force)

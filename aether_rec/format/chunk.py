@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -99,6 +99,15 @@ def _pids(v: Any) -> list[int] | None:
     return [checked_int(p, "pids") for p in v]
 
 
+def _is_str(name: str) -> bool:
+    col = COLUMN_BY_NAME.get(name)
+    return col is not None and col.is_str
+
+
+def _py(v: Any) -> Any:
+    return v.item() if hasattr(v, "item") else v
+
+
 def _bitmask(codes: np.ndarray) -> int:
     """Bit c set for each code c < 64 present (layer and op codes are one byte)."""
     mask = 0
@@ -149,6 +158,20 @@ class Chunk:
 
     def is_str(self, name: str) -> bool:
         return name in self.dicts
+
+    def arrays(self, names: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        """Columns as numpy arrays, string columns (and absent schema string columns) as
+        object arrays of their strings; by default the chunk's columns, or every schema
+        column when it has none."""
+        names = list(names) if names else list(self.columns) or list(COLUMN_BY_NAME)
+        return {k: (self.strings(k) if self.is_str(k) or _is_str(k) else self.column(k)) for k in names}
+
+    def events(self) -> Iterator[dict[str, Any]]:
+        """The events as dicts of Python values (slow: for tests and small captures)."""
+        names = list(self.columns)
+        decoded = {k: (self.strings(k) if self.is_str(k) else self.columns[k]) for k in names}
+        for i in range(self.n):
+            yield {k: _py(decoded[k][i]) for k in names}
 
     def take(self, sel: np.ndarray | slice) -> Chunk:
         """A new chunk with the events selected by a boolean mask, index array or slice."""

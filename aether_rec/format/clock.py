@@ -15,9 +15,10 @@ the int64 range saturate to the int64 limits instead of wrapping or raising.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+if TYPE_CHECKING:  # numpy is imported by the array forms only: one instant needs none
+    import numpy as np
 
 I64_MIN = -(1 << 63)
 I64_MAX = (1 << 63) - 1
@@ -59,12 +60,9 @@ class ClockMap:
         self._monos = monos
         self._offs = offs
         steps = [(offs[i + 1] - offs[i], monos[i + 1] - monos[i]) for i in range(len(monos) - 1)]
-        self._fast = all(abs(d) * dm < _FAST and dm < _FAST for d, dm in steps)
-        if self.pairs and all(abs(o) < _FAST for o in offs) and all(I64_MIN < m < I64_MAX for m in monos):
-            self._np_monos = np.array(monos, dtype=np.int64)
-            self._np_offs = np.array(offs, dtype=np.int64)
-        else:
-            self._fast = False
+        self._fast = (all(abs(d) * dm < _FAST and dm < _FAST for d, dm in steps) and bool(self.pairs)
+                      and all(abs(o) < _FAST for o in offs) and all(I64_MIN < m < I64_MAX for m in monos))
+        self._np: tuple[np.ndarray, np.ndarray] | None = None  # monos and offsets, for _offsets
 
     # -- what it knows ----------------------------------------------------------------
     def __bool__(self) -> bool:
@@ -75,6 +73,8 @@ class ClockMap:
 
     def array(self) -> np.ndarray:
         """The pairs as an (n, 2) int64 array sorted by mono."""
+        import numpy as np
+
         return np.array(self.pairs, dtype=np.int64).reshape(-1, 2)
 
     def shifted(self, shift: int) -> list[tuple[int, int]]:
@@ -103,6 +103,14 @@ class ClockMap:
     def real(self, mono: int) -> int:
         """Wall-clock ns for monotonic ns ``mono`` (a Python int: never saturates)."""
         return int(mono) + self.offset(int(mono))
+
+    def real_saturating(self, mono: int) -> int:
+        """``to_real`` of one value (0 <= mono < 2**64) as a Python int, without numpy: the
+        same nanosecond, saturating at the int64 limits as it does."""
+        mono = int(mono)
+        if mono > I64_MAX:
+            return I64_MAX
+        return min(max(self.real(mono), I64_MIN), I64_MAX)
 
     def to_mono(self, real: int) -> int:
         """The smallest monotonic time whose wall time is at or after ``real`` (where wall
@@ -133,6 +141,8 @@ class ClockMap:
     def to_real(self, mono: Any) -> np.ndarray:
         """Wall-clock ns (int64 array) for monotonic ns (an int or an array of any integer
         dtype); without pairs the values themselves. Saturates at the int64 limits."""
+        import numpy as np
+
         arr = np.asarray(mono)
         if arr.dtype.kind not in "iu":
             arr = arr.astype(np.int64)
@@ -160,7 +170,11 @@ class ClockMap:
         return out
 
     def _offsets(self, m: np.ndarray) -> np.ndarray:
-        monos, offs = self._np_monos, self._np_offs
+        import numpy as np
+
+        if self._np is None:
+            self._np = np.array(self._monos, dtype=np.int64), np.array(self._offs, dtype=np.int64)
+        monos, offs = self._np
         if len(monos) == 1:
             return np.full(m.shape, offs[0], dtype=np.int64)
         mc = np.clip(m, monos[0], monos[-1])

@@ -9,7 +9,8 @@ from typing import Any, BinaryIO
 from aether_rec.errors import DamagedCaptureError
 from aether_rec.format.blocks import CHNK, INDX, LOSS, META, TRLR, Damage, read_block, unpack
 from aether_rec.format.chunk import Chunk, ChunkInfo
-from aether_rec.format.columns import Codec, decode_chunk, read_summary
+from aether_rec.format.codecs import Codec
+from aether_rec.format.columns import decode_chunk, read_summary
 from aether_rec.format.records import Loss, Meta
 
 

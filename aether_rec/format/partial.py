@@ -15,11 +15,11 @@ import numpy as np
 
 from aether_rec.errors import DamagedCaptureError
 from aether_rec.format.chunk import Chunk, ChunkInfo
+from aether_rec.format.codecs import Codec
 from aether_rec.format.columns import (
     INT_TYPES,
     WIDTH_DTYPE,
     Body,
-    Codec,
     _decode_int,
     _u64,
     decode_body,

@@ -3,15 +3,17 @@
 Damage is never fatal unless ``strict``: a truncated last block is dropped and a block
 with a bad checksum skipped, each with a warning in ``Capture.warnings`` that says what
 was kept. Every size read from the file is checked against format/limits.py first.
+
+Opening a capture and reading its SUMM block (``summary()``, all ``info`` needs of a 1.2
+capture) imports neither numpy nor the modules that decode chunks: they are imported where
+chunks, the index or arrays are first needed (tests/test_cli_startup.py checks it).
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, BinaryIO
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from aether_rec.errors import CaptureError, DamagedCaptureError, LimitError
 from aether_rec.format.blocks import (
@@ -31,18 +33,20 @@ from aether_rec.format.blocks import (
     scan,
     unpack,
 )
-from aether_rec.format.chunk import Chunk, ChunkInfo
 from aether_rec.format.clock import ClockMap, pairs_of
-from aether_rec.format.columns import Codec, read_summary
-from aether_rec.format.follow import follow_capture
 from aether_rec.format.limits import MAX_INDEX_ENTRIES, MAX_MERGE_BYTES
-from aether_rec.format.partial import ChunkSkipped, RawChunk, decode_stored
 from aether_rec.format.records import Loss, Meta, MetaRef
 from aether_rec.format.source import open_path as _open_path
 from aether_rec.format.source import seekable as _seekable
 from aether_rec.format.summary import CaptureSummary, summary_before
-from aether_rec.format.verify import verify_capture
-from aether_rec.schema import COLUMN_BY_NAME, is_real_loss
+from aether_rec.schema import is_real_loss
+
+if TYPE_CHECKING:  # imported where used (see the module's docstring)
+    import numpy as np
+
+    from aether_rec.format.chunk import Chunk, ChunkInfo
+    from aether_rec.format.codecs import Codec
+    from aether_rec.format.partial import RawChunk
 
 
 def open(source: str | os.PathLike[str] | BinaryIO, strict: bool = False,  # noqa: A001
@@ -153,6 +157,8 @@ class Capture:
         return self._summ
 
     def _load_index(self) -> bool:
+        from aether_rec.format.chunk import ChunkInfo
+
         offset = self._index_offset
         if offset is None:
             return False
@@ -179,6 +185,9 @@ class Capture:
 
     def _scan(self) -> None:
         """Walk every block once, building the chunk, loss and meta lists."""
+        from aether_rec.format.chunk import ChunkInfo
+        from aether_rec.format.columns import read_summary
+
         chunks: list[ChunkInfo] = []
         losses: list[Loss] = []
         metas: list[MetaRef] = []
@@ -312,6 +321,8 @@ class Capture:
         ``where``. With ``ordered`` (default), events come out in global ts order even
         where chunks overlap in time (an I/O that started early and completed late);
         ``columns`` limits what is decoded (``ts`` is always decoded when ordered)."""
+        from aether_rec.format.chunk import Chunk
+
         infos = self.infos_between(t_min, t_max, where)
         if columns is not None and ordered and "ts" not in columns:
             columns = [*columns, "ts"]
@@ -348,7 +359,7 @@ class Capture:
                 pending = None
                 yield merged
                 continue
-            cut = int(np.searchsorted(merged.column("ts"), watermark, side="left"))
+            cut = int(merged.column("ts").searchsorted(watermark, side="left"))
             if cut:
                 yield merged.take(slice(0, cut))
             pending = merged.take(slice(cut, merged.n)) if cut < merged.n else None
@@ -379,6 +390,8 @@ class Capture:
         """The stored CHNK payloads of ``infos`` in that order, checksums verified, not
         decoded (damaged ones skipped with a warning): read them in one thread, decode them
         in several with ``decode_payload``."""
+        from aether_rec.format.partial import RawChunk
+
         for info in infos:
             block = self._block_at(info.offset, CHNK)
             if block is not None:
@@ -388,6 +401,8 @@ class Capture:
         self, payload: bytes, info: ChunkInfo, columns: Sequence[str] | None, codecs: dict[str, Codec]
     ) -> Chunk | None:
         """A payload of ``raw_chunks`` decoded, or None (with a warning) when damaged."""
+        from aether_rec.format.partial import ChunkSkipped, decode_stored
+
         try:
             return decode_stored(payload, info, columns, codecs)[0]
         except ChunkSkipped as skip:
@@ -413,18 +428,13 @@ class Capture:
     def events(self, **kw: Any) -> Iterator[dict[str, Any]]:
         """Events as dicts, in time order (slow: for tests and small captures)."""
         for chunk in self.chunks(**kw):
-            names = list(chunk.columns)
-            decoded = {k: (chunk.strings(k) if chunk.is_str(k) else chunk.columns[k]) for k in names}
-            for i in range(chunk.n):
-                yield {k: _py(decoded[k][i]) for k in names}
+            yield from chunk.events()
 
     def to_numpy(self, columns: Sequence[str] | None = None) -> dict[str, np.ndarray]:
         """All events as numpy columns (strings as object arrays), in time order."""
-        parts = list(self.chunks(columns=columns))
-        whole = Chunk.concat(parts)
-        names = list(columns) if columns else list(whole.columns) or [c for c in COLUMN_BY_NAME]
-        return {k: (whole.strings(k) if whole.is_str(k) or _is_str(k) else whole.column(k))
-                for k in names}
+        from aether_rec.format.chunk import Chunk
+
+        return Chunk.concat(list(self.chunks(columns=columns))).arrays(columns)
 
     def to_arrow(self, columns: Sequence[str] | None = None, **chunk_kw: Any) -> Any:
         """All events as a ``pyarrow.Table`` in time order (schema: format/arrow.py); keyword
@@ -448,6 +458,8 @@ class Capture:
     def verify(self) -> list[str]:
         """Check every block's checksum, decode every chunk, and check the index against
         the blocks it describes; return the problems (empty: the file is sound)."""
+        from aether_rec.format.verify import verify_capture
+
         return verify_capture(self)
 
     # -- following a growing file ---------------------------------------------------
@@ -456,6 +468,8 @@ class Capture:
     ) -> Iterator[Chunk | Loss | Meta]:
         """Chunks and losses (and with ``meta`` metadata blocks) in file order as a recorder
         appends them, until the trailer is written or ``stop()`` is true (like ``tail -f``)."""
+        from aether_rec.format.follow import follow_capture
+
         return follow_capture(self, self._f, self._first_block, self._codecs, stop, poll, meta)
 
     # -- plumbing ---------------------------------------------------------------------
@@ -489,12 +503,3 @@ def _rows(index: Any, key: str) -> list[Any]:
 
 def _nbytes(chunk: Chunk) -> int:
     return sum(a.nbytes for a in chunk.columns.values())
-
-
-def _is_str(name: str) -> bool:
-    col = COLUMN_BY_NAME.get(name)
-    return col is not None and col.is_str
-
-
-def _py(v: Any) -> Any:
-    return v.item() if hasattr(v, "item") else v

@@ -8,7 +8,8 @@ from typing import Any
 
 from aether_rec.errors import DamagedCaptureError, LimitError
 from aether_rec.format.chunk import ChunkInfo
-from aether_rec.format.columns import INT_TYPES, ChunkTooLarge, Codec, open_body, prefixed
+from aether_rec.format.codecs import Codec
+from aether_rec.format.columns import INT_TYPES, ChunkTooLarge, open_body, prefixed
 from aether_rec.format.limits import MAX_BLOCK_PAYLOAD, MAX_CHUNK_RAW, MAX_STR_LEN
 
 # Keys of a summary and of a directory entry this version writes (others are dropped

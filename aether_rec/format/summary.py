@@ -10,15 +10,18 @@ the sum of ``bytes`` and the number of errors (``result < 0`` other than ``-EAGA
 
 Every decode reads untrusted bytes: sizes are bounded before anything is allocated and
 anything malformed raises DamagedCaptureError.
+
+Reading a SUMM block needs no numpy (``info`` of a 1.2 capture runs without it): its counts
+are checked in Python and become arrays when first used (``GroupHist.counts``).
 """
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, NamedTuple
 
-import numpy as np
 import zstandard
 
 from aether_rec.errors import DamagedCaptureError, LimitError
@@ -32,8 +35,7 @@ from aether_rec.format.blocks import (
     read_block,
     unpack,
 )
-from aether_rec.format.chunk import few_distinct
-from aether_rec.format.columns import decompress_limited
+from aether_rec.format.codecs import decompress_limited
 from aether_rec.format.limits import (
     MAX_HIST_BUCKETS,
     MAX_HIST_GROUPS,
@@ -43,15 +45,16 @@ from aether_rec.format.limits import (
     MAX_SUMM_LOSSES,
     MAX_SUMM_PAYLOAD,
 )
-from aether_rec.schema import COLUMN_BY_NAME
+
+if TYPE_CHECKING:  # imported where arrays are made: see the module's docstring
+    import numpy as np
 
 PRECISION = 8  # the bucket precision writers use (relative error 2**-8)
 EAGAIN = 11
 U64_MAX = (1 << 64) - 1
-SLICE = 1 << 18  # events summarised at a time
-FEW_GROUPS = 8  # up to this many groups in a slice, each is picked by a mask (else one sort)
-HIST_FIELDS = ("ts", "lat", "layer", "op", "fdkind", "bytes", "result")  # the columns histograms read
-_WIDTHS: dict[int, Any] = {1: np.dtype("<u1"), 2: np.dtype("<u2"), 4: np.dtype("<u4"), 8: np.dtype("<u8")}
+I64_MAX = (1 << 63) - 1
+_WIDTHS: dict[int, str] = {1: "B", 2: "H", 4: "I", 8: "Q"}  # stored counts: struct codes by width
+_NP_WIDTHS: dict[int, Any] = {}  # and numpy dtypes, made on first use
 
 
 def bucket_index(values: np.ndarray, precision: int = PRECISION) -> np.ndarray:
@@ -60,6 +63,8 @@ def bucket_index(values: np.ndarray, precision: int = PRECISION) -> np.ndarray:
     Read straight from the bits of the float64 conversion: the exponent gives ``bit_length``
     and the top ``P-1`` mantissa bits give ``v >> shift`` (exact below 2**53 ns, 104 days).
     """
+    import numpy as np
+
     v = np.asarray(values)
     if v.dtype != np.uint64:
         v = v.astype(np.int64, copy=False).clip(0).astype(np.uint64)
@@ -78,6 +83,8 @@ def bucket_index_of_floats(
     converts them), ``vmin`` being their minimum: the same buckets in two passes when no value
     is below ``2**(precision-1)`` (from there on the bits are the bucket), a third otherwise.
     With ``out`` the buckets overwrite ``values_f64`` (its buffer, viewed as int64)."""
+    import numpy as np
+
     if out:
         idx = values_f64.view(np.int64)
         small = values_f64 < (1 << precision) if vmin < (1 << (precision - 1)) else None
@@ -93,31 +100,28 @@ def bucket_index_of_floats(
     return idx
 
 
-def _group_ids(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(distinct keys ascending, each element's index among them): through a table over
-    the key range when it is modest (no sort), else ``np.unique``."""
-    kmin, kmax = int(key.min()), int(key.max())
-    if kmax - kmin >= 1 << 22:
-        ukeys, inv = np.unique(key, return_inverse=True)
-        return ukeys, inv.reshape(-1)
-    rel = (key - kmin).astype(np.intp)
-    present = np.flatnonzero(np.bincount(rel))
-    lut = np.empty(kmax - kmin + 1, dtype=np.intp)  # only the present entries are read
-    lut[present] = np.arange(present.size)
-    return present.astype(key.dtype) + kmin, lut[rel]
-
-
-def _column_slice(chunk: Any, name: str, a: int, b: int) -> np.ndarray:
-    """Events a..b of a chunk's column, or of the column's default when the chunk lacks it."""
-    arr = chunk.columns.get(name)
-    if arr is not None:
-        return np.asarray(arr[a:b])
-    col = COLUMN_BY_NAME[name]
-    return np.full(b - a, col.default, dtype=col.dtype)
-
-
 def group_key(layer: int, op: int, fdkind: int) -> int:
     return (int(layer) << 16) | (int(op) << 8) | int(fdkind)
+
+
+class StoredCounts(NamedTuple):
+    """A group's counts as stored (SPEC 9.1: ``width``-byte little-endian), checked."""
+
+    blob: bytes
+    width: int
+
+    def array(self) -> np.ndarray:
+        return _as_array(self.blob, self.width)
+
+
+def _as_array(blob: bytes, width: int) -> np.ndarray:
+    """Stored counts as int64 (their dtypes made once: a capture's index holds thousands)."""
+    import numpy as np
+
+    dt = _NP_WIDTHS.get(width)
+    if dt is None:
+        dt = _NP_WIDTHS[width] = np.dtype(f"<u{width}")
+    return np.frombuffer(blob, dtype=dt).astype(np.int64)
 
 
 @dataclass
@@ -133,16 +137,33 @@ class GroupHist:
     t0: int  # smallest ts
     end: int  # largest ts + lat (saturating at 2**64 - 1)
     base: int
-    counts: np.ndarray  # int64
+    _counts: np.ndarray | StoredCounts  # see ``counts``
+
+    @property
+    def counts(self) -> np.ndarray:
+        """int64 counts of the buckets from ``base`` on (an array made on first use when the
+        histogram was read from a file without arrays)."""
+        c = self._counts
+        if isinstance(c, StoredCounts):
+            c = self._counts = c.array()
+        return c
+
+    @counts.setter
+    def counts(self, value: np.ndarray) -> None:
+        self._counts = value
 
     def merge(self, o: GroupHist) -> None:
+        mine, theirs = self.counts, o.counts
         lo = min(self.base, o.base)
-        hi = max(self.base + self.counts.size, o.base + o.counts.size)
-        if lo != self.base or hi != self.base + self.counts.size:
+        hi = max(self.base + mine.size, o.base + theirs.size)
+        if lo != self.base or hi != self.base + mine.size:
+            import numpy as np
+
             grown = np.zeros(hi - lo, dtype=np.int64)
-            grown[self.base - lo : self.base - lo + self.counts.size] = self.counts
+            grown[self.base - lo : self.base - lo + mine.size] = mine
             self.base, self.counts = lo, grown
-        self.counts[o.base - self.base : o.base - self.base + o.counts.size] += o.counts
+            mine = grown
+        mine[o.base - self.base : o.base - self.base + theirs.size] += theirs
         self.count += o.count
         self.sum += o.sum
         self.bytes += o.bytes
@@ -166,85 +187,10 @@ class LatencyHist:
 
     @classmethod
     def from_chunk(cls, chunk: Any, precision: int = PRECISION) -> LatencyHist:
-        """The histograms of a decoded chunk (format/chunk.py ``Chunk``), computed a slice of
-        SLICE events at a time, so that the memory used stays small whatever the chunk (a
-        column the chunk lacks is not materialised beyond a slice)."""
-        h = cls(precision)
-        n = int(chunk.n)
-        for a in range(0, n, SLICE):
-            b = min(n, a + SLICE)
-            part = cls(precision)
-            part._add({name: _column_slice(chunk, name, a, b) for name in HIST_FIELDS})
-            if not h.groups:
-                h = part
-            else:
-                h.merge(part)
-        return h
+        """The histograms of a decoded chunk (format/chunk.py ``Chunk``): format/histfill.py."""
+        from aether_rec.format.histfill import chunk_hist
 
-    def _add(self, cols: dict[str, np.ndarray]) -> None:
-        """Add the groups of events given as columns (into an empty histogram)."""
-        h = self
-        precision = self.precision
-        lat = cols["lat"]
-        ts = cols["ts"]
-        key = ((cols["layer"].astype(np.uint32) << np.uint32(16))
-               | (cols["op"].astype(np.uint32) << np.uint32(8))
-               | cols["fdkind"].astype(np.uint32))
-        ends = ts.astype(np.uint64) + lat.astype(np.uint64)
-        ends[ends < ts] = np.uint64(U64_MAX)  # saturating, as stats' end times
-        idx = bucket_index(lat, precision)
-        result = cols["result"]
-        err = (result < 0) & (result != -EAGAIN)
-        few = few_distinct(key, FEW_GROUPS)
-        if few is not None:  # the usual case: a group's events picked by a mask
-            for k in few.tolist():
-                m = key == k if len(few) > 1 else slice(None)
-                i, lm = idx[m], lat[m]
-                lo = int(i.min())
-                h.groups[int(k)] = GroupHist(
-                    int(i.size), int(lm.sum(dtype=np.uint64)), int(lm.min()), int(lm.max()),
-                    int(cols["bytes"][m].sum(dtype=np.uint64)), int(np.count_nonzero(err[m])),
-                    int(ts[m].min()), int(ends[m].max()), lo,
-                    np.bincount(i - lo, minlength=int(i.max()) - lo + 1).astype(np.int64))
-            return
-        # many groups: each event's group by a table over the key range (no sort), and the
-        # per-group figures by unbuffered reductions; every group's buckets by one bincount
-        ukeys, inv = _group_ids(key)
-        g = ukeys.size
-        counts_g = np.bincount(inv, minlength=g)
-        sums = np.zeros(g, dtype=np.uint64)
-        np.add.at(sums, inv, lat)  # wraps as the sum of a uint64 column does
-        mins = np.full(g, U64_MAX, dtype=np.uint64)
-        np.minimum.at(mins, inv, lat)
-        maxs = np.zeros(g, dtype=np.uint64)
-        np.maximum.at(maxs, inv, lat)
-        t0s = np.full(g, U64_MAX, dtype=np.uint64)
-        np.minimum.at(t0s, inv, ts.astype(np.uint64, copy=False))
-        endmax = np.zeros(g, dtype=np.uint64)
-        np.maximum.at(endmax, inv, ends)
-        nbytes = np.zeros(g, dtype=np.uint64)
-        np.add.at(nbytes, inv, cols["bytes"].astype(np.uint64, copy=False))
-        errors = np.bincount(inv[err], minlength=g)
-        lo_all = int(idx.min())
-        span = int(idx.max()) - lo_all + 1
-        if g * span <= 1 << 22:
-            per = np.bincount(inv * span + (idx - lo_all), minlength=g * span).reshape(g, span)
-            nz = per != 0
-            first = nz.argmax(axis=1)
-            last = span - 1 - nz[:, ::-1].argmax(axis=1)
-            rows = [per[k, int(first[k]): int(last[k]) + 1].astype(np.int64) for k in range(g)]
-            los = [lo_all + int(first[k]) for k in range(g)]
-        else:  # a wide spread of buckets in many groups: one group at a time
-            rows, los = [], []
-            for k in range(g):
-                i = idx[inv == k]
-                lo = int(i.min())
-                los.append(lo)
-                rows.append(np.bincount(i - lo, minlength=int(i.max()) - lo + 1).astype(np.int64))
-        for k in range(g):
-            h.groups[int(ukeys[k])] = GroupHist(
-                int(counts_g[k]), int(sums[k]), int(mins[k]), int(maxs[k]), int(nbytes[k]),
-                int(errors[k]), int(t0s[k]), int(endmax[k]), los[k], rows[k])
+        return chunk_hist(chunk, precision)
 
     def merge(self, other: LatencyHist) -> LatencyHist:
         if other.precision != self.precision:
@@ -268,7 +214,7 @@ class LatencyHist:
             top = int(g.counts.max()) if g.counts.size else 0
             width = 1 if top < 1 << 8 else 2 if top < 1 << 16 else 4 if top < 1 << 32 else 8
             rows.append([k, g.count, min(g.sum, U64_MAX), g.min, g.max, min(g.bytes, U64_MAX), g.errors,
-                         g.t0, g.end, g.base, width, g.counts.astype(_WIDTHS[width]).tobytes()])
+                         g.t0, g.end, g.base, width, g.counts.astype(f"<u{width}").tobytes()])
         doc = [self.precision, rows]
         raw = pack(doc, "latency histograms")
         if len(raw) > MAX_HIST_RAW or len(rows) > MAX_HIST_GROUPS:
@@ -276,8 +222,10 @@ class LatencyHist:
         return bytes(zstandard.ZstdCompressor(level=3).compress(raw))
 
     @classmethod
-    def decode(cls, data: Any) -> LatencyHist:
-        """From a stored histogram element; malformed -> DamagedCaptureError."""
+    def decode(cls, data: Any, arrays: bool = True) -> LatencyHist:
+        """From a stored histogram element; malformed -> DamagedCaptureError. Its counts are
+        checked with numpy (faster for the many histograms of an index), or without ``arrays``
+        in Python and kept as stored until used (``StoredCounts``): no numpy is imported."""
         if not isinstance(data, bytes):
             raise DamagedCaptureError("latency histograms are not a byte string")
         raw = decompress_limited(data, MAX_HIST_RAW, "latency histograms")
@@ -298,14 +246,31 @@ class LatencyHist:
             blob = row[11]
             if width not in _WIDTHS or not isinstance(blob, bytes) or len(blob) % width:
                 raise DamagedCaptureError("latency histogram counts malformed")
-            counts = np.frombuffer(blob, dtype=_WIDTHS[width]).astype(np.int64)
-            if (counts.size > MAX_HIST_BUCKETS or not 0 <= base <= MAX_HIST_BUCKETS or not counts.size
-                    or min(k, count, s, vmin, vmax, nbytes, errors, t0, end) < 0 or (counts < 0).any()
-                    or int(counts.sum()) != count or count < 1 or k in h.groups or vmin > vmax
-                    or errors > count or not counts[0] or not counts[-1]):
+            n = len(blob) // width
+            if not 0 < n <= MAX_HIST_BUCKETS:  # (bounded before it is read)
+                raise DamagedCaptureError("latency histogram group inconsistent")
+            counts, total, edges, big = _counts_of(blob, width, arrays)
+            # a count of 2**63 or more is refused (int64 arrays), so is a total above it
+            if (not 0 <= base <= MAX_HIST_BUCKETS or min(k, count, s, vmin, vmax, nbytes, errors, t0, end) < 0
+                    or big or total != count or not 1 <= count <= I64_MAX or k in h.groups or vmin > vmax
+                    or errors > count or not edges):
                 raise DamagedCaptureError("latency histogram group inconsistent")
             h.groups[k] = GroupHist(count, s, vmin, vmax, nbytes, errors, t0, end, base, counts)
         return h
+
+
+def _counts_of(blob: bytes, width: int, arrays: bool) -> tuple[np.ndarray | StoredCounts, int, bool, bool]:
+    """A group's stored counts (at least one, ``width`` bytes each), their exact total, whether
+    the first and the last are not 0, and whether one is 2**63 or more: as an array with
+    ``arrays``, else read in Python and kept as stored."""
+    if arrays:
+        arr = _as_array(blob, width)
+        big = bool((arr < 0).any())  # a u8 count of 2**63 or more, wrapped
+        # exact: an int64 sum wraps only if there are counts of 2**32 or more (8-byte widths)
+        total = int(arr.sum()) if width < 8 or big else sum(arr.tolist())
+        return arr, total, bool(arr[0]) and bool(arr[-1]), big
+    vals = struct.unpack(f"<{len(blob) // width}{_WIDTHS[width]}", blob)
+    return StoredCounts(blob, width), sum(vals), vals[0] != 0 != vals[-1], width == 8 and max(vals) > I64_MAX
 
 
 # -- the SUMM block (SPEC 9.2) --------------------------------------------------------------
@@ -400,7 +365,7 @@ class CaptureSummary:
 
         s = cls(num("chunks"), num("events"), opt(doc.get("t_first"), "t_first"),
                 opt(doc.get("t_last"), "t_last"), num("compressed"), num("raw"), num("hist_chunks"),
-                LatencyHist.decode(doc.get("hist")), offset=offset)
+                LatencyHist.decode(doc.get("hist"), arrays=False), offset=offset)
         if s.hist_chunks > s.chunks:
             raise DamagedCaptureError("summary has histograms of more chunks than it counts")
         if s.complete and s.hist.total != s.events:

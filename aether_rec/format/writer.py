@@ -35,7 +35,9 @@ from aether_rec.format.blocks import (
 )
 from aether_rec.format.chunk import Chunk, ChunkInfo
 from aether_rec.format.clock import pairs_of
-from aether_rec.format.columns import ChunkTooLarge, Codec, compact_dictionary, get_codec
+from aether_rec.format.codecs import Codec, get_codec
+from aether_rec.format.columns import ChunkTooLarge, compact_dictionary
+from aether_rec.format.histfill import HIST_FIELDS
 from aether_rec.format.limits import (
     MAX_CHUNK_EVENTS,
     MAX_INDEX_ENTRIES,
@@ -45,7 +47,7 @@ from aether_rec.format.limits import (
 )
 from aether_rec.format.output import AtomicOutput, WriteError, create_output, open_output, refuse_reason
 from aether_rec.format.records import Loss, Meta, MetaRef
-from aether_rec.format.summary import HIST_FIELDS, CaptureSummary, LatencyHist
+from aether_rec.format.summary import CaptureSummary, LatencyHist
 from aether_rec.schema import schema_for_header
 
 # How outputs are created is format/output.py's rule; these names are part of the writer's API.

@@ -6,8 +6,6 @@ import time
 from collections import Counter
 from typing import Any
 
-import numpy as np
-
 from aether_rec.format.reader import Capture
 from aether_rec.ops.text import printable
 from aether_rec.schema import is_real_loss, layer_name, op_name
@@ -34,7 +32,7 @@ def capture_info(cap: Capture, verify: bool = False, index_only: bool = False,
     ``lazy_index`` and nothing else is read: a few KB whatever its size), unless ``verify``
     or ``summary`` is False. Otherwise the index, and the chunks to count events per layer
     and op: with ``index_only`` no chunk is read (for remote captures), ``by_layer_op`` is
-    then empty."""
+    then empty. numpy is imported only to count from chunks (tests/test_cli_startup.py)."""
     h = cap.header
     summ = cap.summary() if summary and not verify else None
     if summ is not None and not summ.complete:
@@ -56,6 +54,8 @@ def capture_info(cap: Capture, verify: bool = False, index_only: bool = False,
         # read it (a chunk damaged in another column is skipped by them too); none with
         # index_only (a remote capture: the index says enough)
         for chunk in [] if index_only else cap.chunks(ordered=False):
+            import numpy as np
+
             key = chunk.column("layer").astype(np.uint32) << 8 | chunk.column("op")
             vals, counts = np.unique(key, return_counts=True)
             for v, c in zip(vals.tolist(), counts.tolist()):
@@ -112,8 +112,8 @@ def capture_info(cap: Capture, verify: bool = False, index_only: bool = False,
         "from_summary": summ is not None,
         "first_ts": t0,
         "last_ts": t1,
-        "start": iso_ns(int(cap.mono_to_real(t0))) if t0 is not None else None,
-        "end": iso_ns(int(cap.mono_to_real(t1))) if t1 is not None else None,
+        "start": _wall(cap, t0) if t0 is not None else None,
+        "end": _wall(cap, t1) if t1 is not None else None,
         "duration_s": (t1 - t0) / 1e9 if t0 is not None and t1 is not None else 0.0,
         "bytes_per_event": compressed / n if n else None,
         "compression_ratio": raw / compressed if compressed and raw else None,
@@ -233,7 +233,8 @@ def format_info(d: dict[str, Any]) -> str:
 
 
 def _wall(cap: Capture, mono: int) -> str:
-    return iso_ns(int(cap.mono_to_real(mono)))
+    """The wall time of ``mono`` as every tool finds it (``ClockMap.to_real``'s value, numpy-free)."""
+    return iso_ns(cap.clock_map().real_saturating(mono))
 
 
 def summarize_hooks(hooks: Any) -> str:

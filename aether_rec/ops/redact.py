@@ -34,7 +34,7 @@ from typing import Any, BinaryIO
 
 from aether_rec.errors import DamagedCaptureError, UsageError
 from aether_rec.format.blocks import HEAD, Damage, unpack
-from aether_rec.format.columns import CODECS, Codec
+from aether_rec.format.codecs import CODECS, Codec
 from aether_rec.format.copy import CopyReport, Source, copy_blocks, scan_file, source_name
 from aether_rec.format.output import refuse_same_file
 from aether_rec.format.writer import CaptureWriter

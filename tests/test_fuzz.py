@@ -207,11 +207,11 @@ def test_ordered_reading_caps_what_it_holds_back(monkeypatch: Any) -> None:
     """Chunks that all overlap in time: past MAX_MERGE_BYTES held back, the reader yields
     what it holds (order becomes piecewise, with a warning) instead of growing without
     bound. (The full-size version is in ``python tests/fuzzing.py bombs --heavy``.)"""
-    import aether_rec.format.reader as reader_mod
+    import aether_rec.format.chunk as chunk_mod
     from aether_rec.format.chunk import Chunk
     from aether_rec.format.writer import CaptureWriter
 
-    monkeypatch.setattr(reader_mod, "MAX_MERGE_BYTES", 64 * 1024)
+    monkeypatch.setattr(chunk_mod, "MAX_MERGE_BYTES", 64 * 1024)
     buf = io.BytesIO()
     with CaptureWriter(buf, {}) as w:
         for k in range(10):
@@ -221,7 +221,7 @@ def test_ordered_reading_caps_what_it_holds_back(monkeypatch: Any) -> None:
         sizes = [c.n for c in cap.chunks()]
         assert sum(sizes) == cap.n_events
         assert any("overlap in time" in w for w in cap.warnings)
-    monkeypatch.setattr(reader_mod, "MAX_MERGE_BYTES", 1 << 30)
+    monkeypatch.setattr(chunk_mod, "MAX_MERGE_BYTES", 1 << 30)
     with Capture(io.BytesIO(buf.getvalue())) as cap:
         ts = np.concatenate([c.column("ts") for c in cap.chunks()])
         assert bool(np.all(ts[1:] >= ts[:-1])) and not cap.warnings

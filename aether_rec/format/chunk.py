@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -10,7 +10,7 @@ import numpy as np
 
 from aether_rec.errors import DamagedCaptureError
 from aether_rec.format.blocks import checked_int
-from aether_rec.format.limits import MAX_SUMMARY_PIDS
+from aether_rec.format.limits import MAX_MERGE_BYTES, MAX_SUMMARY_PIDS
 from aether_rec.schema import COLUMN_BY_NAME, Column
 
 
@@ -347,3 +347,47 @@ def encode_strings(arr: np.ndarray) -> tuple[np.ndarray, list[str]]:
     table: dict[str, int] = {}
     remap = np.fromiter((table.setdefault(w, len(table)) for w in words), np.uint32, len(words))
     return remap[inv.reshape(-1)].astype(np.uint32), list(table)
+
+
+def in_time_order(infos: Sequence[ChunkInfo], decode: Callable[[ChunkInfo], Chunk | None],
+                  warn: Callable[..., None]) -> Iterator[Chunk]:
+    """Events in global ts order from the chunks of ``infos`` (sorted by (t_first, offset);
+    ``decode`` gives one, or None when it cannot), even where chunks overlap in time (an
+    I/O that started early and completed late): a chunk's events after the next chunk's
+    start wait for it. Each chunk is decoded only once the previous ones are given out."""
+    pending: Chunk | None = None
+    merge_warned = False
+    for i, info in enumerate(infos):
+        watermark = infos[i + 1].t_first if i + 1 < len(infos) else None
+        chunk = decode(info)
+        if chunk is None:
+            continue
+        if pending is not None and _nbytes(pending) + _nbytes(chunk) > MAX_MERGE_BYTES:
+            # Bounded memory before exact order: a capture whose chunks overlap in time by
+            # more than this (hostile, or an I/O stuck for very long) comes out in order only
+            # piecewise from here.
+            if not merge_warned:
+                merge_warned = True
+                warn(f"chunks overlap in time by more than {MAX_MERGE_BYTES >> 20} MB of "
+                     f"events; from offset {info.offset} events are in time order "
+                     "only piecewise", hard=False)
+            yield pending
+            pending = None
+        if pending is None and (watermark is None or info.t_last < watermark):
+            yield chunk
+            continue
+        merged = chunk if pending is None else Chunk.concat([pending, chunk]).sorted_by_ts()
+        if watermark is None:
+            pending = None
+            yield merged
+            continue
+        cut = int(merged.column("ts").searchsorted(watermark, side="left"))
+        if cut:
+            yield merged.take(slice(0, cut))
+        pending = merged.take(slice(cut, merged.n)) if cut < merged.n else None
+    if pending is not None and pending.n:
+        yield pending
+
+
+def _nbytes(chunk: Chunk) -> int:
+    return sum(a.nbytes for a in chunk.columns.values())

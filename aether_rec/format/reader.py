@@ -34,7 +34,7 @@ from aether_rec.format.blocks import (
     unpack,
 )
 from aether_rec.format.clock import ClockMap, pairs_of
-from aether_rec.format.limits import MAX_INDEX_ENTRIES, MAX_MERGE_BYTES
+from aether_rec.format.limits import MAX_INDEX_ENTRIES
 from aether_rec.format.records import Loss, Meta, MetaRef
 from aether_rec.format.source import open_path as _open_path
 from aether_rec.format.source import seekable as _seekable
@@ -321,7 +321,7 @@ class Capture:
         ``where``. With ``ordered`` (default), events come out in global ts order even
         where chunks overlap in time (an I/O that started early and completed late);
         ``columns`` limits what is decoded (``ts`` is always decoded when ordered)."""
-        from aether_rec.format.chunk import Chunk
+        from aether_rec.format.chunk import in_time_order
 
         infos = self.infos_between(t_min, t_max, where)
         if columns is not None and ordered and "ts" not in columns:
@@ -333,38 +333,7 @@ class Capture:
                     yield chunk
             return
         infos.sort(key=lambda c: (c.t_first, c.offset))
-        pending: Chunk | None = None
-        merge_warned = False
-        for i, info in enumerate(infos):
-            watermark = infos[i + 1].t_first if i + 1 < len(infos) else None
-            chunk = self._decode(info, columns)
-            if chunk is None:
-                continue
-            if pending is not None and _nbytes(pending) + _nbytes(chunk) > MAX_MERGE_BYTES:
-                # Bounded memory before exact order: a capture whose chunks overlap in
-                # time by more than this (hostile, or an I/O stuck for very long) comes
-                # out in order only piecewise from here.
-                if not merge_warned:
-                    merge_warned = True
-                    self.warn(f"chunks overlap in time by more than {MAX_MERGE_BYTES >> 20} MB of "
-                               f"events; from offset {info.offset} events are in time order "
-                               "only piecewise", hard=False)
-                yield pending
-                pending = None
-            if pending is None and (watermark is None or info.t_last < watermark):
-                yield chunk
-                continue
-            merged = chunk if pending is None else Chunk.concat([pending, chunk]).sorted_by_ts()
-            if watermark is None:
-                pending = None
-                yield merged
-                continue
-            cut = int(merged.column("ts").searchsorted(watermark, side="left"))
-            if cut:
-                yield merged.take(slice(0, cut))
-            pending = merged.take(slice(cut, merged.n)) if cut < merged.n else None
-        if pending is not None and pending.n:
-            yield pending
+        yield from in_time_order(infos, lambda info: self._decode(info, columns), self.warn)
 
     def infos_between(
         self,
@@ -499,7 +468,3 @@ def _rows(index: Any, key: str) -> list[Any]:
     if not isinstance(rows, list) or len(rows) > MAX_INDEX_ENTRIES:
         raise LimitError(f"index {key} list is malformed or too long")
     return rows
-
-
-def _nbytes(chunk: Chunk) -> int:
-    return sum(a.nbytes for a in chunk.columns.values())

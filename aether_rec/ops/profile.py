@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from aether_rec.format.chunk import Chunk
+from aether_rec.format.chunk import Chunk, distinct
 from aether_rec.format.reader import Capture
 from aether_rec.ops.expr import FIELDS, field_values, quote, string_codes
 from aether_rec.ops.histogram import (
@@ -203,7 +203,7 @@ class _Values:
             else:
                 ok = self.used[h] & (self.lut_val[h] == _as_i64(col))
         if not ok.all():
-            for x in np.unique(col[~ok]):
+            for x in distinct(col[~ok]):
                 k = int(self._hash(np.array([x], dtype=col.dtype))[0])
                 self.values.append(int(x))
                 if self.used[k]:

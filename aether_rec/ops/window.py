@@ -245,7 +245,8 @@ def _decoded(cap: Capture, infos: Sequence[ChunkInfo], columns: Sequence[str] | 
         except ChunkSkipped as skip:
             return skip.message
 
-    for out in parallel_map(decode, cap.raw_chunks(infos), workers=workers):
+    # as many chunks in flight as threads: the binning keeps up, so more only holds memory
+    for out in parallel_map(decode, cap.raw_chunks(infos), workers=workers, depth=workers):
         if isinstance(out, str):
             cap.warn(out)
         else:

@@ -23,7 +23,10 @@ expected minus captured (perf's LOST records in `perf report --stats` count reco
 samples: not used); "lost" is what aether-rec says it lost. CPU and peak memory
 are the tracer's whole process tree (aether-rec's bcc/clang loader helper included) measured
 from outside (bench/measure.py: VmHWM summed over the tree; "cg MB" is a per-run cgroup's
-peak, page cache included). Bytes per I/O: file size over the I/Os the workload did.
+peak, page cache included). "idle MB" and "steady MB": the median VmRSS summed over the
+tracer's tree, sampled every 10 ms, in the 0.3 s before the workload is released (attached,
+no events yet) and while it runs (issue 13's steady-memory target); mapped buffer pages count
+once touched. Bytes per I/O: file size over the I/Os the workload did.
 
 Offline, on the storm's files, the same percentiles three ways, each a whole process tree:
 `aether-rec stats`; DuckDB quantile_cont over `aether-rec export --format parquet` of the same
@@ -71,6 +74,8 @@ class Run:
     file_bytes: int = 0
     cpu_s: float = 0.0
     peak_mb: float = 0.0
+    idle_mb: float = 0.0  # tree VmRSS (median) in the 0.3 s before the workload starts
+    steady_mb: float = 0.0  # tree VmRSS (median) while the workload runs
     cgroup_mb: float = 0.0
     extra: dict[str, float] = field(default_factory=dict)
 
@@ -117,6 +122,17 @@ def wait_for_line(proc: subprocess.Popen[bytes], needle: str, timeout: float) ->
     return lines
 
 
+def traced(tree: Tree, wl: subprocess.Popen[bytes]) -> Run:
+    """Release the paused workload under the attached tracer ``tree``; the tracer's memory
+    before (idle) and during (steady) the workload, from the tree's VmRSS samples."""
+    time.sleep(0.3)  # samples of the attached, idle tracer
+    t0 = time.perf_counter()
+    r = Run(release(wl))
+    t1 = time.perf_counter()
+    r.idle_mb, r.steady_mb = tree.rss_mb(t0 - 0.3, t0), tree.rss_mb(t0, t1)
+    return r
+
+
 def stop(tree: Tree, run: Run) -> None:
     tree.proc.send_signal(signal.SIGINT)
     u = tree.wait(300, rusage=False, communicate=False)  # the workload ran meanwhile: sample only
@@ -141,7 +157,7 @@ def run_aether(argv: list[str], out: Path, setup: str, block: bool, dev: int) ->
         cmd += ["--pid", str(wl.pid), "--layers", "syscall", "--ops", "read,write"]
     tree = Tree(cmd, tag="aether", stderr=subprocess.PIPE, stdout=subprocess.DEVNULL)
     wait_for_line(tree.proc, "recording", 120)
-    r = Run(release(wl))
+    r = traced(tree, wl)
     time.sleep(0.3)
     stop(tree, r)
     import aether_rec
@@ -168,7 +184,7 @@ def run_perf(argv: list[str], out: Path, block: bool, dev: int) -> Run:
     if tree.proc.poll() is not None:
         err = tree.proc.stderr.read().decode() if tree.proc.stderr else ""
         raise RuntimeError("perf record failed: " + err)
-    r = Run(release(wl))
+    r = traced(tree, wl)
     time.sleep(0.3)
     stop(tree, r)
     rep = subprocess.run(["perf", "report", "--stats", "-i", str(out)], capture_output=True, text=True)
@@ -295,7 +311,7 @@ def main() -> None:
           f"perf record -m {PER_CPU_PAGES} per CPU)")
     hdr = (f"{'workload':<10} {'setup':<25} {'time s':>7} {'x untraced':>10} {'syscalls captured':>21} "
            f"{'block I/Os':>13} {'missing':>9} {'lost':>7} {'B per I/O':>9} {'CPU s':>6} {'tree MB':>8} "
-           f"{'cg MB':>6}")
+           f"{'cg MB':>6} {'idle MB':>7} {'steady MB':>9}")
     print(hdr)
     print("-" * len(hdr))
     for name, (_argv, nsys, nblk, _block) in workloads.items():
@@ -316,7 +332,8 @@ def main() -> None:
                   f"{f'{blk:,}/{nblk:,}':>13} {missing:>9,} {lost:>7} "
                   f"{med(r.file_bytes for r in rs) / (nsys + nblk):>9.2f} "
                   f"{med(r.cpu_s for r in rs):>6.2f} {med(r.peak_mb for r in rs):>8.0f} "
-                  f"{med(r.cgroup_mb for r in rs):>6.0f}")
+                  f"{med(r.cgroup_mb for r in rs):>6.0f} {med(r.idle_mb for r in rs):>7.0f} "
+                  f"{med(r.steady_mb for r in rs):>9.0f}")
     if "storm" in workloads:
         tr0 = f"aether-rec {transports[0]}"
         a = med(r.workload_s for r in results[("storm", tr0)])

@@ -65,13 +65,21 @@ def tree_pids(root: int) -> list[int]:
 
 
 def _hwm_kb(pid: int) -> int:
+    return _status_kb(pid)[0]
+
+
+def _status_kb(pid: int) -> tuple[int, int]:
+    """(VmHWM, VmRSS) of ``pid`` in KiB, from one read of its status (0, 0 once it is gone)."""
+    hwm = rss = 0
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             if line.startswith("VmHWM:"):
-                return int(line.split()[1])
+                hwm = int(line.split()[1])
+            elif line.startswith("VmRSS:"):
+                rss = int(line.split()[1])
     except OSError:
         pass
-    return 0
+    return hwm, rss
 
 
 def _cpu_s(pid: int) -> float:
@@ -149,6 +157,7 @@ class Tree:
         self.t0 = time.perf_counter()
         self.proc = subprocess.Popen(list(argv), preexec_fn=self.cg.preexec(), **popen)
         self.peak_kb = 0
+        self.rss: list[tuple[float, int]] = []  # (perf_counter, VmRSS summed over the tree, KiB)
         self.cpu: dict[int, float] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, daemon=True)
@@ -157,7 +166,9 @@ class Tree:
     def _watch(self) -> None:
         while not self._stop.is_set():
             pids = tree_pids(self.proc.pid)
-            self.peak_kb = max(self.peak_kb, sum(_hwm_kb(p) for p in pids))
+            kb = [_status_kb(p) for p in pids]
+            self.peak_kb = max(self.peak_kb, sum(h for h, _ in kb))
+            self.rss.append((time.perf_counter(), sum(r for _, r in kb)))
             for p in pids:
                 self.cpu[p] = max(self.cpu.get(p, 0.0), _cpu_s(p))
             time.sleep(0.01)
@@ -181,6 +192,12 @@ class Tree:
                   stdout=out or b"", stderr=err or b"")
         self.cg.remove()
         return u
+
+    def rss_mb(self, t0: float, t1: float) -> float:
+        """Median VmRSS of the tree (MB) over the samples taken between ``t0`` and ``t1``
+        (perf_counter times), 0 when there are none."""
+        xs = sorted(kb for t, kb in self.rss if t0 <= t <= t1)
+        return xs[len(xs) // 2] / 1024 if xs else 0.0
 
     def ru_children(self) -> float:
         import resource

@@ -236,20 +236,20 @@ def index_section(a: Any, d: Path, caps: list[str]) -> None:
     print(f"index ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}): "
           f"{len(caps)} captures x {a.events:,} events")
     files = [RangeFile(p, fs=fsspec.filesystem("file")) for p in caps]
-    opened = [aether_rec.open(f) for f in files]
-    c0 = time.process_time()
-    fast = compute_from_index(opened)
-    fast_cpu = time.process_time() - c0
-    for cap in opened:
-        cap.close()
+    def cpu_timed(fn: Any, sources: list[Any]) -> tuple[dict[str, Any], float]:
+        """``fn`` over the captures opened from ``sources``, and its CPU seconds."""
+        opened = [aether_rec.open(x) for x in sources]
+        c0 = time.process_time()
+        doc = fn(opened)
+        cpu = time.process_time() - c0
+        for cap in opened:
+            cap.close()
+        return doc, cpu
+
+    fast, fast_cpu = cpu_timed(compute_from_index, files)
     size = sum(os.path.getsize(p) for p in caps)
     read = sum(f.bytes_fetched for f in files)
-    opened = [aether_rec.open(p) for p in caps]
-    c0 = time.process_time()
-    full = compute(opened)
-    full_cpu = time.process_time() - c0
-    for cap in opened:
-        cap.close()
+    full, full_cpu = cpu_timed(compute, list(caps))
     same = all(fast[k] == full[k] for k in ("events", "bytes", "errors", "span", "by_layer_op", "latency"))
     print(f"  stats --from-index: {read:,} of {size:,} bytes read = {100 * read / size:.3f} % "
           f"(target < 1 %), {fast_cpu:.3f} s CPU; stats: {full_cpu:.3f} s CPU; "

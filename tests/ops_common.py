@@ -46,3 +46,22 @@ def random_chunk(rng: np.random.Generator, n: int) -> Chunk:
         "path": paths[rng.integers(0, len(paths), n)],
     }
     return Chunk.from_columns(cols)
+
+
+UNDECODABLE = "column 'lat' runs past the chunk body"
+
+
+def make_undecodable(monkeypatch: Any, offsets: set[int]) -> None:
+    """Chunks at ``offsets`` fail to decode (DamagedCaptureError, message UNDECODABLE) in the
+    decoder every reading path shares (format/partial.decode_body), on any thread."""
+    from aether_rec.errors import DamagedCaptureError
+    from aether_rec.format import partial
+
+    real = partial.decode_body
+
+    def failing(body: Any, info: Any, columns: Any = None) -> Any:
+        if info is not None and info.offset in offsets:
+            raise DamagedCaptureError(UNDECODABLE)
+        return real(body, info, columns)
+
+    monkeypatch.setattr(partial, "decode_body", failing)

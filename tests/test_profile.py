@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from ops_common import make_capture, read_all
+from ops_common import make_capture, make_undecodable, read_all
 
 import aether_rec
 from aether_rec.cli import main
@@ -288,7 +288,6 @@ def test_parallel_decode_keeps_order_and_warns_damaged_chunks(
     chunks in file order as one thread gives, and an undecodable chunk skipped with its
     warning, in file order (raised with --strict), as the sequential path does."""
     from aether_rec.errors import DamagedCaptureError
-    from aether_rec.format import partial
 
     with aether_rec.open(str(synth)) as cap:
         sel = select(cap, ["lat > 20us"])
@@ -297,15 +296,8 @@ def test_parallel_decode_keeps_order_and_warns_damaged_chunks(
         infos = cap.chunk_infos()
     assert len(one) == len(two) == len(infos) > 3
     assert all(np.array_equal(a, b) for a, b in zip(one, two))
-    real = partial.decode_body
     bad = {infos[1].offset, infos[3].offset}
-
-    def failing(body, info, columns=None):  # type: ignore[no-untyped-def]
-        if info is not None and info.offset in bad:
-            raise DamagedCaptureError("column 'lat' runs past the chunk body")
-        return real(body, info, columns)
-
-    monkeypatch.setattr(partial, "decode_body", failing)
+    make_undecodable(monkeypatch, bad)
     with aether_rec.open(str(synth)) as cap:
         p = collect(cap, select(cap, []))
         assert p.events == sum(i.n for i in infos if i.offset not in bad)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from ops_common import make_undecodable
 
 import aether_rec
 from aether_rec.format.writer import CaptureWriter
@@ -234,19 +235,11 @@ def test_undecodable_chunks_are_warned_in_file_order(
     """Chunks are decoded on two threads; a chunk that fails is skipped with its warning,
     given in file order (and raised with --strict)."""
     from aether_rec.errors import DamagedCaptureError
-    from aether_rec.format import partial
 
-    real = partial.decode_body
     with aether_rec.open(str(capture)) as cap:
         infos = cap.chunk_infos()
     bad = {infos[1].offset, infos[4].offset}
-
-    def failing(body, info, columns=None):  # type: ignore[no-untyped-def]
-        if info is not None and info.offset in bad:
-            raise DamagedCaptureError("column 'lat' runs past the chunk body")
-        return real(body, info, columns)
-
-    monkeypatch.setattr(partial, "decode_body", failing)
+    make_undecodable(monkeypatch, bad)
     doc = _stats(capture)
     skipped = sum(i.n for i in infos if i.offset in bad)
     assert doc["events"] == N - skipped

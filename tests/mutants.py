@@ -257,8 +257,8 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant("copy-drops-histograms", "aether_rec/format/writer.py", "        if self._summary is not None and info.hist is None and hist is None and not tried:\n",
            "        if False:\n", T_SUMM),
     # the recorder's consumer (issue 13): unit-tested pieces of the kernel-record path
-    Mutant("distinct-trusts-the-sample", "aether_rec/format/chunk.py", "    if covered.all():\n        return cand",
-           "    if True:\n        return cand", ("tests/test_recorder_units.py",)),
+    Mutant("distinct-trusts-the-sample", "aether_rec/format/chunk.py", "    return cand if covered.all() else None",
+           "    return cand", ("tests/test_recorder_units.py",)),
     Mutant("attach-task-hooks-last", "aether_rec/recorder/bpfsys.py",
            "    return 0 if fn_name.startswith(_ATTACH_FIRST) else 1", "    return 1 if fn_name.startswith(_ATTACH_FIRST) else 0",
            ("tests/test_recorder_units.py",)),

@@ -281,30 +281,35 @@ class Chunk:
 
 
 def distinct(arr: np.ndarray, few: int = 16) -> np.ndarray:
-    """``np.unique(arr)``, cheaply when the values are few (``few_distinct``)."""
-    found = few_distinct(arr, few)
+    """``np.unique(arr)``, cheaply when the values are few (``_sampled``)."""
+    found = _sampled(arr, few)
     return np.unique(arr) if found is None else found
 
 
 def few_distinct(arr: np.ndarray, few: int = 16) -> np.ndarray | None:
-    """``np.unique(arr)`` when it has at most ``few`` values, else None. A recorded column
-    usually holds few distinct values (pids, devices, (pid, fd) keys): those of a sample are
-    tried first, and when they are few and cover the whole array (one comparison per value
-    and element) no hash or sort of every element is needed."""
+    """``np.unique(arr)`` when it has at most ``few`` values, else None."""
+    found = _sampled(arr, few)
+    if found is not None:
+        return found
+    u = np.unique(arr)
+    return u if len(u) <= few else None
+
+
+def _sampled(arr: np.ndarray, few: int) -> np.ndarray | None:
+    """The distinct values of ``arr`` when those of a sample are at most ``few`` and cover
+    the whole array, else None. A recorded column usually holds few distinct values (pids,
+    devices, (pid, fd) keys): one comparison per value and element then replaces a hash or
+    sort of every element."""
     n = len(arr)
     if n <= 4096:
-        u = np.unique(arr)
-        return u if len(u) <= few else None
+        return None
     cand = np.unique(arr[:: n // 1024])
     if len(cand) > few:
         return None
     covered = arr == cand[0]
     for c in cand[1:]:
         covered |= arr == c
-    if covered.all():
-        return cand
-    u = np.unique(arr)  # a value the sample missed
-    return u if len(u) <= few else None
+    return cand if covered.all() else None
 
 
 def _encode_short_bytes(arr: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:

@@ -107,9 +107,37 @@ def test_profile_matches_numpy(which: str, request: pytest.FixtureRequest) -> No
         assert got == want, name
     devs = {int(v): int(n) for v, n in zip(*np.unique(d["dev"], return_counts=True))}
     assert {int(k[0]): h.total for k, h, _, _ in p.tables["dev"].rows()} == devs
-    # the slowest I/Os, in order
+    # the slowest I/Os, in order, each with its own fields (their columns are not decoded
+    # with the others: they come from the chunk's body, row by row)
     top = np.sort(d["lat"])[::-1][: len(p.top)]
     assert [r["lat"] for r in p.top] == top.tolist()
+    _check_top_rows(p.top, d)
+
+
+def _check_top_rows(rows: list[dict[str, Any]], d: dict[str, np.ndarray]) -> None:
+    assert rows
+    for r in rows:
+        (i,) = np.flatnonzero((d["lat"] == r["lat"]) & (d["ts"] == r["ts"]))
+        for name in ("pid", "tid", "offset", "bytes", "result", "comm", "path"):
+            if name in d:  # a capture may lack a column (written without it)
+                assert r[name] == d[name][i], (name, r)
+
+
+def test_slowest_rows_in_a_time_window(synth: Path) -> None:
+    """A window cuts chunks (their events are taken in part): the slowest rows of the window
+    still carry their own fields."""
+    d = read_all(synth)
+    ts = d["ts"].astype(np.int64)
+    t_lo, t_hi = int(np.quantile(ts, 0.31)), int(np.quantile(ts, 0.34))
+    with aether_rec.open(str(synth)) as cap:
+        t0 = int(ts.min())
+        sel = select(cap, [], since=f"+{(t_lo - t0) / 1e9}s", until=f"+{(t_hi - t0) / 1e9}s")
+        p = collect(cap, sel, top=7)
+    keep = (ts >= sel.t_min) & (ts < sel.t_max)
+    assert 0 < p.events == int(keep.sum()) < ts.size
+    w = {k: v[keep] for k, v in d.items()}
+    assert [r["lat"] for r in p.top] == np.sort(w["lat"])[::-1][:7].tolist()
+    _check_top_rows(p.top, w)
 
 
 def test_profile_respects_the_selection(synth: Path) -> None:

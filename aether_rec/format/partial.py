@@ -28,6 +28,11 @@ from aether_rec.format.columns import (
 from aether_rec.format.limits import MAX_DICT_ENTRIES, MAX_STR_LEN
 from aether_rec.schema import COLUMN_BY_NAME
 
+# A column that chunks decoded in part carry: each event's row in its stored chunk. It
+# survives selections (Chunk.take), so a kept event's other columns can be decoded from the
+# chunk's body (decode_rows) after any filtering.
+ORIGIN = "_row"
+
 
 class RawChunk(NamedTuple):
     """A CHNK payload as stored (``Capture.raw_chunks``) and its index entry."""

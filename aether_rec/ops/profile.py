@@ -23,6 +23,8 @@ from typing import Any
 import numpy as np
 
 from aether_rec.format.chunk import Chunk, distinct
+from aether_rec.format.columns import Body
+from aether_rec.format.partial import ORIGIN, decode_rows
 from aether_rec.format.reader import Capture
 from aether_rec.ops.expr import FIELDS, field_values, quote, string_codes
 from aether_rec.ops.histogram import (
@@ -47,7 +49,6 @@ TOP = 20
 TABLES = ("comm", "path", "dev")
 DECODERS = 2  # threads decoding chunks while this one bins (zstd and numpy release the GIL)
 BASE_COLUMNS = ("ts", "lat", "layer", "op", "bytes", "result")
-TOP_COLUMNS = ("comm", "pid", "tid", "offset", "dev", "path")
 DERIVED = {"service": ("lat", "queue"), "errno": ("result",), "end": ("ts", "lat")}
 
 
@@ -372,7 +373,9 @@ class _Collector:
         self.lay = Table(("layer",))
         self.slot_ids: dict[int, dict[int, int]] = {}
 
-    def add(self, chunk: Chunk) -> None:
+    def add(self, chunk: Chunk, body: Body | None = None) -> None:
+        """Bin a chunk's events; ``body``: its stored body when the chunk was decoded in
+        part (with an ``ORIGIN`` column), for the other columns of the slowest events."""
         p = self.p
         n = chunk.n
         if n == 0:
@@ -463,7 +466,7 @@ class _Collector:
         p.first_ts = first if p.first_ts is None else min(p.first_ts, first)
         p.last_end = last if p.last_end is None else max(p.last_end, last)
         p.events += n
-        self._top(chunk, lat, lat_max)
+        self._top(chunk, lat, lat_max, body)
 
     def _value(self, name: str, i: int) -> Any:
         if name in self.strings:
@@ -499,7 +502,7 @@ class _Collector:
             if name in self.strings:
                 t.keys[self.strings[name].limit] = ("(other)",)
 
-    def _top(self, chunk: Chunk, lat: np.ndarray, lat_max: int) -> None:
+    def _top(self, chunk: Chunk, lat: np.ndarray, lat_max: int, body: Body | None) -> None:
         k = self.ntop
         if k <= 0:
             return
@@ -512,6 +515,7 @@ class _Collector:
         else:
             cand = np.argpartition(lat, lat.size - k)[lat.size - k:] if lat.size > k else np.arange(lat.size)
         ts = chunk.column("ts")
+        kept: list[tuple[int, int]] = []  # (seq, row in chunk)
         for c in cand.tolist():
             item = (int(lat[c]), -int(ts[c]), self.seq)
             if len(self.heap) < k:
@@ -521,8 +525,19 @@ class _Collector:
                 self.rows.pop(old[2], None)
             else:
                 continue
-            self.rows[self.seq] = _record(chunk, c, self.p)
+            kept.append((self.seq, c))
             self.seq += 1
+        live = {s for _, _, s in self.heap}
+        kept = [(s, c) for s, c in kept if s in live]
+        if not kept:
+            return
+        picked = np.array([c for _, c in kept], dtype=np.int64)
+        if body is not None and ORIGIN in chunk.columns:
+            rows = decode_rows(body, chunk.columns[ORIGIN][picked])  # every column of these rows
+        else:
+            rows = chunk.take(picked)
+        for j, (s, _) in enumerate(kept):
+            self.rows[s] = _record(rows, j, self.p)
 
     def finish(self) -> None:
         p = self.p
@@ -657,17 +672,22 @@ def collect(
     prof = _new_profile(cap, sel, label or _source_label(cap), plan,
                         None if sel.where.is_trivial else sel.where.text)
     col = _Collector(prof, top, by, tables)
-    for chunk in sel.chunks(cap, workers=DECODERS, ordered=False, columns=_columns(sel, top, by, tables)):
-        col.add(chunk)
+    columns = _columns(sel, by, tables)
+    if columns is None:
+        for chunk in sel.chunks(cap, workers=DECODERS, ordered=False):
+            col.add(chunk)
+    else:  # the slowest events' other columns come from their chunk's body, row by row
+        for chunk, body in sel.parts(cap, columns, workers=DECODERS):
+            col.add(chunk, body)
     return _finish(prof, col, cap, sel)
 
 
-def _columns(sel: Selection, top: int, by: Sequence[str] | None, tables: Sequence[str]) -> list[str] | None:
+def _columns(sel: Selection, by: Sequence[str] | None, tables: Sequence[str]) -> list[str] | None:
     """The columns to decode (fewer columns, less work), or None for all of them when an
     expression must see whatever columns it names."""
     if not sel.where.is_trivial:
         return None
-    out = list(BASE_COLUMNS) + list(tables) + (list(TOP_COLUMNS) if top else [])
+    out = list(BASE_COLUMNS) + list(tables)
     for name in by or ():
         out += DERIVED.get(name, (name,))
     return list(dict.fromkeys(out))

@@ -22,7 +22,7 @@ from aether_rec.errors import UsageError
 from aether_rec.format.chunk import Chunk, ChunkInfo
 from aether_rec.format.clock import ClockMap
 from aether_rec.format.columns import Body
-from aether_rec.format.partial import ChunkSkipped, RawChunk, decode_rows, decode_stored
+from aether_rec.format.partial import ORIGIN, ChunkSkipped, RawChunk, decode_rows, decode_stored
 from aether_rec.format.reader import Capture
 from aether_rec.ops.expr import ALIASES, FIELDS, MATCH_ALL, Filter, field_values, string_codes
 from aether_rec.ops.expr.fields import end_times
@@ -579,9 +579,6 @@ def _storage_only(acc: _Acc, chunk: Chunk) -> Chunk:
     for k, c in zip(*np.unique(kinds[~storage], return_counts=True)):
         acc.not_storage[int(k)] = acc.not_storage.get(int(k), 0) + int(c)
     return chunk.take(storage)
-
-
-ORIGIN = "_row"  # a column of partly decoded chunks: the event's row in its stored chunk
 
 
 def _needed_columns(opts: StatsOptions, selections: Sequence[Selection]) -> list[str] | None:

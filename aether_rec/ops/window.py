@@ -13,7 +13,8 @@ import numpy as np
 
 from aether_rec.errors import UsageError
 from aether_rec.format.chunk import Chunk, ChunkInfo
-from aether_rec.format.partial import ChunkSkipped, RawChunk, decode_stored
+from aether_rec.format.columns import Body
+from aether_rec.format.partial import ORIGIN, ChunkSkipped, RawChunk, decode_stored
 from aether_rec.format.reader import Capture
 from aether_rec.format.records import Loss
 from aether_rec.ops.expr import MATCH_ALL, Compare, Filter, combine, shortcut_filter
@@ -152,6 +153,18 @@ class Selection:
             if out is not None:
                 yield out
 
+    def parts(self, cap: Capture, columns: Sequence[str], workers: int = 2) -> Iterator[tuple[Chunk, Body]]:
+        """The selected events of ``cap`` with ``columns`` only, decoded on ``workers``
+        threads, each chunk with its stored body and an ``ORIGIN`` column, so that the
+        rows a caller keeps get their other columns from the body (``decode_rows``)."""
+        f = self.filter
+        t_max = None if self.t_max is None else self.t_max - 1
+        infos = cap.infos_between(self.t_min, t_max, None if f.is_trivial else f.can_match)
+        for chunk, body in _decoded(cap, infos, columns, workers, keep=True):
+            out = self.apply(chunk)
+            if out is not None:
+                yield out, body
+
     def keeps_loss(self, loss: Loss) -> bool:
         """Whether a loss record overlaps the window (losses carry no event fields)."""
         return (self.t_min is None or loss.t_last >= self.t_min) and (
@@ -231,19 +244,24 @@ def source_name(cap: Capture) -> str:
 
 
 def _decoded(cap: Capture, infos: Sequence[ChunkInfo], columns: Sequence[str] | None,
-             workers: int) -> Iterator[Chunk]:
+             workers: int, keep: bool = False) -> Iterator[Any]:
     """``cap``'s chunks of ``infos`` decoded on ``workers`` threads, in file order; a damaged
-    one is warned about (here, in order, as ``Capture.chunks`` does) and skipped."""
+    one is warned about (here, in order, as ``Capture.chunks`` does) and skipped. With
+    ``keep``: (chunk with an ``ORIGIN`` column, its body) pairs."""
     local = threading.local()
 
-    def decode(raw: RawChunk) -> Chunk | str:
+    def decode(raw: RawChunk) -> Chunk | tuple[Chunk, Body] | str:
         codecs = getattr(local, "codecs", None)
         if codecs is None:
             codecs = local.codecs = {}  # a decompressor per thread
         try:
-            return decode_stored(raw.payload, raw.info, columns, codecs)[0]
+            chunk, body = decode_stored(raw.payload, raw.info, columns, codecs)
         except ChunkSkipped as skip:
             return skip.message
+        if not keep:
+            return chunk
+        chunk.columns[ORIGIN] = np.arange(chunk.n, dtype=np.uint32)  # rows survive selections
+        return chunk, body
 
     # as many chunks in flight as threads: the binning keeps up, so more only holds memory
     for out in parallel_map(decode, cap.raw_chunks(infos), workers=workers, depth=workers):

@@ -353,7 +353,7 @@ def test_decode_rows_equals_rows_of_the_whole_chunk(seed: int) -> None:
     sys.path.insert(0, str(Path(__file__).parent))
     from ops_common import random_chunk
 
-    from aether_rec.format.partial import decode_rows
+    from aether_rec.format.partial import ORIGIN, decode_rows, decode_stored, rows_of
 
     rng = np.random.default_rng(seed)
     chunk = random_chunk(rng, 3000).sorted_by_ts()
@@ -375,3 +375,17 @@ def test_decode_rows_equals_rows_of_the_whole_chunk(seed: int) -> None:
     assert decode_rows(body, np.zeros(0, np.int64)).n == 0
     with pytest.raises(ValueError):
         decode_rows(body, np.array([chunk.n]))
+    # rows_of: a chunk decoded in part, then selected (its rows move), gives the same rows
+    part, body = decode_stored(payload, info, ["ts", "lat", "comm"], {})
+    part.columns[ORIGIN] = np.arange(part.n, dtype=np.uint32)
+    keep = np.flatnonzero(rng.random(part.n) < 0.5)
+    sub = part.take(keep)
+    picked = rng.integers(0, sub.n, 30)
+    got = rows_of(sub, body, picked)
+    want = whole.take(keep[picked])
+    assert sorted(got.columns) == sorted(want.columns)
+    for name, arr in want.columns.items():
+        if name in want.dicts:
+            assert got.strings(name).tolist() == want.strings(name).tolist(), name
+        else:
+            assert got.columns[name].tolist() == arr.tolist(), name

@@ -8,7 +8,7 @@ decoding whole columns or reading the file again.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -66,10 +66,20 @@ def decode_stored(
     return chunk, body
 
 
-def decode_rows(body: Body, rows: np.ndarray) -> Chunk:
-    """Events ``rows`` (indexes into the chunk) of every column of an opened body, without
-    decoding whole columns: the stored values of those rows only (a delta-coded column is
-    summed whole). Damage -> DamagedCaptureError, as decode_body."""
+def rows_of(chunk: Chunk, body: Body, picked: np.ndarray) -> Chunk:
+    """Events ``picked`` (indexes into ``chunk``, a chunk decoded in part from ``body`` and
+    then perhaps selected: it has the ``ORIGIN`` column) with every stored column: those
+    ``chunk`` has are taken from it, the others decoded from ``body`` for those rows only."""
+    part = chunk.take(picked)
+    origin = part.columns.pop(ORIGIN)
+    rest = decode_rows(body, origin, skip=part.columns.keys())
+    return Chunk(part.n, {**rest.columns, **part.columns}, {**rest.dicts, **part.dicts})
+
+
+def decode_rows(body: Body, rows: np.ndarray, skip: Collection[str] = ()) -> Chunk:
+    """Events ``rows`` (indexes into the chunk) of every column of an opened body but those
+    in ``skip``, without decoding whole columns: the stored values of those rows only (a
+    delta-coded column is summed whole). Damage -> DamagedCaptureError, as decode_body."""
     raw, n = body.raw, body.summary["n"]
     rows = np.asarray(rows, dtype=np.int64)
     if rows.size and (int(rows.min()) < 0 or int(rows.max()) >= n):
@@ -88,6 +98,9 @@ def decode_rows(body: Body, rows: np.ndarray) -> Chunk:
             raise DamagedCaptureError(f"column {cname!r} has type {typ!r}, the schema says {known.type!r}")
         if cname in cols:
             raise DamagedCaptureError(f"column {cname!r} appears twice in the chunk directory")
+        if cname in skip:
+            pos += size
+            continue
         if typ == "str":
             w, words = entry.get("w"), entry.get("dict")
             if w not in (0, 1, 2, 4) or not isinstance(words, list) or size != n * w:

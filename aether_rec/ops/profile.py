@@ -24,7 +24,7 @@ import numpy as np
 
 from aether_rec.format.chunk import Chunk, distinct
 from aether_rec.format.columns import Body
-from aether_rec.format.partial import ORIGIN, decode_rows
+from aether_rec.format.partial import ORIGIN, rows_of
 from aether_rec.format.reader import Capture
 from aether_rec.ops.expr import FIELDS, field_values, quote, string_codes
 from aether_rec.ops.histogram import (
@@ -533,7 +533,7 @@ class _Collector:
             return
         picked = np.array([c for _, c in kept], dtype=np.int64)
         if body is not None and ORIGIN in chunk.columns:
-            rows = decode_rows(body, chunk.columns[ORIGIN][picked])  # every column of these rows
+            rows = rows_of(chunk, body, picked)  # the columns not decoded, for these rows only
         else:
             rows = chunk.take(picked)
         for j, (s, _) in enumerate(kept):

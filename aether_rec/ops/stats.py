@@ -22,7 +22,7 @@ from aether_rec.errors import UsageError
 from aether_rec.format.chunk import Chunk, ChunkInfo
 from aether_rec.format.clock import ClockMap
 from aether_rec.format.columns import Body
-from aether_rec.format.partial import ORIGIN, ChunkSkipped, RawChunk, decode_rows, decode_stored
+from aether_rec.format.partial import ORIGIN, ChunkSkipped, RawChunk, decode_stored, rows_of
 from aether_rec.format.reader import Capture
 from aether_rec.ops.expr import ALIASES, FIELDS, MATCH_ALL, Filter, field_values, string_codes
 from aether_rec.ops.expr.fields import end_times
@@ -241,8 +241,8 @@ def _top_update(acc: _Acc, inp: _Input, chunk: Chunk, lat: np.ndarray) -> None:
     if kept:
         picked = np.array([c for _, c in kept], dtype=np.int64)
         if ORIGIN in chunk.columns and acc.body is not None:
-            # a chunk decoded in part: every column of these rows, from its body
-            rows = decode_rows(acc.body, chunk.columns[ORIGIN][picked])
+            # a chunk decoded in part: the other columns of these rows, from its body
+            rows = rows_of(chunk, acc.body, picked)
         else:
             rows = chunk.take(picked)
         for k, (seq, _) in enumerate(kept):

@@ -82,14 +82,15 @@ def child(op: str, args: list[str]) -> None:
         events = prof.events
     elif op == "split":
         # Where report's time goes, one step after the other in one thread (CPU time): reading
-        # and decoding the chunks (the helper thread's share) and binning them (the main
-        # thread's share). With two cores the two overlap, so the slower one bounds the rate.
+        # and decoding the chunks, and binning them. report runs both steps on each of two
+        # threads (a collector per thread, merged at the end), so on two cores the rate is
+        # bounded by their sum over two.
         from aether_rec.ops.profile import TABLES, Profile, _Collector, _columns, plan_columns
 
         with aether_rec.open(args[0]) as cap:
             sel = select(cap, [])
             c0 = time.process_time()
-            chunks = list(sel.chunks(cap, ordered=False, columns=_columns(sel, 20, None, TABLES)))
+            chunks = list(sel.chunks(cap, ordered=False, columns=_columns(sel, None, TABLES)))
             c1 = time.process_time()
             col = _Collector(Profile("bench", *plan_columns(cap, sel), None), 20, None, TABLES)
             for ch in chunks:

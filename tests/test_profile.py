@@ -334,3 +334,53 @@ def test_parallel_decode_keeps_order_and_warns_damaged_chunks(
     with aether_rec.open(str(synth), strict=True) as cap:
         with pytest.raises(DamagedCaptureError, match="skipped it"):
             collect(cap, select(cap, []))
+
+
+def _same_profile(a: Any, b: Any) -> None:
+    assert a.events == b.events and a.first_ts == b.first_ts and a.last_end == b.last_end
+    assert a.layer_cols.keys() == b.layer_cols.keys()
+    for lay in a.layer_cols:
+        assert a.layer_cols[lay] == b.layer_cols[lay], lay
+        assert (a.layer_col_bytes[lay] == b.layer_col_bytes[lay]).all()
+        assert (a.layer_col_errors[lay] == b.layer_col_errors[lay]).all()
+    assert a.layer_op == b.layer_op
+    assert a.layer_op_bytes == b.layer_op_bytes and a.layer_op_errors == b.layer_op_errors
+    def rows(t: Any) -> dict[Any, Any]:
+        return {k: (h, nb, ne) for k, h, nb, ne in t.rows()}
+
+    for name in a.tables:
+        assert rows(a.tables[name]) == rows(b.tables[name]), name
+    assert a.by is not None and b.by is not None and rows(a.by) == rows(b.by)
+    assert [(r["lat"], r["ts"], r["pid"]) for r in a.top] == [(r["lat"], r["ts"], r["pid"]) for r in b.top]
+
+
+@pytest.mark.parametrize("which", ["mixed_dicts", "synth"])
+def test_collectors_merge_to_one_pass(which: str, request: pytest.FixtureRequest) -> None:
+    """collect() bins on two threads, a collector each, and merges them: the chunks split
+    between two collectors (alternately, so their numeric ids differ) and merged give what
+    one collector gives over every chunk."""
+    from aether_rec.ops import profile as P
+
+    path = request.getfixturevalue(which)
+    with aether_rec.open(str(path)) as cap:
+        sel = select(cap, [])
+        plan = P.plan_columns(cap, sel)
+        chunks = list(cap.chunks())
+        assert len(chunks) >= 4
+
+        def collector(strings: Any = None) -> Any:
+            prof = P._new_profile(cap, sel, "x", plan, None)
+            return P._Collector(prof, 5, ["comm", "op"], P.TABLES, strings)
+
+        one = collector()
+        for c in chunks:
+            one.add(c)
+        one.finish()
+        a = collector()
+        b = collector(a.strings)
+        for i, c in enumerate(reversed(chunks)):
+            (a if i % 2 else b).add(c)
+        a.finish()
+        b.finish()
+        P._merge(a.p, b.p, 5)
+    _same_profile(a.p, one.p)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import errno as _errno
 import heapq
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -47,7 +48,7 @@ COLUMNS_LIMIT = 1000  # time columns at most: 3 layers x 1000 columns of dense c
 MAX_TABLE_ROWS = 1000
 TOP = 20
 TABLES = ("comm", "path", "dev")
-DECODERS = 2  # threads decoding chunks while this one bins (zstd and numpy release the GIL)
+DECODERS = 2  # threads that decode and bin chunks, a collector each (zstd and numpy release the GIL)
 BASE_COLUMNS = ("ts", "lat", "layer", "op", "bytes", "result")
 DERIVED = {"service": ("lat", "queue"), "errno": ("result",), "end": ("ts", "lat")}
 
@@ -115,6 +116,16 @@ class Dense:
         self.errors[uk] += np.add.reduceat(part.errors[order], first)
         self.min[uk] = np.minimum(self.min[uk], np.minimum.reduceat(part.min[order], first))
         self.max[uk] = np.maximum(self.max[uk], np.maximum.reduceat(part.max[order], first))
+
+    def add_row(self, key: int, other: Dense, okey: int) -> None:
+        """Add ``other``'s row ``okey`` (same precision) into row ``key``."""
+        self._grow(key + 1)
+        self.counts[key] += other.counts[okey]
+        self.sum[key] += other.sum[okey]
+        self.bytes[key] += other.bytes[okey]
+        self.errors[key] += other.errors[okey]
+        self.min[key] = min(self.min[key], other.min[okey])
+        self.max[key] = max(self.max[key], other.max[okey])
 
     def total(self, key: int) -> int:
         return int(self.counts[key].sum()) if key < self.counts.shape[0] else 0
@@ -240,6 +251,7 @@ class _Strings:
         self.limit = limit
         self.ids: dict[str, int] = {}
         self._names: dict[int, Any] | None = None
+        self._lock = threading.Lock()  # shared by the collectors of one pass (one per thread)
 
     def local(self, chunk: Chunk, name: str, source: str) -> tuple[np.ndarray | None, np.ndarray]:
         """The chunk's codes of column ``name`` (None: one value for all) and the global id of
@@ -249,7 +261,8 @@ class _Strings:
         codes, d = string_codes(chunk, name)
         if not len(d):
             return None, np.zeros(1, dtype=np.int64)
-        return codes, np.fromiter((self._id(str(x)) for x in d), dtype=np.int64, count=len(d))
+        with self._lock:
+            return codes, np.fromiter((self._id(str(x)) for x in d), dtype=np.int64, count=len(d))
 
     def _id(self, s: str) -> int:
         k = self.ids.get(s)
@@ -276,6 +289,20 @@ class Table:
         self.precision = precision
         self.keys: dict[int, tuple[Any, ...]] = {}  # dense id -> key
         self.dense = Dense(precision)
+
+    def merge(self, other: Table) -> None:
+        """Add ``other`` (the same columns, binned from other chunks) into this table, key
+        by key (the two may number their keys differently)."""
+        slot_of = {key: slot for slot, key in self.keys.items()}
+        d, od = self.dense, other.dense
+        for so, key in other.keys.items():
+            if not od.total(so):
+                continue
+            s = slot_of.get(key)
+            if s is None:
+                s = slot_of[key] = max(self.keys, default=-1) + 1
+                self.keys[s] = key
+            d.add_row(s, od, so)
 
     def rows(self) -> list[tuple[tuple[Any, ...], Histogram, int, int]]:
         """(key, histogram, bytes, errors), most events first; ``(other)`` rows last."""
@@ -349,7 +376,8 @@ class _Collector:
     once per combination; each table (and the heatmap columns, and the (layer, op) histograms)
     then maps combinations to its keys and counts buckets with one 2-D ``bincount``."""
 
-    def __init__(self, prof: Profile, top: int, by: Sequence[str] | None, tables: Sequence[str]) -> None:
+    def __init__(self, prof: Profile, top: int, by: Sequence[str] | None, tables: Sequence[str],
+                 strings: dict[str, _Strings] | None = None) -> None:
         self.p = prof
         self.ntop = top
         self.heap: list[tuple[int, int, int]] = []
@@ -357,7 +385,9 @@ class _Collector:
         self.seq = 0
         self.by = list(by or [])
         self.names = list(dict.fromkeys(["layer", "op", *tables, *self.by]))
-        self.strings = {n: _Strings(MAX_TABLE_ROWS) for n in self.names if FIELDS[n].kind == "str"}
+        if strings is None:
+            strings = {n: _Strings(MAX_TABLE_ROWS) for n in self.names if FIELDS[n].kind == "str"}
+        self.strings = strings  # string ids: shared by the collectors of one pass
         self.values = {n: _Values() for n in self.names if FIELDS[n].kind != "str"}
         self.cols = Dense(COLUMN_PRECISION, 2 * prof.ncols)  # key: layer slot * ncols + column
         self.lo = Table(("layer", "op"), precision=DEFAULT_PRECISION)
@@ -641,6 +671,10 @@ def _new_profile(cap: Capture, sel: Selection, label: str, plan: tuple[int, int,
 
 def _finish(prof: Profile, col: _Collector, cap: Capture, sel: Selection) -> Profile:
     col.finish()
+    return _losses(prof, cap, sel)
+
+
+def _losses(prof: Profile, cap: Capture, sel: Selection) -> Profile:
     for loss in cap.losses():
         if (sel.t_min is not None and loss.t_last < sel.t_min) or (
                 sel.t_max is not None and loss.t_first >= sel.t_max):
@@ -657,6 +691,38 @@ def _finish(prof: Profile, col: _Collector, cap: Capture, sel: Selection) -> Pro
     return prof
 
 
+def _merge(p: Profile, q: Profile, top: int) -> None:
+    """Add ``q`` (the same plan, binned from other chunks) into ``p``."""
+    for lay, cols in q.layer_cols.items():
+        mine = p.layer_cols.setdefault(lay, {})
+        for c, h in cols.items():
+            if c in mine:
+                mine[c].merge(h)
+            else:
+                mine[c] = h
+    for name in ("layer_col_bytes", "layer_col_errors"):
+        into, other = getattr(p, name), getattr(q, name)
+        for lay, arr in other.items():
+            into[lay] = into[lay] + arr if lay in into else arr
+    for k, h in q.layer_op.items():
+        if k in p.layer_op:
+            p.layer_op[k].merge(h)
+        else:
+            p.layer_op[k] = h
+        p.layer_op_bytes[k] = p.layer_op_bytes.get(k, 0) + q.layer_op_bytes[k]
+        p.layer_op_errors[k] = p.layer_op_errors.get(k, 0) + q.layer_op_errors[k]
+    for name, t in q.tables.items():
+        p.tables[name].merge(t)
+    if p.by is not None and q.by is not None:
+        p.by.merge(q.by)
+    # the slowest first; of equally slow ones, the earliest (as one collector orders them)
+    p.top = sorted(p.top + q.top, key=lambda r: (-r["lat"], r["ts"]))[:top]
+    p.events += q.events
+    for name, pick in (("first_ts", min), ("last_end", max)):
+        a, b = getattr(p, name), getattr(q, name)
+        setattr(p, name, b if a is None else a if b is None else pick(a, b))
+
+
 def collect(
     cap: Capture,
     sel: Selection,
@@ -667,19 +733,44 @@ def collect(
     by: Sequence[str] | None = None,
     tables: Sequence[str] = TABLES,
 ) -> Profile:
-    """Bin the events of ``cap`` selected by ``sel`` in one pass (see the module docstring)."""
+    """Bin the events of ``cap`` selected by ``sel`` in one pass (see the module docstring).
+
+    Each of ``DECODERS`` threads decodes chunks and bins them into a collector of its own
+    (numpy and zstd release the GIL, so both cores bin); the collectors' profiles are merged
+    at the end. String ids are shared, so a table's first 1000 values are the same in all."""
     plan = plan_columns(cap, sel, max_columns)
-    prof = _new_profile(cap, sel, label or _source_label(cap), plan,
-                        None if sel.where.is_trivial else sel.where.text)
-    col = _Collector(prof, top, by, tables)
-    columns = _columns(sel, by, tables)
-    if columns is None:
-        for chunk in sel.chunks(cap, workers=DECODERS, ordered=False):
-            col.add(chunk)
-    else:  # the slowest events' other columns come from their chunk's body, row by row
-        for chunk, body in sel.parts(cap, columns, workers=DECODERS):
-            col.add(chunk, body)
-    return _finish(prof, col, cap, sel)
+    name = label or _source_label(cap)
+    where_text = None if sel.where.is_trivial else sel.where.text
+    strings: dict[str, _Strings] | None = None
+    made: list[_Collector] = []
+    lock = threading.Lock()
+    local = threading.local()
+
+    def collector() -> _Collector:
+        nonlocal strings
+        with lock:
+            col = _Collector(_new_profile(cap, sel, name, plan, where_text), top, by, tables, strings)
+            strings = col.strings
+            made.append(col)
+        return col
+
+    def work(chunk: Chunk, body: Body | None) -> None:
+        col = getattr(local, "col", None)
+        if col is None:
+            col = local.col = collector()
+        col.add(chunk, body)
+
+    # without an expression, only the binned columns are decoded: the slowest events' other
+    # columns come from their chunk's body, row by row
+    sel.each(cap, work, _columns(sel, by, tables), workers=DECODERS)
+    if not made:
+        collector()
+    for col in made:
+        col.finish()
+    prof = made[0].p
+    for col in made[1:]:
+        _merge(prof, col.p, top)
+    return _losses(prof, cap, sel)
 
 
 def _columns(sel: Selection, by: Sequence[str] | None, tables: Sequence[str]) -> list[str] | None:

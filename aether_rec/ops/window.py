@@ -5,7 +5,7 @@ capture into a ``Selection`` that applies itself (with index push-down)."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -153,17 +153,31 @@ class Selection:
             if out is not None:
                 yield out
 
-    def parts(self, cap: Capture, columns: Sequence[str], workers: int = 2) -> Iterator[tuple[Chunk, Body]]:
-        """The selected events of ``cap`` with ``columns`` only, decoded on ``workers``
-        threads, each chunk with its stored body and an ``ORIGIN`` column, so that the
-        rows a caller keeps get their other columns from the body (``decode_rows``)."""
+    def each(self, cap: Capture, work: Callable[[Chunk, Body | None], None], columns: Sequence[str] | None,
+             workers: int = 2) -> None:
+        """``work(chunk, body)`` for the selected events of every chunk of ``cap``, called on
+        the ``workers`` threads that decode them (in no set order: ``work`` keeps a state per
+        thread, or locks). With ``columns``, only those are decoded, and ``body`` (else None)
+        and an ``ORIGIN`` column give the other columns of the rows ``work`` keeps
+        (``rows_of``). Damaged chunks are warned about in file order and skipped."""
         f = self.filter
         t_max = None if self.t_max is None else self.t_max - 1
         infos = cap.infos_between(self.t_min, t_max, None if f.is_trivial else f.can_match)
-        for chunk, body in _decoded(cap, infos, columns, workers, keep=True):
-            out = self.apply(chunk)
-            if out is not None:
-                yield out, body
+        local = threading.local()
+
+        def run(raw: RawChunk) -> str | None:
+            out = _decode(raw, columns, columns is not None, local)
+            if isinstance(out, str):
+                return out
+            chunk, body = out
+            kept = self.apply(chunk)
+            if kept is not None:
+                work(kept, body)
+            return None
+
+        for message in parallel_map(run, cap.raw_chunks(infos), workers=workers, depth=workers):
+            if message is not None:
+                cap.warn(message)
 
     def keeps_loss(self, loss: Loss) -> bool:
         """Whether a loss record overlaps the window (losses carry no event fields)."""
@@ -244,24 +258,14 @@ def source_name(cap: Capture) -> str:
 
 
 def _decoded(cap: Capture, infos: Sequence[ChunkInfo], columns: Sequence[str] | None,
-             workers: int, keep: bool = False) -> Iterator[Any]:
+             workers: int) -> Iterator[Chunk]:
     """``cap``'s chunks of ``infos`` decoded on ``workers`` threads, in file order; a damaged
-    one is warned about (here, in order, as ``Capture.chunks`` does) and skipped. With
-    ``keep``: (chunk with an ``ORIGIN`` column, its body) pairs."""
+    one is warned about (here, in order, as ``Capture.chunks`` does) and skipped."""
     local = threading.local()
 
-    def decode(raw: RawChunk) -> Chunk | tuple[Chunk, Body] | str:
-        codecs = getattr(local, "codecs", None)
-        if codecs is None:
-            codecs = local.codecs = {}  # a decompressor per thread
-        try:
-            chunk, body = decode_stored(raw.payload, raw.info, columns, codecs)
-        except ChunkSkipped as skip:
-            return skip.message
-        if not keep:
-            return chunk
-        chunk.columns[ORIGIN] = np.arange(chunk.n, dtype=np.uint32)  # rows survive selections
-        return chunk, body
+    def decode(raw: RawChunk) -> Chunk | str:
+        out = _decode(raw, columns, False, local)
+        return out if isinstance(out, str) else out[0]
 
     # as many chunks in flight as threads: the binning keeps up, so more only holds memory
     for out in parallel_map(decode, cap.raw_chunks(infos), workers=workers, depth=workers):
@@ -269,3 +273,21 @@ def _decoded(cap: Capture, infos: Sequence[ChunkInfo], columns: Sequence[str] | 
             cap.warn(out)
         else:
             yield out
+
+
+def _decode(raw: RawChunk, columns: Sequence[str] | None, keep: bool,
+            local: threading.local) -> tuple[Chunk, Body | None] | str:
+    """One stored chunk decoded on this thread (``columns`` only, when given): the chunk and,
+    with ``keep``, its body and an ``ORIGIN`` column; or the message saying why it was
+    skipped."""
+    codecs = getattr(local, "codecs", None)
+    if codecs is None:
+        codecs = local.codecs = {}  # a decompressor per thread
+    try:
+        chunk, body = decode_stored(raw.payload, raw.info, columns, codecs)
+    except ChunkSkipped as skip:
+        return skip.message
+    if not keep:
+        return chunk, None
+    chunk.columns[ORIGIN] = np.arange(chunk.n, dtype=np.uint32)  # rows survive selections
+    return chunk, body

@@ -119,6 +119,17 @@ static __always_inline int sc_regs_read(struct sc_regs *r, u64 regs)
         return -1;
     return r->cs == AETHER_USER_CS ? 0 : -1;
 }
+
+/* at exit only the number and the mode are needed: orig_ax .. cs, 24 bytes, not 88 */
+struct sc_nr_regs {
+    u64 orig_ax, ip, cs;
+};
+static __always_inline int sc_nr_read(struct sc_nr_regs *r, u64 regs)
+{
+    if (bpf_probe_read_kernel(r, sizeof(*r), (const void *)(regs + offsetof(struct pt_regs, orig_ax))) != 0)
+        return -1;
+    return r->cs == AETHER_USER_CS ? 0 : -1;
+}
 #endif
 
 #ifdef FILTER_PID
@@ -178,7 +189,11 @@ static __always_inline int aether_task_wanted(u32 tgid)
 
 /* In-flight syscalls of the syscall layer, per thread. Defined here, not in syscall.c,
  * because tasks.c removes the entries of exiting threads and block.c links a request to
- * the syscall in whose context it was submitted. */
+ * the syscall in whose context it was submitted.
+ * AETHER_SC_TASK_STORAGE (Linux 5.12+, recorder/bpfsys.py has_task_storage): in the
+ * thread's own task storage, a slot whose ts is 0 being free; no hashing, no bucket lock
+ * and no element to allocate and free per call, which halves what a syscall costs the
+ * recorder in the kernel. Else a hash on pid_tgid of at most SC_MAP_SIZE threads. */
 #ifdef AETHER_LAYER_SYSCALL_ON
 #ifndef SC_MAP_SIZE
 #define SC_MAP_SIZE 16384
@@ -192,7 +207,47 @@ struct sc_start_t {
     u32 pages_missed; /* page-cache insertions during this syscall (reads) */
     u8  op;
 };
+#ifdef AETHER_SC_TASK_STORAGE
+BPF_TASK_STORAGE(sc_task, struct sc_start_t);
+#else
 BPF_HASH(sc_start, u64, struct sc_start_t, SC_MAP_SIZE);
+#endif
+
+/* remember the syscall the current thread (id) enters; 0, or -1 when there is no room */
+static __always_inline int sc_start_put(u64 id, struct sc_start_t *s)
+{
+#ifdef AETHER_SC_TASK_STORAGE
+    struct sc_start_t *slot =
+        sc_task.task_storage_get(bpf_get_current_task_btf(), 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+    if (!slot)
+        return -1;
+    *slot = *s;
+    return 0;
+#else
+    return sc_start.update(&id, s) == 0 ? 0 : -1;
+#endif
+}
+
+/* the syscall the current thread (id) is in, or NULL */
+static __always_inline struct sc_start_t *sc_start_get(u64 id)
+{
+#ifdef AETHER_SC_TASK_STORAGE
+    struct sc_start_t *slot = sc_task.task_storage_get(bpf_get_current_task_btf(), 0, 0);
+    return (slot && slot->ts) ? slot : 0;
+#else
+    return sc_start.lookup(&id);
+#endif
+}
+
+/* the current thread (id) left the syscall sc_start_get gave (sp) */
+static __always_inline void sc_start_drop(u64 id, struct sc_start_t *sp)
+{
+#ifdef AETHER_SC_TASK_STORAGE
+    sp->ts = 0;
+#else
+    sc_start.delete(&id);
+#endif
+}
 #endif
 
 /* The in-flight io_uring request of a thread, while io_uring_enter runs: block requests
@@ -217,7 +272,7 @@ static __always_inline u64 aether_link(u64 id, s32 *fd)
     }
 #endif
 #ifdef AETHER_LAYER_SYSCALL_ON
-    struct sc_start_t *s = sc_start.lookup(&id);
+    struct sc_start_t *s = sc_start_get(id);
     if (s) {
         *fd = s->fd;
         return s->ts;

@@ -23,8 +23,8 @@ RAW_TRACEPOINT_PROBE(sys_enter)
 
 RAW_TRACEPOINT_PROBE(sys_exit)
 {
-    struct sc_regs R;
-    if (sc_regs_read(&R, ctx->args[0]) != 0)
+    struct sc_nr_regs R;
+    if (sc_nr_read(&R, ctx->args[0]) != 0)
         return 0;
 #ifdef AETHER_SC_RAW
     sc_raw(ctx, 1, (long)R.orig_ax);

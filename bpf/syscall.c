@@ -4,7 +4,8 @@
  * One sys_enter_X / sys_exit_X tracepoint pair per I/O syscall, paired per thread on
  * pid_tgid in a bounded hash. A syscall X is compiled in when AETHER_SC_X is defined
  * (the recorder defines those the running kernel's tracefs formats support). The map of
- * syscalls in flight (sc_start) lives in aether_common.h: block.c links requests to it.
+ * syscalls in flight (sc_start_put/get/drop) lives in aether_common.h: block.c links
+ * requests to it.
  * With FILEMAP_ADD (filemap:mm_filemap_add_to_page_cache exists), pages added to the page
  * cache while a read is in flight are counted into that read's pages_missed (a read that
  * adds none was served from the cache); FILEMAP_HAS_ORDER: the event has a folio order.
@@ -40,7 +41,7 @@ static __always_inline int sc_enter(u8 op, s32 fd, u64 bytes, s64 offset, u32 fl
     s.fd = fd;
     s.flags = flags;
     s.op = op;
-    if (sc_start.update(&id, &s) != 0)
+    if (sc_start_put(id, &s) != 0)
         aether_count(AETHER_C_SC_START_FULL);
     return AETHER_PASS;
 }
@@ -48,7 +49,7 @@ static __always_inline int sc_enter(u8 op, s32 fd, u64 bytes, s64 offset, u32 fl
 static __always_inline int sc_exit(void *ctx, u8 op, long ret)
 {
     u64 id = bpf_get_current_pid_tgid();
-    struct sc_start_t *sp = sc_start.lookup(&id);
+    struct sc_start_t *sp = sc_start_get(id);
     if (!sp) {
         u32 tgid = id >> 32;
         if (tgid != SELF_TGID && aether_task_wanted(tgid))
@@ -56,7 +57,7 @@ static __always_inline int sc_exit(void *ctx, u8 op, long ret)
         return AETHER_PASS;
     }
     struct sc_start_t s = *sp;
-    sc_start.delete(&id);
+    sc_start_drop(id, sp);
     if (s.op != op) {
         aether_count(AETHER_C_SC_OP_MISMATCH);
         return AETHER_PASS;
@@ -83,7 +84,7 @@ static __always_inline int sc_exit(void *ctx, u8 op, long ret)
 TRACEPOINT_PROBE(filemap, mm_filemap_add_to_page_cache)
 {
     u64 id = bpf_get_current_pid_tgid();
-    struct sc_start_t *sp = sc_start.lookup(&id);
+    struct sc_start_t *sp = sc_start_get(id);
     if (sp && sp->op != AETHER_OP_WRITE && sp->op != AETHER_OP_PWRITE && sp->op != AETHER_OP_WRITEV &&
         sp->op != AETHER_OP_PWRITEV && sp->op != AETHER_OP_PWRITEV2) {
 #ifdef FILEMAP_HAS_ORDER

@@ -38,8 +38,8 @@ TRACEPOINT_PROBE(sched, sched_process_fork)
 TRACEPOINT_PROBE(sched, sched_process_exit)
 {
     u64 id = bpf_get_current_pid_tgid();
-#ifdef AETHER_LAYER_SYSCALL_ON
-    sc_start.delete(&id);
+#if defined(AETHER_LAYER_SYSCALL_ON) && !defined(AETHER_SC_TASK_STORAGE)
+    sc_start.delete(&id); /* task storage goes with the task */
 #endif
 #ifdef AETHER_LAYER_IO_URING_ON
     uring_cur.delete(&id);

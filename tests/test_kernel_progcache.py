@@ -22,6 +22,8 @@ from kernel_util import (
     rec,
 )
 
+from aether_rec.recorder import bpfsys
+
 pytestmark = [pytest.mark.kernel, pytest.mark.usefixtures("kernel")]
 
 N = 300
@@ -61,6 +63,10 @@ def test_the_cached_program_records_what_the_compiled_one_does(tmp_path: Path) -
         assert not (np.array(cols["comm"], dtype=object) == "aether-rec").any()
     entries = list((cache / "programs").glob("*.json"))
     assert entries and all(e.stat().st_mode & 0o777 == 0o600 for e in entries)
+    # on this kernel the syscalls in flight live in task storage: the cache created that
+    # map itself, with the BTF the kernel asks of it (bpfsys.btf_load)
+    maps = [m for e in entries for m in json.loads(e.read_text()).get("maps", [])]
+    assert any(m["type"] == bpfsys.BPF_MAP_TYPE_TASK_STORAGE and m["name"] == "sc_task" for m in maps)
 
 
 def test_settings_and_filters_of_a_cached_program_hold(tmp_path: Path) -> None:

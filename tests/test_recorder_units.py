@@ -604,3 +604,23 @@ def test_raw_syscalls_where_the_kernel_runs_them_unpreempted(tmp_path: Path) -> 
     assert probes.kernel_series("6.18.44-fc-v1045") == (6, 18)
     assert probes.kernel_series("7.2.13+deb14-amd64") == (7, 2)
     assert probes.kernel_series("garbage") == (0, 0)
+
+
+def test_syscalls_in_flight_in_task_storage_where_the_kernel_can() -> None:
+    """--inflight: auto keeps the syscall layer's calls in flight in task storage when the
+    kernel probe says it can, else in the hash; task-storage where it cannot is an error."""
+    from aether_rec.recorder.syscalls import inflight_defines
+
+    task = ["-DAETHER_SC_TASK_STORAGE=1"]
+    assert inflight_defines("auto", lambda: True) == task
+    assert inflight_defines("auto", lambda: False) == []
+    assert inflight_defines("task-storage", lambda: True) == task
+    with pytest.raises(RecorderError, match="5.12"):
+        inflight_defines("task-storage", lambda: False)
+
+    def never() -> bool:
+        raise AssertionError("hash needs no probe")
+
+    assert inflight_defines("hash", never) == []
+    with pytest.raises(UsageError):
+        inflight_defines("fast", lambda: True)

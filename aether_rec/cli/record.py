@@ -91,6 +91,16 @@ def _size(value: str | None) -> int | None:
     "ones may preempt raw syscall programs, which then skip calls), classic after.",
 )
 @click.option(
+    "--inflight",
+    type=click.Choice(["auto", "task-storage", "hash"]),
+    default="auto",
+    show_default=True,
+    help="Where the kernel keeps each thread's syscall between its entry and exit: "
+    "task-storage (the thread's own BPF task storage, Linux 5.12+; about half the in-kernel "
+    "cost per syscall), hash (a map of at most 16,384 threads in syscalls at once), or auto: "
+    "task storage where the kernel has it.",
+)
+@click.option(
     "--transport",
     type=click.Choice(["auto", "perf", "ringbuf"]),
     default="auto",
@@ -156,6 +166,7 @@ def record(
     rotate_size: str | None,
     rotate_time: str | None,
     syscall_hooks: str,
+    inflight: str,
     transport: str,
     buffer_pages: int | None,
     wakeup_events: int | None,
@@ -225,6 +236,7 @@ def record(
         rotate_time_ns=_seconds(rotate_time),
         command=command,
         syscall_hooks=syscall_hooks,
+        inflight=inflight,
         transport=transport,
         buffer_pages=buffer_pages,
         wakeup_events=wakeup_events,

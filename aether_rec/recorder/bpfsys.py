@@ -16,6 +16,10 @@ NR_BPF = {"x86_64": 321, "aarch64": 280, "ppc64le": 361, "s390x": 351, "riscv64"
 BPF_MAP_CREATE = 0
 BPF_MAP_LOOKUP_ELEM = 1
 BPF_MAP_TYPE_RINGBUF = 27
+BPF_MAP_TYPE_TASK_STORAGE = 29
+BPF_F_NO_PREALLOC = 1
+BPF_BTF_LOAD = 18
+BPF_PROG_TYPE_RAW_TRACEPOINT = 17
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -166,11 +170,67 @@ def obj_name(name: str) -> bytes:
 
 def map_create(map_type: int, key_size: int, value_size: int, max_entries: int, flags: int, name: str) -> int:
     """A new map (union bpf_attr, BPF_MAP_CREATE: type, key, value, max, flags, inner map,
-    NUMA node, name); its descriptor."""
+    NUMA node, name; BTF for the types that need it); its descriptor."""
     attr = _attr(128)
     struct.pack_into("<5I", attr, 0, map_type, key_size, value_size, max_entries, flags)
     struct.pack_into("16s", attr, 28, obj_name(name))
-    return _call(BPF_MAP_CREATE, attr, f"creating map {name}")
+    if map_type != BPF_MAP_TYPE_TASK_STORAGE:
+        return _call(BPF_MAP_CREATE, attr, f"creating map {name}")
+    # task storage needs BTF of its key (an int) and value (any type of the value's size)
+    btf = btf_load(value_size)
+    try:
+        struct.pack_into("<III", attr, 48, btf, BTF_INT_ID, BTF_VALUE_ID)  # btf_fd, key, value type ids
+        return _call(BPF_MAP_CREATE, attr, f"creating map {name}")
+    finally:
+        os.close(btf)
+
+
+# The BTF map_create gives a task-storage map: type 1 "int" (4 bytes, signed), type 2 an
+# unnamed 1-byte int, type 3 an array of value_size of type 2 (include/uapi/linux/btf.h).
+BTF_MAGIC, BTF_KIND_INT, BTF_KIND_ARRAY, BTF_INT_SIGNED = 0xEB9F, 1, 3, 1
+BTF_INT_ID, BTF_VALUE_ID = 1, 3
+
+
+def btf_load(value_size: int) -> int:
+    """BPF_BTF_LOAD of the three types above; the BTF object's descriptor."""
+    strings = b"\0int\0"
+    types = struct.pack("<IIII", 1, BTF_KIND_INT << 24, 4, (BTF_INT_SIGNED << 24) | 32)
+    types += struct.pack("<IIII", 0, BTF_KIND_INT << 24, 1, 8)
+    types += struct.pack("<IIIIII", 0, BTF_KIND_ARRAY << 24, 0, 2, 1, value_size)
+    header = struct.pack("<HBBIIIII", BTF_MAGIC, 1, 0, 24, 0, len(types), len(types), len(strings))
+    blob = ctypes.create_string_buffer(header + types + strings, 24 + len(types) + len(strings))
+    attr = _attr(32)  # btf, btf_log_buf, btf_size, btf_log_size, btf_log_level
+    struct.pack_into("<QQI", attr, 0, ctypes.addressof(blob), 0, len(blob))
+    return _call(BPF_BTF_LOAD, attr, "loading BTF")
+
+
+def has_task_storage() -> bool:
+    """Whether raw tracepoint programs can keep per-thread values in task storage
+    (bpf_get_current_task_btf and bpf_task_storage_get in tracing programs: Linux 5.12+):
+    a task-storage map is created and a program that reads it is loaded, then closed."""
+    try:
+        fd = map_create(BPF_MAP_TYPE_TASK_STORAGE, 4, 8, 0, BPF_F_NO_PREALLOC, "aether_probe")
+    except (BpfError, RecorderError):
+        return False
+    try:
+        ld_map = struct.pack("<BBhi", 0x18, 0x10 | 1, 0, fd) + struct.pack("<BBhi", 0, 0, 0, 0)  # r1 = map
+        insns = (
+            struct.pack("<BBhi", 0x85, 0, 0, 158)  # call bpf_get_current_task_btf
+            + struct.pack("<BBhi", 0xBF, 0x02, 0, 0)  # r2 = r0
+            + ld_map
+            + struct.pack("<BBhi", 0xB7, 0x03, 0, 0)  # r3 = 0
+            + struct.pack("<BBhi", 0xB7, 0x04, 0, 0)  # r4 = 0
+            + struct.pack("<BBhi", 0x85, 0, 0, 156)  # call bpf_task_storage_get
+            + struct.pack("<BBhi", 0xB7, 0x00, 0, 0)  # r0 = 0
+            + struct.pack("<BBhi", 0x95, 0, 0, 0)  # exit
+        )
+        try:
+            os.close(prog_load(BPF_PROG_TYPE_RAW_TRACEPOINT, insns, "GPL", "aether_probe"))
+        except (BpfError, RecorderError):
+            return False
+        return True
+    finally:
+        os.close(fd)
 
 
 def prog_load(prog_type: int, insns: bytes, license: str, name: str) -> int:

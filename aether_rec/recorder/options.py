@@ -37,6 +37,7 @@ class RecordOptions:
     rotate_time_ns: int | None = None
     command: tuple[str, ...] = ()
     syscall_hooks: str = "auto"  # auto: raw_syscalls raw tracepoints where possible (probes.py)
+    inflight: str = "auto"  # auto: syscalls in flight in task storage where possible (syscalls.py)
     transport: str = "auto"  # auto: ring buffer where the kernel has it, else perf buffer
     buffer_pages: int | None = None  # None: the transport's default
     wakeup_events: int | None = None  # perf buffer: None = an eighth of the buffer

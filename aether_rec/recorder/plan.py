@@ -34,6 +34,7 @@ from aether_rec.recorder.probes import (
 from aether_rec.recorder.procinfo import descendants
 from aether_rec.recorder.program import Program, ProgramOptions, build_program
 from aether_rec.recorder.ringbuf import RingBufTransport
+from aether_rec.recorder.syscalls import inflight_defines
 from aether_rec.recorder.tracefs import TraceFS, ensure_tracefs
 from aether_rec.recorder.transport import Transport
 from aether_rec.schema import KERNEL_NAME_DTYPE
@@ -149,6 +150,9 @@ def prepare(opts: RecordOptions, log: Log = default_log) -> Prepared:
         notes.append(msg)
     if not any(p.available for p in plans.values()):
         raise RecorderError("no layer can be recorded on this kernel: see 'aether-rec doctor'")
+    sc = plans.get("syscall")
+    if sc is not None and sc.available:
+        sc.defines += inflight_defines(opts.inflight)
     names = probe_names(tfs, opts.syscall_hooks) if needs_names(plans) else None
     if names is not None and not names.available:
         log(names.reason)

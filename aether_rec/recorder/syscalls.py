@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import platform
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from aether_rec.errors import RecorderError, UsageError
@@ -80,6 +81,8 @@ NAME_NR_X86_64: dict[str, int] = {
 
 #: --syscall-hooks choices: auto (raw where possible), raw, tracepoint
 SYSCALL_HOOK_KINDS: tuple[str, ...] = ("auto", "raw", "tracepoint")
+#: --inflight: where the kernel keeps each thread's syscall in flight (bpf/aether_common.h)
+INFLIGHT_KINDS: tuple[str, ...] = ("auto", "task-storage", "hash")
 
 
 #: the newest kernel series on which raw_syscalls programs were seen to run without being
@@ -131,3 +134,23 @@ def use_raw_syscalls(tfs: TraceFS, hooks: str, release: str | None = None) -> tu
             "load (--syscall-hooks raw uses them anyway)"
         )
     return True, ""
+
+
+def inflight_defines(kind: str, probe: Callable[[], bool] | None = None) -> list[str]:
+    """The cflags that keep the syscall layer's in-flight calls in task storage (--inflight:
+    auto where the kernel can, task-storage, hash). task-storage on a kernel that cannot
+    is an error; ``probe`` (default: bpfsys.has_task_storage) says whether it can."""
+    if kind not in INFLIGHT_KINDS:
+        raise UsageError(f"--inflight must be one of {', '.join(INFLIGHT_KINDS)}, not {kind!r}")
+    if kind == "hash":
+        return []
+    if probe is None:
+        from aether_rec.recorder.bpfsys import has_task_storage
+
+        probe = has_task_storage
+    if probe():
+        return ["-DAETHER_SC_TASK_STORAGE=1"]
+    if kind == "task-storage":
+        raise RecorderError("--inflight task-storage: this kernel cannot use BPF task storage in "
+                            "tracing programs (Linux 5.12 and later can); use --inflight hash")
+    return []

@@ -10,13 +10,16 @@ Pairs (each workload is started paused, the tracer attaches to its pid, then it 
              classic tracepoints as perf, --syscall-hooks tracepoint)
   dio-write  dd if=/dev/zero of=F bs=4k count=N oflag=direct
   dio-read   dd if=F of=/dev/null bs=4k count=N iflag=direct
+  loop-read  fio: 4 KiB random direct reads, io_uring at queue depth 32, on a loop device over a
+             tmpfs file (the fastest block device this machine has: about 270,000 IOPS on 2 CPUs;
+             no null_blk module here), a fixed number of I/Os (--loop-ios)
              aether-rec --layers block  vs  perf -a on block_rq_insert/issue/complete, both
              system-wide (perf attached by pid misses completions in interrupt context),
-             counting read/write completions on the file's device
+             counting read/write completions on the file's (the loop) device
 Both tracers get the same buffer bytes: aether-rec --buffer-pages (32 MiB: in all for the
 ring buffer, per CPU 32 MiB / CPUs for perf buffers) and perf record -m (32 MiB / CPUs per CPU).
 
-Columns: workload time is dd's own figure; "captured" counts dd's read/write syscalls in the
+Columns: workload time is dd's (fio's) own figure; "captured" counts dd's read/write syscalls in the
 capture (perf: sys_exit_read/write samples, from `perf report --stats`) and completed block
 read/write requests on the file's device (perf: its block_rq_complete samples); "missing" is
 expected minus captured (perf's LOST records in `perf report --stats` count records, not
@@ -81,10 +84,14 @@ class Run:
 
 
 def dd_seconds(stderr: str) -> float:
+    """The workload's own time: dd's "copied, X s", or fio's "run=A-Bmsec" (its longest job)."""
     m = re.search(r"copied, ([0-9.]+) s", stderr)
-    if not m:
-        raise RuntimeError(f"cannot read dd's time from: {stderr!r}")
-    return float(m.group(1))
+    if m:
+        return float(m.group(1))
+    m = re.search(r"run=\d+-(\d+)msec", stderr)
+    if m:
+        return int(m.group(1)) / 1000.0
+    raise RuntimeError(f"cannot read the workload's time from: {stderr!r}")
 
 
 def paused(argv: list[str]) -> subprocess.Popen[bytes]:
@@ -245,6 +252,17 @@ def offline_peers(aio: Path, pdata: Path, work: Path) -> dict[str, tuple[float, 
     return out
 
 
+def make_loop(ios: int) -> tuple[tuple[str, Path], int]:
+    """A loop device over a tmpfs file of ``ios`` 4 KiB blocks: ((device, file), its dev_t)."""
+    img = Path("/dev/shm") / f"aether-bench-{os.getpid()}.img"
+    with open(img, "wb") as f:
+        f.truncate(4096 * ios)
+    name = subprocess.run(["losetup", "-f", "--show", str(img)], capture_output=True, text=True,
+                          check=True).stdout.strip()
+    st = os.stat(name)
+    return (name, img), (os.major(st.st_rdev) << 20) | os.minor(st.st_rdev)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeat", type=int, default=3)
@@ -255,7 +273,8 @@ def main() -> None:
     ap.add_argument("--storm-records", type=int, default=2_000_000,
                     help="dd records in the storm (2 syscalls each); larger shows how the offline "
                          "comparison scales once start-up costs are amortised")
-    ap.add_argument("--only", choices=["storm", "dio-write", "dio-read"], action="append",
+    ap.add_argument("--loop-ios", type=int, default=524288, help="4 KiB reads of the loop-read row")
+    ap.add_argument("--only", choices=["storm", "dio-write", "dio-read", "loop-read"], action="append",
                     help="run only these workloads (repeatable)")
     ap.add_argument("--dir", default=str(ROOT), help="directory on a real block device for dio rows")
     ap.add_argument("--no-offline", action="store_true", help="skip the offline peers on the storm files")
@@ -278,6 +297,15 @@ def main() -> None:
         "dio-read": (["dd", f"if={dio}", "of=/dev/null", "bs=4k", f"count={n}", "iflag=direct"],
                      0, n, True),
     }
+    devs = {"loop-read": dev}
+    loop: tuple[str, Path] | None = None
+    if not args.only or "loop-read" in args.only:
+        loop, loop_dev = make_loop(args.loop_ios)
+        devs["loop-read"] = loop_dev
+        fio = ["fio", "--name=r", f"--filename={loop[0]}", "--direct=1", "--rw=randread", "--bs=4k",
+               "--ioengine=io_uring", "--iodepth=32", f"--io_size={4096 * args.loop_ios}",
+               "--randrepeat=0", "--norandommap"]
+        workloads["loop-read"] = (["sh", "-c", 'exec "$@" 1>&2', "fio", *fio], 0, args.loop_ios, True)
     if args.only:
         workloads = {k: v for k, v in workloads.items() if k in args.only}
     transports = args.transport or ["ringbuf", "perf", "ringbuf classic"]
@@ -295,14 +323,18 @@ def main() -> None:
                     if block and tr.endswith("classic"):
                         continue  # no syscall hooks in the block rows
                     out = aio if tr == transports[0] else work / f"{name}-{tr.replace(' ', '-')}.aio"
-                    run = run_aether(argv, out, tr, block, dev)
+                    run = run_aether(argv, out, tr, block, devs.get(name, dev))
                     results.setdefault((name, f"aether-rec {tr}"), []).append(run)
-                results.setdefault((name, "perf record -z"), []).append(run_perf(argv, pdata, block, dev))
+                results.setdefault((name, "perf record -z"), []).append(
+                    run_perf(argv, pdata, block, devs.get(name, dev)))
                 if name == "storm" and not args.no_offline:
                     for k, v in offline_peers(aio, pdata, work).items():
                         offline.setdefault(k, []).append(v)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+        if loop is not None:
+            subprocess.run(["losetup", "-d", loop[0]], check=False)
+            loop[1].unlink(missing_ok=True)
     med = statistics.median
     print(f"\nRecorder benchmark, median of {args.repeat} runs, {today()}, {NCPU} CPUs, kernel "
           f"{os.uname().release} (bench/bench_recorder.py)")
@@ -339,6 +371,12 @@ def main() -> None:
         a = med(r.workload_s for r in results[("storm", tr0)])
         p = med(r.workload_s for r in results[("storm", "perf record -z")])
         print(f"\nstorm under {tr0} / under perf record -z: {a / p:.2f} (issue 13 target <= 0.5)")
+    if "loop-read" in workloads:
+        base = med(r.workload_s for r in results[("loop-read", "untraced")])
+        for setup in (*(f"aether-rec {tr}" for tr in transports if "classic" not in tr), "perf record -z"):
+            t = med(r.workload_s for r in results[("loop-read", setup)])
+            print(f"loop-read under {setup}: {t / base - 1:+.1%} time against untraced "
+                  f"({args.loop_ios / base:,.0f} IOPS untraced; issue 13 target <= +5 %)")
     if offline:
         print(f"\nOffline, storm files ({2 * args.storm_records:,} I/Os), the same latency percentiles "
               f"(p50/p90/p99/p99.9 per op), whole process trees, median of {args.repeat}:")

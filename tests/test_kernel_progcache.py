@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -111,3 +112,22 @@ def test_a_cache_others_can_write_or_a_damaged_entry_is_not_used(tmp_path: Path)
     assert _counts(cols, tmp_path / "dd.bin") == (N, N)
     src, _, _ = _dd(tmp_path, tmp_path / "d.aio", cache)  # the entry was replaced
     assert src == "cache"
+
+
+def test_the_task_storage_probe_is_the_verifiers_answer() -> None:
+    """has_task_storage loads a real program: on this kernel (6.18) it passes; the same
+    program given an array map where the task-storage map belongs is refused, so the probe
+    answers what the verifier says, and a map without the BTF it needs cannot be made."""
+    assert bpfsys.has_task_storage()
+    arr = bpfsys.map_create(2, 4, 8, 1, 0, "aether_test")  # BPF_MAP_TYPE_ARRAY
+    try:
+        with pytest.raises(bpfsys.BpfError):
+            bpfsys.prog_load(bpfsys.BPF_PROG_TYPE_RAW_TRACEPOINT, bpfsys.task_storage_probe(arr), "GPL", "t")
+    finally:
+        os.close(arr)
+    attr = bpfsys._attr(128)  # the same map request without BTF: the kernel refuses it
+    struct.pack_into("<5I", attr, 0, bpfsys.BPF_MAP_TYPE_TASK_STORAGE, 4, 8, 0, bpfsys.BPF_F_NO_PREALLOC)
+    with pytest.raises(bpfsys.BpfError):
+        bpfsys._call(bpfsys.BPF_MAP_CREATE, attr, "task storage without BTF")
+    fd = bpfsys.map_create(bpfsys.BPF_MAP_TYPE_TASK_STORAGE, 4, 40, 0, bpfsys.BPF_F_NO_PREALLOC, "t")
+    os.close(fd)

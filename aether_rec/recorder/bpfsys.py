@@ -19,6 +19,7 @@ BPF_MAP_TYPE_RINGBUF = 27
 BPF_MAP_TYPE_TASK_STORAGE = 29
 BPF_F_NO_PREALLOC = 1
 BPF_BTF_LOAD = 18
+BPF_PROG_TYPE_TRACEPOINT = 5
 BPF_PROG_TYPE_RAW_TRACEPOINT = 17
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -204,30 +205,38 @@ def btf_load(value_size: int) -> int:
     return _call(BPF_BTF_LOAD, attr, "loading BTF")
 
 
+def task_storage_probe(map_fd: int) -> bytes:
+    """The instructions of has_task_storage's program: the current task's value in the
+    task-storage map ``map_fd``, without creating it."""
+    ld_map = struct.pack("<BBhi", 0x18, 0x10 | 1, 0, map_fd) + struct.pack("<BBhi", 0, 0, 0, 0)  # r1 = map
+    return (
+        struct.pack("<BBhi", 0x85, 0, 0, 158)  # call bpf_get_current_task_btf
+        + struct.pack("<BBhi", 0xBF, 0x02, 0, 0)  # r2 = r0
+        + ld_map
+        + struct.pack("<BBhi", 0xB7, 0x03, 0, 0)  # r3 = 0
+        + struct.pack("<BBhi", 0xB7, 0x04, 0, 0)  # r4 = 0
+        + struct.pack("<BBhi", 0x85, 0, 0, 156)  # call bpf_task_storage_get
+        + struct.pack("<BBhi", 0xB7, 0x00, 0, 0)  # r0 = 0
+        + struct.pack("<BBhi", 0x95, 0, 0, 0)  # exit
+    )
+
+
 def has_task_storage() -> bool:
-    """Whether raw tracepoint programs can keep per-thread values in task storage
-    (bpf_get_current_task_btf and bpf_task_storage_get in tracing programs: Linux 5.12+):
-    a task-storage map is created and a program that reads it is loaded, then closed."""
+    """Whether tracepoint and raw tracepoint programs can keep per-thread values in task
+    storage (bpf_get_current_task_btf and bpf_task_storage_get in tracing programs: Linux
+    5.12+): a task-storage map is created and a program of each kind that reads it is
+    loaded, then all are closed."""
     try:
         fd = map_create(BPF_MAP_TYPE_TASK_STORAGE, 4, 8, 0, BPF_F_NO_PREALLOC, "aether_probe")
     except (BpfError, RecorderError):
         return False
     try:
-        ld_map = struct.pack("<BBhi", 0x18, 0x10 | 1, 0, fd) + struct.pack("<BBhi", 0, 0, 0, 0)  # r1 = map
-        insns = (
-            struct.pack("<BBhi", 0x85, 0, 0, 158)  # call bpf_get_current_task_btf
-            + struct.pack("<BBhi", 0xBF, 0x02, 0, 0)  # r2 = r0
-            + ld_map
-            + struct.pack("<BBhi", 0xB7, 0x03, 0, 0)  # r3 = 0
-            + struct.pack("<BBhi", 0xB7, 0x04, 0, 0)  # r4 = 0
-            + struct.pack("<BBhi", 0x85, 0, 0, 156)  # call bpf_task_storage_get
-            + struct.pack("<BBhi", 0xB7, 0x00, 0, 0)  # r0 = 0
-            + struct.pack("<BBhi", 0x95, 0, 0, 0)  # exit
-        )
-        try:
-            os.close(prog_load(BPF_PROG_TYPE_RAW_TRACEPOINT, insns, "GPL", "aether_probe"))
-        except (BpfError, RecorderError):
-            return False
+        insns = task_storage_probe(fd)
+        for prog_type in (BPF_PROG_TYPE_TRACEPOINT, BPF_PROG_TYPE_RAW_TRACEPOINT):  # both kinds use it
+            try:
+                os.close(prog_load(prog_type, insns, "GPL", "aether_probe"))
+            except (BpfError, RecorderError):
+                return False
         return True
     finally:
         os.close(fd)

@@ -135,7 +135,7 @@ STORAGE_FD_KINDS: frozenset[int] = frozenset({0, 1, 2})
 LOSS_KINDS: dict[str, str] = {
     "perf_buffer": "kernel perf buffer overflow: events dropped before user space read them",
     "ringbuf": "BPF ring buffer full: events dropped before user space read them",
-    "start_map_full": "start-time map full: I/Os not tracked",
+    "start_map_full": "no room to remember I/O starts (map full, task storage refused): I/Os not tracked",
     "pid_map_full": "traced-pid map full: a child process was not followed",
     "unmatched": "completion without a recorded start (mostly I/Os in flight when recording began)",
     "recursion": "a BPF program did not run because another BPF program was running on that CPU "

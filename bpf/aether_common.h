@@ -27,7 +27,7 @@
 #endif
 
 /* per-CPU counters, read by user space (aether_rec.recorder.program.COUNTERS) */
-#define AETHER_C_SC_START_FULL   0 /* syscall entry dropped: start map full */
+#define AETHER_C_SC_START_FULL   0 /* syscall entry dropped: start map full (or task storage refused) */
 #define AETHER_C_SC_UNMATCHED    1 /* syscall exit without a recorded entry */
 #define AETHER_C_BLK_START_FULL  2 /* block request not tracked: map full */
 #define AETHER_C_BLK_UNMATCHED   3 /* block completion without a tracked request */

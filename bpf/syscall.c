@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 /* syscall.c: the syscall layer of aether-rec.
  *
- * One sys_enter_X / sys_exit_X tracepoint pair per I/O syscall, paired per thread on
- * pid_tgid in a bounded hash. A syscall X is compiled in when AETHER_SC_X is defined
+ * One sys_enter_X / sys_exit_X tracepoint pair per I/O syscall, paired per thread (in
+ * the thread's task storage, or a bounded hash on pid_tgid: aether_common.h). A syscall X is compiled in when AETHER_SC_X is defined
  * (the recorder defines those the running kernel's tracefs formats support). The map of
  * syscalls in flight (sc_start_put/get/drop) lives in aether_common.h: block.c links
  * requests to it.

@@ -325,3 +325,40 @@ def test_cgroup_filter(tmp_path: Path) -> None:
                 break
             except OSError:
                 time.sleep(0.1)
+
+
+FAULTS = """
+import mmap, os, sys
+fd = os.open(sys.argv[1], os.O_RDONLY)
+os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+other = os.open(sys.argv[2], os.O_RDONLY)
+os.pread(other, 4096, 0)  # the last traced syscall before the page faults
+m = mmap.mmap(fd, 0, prot=mmap.PROT_READ)
+print(sum(m[i] for i in range(0, len(m), 4096)))
+"""
+
+
+def test_a_syscall_that_ended_links_no_later_block_io(tmp_path: Path) -> None:
+    """Block reads that page faults cause run in the thread's context outside any syscall:
+    none may be linked to the pread that ended before them. (A syscall slot left in flight
+    after its exit, in task storage or in the hash, links the whole mapped file to it.)"""
+    where = block_dir(tmp_path)
+    assert where is not None, "no writable directory on a block device"
+    d = where[0]
+    data, other = d / "mapped.bin", d / "other.bin"
+    data.write_bytes(os.urandom(8 << 20))
+    other.write_bytes(b"x")
+    os.sync()
+    out = tmp_path / "faults.aio"
+    r = rec(["record", "-o", str(out), "--layers", "syscall,block", "--",
+             "python3", "-c", FAULTS, str(data), str(other)])
+    assert r.rc == 0, r.stderr
+    _, ev = load(out)
+    mine = np.array(ev["path"], dtype=object) == str(other)
+    preads = ev["ts"][mine & (ev["layer"] == layer_code("syscall")) & (ev["op"] == op_code("pread"))]
+    assert len(preads) == 1
+    block = ev["layer"] == layer_code("block")
+    faulted = int(ev["bytes"][block & (ev["op"] == op_code("read"))].sum())
+    assert faulted >= 4 << 20  # the faults read the mapped file from the disk
+    linked = int(ev["bytes"][block & (ev["link"] == preads[0])].sum())
+    assert linked <= 4096, f"{linked} bytes of block reads linked to a pread that had ended"

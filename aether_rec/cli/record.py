@@ -9,6 +9,7 @@ import click
 from aether_rec.cli.common import echo_json, note
 from aether_rec.ops.units import parse_duration, parse_size
 from aether_rec.recorder.probes import ALL_LAYERS, DEFAULT_LAYERS
+from aether_rec.recorder.syscalls import INFLIGHT_KINDS, SYSCALL_HOOK_KINDS
 
 
 def _seconds(value: str | None) -> int | None:
@@ -82,7 +83,7 @@ def _size(value: str | None) -> int | None:
 @click.option("--rotate-time", metavar="DURATION", help="Start a new numbered file this often (e.g. 1h).")
 @click.option(
     "--syscall-hooks",
-    type=click.Choice(["auto", "raw", "tracepoint"]),
+    type=click.Choice(SYSCALL_HOOK_KINDS),
     default="auto",
     show_default=True,
     help="How the syscall layer hooks syscalls: raw (the raw_syscalls raw tracepoints, one "
@@ -92,7 +93,7 @@ def _size(value: str | None) -> int | None:
 )
 @click.option(
     "--inflight",
-    type=click.Choice(["auto", "task-storage", "hash"]),
+    type=click.Choice(INFLIGHT_KINDS),
     default="auto",
     show_default=True,
     help="Where the kernel keeps each thread's syscall between its entry and exit: "

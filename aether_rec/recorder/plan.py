@@ -106,13 +106,16 @@ def make_transport(
 # two reads of the ring (the loop reads it at least every 100 ms; a loaded machine can
 # stretch that to a second: a `cat` per file of a tree makes ~60 records per file)
 NAMES_PAGES = 2048
+NAMES_WINDOW = 256 << 10  # bytes of the names ring mapped at a time
 
 
 def make_names_transport(events: Transport) -> Transport:
     """The transport of the fd-naming records, of the same kind as the events'. Its
     losses are counted by the program (counter name_failed), not reported by it."""
     if isinstance(events, RingBufTransport):
-        return RingBufTransport(NAMES_PAGES, table="names", drop_counter=None, dtype=KERNEL_NAME_DTYPE)
+        # mapped a little at a time (names are few), read whole at every drain
+        return RingBufTransport(NAMES_PAGES, table="names", drop_counter=None, dtype=KERNEL_NAME_DTYPE,
+                                window=NAMES_WINDOW, batch=NAMES_PAGES * 4096 // KERNEL_NAME_DTYPE.itemsize)
     per_cpu = max(16, NAMES_PAGES // max(1, len(online_cpus())))
     per_cpu = 1 << (per_cpu.bit_length() - 1)
     return PerfMmapTransport(per_cpu, 64, table="names", dtype=KERNEL_NAME_DTYPE, report_losses=False)

@@ -27,7 +27,11 @@ def joined(parts: list[np.ndarray], dtype: np.dtype) -> np.ndarray:
     """The batches read since the last take, as one array (copied only if several)."""
     if not parts:
         return np.empty(0, dtype)
-    return parts[0] if len(parts) == 1 else np.concatenate(parts)
+    if len(parts) == 1:
+        return parts[0]
+    # joined as bytes: numpy copies a structured dtype field by field, one element at a
+    # time (about 70 ns an event of 112 bytes, against 3 ns for the same bytes)
+    return np.concatenate([np.ascontiguousarray(p).view(np.uint8) for p in parts]).view(dtype)
 
 
 class Transport(ABC):

@@ -1,6 +1,6 @@
 """The ring-buffer transport's reading, without a kernel: a file laid out as the kernel
 lays out a BPF ring buffer for its consumer (consumer page, producer page, then the data
-area twice over), written by a fake producer.
+area twice over), written by a fake producer; and what the recorder keeps of a batch.
 
 The transport maps only a window of the data area at a time (so that a big ring does
 not sit in the recorder's resident memory); these tests read rings that wrap many times
@@ -19,6 +19,9 @@ from typing import Any
 import numpy as np
 import pytest
 
+from aether_rec.format.chunk import Chunk
+from aether_rec.format.reader import Capture
+from aether_rec.format.writer import CaptureWriter
 from aether_rec.recorder import ringbuf
 from aether_rec.recorder.transport import joined
 from aether_rec.schema import KERNEL_EVENT_DTYPE
@@ -193,3 +196,35 @@ def test_joined_batches_are_the_records_in_order() -> None:
     assert got.dtype == KERNEL_EVENT_DTYPE and got.tobytes() == want.tobytes()
     assert joined(parts[:1], KERNEL_EVENT_DTYPE) is parts[0]
     assert len(joined([], KERNEL_EVENT_DTYPE)) == 0
+
+
+def test_the_writer_empties_its_own_pending_batches_not_the_callers(tmp_path: Path) -> None:
+    """A chunk is built column by column from the pending batches, in ts order, each
+    batch's column dropped once copied: the caller's batches stay whole, the chunks hold
+    every event once, sorted, and a batch cut across two chunks loses nothing."""
+    rng = np.random.default_rng(5)
+    batches = []
+    for i in range(7):
+        n = int(rng.integers(1, 900))
+        ts = np.sort(rng.integers(0, 10**9, n)).astype(np.uint64)[::-1].copy()  # out of order
+        comm = np.array([f"p{i}-{j % 3}" for j in range(n)], object)
+        cols = {"ts": ts, "lat": rng.integers(1, 10**6, n).astype(np.uint64),
+                "pid": np.full(n, i, np.uint32), "comm": comm}
+        batches.append(Chunk.from_columns(cols, str_columns=["comm"]))
+    before = [{k: v.copy() for k, v in b.columns.items()} for b in batches]
+    out = tmp_path / "w.aio"
+    with CaptureWriter(out, chunk_events=1000) as w:
+        for b in batches:
+            w.write_events(b)
+    for b, cols in zip(batches, before):  # the caller's batches are untouched
+        assert set(b.columns) == set(cols) and all(np.array_equal(b.columns[k], cols[k]) for k in cols)
+    with Capture(out) as r:
+        chunks = list(r.chunks(ordered=False))  # as stored
+    assert [c.n for c in chunks[:-1]] == [1000] * (len(chunks) - 1)
+    for c in chunks:
+        assert np.all(np.diff(c.column("ts").astype(np.int64)) >= 0)
+    def rows(cs: list[Chunk]) -> list[tuple[object, ...]]:
+        cols = [np.concatenate([c.column(k) for c in cs]).tolist() for k in ("ts", "lat", "pid")]
+        return sorted(zip(*cols, np.concatenate([c.strings("comm") for c in cs]).tolist()))
+
+    assert rows(chunks) == rows(batches)

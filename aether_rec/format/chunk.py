@@ -248,13 +248,26 @@ class Chunk:
         return cls(n, cols, dicts)
 
     @classmethod
-    def concat(cls, chunks: Sequence[Chunk]) -> Chunk:
-        """One chunk holding all events of ``chunks`` in order, dictionaries unified."""
+    def concat(cls, chunks: Sequence[Chunk], *, by_ts: bool = False, release: bool = False) -> Chunk:
+        """One chunk holding all events of ``chunks`` in order, dictionaries unified;
+        ``by_ts``: stably sorted by ts. ``release``: each column is removed from the
+        chunks once it is copied (they are left empty), so that a column's memory can go
+        before the next one is built: the writer's pending batches are never held twice."""
         chunks = [c for c in chunks if c.n]
         if not chunks:
             return cls(0, {}, {})
-        if len(chunks) == 1:
-            return chunks[0]
+        order: np.ndarray | None = None
+        if by_ts and any("ts" in c.columns for c in chunks):
+            ts = np.concatenate([c.column("ts") for c in chunks])
+            if len(ts) > 1 and not bool(np.all(ts[:-1] <= ts[1:])):
+                order = np.argsort(ts, kind="stable")
+            del ts
+        if len(chunks) == 1 and order is None:
+            one = chunks[0]
+            if not release:
+                return one
+            cols_, one.columns = one.columns, {}
+            return cls(one.n, cols_, dict(one.dicts))
         names: list[str] = []
         for c in chunks:
             names.extend(k for k in c.columns if k not in names)
@@ -273,10 +286,15 @@ class Chunk:
                         (table.setdefault(s, len(table)) for s in d), dtype=np.uint32, count=len(d)
                     )
                     parts.append(remap[codes])
-                cols[name] = np.concatenate(parts)
+                col = np.concatenate(parts)
                 dicts[name] = list(table)
             else:
-                cols[name] = np.concatenate([c.column(name) for c in chunks])
+                col = np.concatenate([c.column(name) for c in chunks])
+            cols[name] = col if order is None else col[order]
+            del col
+            if release:
+                for c in chunks:
+                    c.columns.pop(name, None)
         return cls(sum(c.n for c in chunks), cols, dicts)
 
 

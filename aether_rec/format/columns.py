@@ -245,7 +245,8 @@ def encode_chunk(chunk: Chunk, codec: Codec) -> tuple[bytes, ChunkInfo]:
         parts.append(data)
     if decoded > MAX_CHUNK_DECODED:
         raise ChunkTooLarge(f"chunk decodes to {decoded} bytes (limit {MAX_CHUNK_DECODED})")
-    body = prefixed(directory, "chunk directory") + b"".join(parts)
+    body = b"".join([prefixed(directory, "chunk directory"), *parts])  # one copy, not two
+    del parts
     if len(body) > MAX_CHUNK_RAW:
         raise ChunkTooLarge(f"chunk body of {len(body)} bytes exceeds {MAX_CHUNK_RAW}")
     info = chunk.compute_info()

@@ -152,6 +152,8 @@ class CaptureWriter:
         chunk = Chunk.from_columns(batch)
         if chunk.n == 0:
             return
+        if chunk is batch:  # ours to empty when it is written (the caller's stays whole)
+            chunk = Chunk(chunk.n, dict(chunk.columns), dict(chunk.dicts))
         if not self._pending:
             self._pending_since = time.monotonic()
         self._pending.append(chunk)
@@ -171,29 +173,33 @@ class CaptureWriter:
 
     def _cut(self, n: int) -> None:
         """Write the first ``n`` pending events as a chunk. Only the pieces that hold them
-        are joined (a copy); a piece that alone holds them is sliced, not copied, and the
-        pieces after them stay as they are."""
+        are joined, column by column in ts order, each piece's column dropped once copied
+        (the pending events are never held twice); a piece that alone holds them, already
+        in order, is not copied, and the pieces after them stay as they are."""
         k, have = 0, 0
         while have < n:
             have += self._pending[k].n
             k += 1
-        whole = Chunk.concat(self._pending[:k])
-        later = self._pending[k:]
-        if n < whole.n:
-            head = whole.take(slice(0, n))
-            rest = whole.take(slice(n, whole.n))
+        pieces, later = self._pending[:k], self._pending[k:]
+        self._pending = []
+        if have > n:  # the last piece holds events past the n-th: they stay pending
+            last = pieces[-1]
+            keep = last.n - (have - n)
+            rest = last.take(slice(keep, last.n))
             # The slice keeps the whole dictionary; drop the strings it no longer uses,
             # or the carried-over dictionary grows with every cut.
             for name in rest.dicts:
                 rest.columns[name], rest.dicts[name] = compact_dictionary(
                     rest.columns[name], rest.dicts[name])
+            pieces[-1] = last.take(slice(0, keep))
+            del last
             later.insert(0, rest)
-        else:
-            head = whole
+        head = Chunk.concat(pieces, by_ts=True, release=True)
+        del pieces
         self._pending = later
         self._pending_n = sum(c.n for c in later)
         self._pending_bytes = sum(a.nbytes for c in later for a in c.columns.values())
-        self.write_chunk(head.sorted_by_ts())
+        self.write_chunk(head)
         self._pending_since = time.monotonic()
 
     def write_chunk(self, chunk: Chunk) -> ChunkInfo:

@@ -43,7 +43,7 @@ def split_columns(ev: np.ndarray, names: Sequence[str]) -> dict[str, np.ndarray]
         w, size = off // 8, fdt.itemsize
         if size % 8 == 0:  # whole words: rows of t, side by side for wider fields
             span = t[w : w + size // 8]
-            out[k] = (span[0] if size == 8 else np.ascontiguousarray(span.T)).view(fdt).reshape(n)
+            out[k] = (span[0].copy() if size == 8 else np.ascontiguousarray(span.T)).view(fdt).reshape(n)
         elif (off % 8) % size == 0:  # an aligned part of one word: every (8 / size)-th item
             out[k] = t[w].view(fdt)[(off % 8) // size :: 8 // size].copy()
         else:

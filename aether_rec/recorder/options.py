@@ -43,7 +43,7 @@ class RecordOptions:
     wakeup_events: int | None = None  # perf buffer: None = an eighth of the buffer
     drain_interval_s: float = 0.25
     map_size: int = 16384
-    chunk_events: int = 131072
+    chunk_events: int = 65536
     chunk_age_s: float = 1.0
     status: bool | None = None  # None: when stderr is a terminal
     argv: tuple[str, ...] = ()

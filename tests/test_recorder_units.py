@@ -624,3 +624,33 @@ def test_syscalls_in_flight_in_task_storage_where_the_kernel_can() -> None:
     assert inflight_defines("hash", never) == []
     with pytest.raises(UsageError):
         inflight_defines("fast", lambda: True)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the cache is root's")
+def test_a_remembered_value_is_used_only_for_the_same_document(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """progcache.memo (e.g. the block layer's offsets from the kernel's BTF) names entries
+    by a short checksum and keeps the document they depend on: a value is reused for that
+    document only, so that two documents with one name (a collision) never share a value."""
+    import json
+
+    from aether_rec.recorder import progcache
+
+    monkeypatch.setattr(progcache, "CACHE_DIR", tmp_path)
+    calls: list[int] = []
+
+    def make() -> dict[str, int]:
+        calls.append(1)
+        return {"offset": 40 + len(calls)}
+
+    assert progcache.memo("t", {"btf": ["/x", 1, 2]}, make) == {"offset": 41}
+    assert progcache.memo("t", {"btf": ["/x", 1, 2]}, make) == {"offset": 41}  # remembered
+    assert len(calls) == 1
+    assert progcache.memo("t", {"btf": ["/x", 1, 3]}, make) == {"offset": 42}  # another kernel file
+    (entry,) = [p for p in (tmp_path / "programs").glob("t-*.json")
+                if json.loads(p.read_text())["doc"]["btf"] == ["/x", 1, 2]]
+    stored = json.loads(entry.read_text())
+    stored["doc"]["btf"] = ["/y", 1, 2]  # as if another document had this name
+    entry.write_text(json.dumps(stored))
+    assert progcache.memo("t", {"btf": ["/x", 1, 2]}, make) == {"offset": 43}
+    assert len(calls) == 3

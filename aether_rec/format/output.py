@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import secrets
 import stat
 from collections.abc import Iterator, Sequence
 from typing import Any, BinaryIO
@@ -137,7 +136,7 @@ class AtomicOutput:
         folder, base = os.path.split(self.path)
         self.tmp = ""
         for _ in range(100):
-            tmp = os.path.join(folder, f".{base}.{secrets.token_hex(4)}.part")
+            tmp = os.path.join(folder, f".{base}.{os.urandom(4).hex()}.part")
             try:
                 self.file = create_output(tmp, False)
             except WriteError as exc:

@@ -18,11 +18,11 @@ instructions from a file is loading code into the kernel.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import stat
 import time
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -42,6 +42,8 @@ def cache_dir() -> Path:
 
 
 def key(text: str, cflags: list[str]) -> str:
+    import hashlib  # here, not at the top: memo runs in the recorder, which need not load OpenSSL
+
     u = os.uname()
     headers = os.environ.get("BCC_KERNEL_SOURCE", "")
     try:
@@ -68,12 +70,15 @@ def memo(name: str, doc: dict[str, Any], make: Callable[[], Any]) -> Any:
     BTF in Python. Not stored when ``make`` raises; not trusted unless root's."""
     u = os.uname()
     full = {"format": FORMAT, "name": name, "release": u.release, "build": u.version, **doc}
-    k = hashlib.sha256(json.dumps(full, sort_keys=True).encode()).hexdigest()
+    # no cryptographic hash (hashlib would map OpenSSL, 3 MB, into the recorder for good):
+    # the name only spreads entries, the stored document is compared before use
+    text = json.dumps(full, sort_keys=True).encode()
+    k = f"{zlib.crc32(text):08x}{zlib.adler32(text):08x}"
     got = lookup(f"{name}-{k}")
-    if got is not None and "value" in got:
+    if got is not None and "value" in got and got.get("doc") == full:
         return got["value"]
     value = make()
-    _store(f"{name}-{k}", {"format": FORMAT, "value": value})
+    _store(f"{name}-{k}", {"format": FORMAT, "doc": full, "value": value})
     return value
 
 

@@ -654,3 +654,32 @@ def test_a_remembered_value_is_used_only_for_the_same_document(
     entry.write_text(json.dumps(stored))
     assert progcache.memo("t", {"btf": ["/x", 1, 2]}, make) == {"offset": 43}
     assert len(calls) == 3
+
+
+def test_work_done_in_a_forked_child_comes_back_and_its_memory_does_not() -> None:
+    """run_forked: the first recording on a kernel parses its BTF (about 40 MB that the
+    allocators keep) in a child, so that the recorder does not carry it for its whole run."""
+    from aether_rec.recorder.btf import BTFError
+    from aether_rec.recorder.forked import run_forked
+
+    def rss_kb() -> int:
+        return int(re.search(r"VmRSS:\s+(\d+)", Path("/proc/self/status").read_text()).group(1))  # type: ignore[union-attr]
+
+    def big() -> list[object]:
+        blob = bytearray(200 << 20)  # 200 MB touched in the child
+        blob[::4096] = b"x" * len(blob[::4096])
+        return ["-DX=1", blob.count(b"x"), {"k": None}]
+
+    before = rss_kb()
+    assert run_forked(big) == ["-DX=1", (200 << 20) // 4096, {"k": None}]
+    assert rss_kb() - before < 50 << 10  # the 200 MB stayed in the child
+
+    def no_btf() -> None:
+        raise BTFError("struct request has no member q")
+
+    with pytest.raises(BTFError, match="struct request has no member q"):
+        run_forked(no_btf, errors=(BTFError,))
+    with pytest.raises(RecorderError, match="BTFError: struct request"):
+        run_forked(no_btf)  # not an expected error: a RecorderError, never a traceback
+    with pytest.raises(RecorderError, match="more than"):
+        run_forked(lambda: "y" * (2 << 20))

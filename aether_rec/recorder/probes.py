@@ -18,6 +18,7 @@ from pathlib import Path
 
 from aether_rec.errors import UsageError
 from aether_rec.recorder.btf import BTF, VMLINUX, BTFError, block_raw_layout
+from aether_rec.recorder.forked import run_forked
 from aether_rec.recorder.progcache import memo
 from aether_rec.recorder.syscalls import (  # noqa: F401 - re-exported: the plan's callers and tests
     NAME_HOOKS,
@@ -263,7 +264,9 @@ def probe_block_raw(tfs: TraceFS) -> LayerPlan:
         raise BTFError(f"cannot read {VMLINUX}: {e.strerror}") from None
     # a second of parsing in Python: remembered per kernel (progcache.memo)
     doc = {"btf": [str(VMLINUX), st.st_size, st.st_mtime_ns], "io_start": io_start, "insert": insert}
-    defines = memo("block-layout", doc, lambda: block_raw_layout(BTF.load(), io_start, insert))
+    # (in a child process: the parse's memory would stay in the recorder for its whole run)
+    defines = memo("block-layout", doc, lambda: run_forked(
+        lambda: block_raw_layout(BTF.load(), io_start, insert), errors=(BTFError,)))
     plan = LayerPlan("block", True, sources=["block.c"], defines=defines)
     if io_start:
         plan.hooks.append({"layer": "block", "hook": "raw_tracepoint:block_io_start", "role": "made"})

@@ -189,6 +189,7 @@ class Session:
         out = self.output.current
         assert out is not None
         ev, losses = self.transport.take()
+        n = len(ev)
         nt = self.prep.names_transport
         if nt is not None:
             # the events were read before this: every fd record submitted before any of
@@ -197,27 +198,29 @@ class Session:
             self.names.feed(nt.take()[0])
         for loss in losses:
             self.ledger.write(out, loss)
-        if len(ev):
+        if n:
             ev = self._limit(ev)
-            if len(ev):
+            n = len(ev)
+            if n:
                 cols: dict[str, Any] = event_columns(ev)
                 codes, words, flags, fdkind = self.names.annotate(cols)
                 cols["flags"] = flags
                 cols["fdkind"] = fdkind
                 cols["comm"], comms = encode_strings(cols["comm"])
                 cols["path"] = codes
-                chunk = Chunk(len(ev), cols, {"comm": comms, "path": words})
+                chunk = Chunk(n, cols, {"comm": comms, "path": words})
                 if self.redactor is not None:
                     chunk = self.redactor.chunk(chunk)
                 end = int((ev["ts"] + ev["lat"]).min())
                 if self._oldest_end_ns is None or end < self._oldest_end_ns:
                     self._oldest_end_ns = end
+                del ev, cols  # the kernel's records are not kept while a chunk is written
                 out.writer.write_events(chunk)
-                self.events += len(ev)
-                out.events += len(ev)
+                self.events += n
+                out.events += n
         for table, rows in self.names.take_new().items():
             self.output.meta(table, rows)
-        return len(ev)
+        return n
 
     def _limit(self, ev: np.ndarray) -> np.ndarray:
         """Cut a batch at --max-events, or where --max-size would be reached (estimated from

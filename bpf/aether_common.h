@@ -208,8 +208,24 @@ struct sc_start_t {
     u8  op;
 };
 #ifdef AETHER_SC_TASK_STORAGE
-BPF_TASK_STORAGE(sc_task, struct sc_start_t);
+/* A thread's slot: its call in flight, and (AETHER_COMM_CACHE) its name as last read, which
+ * is valid while comm_gen equals comm_epoch[0] + 1 (syscall.c's task_rename hook bumps
+ * comm_epoch[0] at every rename and exec): reading the name is then a copy, not bpf_get_current_comm's string copy,
+ * which cost about 30 ns of every event. comm_epoch[1]: until when (ns) names are read,
+ * not cached (a rename is written just after its hook runs). */
+struct sc_task_t {
+    struct sc_start_t call; /* first: a pointer to it is a pointer to the slot */
+    u64 comm_gen;
+    char comm[AETHER_COMM_LEN];
+};
+BPF_TASK_STORAGE(sc_task, struct sc_task_t);
+#ifdef AETHER_COMM_CACHE
+BPF_ARRAY(comm_epoch, u64, 2);
+#endif
 #else
+#ifdef AETHER_COMM_CACHE
+#error "AETHER_COMM_CACHE keeps names in task storage: it needs AETHER_SC_TASK_STORAGE"
+#endif
 BPF_HASH(sc_start, u64, struct sc_start_t, SC_MAP_SIZE);
 #endif
 
@@ -217,11 +233,11 @@ BPF_HASH(sc_start, u64, struct sc_start_t, SC_MAP_SIZE);
 static __always_inline int sc_start_put(u64 id, struct sc_start_t *s)
 {
 #ifdef AETHER_SC_TASK_STORAGE
-    struct sc_start_t *slot =
+    struct sc_task_t *slot =
         sc_task.task_storage_get(bpf_get_current_task_btf(), 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
     if (!slot)
         return -1;
-    *slot = *s;
+    slot->call = *s;
     return 0;
 #else
     return sc_start.update(&id, s) == 0 ? 0 : -1;
@@ -232,8 +248,8 @@ static __always_inline int sc_start_put(u64 id, struct sc_start_t *s)
 static __always_inline struct sc_start_t *sc_start_get(u64 id)
 {
 #ifdef AETHER_SC_TASK_STORAGE
-    struct sc_start_t *slot = sc_task.task_storage_get(bpf_get_current_task_btf(), 0, 0);
-    return (slot && slot->ts) ? slot : 0;
+    struct sc_task_t *slot = sc_task.task_storage_get(bpf_get_current_task_btf(), 0, 0);
+    return (slot && slot->call.ts) ? &slot->call : 0;
 #else
     return sc_start.lookup(&id);
 #endif
@@ -282,9 +298,9 @@ static __always_inline u64 aether_link(u64 id, s32 *fd)
     return 0;
 }
 
-/* The fields every event of the current task shares: who, where, when, what. */
-static __always_inline void aether_fill_current(struct aether_event *ev, u64 id, u64 ts, u64 lat,
-                                                u8 layer, u8 op)
+/* The fields every event of the current task shares but its name: who, where, when, what. */
+static __always_inline void aether_fill_task(struct aether_event *ev, u64 id, u64 ts, u64 lat,
+                                             u8 layer, u8 op)
 {
     ev->ts = ts;
     ev->lat = lat;
@@ -294,6 +310,13 @@ static __always_inline void aether_fill_current(struct aether_event *ev, u64 id,
     ev->cpu = bpf_get_smp_processor_id();
     ev->layer = layer;
     ev->op = op;
+}
+
+/* ... and its name */
+static __always_inline void aether_fill_current(struct aether_event *ev, u64 id, u64 ts, u64 lat,
+                                                u8 layer, u8 op)
+{
+    aether_fill_task(ev, id, ts, lat, layer, op);
     bpf_get_current_comm(&ev->comm, sizeof(ev->comm));
 }
 

@@ -9,8 +9,10 @@
  * With FILEMAP_ADD (filemap:mm_filemap_add_to_page_cache exists), pages added to the page
  * cache while a read is in flight are counted into that read's pages_missed (a read that
  * adds none was served from the cache); FILEMAP_HAS_ORDER: the event has a folio order.
+ * AETHER_COMM_CACHE (with task storage): an event's comm is the thread's name kept in its
+ * slot, read again after any rename or exec (sc_comm).
  * Parameters: SC_MAP_SIZE (in-flight syscalls tracked), AETHER_MAX_IOV (iovecs summed
- * for readv-like calls), and those of aether_common.h.
+ * for readv-like calls), AETHER_COMM_SETTLE_NS, and those of aether_common.h.
  */
 #include <uapi/linux/uio.h>
 #include "aether_common.h"
@@ -46,6 +48,53 @@ static __always_inline int sc_enter(u8 op, s32 fd, u64 bytes, s64 offset, u32 fl
     return AETHER_PASS;
 }
 
+/* The current thread's name into dst (AETHER_COMM_LEN bytes). AETHER_COMM_CACHE: from its
+ * slot (sp, sc_start_get's answer), read again only when some task was renamed (or
+ * exec'd) since (comm_epoch, aether_common.h), or just now. */
+static __always_inline void sc_comm(struct sc_start_t *sp, u64 now, char *dst)
+{
+#ifdef AETHER_COMM_CACHE
+    struct sc_task_t *t = (struct sc_task_t *)sp;
+    int k0 = 0, k1 = 1;
+    u64 *gen = comm_epoch.lookup(&k0);
+    u64 *until = comm_epoch.lookup(&k1);
+    if (gen && until && now >= *until) {
+        u64 want = *gen + 1;
+        if (t->comm_gen != want) {
+            bpf_get_current_comm(t->comm, sizeof(t->comm));
+            t->comm_gen = want;
+        }
+        __builtin_memcpy(dst, t->comm, AETHER_COMM_LEN);
+        return;
+    }
+#endif
+    bpf_get_current_comm(dst, AETHER_COMM_LEN);
+}
+
+#ifdef AETHER_COMM_CACHE
+#ifndef AETHER_COMM_SETTLE_NS
+#define AETHER_COMM_SETTLE_NS 10000000ULL
+#endif
+/* Some task's name changes (prctl PR_SET_NAME, a write to /proc/PID/comm, and exec, which
+ * names the task through the same __set_task_comm): every
+ * cached name may be stale. The new name is written just after this hook, so for
+ * AETHER_COMM_SETTLE_NS names are read, not cached. Raw tracepoints: the kernel skips a
+ * raw tracepoint program only when that same program is already running on the CPU. */
+RAW_TRACEPOINT_PROBE(task_rename)
+{
+    int k = 0;
+    u64 *gen = comm_epoch.lookup(&k);
+    if (gen)
+        __sync_fetch_and_add(gen, 1);
+    k = 1;
+    u64 *until = comm_epoch.lookup(&k);
+    if (until)
+        *until = bpf_ktime_get_ns() + AETHER_COMM_SETTLE_NS;
+    return 0;
+}
+
+#endif
+
 static __always_inline int sc_exit(void *ctx, u8 op, long ret)
 {
     u64 id = bpf_get_current_pid_tgid();
@@ -62,13 +111,15 @@ static __always_inline int sc_exit(void *ctx, u8 op, long ret)
         aether_count(AETHER_C_SC_OP_MISMATCH);
         return AETHER_PASS;
     }
-    u64 lat = bpf_ktime_get_ns() - s.ts;
+    u64 now = bpf_ktime_get_ns();
+    u64 lat = now - s.ts;
     if (aether_below_min_lat(lat)) {
         aether_count(AETHER_C_BELOW_MIN_LAT);
         return AETHER_PASS;
     }
     struct aether_event ev = {};
-    aether_fill_current(&ev, id, s.ts, lat, AETHER_LAYER_SYSCALL, op);
+    aether_fill_task(&ev, id, s.ts, lat, AETHER_LAYER_SYSCALL, op);
+    sc_comm(sp, now, ev.comm); /* (sp stays readable after the drop: it is the task's slot) */
     ev.offset = s.offset;
     ev.bytes = s.bytes;
     ev.result = ret;

@@ -362,3 +362,67 @@ def test_a_syscall_that_ended_links_no_later_block_io(tmp_path: Path) -> None:
     assert faulted >= 4 << 20  # the faults read the mapped file from the disk
     linked = int(ev["bytes"][block & (ev["link"] == preads[0])].sum())
     assert linked <= 4096, f"{linked} bytes of block reads linked to a pread that had ended"
+
+
+RENAMES = r'''
+import ctypes, os, sys, threading, time
+libc = ctypes.CDLL(None, use_errno=True)
+
+def name(n):  # prctl(PR_SET_NAME)
+    assert libc.prctl(15, n.encode(), 0, 0, 0) == 0
+
+f = os.open(sys.argv[1], os.O_RDONLY)
+def preads(first):
+    for i in range(first, first + 10):
+        os.pread(f, 4096, i * 4096)
+
+name("aeth-before"); preads(0)            # cached in the thread's slot
+time.sleep(0.05)
+name("aeth-after"); time.sleep(0.05); preads(10)
+go, tid = threading.Event(), []
+def worker():
+    tid.append(threading.get_native_id())
+    name("aeth-w1"); preads(20)
+    go.wait(); preads(30)
+t = threading.Thread(target=worker); t.start()
+while len(tid) == 0: time.sleep(0.01)
+time.sleep(0.1)                             # the worker's old name is cached by now
+with open(f"/proc/self/task/{tid[0]}/comm", "w") as c:
+    c.write("aeth-w2")                      # renamed by another thread
+time.sleep(0.05); go.set(); t.join()
+time.sleep(0.05)
+os.execv("/bin/sh", ["sh", "-c", "exec 3<" + sys.argv[2] + "; sleep 0.05; read -r x <&3"])
+'''
+
+
+def test_an_events_comm_follows_renames_and_exec(tmp_path: Path) -> None:
+    """The name each I/O was made under, across the ways a thread's name changes: prctl by
+    the thread itself, a write to /proc/PID/task/TID/comm by another thread, and exec.
+    With task storage the syscall layer keeps each thread's name in its slot and reads it
+    again only after a rename (bpf/syscall.c sc_comm): a cached name that outlived a
+    rename fails here. The truth is the script's own order: what it named itself before
+    each group of preads (at distinct offsets), and the name exec gives (the file's)."""
+    import sys
+
+    data, other = tmp_path / "data.bin", tmp_path / "line.txt"
+    data.write_bytes(os.urandom(40 * 4096))
+    other.write_text("one line\n")
+    script = tmp_path / "renames.py"
+    script.write_text(RENAMES)
+    out = tmp_path / "renames.aio"
+    r = rec(["record", "-o", str(out), "--layers", "syscall", "--",
+             sys.executable, str(script), str(data), str(other)])
+    assert r.rc == 0, r.stderr
+    cap, ev = load(out)
+    sc = ev["layer"] == layer_code("syscall")
+    mine = sc & (ev["path"] == str(data)) & (ev["op"] == op_code("pread"))
+    by_group: dict[int, set[str]] = {}
+    for off, comm in zip(ev["offset"][mine].tolist(), ev["comm"][mine].tolist()):
+        by_group.setdefault(off // 4096 // 10, set()).add(comm)
+    assert by_group == {0: {"aeth-before"}, 1: {"aeth-after"}, 2: {"aeth-w1"}, 3: {"aeth-w2"}}
+    assert int(mine.sum()) == 40
+    shell = sc & (ev["path"] == str(other)) & (ev["op"] == op_code("read"))
+    assert int(shell.sum()) >= 1 and set(ev["comm"][shell].tolist()) == {"sh"}
+    cflags = capture_info(out)["header"]["recorder"]["cflags"]
+    if "-DAETHER_SC_TASK_STORAGE=1" in cflags:  # the cache is in use wherever task storage is
+        assert "-DAETHER_COMM_CACHE=1" in cflags

@@ -626,6 +626,17 @@ def test_syscalls_in_flight_in_task_storage_where_the_kernel_can() -> None:
         inflight_defines("fast", lambda: True)
 
 
+def test_names_are_cached_only_with_task_storage_and_the_rename_hook(tmp_path: Path) -> None:
+    from aether_rec.recorder.syscalls import comm_cache_defines
+
+    task = ["-DAETHER_SC_TASK_STORAGE=1"]
+    with_rename = _fake_tracefs(tmp_path / "a", {"task/task_rename": []})
+    without = _fake_tracefs(tmp_path / "b", {"sched/sched_process_exec": []})
+    assert comm_cache_defines(with_rename, task) == ["-DAETHER_COMM_CACHE=1"]
+    assert comm_cache_defines(with_rename, []) == []  # the hash keeps no slot to cache in
+    assert comm_cache_defines(without, task) == []  # no way to know a name changed
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="the cache is root's")
 def test_a_remembered_value_is_used_only_for_the_same_document(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

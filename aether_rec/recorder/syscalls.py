@@ -154,3 +154,15 @@ def inflight_defines(kind: str, probe: Callable[[], bool] | None = None) -> list
         raise RecorderError("--inflight task-storage: this kernel cannot use BPF task storage in "
                             "tracing programs (Linux 5.12 and later can); use --inflight hash")
     return []
+
+
+def comm_cache_defines(tfs: TraceFS, defines: list[str]) -> list[str]:
+    """-DAETHER_COMM_CACHE when the syscall layer keeps its calls in task storage
+    (``defines``: its cflags so far) and the kernel has the hooks that say when a task's
+    name changes (task:task_rename, which exec fires too): an event's comm is then
+    copied from the thread's slot instead of read by bpf_get_current_comm (bpf/syscall.c)."""
+    if "-DAETHER_SC_TASK_STORAGE=1" not in defines:
+        return []
+    if not tfs.has("task", "task_rename"):
+        return []
+    return ["-DAETHER_COMM_CACHE=1"]

@@ -14,7 +14,6 @@ from aether_rec.format.summary import EAGAIN, U64_MAX, GroupHist, LatencyHist, b
 from aether_rec.schema import COLUMN_BY_NAME
 
 SLICE = 1 << 18  # events summarised at a time
-FEW_GROUPS = 8  # up to this many groups in a slice, each is picked by a mask (else a table)
 DENSE_CELLS = 1 << 22  # groups x buckets counted in one bincount (else a group at a time)
 HIST_FIELDS = ("ts", "lat", "layer", "op", "fdkind", "bytes", "result")  # the columns histograms read
 
@@ -38,10 +37,6 @@ def chunk_hist(chunk: Any, precision: int) -> LatencyHist:
 
 def _fill(h: LatencyHist, cols: dict[str, np.ndarray]) -> None:
     """Add the groups of events given as columns (into an empty histogram)."""
-    import numpy as np
-
-    from aether_rec.format.chunk import few_distinct
-
     precision = h.precision
     lat = cols["lat"]
     ts = cols["ts"]
@@ -53,49 +48,47 @@ def _fill(h: LatencyHist, cols: dict[str, np.ndarray]) -> None:
     idx = bucket_index(lat, precision)
     result = cols["result"]
     err = (result < 0) & (result != -EAGAIN)
-    few = few_distinct(key, FEW_GROUPS)
-    if few is not None:  # the usual case: a group's events picked by a mask
-        for k in few.tolist():
-            m = key == k if len(few) > 1 else slice(None)
-            i, lm = idx[m], lat[m]
-            lo = int(i.min())
-            h.groups[int(k)] = GroupHist(
-                int(i.size), int(lm.sum(dtype=np.uint64)), int(lm.min()), int(lm.max()),
-                int(cols["bytes"][m].sum(dtype=np.uint64)), int(np.count_nonzero(err[m])),
-                int(ts[m].min()), int(ends[m].max()), lo,
-                np.bincount(i - lo, minlength=int(i.max()) - lo + 1).astype(np.int64))
-        return
-    # many groups: each event's group by a table over the key range (no sort), and the
-    # per-group figures by unbuffered reductions; every group's buckets by one bincount
     ukeys, inv = _group_ids(key)
     g = ukeys.size
+    if g == 1:
+        lo = int(idx.min())
+        h.groups[int(ukeys[0])] = GroupHist(
+            int(idx.size), int(lat.sum(dtype=np.uint64)), int(lat.min()), int(lat.max()),
+            int(cols["bytes"].sum(dtype=np.uint64)), int(np.count_nonzero(err)),
+            int(ts.min()), int(ends.max()), lo,
+            np.bincount(idx - lo, minlength=int(idx.max()) - lo + 1).astype(np.int64))
+        return
+    # Several groups: the events put in group order once (a stable radix sort of the small
+    # group ids), then each figure is one reduction over every group's run: no mask and no
+    # selection per group (3 groups: 98 to about 40 ns an event).
+    order = np.argsort(inv.astype(np.uint8 if g <= 256 else np.uint16 if g <= 65536 else np.intp),
+                       kind="stable")
     counts_g = np.bincount(inv, minlength=g)
-    sums = np.zeros(g, dtype=np.uint64)
-    np.add.at(sums, inv, lat)  # wraps as the sum of a uint64 column does
-    mins = np.full(g, U64_MAX, dtype=np.uint64)
-    np.minimum.at(mins, inv, lat)
-    maxs = np.zeros(g, dtype=np.uint64)
-    np.maximum.at(maxs, inv, lat)
-    t0s = np.full(g, U64_MAX, dtype=np.uint64)
-    np.minimum.at(t0s, inv, ts.astype(np.uint64, copy=False))
-    endmax = np.zeros(g, dtype=np.uint64)
-    np.maximum.at(endmax, inv, ends)
-    nbytes = np.zeros(g, dtype=np.uint64)
-    np.add.at(nbytes, inv, cols["bytes"].astype(np.uint64, copy=False))
+    starts = np.zeros(g, dtype=np.intp)
+    np.cumsum(counts_g[:-1], out=starts[1:])
+    lat_s = lat.astype(np.uint64, copy=False)[order]
+    sums = np.add.reduceat(lat_s, starts)  # wraps as the sum of a uint64 column does
+    mins = np.minimum.reduceat(lat_s, starts)
+    maxs = np.maximum.reduceat(lat_s, starts)
+    del lat_s
+    nbytes = np.add.reduceat(cols["bytes"].astype(np.uint64, copy=False)[order], starts)
+    t0s = np.minimum.reduceat(ts.astype(np.uint64, copy=False)[order], starts)
+    endmax = np.maximum.reduceat(ends[order], starts)
     errors = np.bincount(inv[err], minlength=g)
     lo_all = int(idx.min())
     span = int(idx.max()) - lo_all + 1
-    if g * span <= DENSE_CELLS:
+    if g * span <= DENSE_CELLS:  # every group's buckets in one bincount
         per = np.bincount(inv * span + (idx - lo_all), minlength=g * span).reshape(g, span)
         nz = per != 0
         first = nz.argmax(axis=1)
         last = span - 1 - nz[:, ::-1].argmax(axis=1)
         rows = [per[k, int(first[k]): int(last[k]) + 1].astype(np.int64) for k in range(g)]
         los = [lo_all + int(first[k]) for k in range(g)]
-    else:  # a wide spread of buckets in many groups: one group at a time
+    else:  # a wide spread of buckets in many groups: each group's from its sorted run
+        idx_s = idx[order]
         rows, los = [], []
-        for k in range(g):
-            i = idx[inv == k]
+        for a, n in zip(starts.tolist(), counts_g.tolist()):
+            i = idx_s[a : a + n]
             lo = int(i.min())
             los.append(lo)
             rows.append(np.bincount(i - lo, minlength=int(i.max()) - lo + 1).astype(np.int64))

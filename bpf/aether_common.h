@@ -208,23 +208,27 @@ struct sc_start_t {
     u8  op;
 };
 #ifdef AETHER_SC_TASK_STORAGE
-/* A thread's slot: its call in flight, and (AETHER_COMM_CACHE) its name as last read, which
- * is valid while comm_gen equals comm_epoch[0] + 1 (syscall.c's task_rename hook bumps
- * comm_epoch[0] at every rename and exec): reading the name is then a copy, not bpf_get_current_comm's string copy,
- * which cost about 30 ns of every event. comm_epoch[1]: until when (ns) names are read,
- * not cached (a rename is written just after its hook runs). */
+/* A thread's slot: its call in flight, and what its events say about it as last read:
+ * its name (AETHER_COMM_CACHE) and cgroup (AETHER_CGROUP_CACHE), valid while comm_gen and
+ * cg_gen equal who_epoch[0] + 1 and who_epoch[2] + 1. syscall.c's task_rename hook (every
+ * rename and exec) and cgroup_attach_task hook (every move) bump those. Copying them is
+ * cheaper than bpf_get_current_comm's string copy (about 30 ns of every event) and
+ * bpf_get_current_cgroup_id's pointer walk (about 13 ns). who_epoch[1]: until when (ns)
+ * names are read, not cached (a rename is written just after its hook runs). */
 struct sc_task_t {
     struct sc_start_t call; /* first: a pointer to it is a pointer to the slot */
     u64 comm_gen;
+    u64 cg_gen;
+    u64 cgroup;
     char comm[AETHER_COMM_LEN];
 };
 BPF_TASK_STORAGE(sc_task, struct sc_task_t);
-#ifdef AETHER_COMM_CACHE
-BPF_ARRAY(comm_epoch, u64, 2);
+#if defined(AETHER_COMM_CACHE) || defined(AETHER_CGROUP_CACHE)
+BPF_ARRAY(who_epoch, u64, 3);
 #endif
 #else
-#ifdef AETHER_COMM_CACHE
-#error "AETHER_COMM_CACHE keeps names in task storage: it needs AETHER_SC_TASK_STORAGE"
+#if defined(AETHER_COMM_CACHE) || defined(AETHER_CGROUP_CACHE)
+#error "AETHER_COMM_CACHE and AETHER_CGROUP_CACHE keep their values in task storage: AETHER_SC_TASK_STORAGE"
 #endif
 BPF_HASH(sc_start, u64, struct sc_start_t, SC_MAP_SIZE);
 #endif
@@ -298,13 +302,13 @@ static __always_inline u64 aether_link(u64 id, s32 *fd)
     return 0;
 }
 
-/* The fields every event of the current task shares but its name: who, where, when, what. */
+/* The fields every event of the current task shares but its cgroup and name: who, where,
+ * when, what. */
 static __always_inline void aether_fill_task(struct aether_event *ev, u64 id, u64 ts, u64 lat,
                                              u8 layer, u8 op)
 {
     ev->ts = ts;
     ev->lat = lat;
-    ev->cgroup = bpf_get_current_cgroup_id();
     ev->pid = id >> 32;
     ev->tid = (u32)id;
     ev->cpu = bpf_get_smp_processor_id();
@@ -312,11 +316,12 @@ static __always_inline void aether_fill_task(struct aether_event *ev, u64 id, u6
     ev->op = op;
 }
 
-/* ... and its name */
+/* ... and those */
 static __always_inline void aether_fill_current(struct aether_event *ev, u64 id, u64 ts, u64 lat,
                                                 u8 layer, u8 op)
 {
     aether_fill_task(ev, id, ts, lat, layer, op);
+    ev->cgroup = bpf_get_current_cgroup_id();
     bpf_get_current_comm(&ev->comm, sizeof(ev->comm));
 }
 

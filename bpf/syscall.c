@@ -9,8 +9,9 @@
  * With FILEMAP_ADD (filemap:mm_filemap_add_to_page_cache exists), pages added to the page
  * cache while a read is in flight are counted into that read's pages_missed (a read that
  * adds none was served from the cache); FILEMAP_HAS_ORDER: the event has a folio order.
- * AETHER_COMM_CACHE (with task storage): an event's comm is the thread's name kept in its
- * slot, read again after any rename or exec (sc_comm).
+ * AETHER_COMM_CACHE, AETHER_CGROUP_CACHE (with task storage): an event's comm and cgroup
+ * are the thread's, kept in its slot, read again after any rename, exec or cgroup move
+ * (sc_who).
  * Parameters: SC_MAP_SIZE (in-flight syscalls tracked), AETHER_MAX_IOV (iovecs summed
  * for readv-like calls), AETHER_COMM_SETTLE_NS, and those of aether_common.h.
  */
@@ -48,27 +49,49 @@ static __always_inline int sc_enter(u8 op, s32 fd, u64 bytes, s64 offset, u32 fl
     return AETHER_PASS;
 }
 
-/* The current thread's name into dst (AETHER_COMM_LEN bytes). AETHER_COMM_CACHE: from its
- * slot (sp, sc_start_get's answer), read again only when some task was renamed (or
- * exec'd) since (comm_epoch, aether_common.h), or just now. */
-static __always_inline void sc_comm(struct sc_start_t *sp, u64 now, char *dst)
+/* The current thread's cgroup and name into ev. AETHER_CGROUP_CACHE, AETHER_COMM_CACHE:
+ * from its slot (sp, sc_start_get's answer), read again only when some task was moved to
+ * another cgroup, or renamed (or exec'd), since (who_epoch, aether_common.h); a name also
+ * while a rename may be under way. */
+static __always_inline void sc_who(struct sc_start_t *sp, u64 now, struct aether_event *ev)
 {
-#ifdef AETHER_COMM_CACHE
+#if defined(AETHER_COMM_CACHE) || defined(AETHER_CGROUP_CACHE)
     struct sc_task_t *t = (struct sc_task_t *)sp;
-    int k0 = 0, k1 = 1;
-    u64 *gen = comm_epoch.lookup(&k0);
-    u64 *until = comm_epoch.lookup(&k1);
+    int k;
+    u64 *gen;
+#endif
+#ifdef AETHER_CGROUP_CACHE
+    k = 2;
+    gen = who_epoch.lookup(&k);
+    if (gen) {
+        u64 want = *gen + 1;
+        if (t->cg_gen != want) {
+            t->cgroup = bpf_get_current_cgroup_id();
+            t->cg_gen = want;
+        }
+        ev->cgroup = t->cgroup;
+    } else {
+        ev->cgroup = bpf_get_current_cgroup_id();
+    }
+#else
+    ev->cgroup = bpf_get_current_cgroup_id();
+#endif
+#ifdef AETHER_COMM_CACHE
+    k = 0;
+    gen = who_epoch.lookup(&k);
+    k = 1;
+    u64 *until = who_epoch.lookup(&k);
     if (gen && until && now >= *until) {
         u64 want = *gen + 1;
         if (t->comm_gen != want) {
             bpf_get_current_comm(t->comm, sizeof(t->comm));
             t->comm_gen = want;
         }
-        __builtin_memcpy(dst, t->comm, AETHER_COMM_LEN);
+        __builtin_memcpy(ev->comm, t->comm, AETHER_COMM_LEN);
         return;
     }
 #endif
-    bpf_get_current_comm(dst, AETHER_COMM_LEN);
+    bpf_get_current_comm(ev->comm, AETHER_COMM_LEN);
 }
 
 #ifdef AETHER_COMM_CACHE
@@ -76,23 +99,35 @@ static __always_inline void sc_comm(struct sc_start_t *sp, u64 now, char *dst)
 #define AETHER_COMM_SETTLE_NS 10000000ULL
 #endif
 /* Some task's name changes (prctl PR_SET_NAME, a write to /proc/PID/comm, and exec, which
- * names the task through the same __set_task_comm): every
- * cached name may be stale. The new name is written just after this hook, so for
- * AETHER_COMM_SETTLE_NS names are read, not cached. Raw tracepoints: the kernel skips a
- * raw tracepoint program only when that same program is already running on the CPU. */
+ * names the task through the same __set_task_comm): every cached name may be stale. The
+ * new name is written just after this hook, so for AETHER_COMM_SETTLE_NS names are read,
+ * not cached. Raw tracepoints: the kernel skips a raw tracepoint program only when that
+ * same program is already running on the CPU. */
 RAW_TRACEPOINT_PROBE(task_rename)
 {
     int k = 0;
-    u64 *gen = comm_epoch.lookup(&k);
+    u64 *gen = who_epoch.lookup(&k);
     if (gen)
         __sync_fetch_and_add(gen, 1);
     k = 1;
-    u64 *until = comm_epoch.lookup(&k);
+    u64 *until = who_epoch.lookup(&k);
     if (until)
         *until = bpf_ktime_get_ns() + AETHER_COMM_SETTLE_NS;
     return 0;
 }
+#endif
 
+#ifdef AETHER_CGROUP_CACHE
+/* A task (or a whole process) was moved to another cgroup: the kernel runs this hook
+ * after the move, so a cgroup read after it is the new one. */
+RAW_TRACEPOINT_PROBE(cgroup_attach_task)
+{
+    int k = 2;
+    u64 *gen = who_epoch.lookup(&k);
+    if (gen)
+        __sync_fetch_and_add(gen, 1);
+    return 0;
+}
 #endif
 
 static __always_inline int sc_exit(void *ctx, u8 op, long ret)
@@ -119,7 +154,7 @@ static __always_inline int sc_exit(void *ctx, u8 op, long ret)
     }
     struct aether_event ev = {};
     aether_fill_task(&ev, id, s.ts, lat, AETHER_LAYER_SYSCALL, op);
-    sc_comm(sp, now, ev.comm); /* (sp stays readable after the drop: it is the task's slot) */
+    sc_who(sp, now, &ev); /* (sp stays readable after the drop: it is the task's slot) */
     ev.offset = s.offset;
     ev.bytes = s.bytes;
     ev.result = ret;

@@ -426,3 +426,66 @@ def test_an_events_comm_follows_renames_and_exec(tmp_path: Path) -> None:
     cflags = capture_info(out)["header"]["recorder"]["cflags"]
     if "-DAETHER_SC_TASK_STORAGE=1" in cflags:  # the cache is in use wherever task storage is
         assert "-DAETHER_COMM_CACHE=1" in cflags
+
+
+MOVES = r'''
+import os, sys, time
+f = os.open(sys.argv[1], os.O_RDONLY)
+def preads(first):
+    for i in range(first, first + 10):
+        os.pread(f, 4096, i * 4096)
+def move(cg):
+    with open(os.path.join(cg, "cgroup.procs"), "w") as p:
+        p.write(str(os.getpid()))
+    time.sleep(0.05)
+home = sys.argv[4]
+preads(0)                       # cached in the thread's slot
+move(sys.argv[2]); preads(10)
+move(sys.argv[3]); preads(20)
+move(home); preads(30)
+'''
+
+
+def test_an_events_cgroup_follows_moves(tmp_path: Path) -> None:
+    """The cgroup each I/O was made in, as a process moves between cgroups (v2): with task
+    storage the syscall layer keeps each thread's cgroup id in its slot and reads it again
+    only after a move (bpf/syscall.c sc_who). The truth: the cgroups' ids are the inode
+    numbers of their directories, and the script moves itself between groups of preads."""
+    import sys
+
+    from aether_rec.recorder.options import cgroup2_root
+
+    root = cgroup2_root()
+    assert root is not None, "no cgroup v2 hierarchy mounted"
+    a, b = root / f"aether-move-a-{os.getpid()}", root / f"aether-move-b-{os.getpid()}"
+    a.mkdir()
+    b.mkdir()
+    try:
+        (v2,) = [ln for ln in Path("/proc/self/cgroup").read_text().splitlines() if ln.startswith("0::")]
+        home = root / v2[3:].lstrip("/")  # where this test runs, and the script goes back to
+        data = _scratch(tmp_path, 40 * 4096)
+        script = tmp_path / "moves.py"
+        script.write_text(MOVES)
+        out = tmp_path / "moves.aio"
+        r = rec(["record", "-o", str(out), "--layers", "syscall", "--",
+                 sys.executable, str(script), str(data), str(a), str(b), str(home)])
+        assert r.rc == 0, r.stderr
+        cap, ev = load(out)
+        mine = (ev["layer"] == layer_code("syscall")) & (ev["path"] == str(data))
+        mine &= ev["op"] == op_code("pread")
+        by_group: dict[int, set[int]] = {}
+        for off, cg in zip(ev["offset"][mine].tolist(), ev["cgroup"][mine].tolist()):
+            by_group.setdefault(off // 4096 // 10, set()).add(cg)
+        ino = {p: os.stat(p).st_ino for p in (a, b, home)}
+        assert by_group == {0: {ino[home]}, 1: {ino[a]}, 2: {ino[b]}, 3: {ino[home]}}
+        cflags = capture_info(out)["header"]["recorder"]["cflags"]
+        if "-DAETHER_SC_TASK_STORAGE=1" in cflags:
+            assert "-DAETHER_CGROUP_CACHE=1" in cflags
+    finally:
+        for cg in (a, b):
+            for _ in range(50):
+                try:
+                    cg.rmdir()
+                    break
+                except OSError:
+                    time.sleep(0.1)

@@ -626,15 +626,17 @@ def test_syscalls_in_flight_in_task_storage_where_the_kernel_can() -> None:
         inflight_defines("fast", lambda: True)
 
 
-def test_names_are_cached_only_with_task_storage_and_the_rename_hook(tmp_path: Path) -> None:
-    from aether_rec.recorder.syscalls import comm_cache_defines
+def test_names_and_cgroups_are_cached_only_with_task_storage_and_their_hooks(tmp_path: Path) -> None:
+    from aether_rec.recorder.syscalls import who_cache_defines
 
     task = ["-DAETHER_SC_TASK_STORAGE=1"]
-    with_rename = _fake_tracefs(tmp_path / "a", {"task/task_rename": []})
-    without = _fake_tracefs(tmp_path / "b", {"sched/sched_process_exec": []})
-    assert comm_cache_defines(with_rename, task) == ["-DAETHER_COMM_CACHE=1"]
-    assert comm_cache_defines(with_rename, []) == []  # the hash keeps no slot to cache in
-    assert comm_cache_defines(without, task) == []  # no way to know a name changed
+    both = _fake_tracefs(tmp_path / "a", {"task/task_rename": [], "cgroup/cgroup_attach_task": []})
+    rename = _fake_tracefs(tmp_path / "b", {"task/task_rename": []})
+    neither = _fake_tracefs(tmp_path / "c", {"sched/sched_process_exec": []})
+    assert who_cache_defines(both, task) == ["-DAETHER_COMM_CACHE=1", "-DAETHER_CGROUP_CACHE=1"]
+    assert who_cache_defines(both, []) == []  # the hash keeps no slot to cache in
+    assert who_cache_defines(rename, task) == ["-DAETHER_COMM_CACHE=1"]
+    assert who_cache_defines(neither, task) == []  # no way to know a value changed
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="the cache is root's")

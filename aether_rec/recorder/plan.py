@@ -34,7 +34,7 @@ from aether_rec.recorder.probes import (
 from aether_rec.recorder.procinfo import descendants
 from aether_rec.recorder.program import Program, ProgramOptions, build_program
 from aether_rec.recorder.ringbuf import RingBufTransport
-from aether_rec.recorder.syscalls import comm_cache_defines, inflight_defines
+from aether_rec.recorder.syscalls import inflight_defines, who_cache_defines
 from aether_rec.recorder.tracefs import TraceFS, ensure_tracefs
 from aether_rec.recorder.transport import Transport
 from aether_rec.schema import KERNEL_NAME_DTYPE
@@ -156,7 +156,7 @@ def prepare(opts: RecordOptions, log: Log = default_log) -> Prepared:
     sc = plans.get("syscall")
     if sc is not None and sc.available:
         sc.defines += inflight_defines(opts.inflight)
-        sc.defines += comm_cache_defines(tfs, sc.defines)
+        sc.defines += who_cache_defines(tfs, sc.defines)
     names = probe_names(tfs, opts.syscall_hooks) if needs_names(plans) else None
     if names is not None and not names.available:
         log(names.reason)

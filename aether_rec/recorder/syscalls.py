@@ -156,13 +156,17 @@ def inflight_defines(kind: str, probe: Callable[[], bool] | None = None) -> list
     return []
 
 
-def comm_cache_defines(tfs: TraceFS, defines: list[str]) -> list[str]:
-    """-DAETHER_COMM_CACHE when the syscall layer keeps its calls in task storage
-    (``defines``: its cflags so far) and the kernel has the hooks that say when a task's
-    name changes (task:task_rename, which exec fires too): an event's comm is then
-    copied from the thread's slot instead of read by bpf_get_current_comm (bpf/syscall.c)."""
+def who_cache_defines(tfs: TraceFS, defines: list[str]) -> list[str]:
+    """Where the syscall layer keeps its calls in task storage (``defines``: its cflags so
+    far), an event's comm and cgroup are copied from the thread's slot instead of read by
+    bpf_get_current_comm / bpf_get_current_cgroup_id (bpf/syscall.c sc_who), each only when
+    the kernel has the hook that says it changed: task:task_rename (which exec fires too)
+    -DAETHER_COMM_CACHE, cgroup:cgroup_attach_task -DAETHER_CGROUP_CACHE."""
     if "-DAETHER_SC_TASK_STORAGE=1" not in defines:
         return []
-    if not tfs.has("task", "task_rename"):
-        return []
-    return ["-DAETHER_COMM_CACHE=1"]
+    out = []
+    if tfs.has("task", "task_rename"):
+        out.append("-DAETHER_COMM_CACHE=1")
+    if tfs.has("cgroup", "cgroup_attach_task"):
+        out.append("-DAETHER_CGROUP_CACHE=1")
+    return out

@@ -267,8 +267,14 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant("fd-groups-first-only", "aether_rec/recorder/procinfo.py",
            "        return [np.flatnonzero(keys == k) for k in uniq]", "        return [np.flatnonzero(keys == k)[:1] for k in uniq]",
            ("tests/test_recorder_units.py",)),
-    Mutant("hist-few-groups-errors-unmasked", "aether_rec/format/histfill.py", "int(np.count_nonzero(err[m]))",
-           "int(np.count_nonzero(err))", T_SUMM),
+    Mutant("hist-groups-errors-unmasked", "aether_rec/format/histfill.py",
+           "errors = np.bincount(inv[err], minlength=g)", "errors = np.bincount(inv, minlength=g)", T_SUMM),
+    Mutant("ring-lone-record-is-a-view", "aether_rec/recorder/ringbuf.py",
+           'self._parts.append(events.copy(order="C")', "self._parts.append(np.ascontiguousarray(events)",
+           ("tests/test_recorder_ring.py",)),
+    Mutant("writer-empties-callers-batches", "aether_rec/format/writer.py",
+           "        if chunk is batch:  # ours to empty", "        if False:  # ours to empty",
+           ("tests/test_recorder_ring.py",)),
 )
 
 

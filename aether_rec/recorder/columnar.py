@@ -10,11 +10,15 @@ block (8-byte fields) or a short, cache-resident slice of one (narrower ones).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from aether_rec.format.chunk import Chunk, encode_strings
 from aether_rec.schema import COLUMN_BY_NAME
+
+if TYPE_CHECKING:
+    from aether_rec.recorder.procinfo import Names
 
 BLOCK_ROWS = 4096  # rows transposed at a time: 4096 x 112 bytes stay in the L2 cache
 
@@ -54,3 +58,15 @@ def split_columns(ev: np.ndarray, names: Sequence[str]) -> dict[str, np.ndarray]
 def event_columns(ev: np.ndarray) -> dict[str, np.ndarray]:
     """The schema's columns of a batch of kernel records (KERNEL_EVENT_DTYPE)."""
     return split_columns(ev, [n for n in ev.dtype.names or () if n in COLUMN_BY_NAME])
+
+
+def batch_chunk(ev: np.ndarray, names: Names) -> Chunk:
+    """A batch of kernel records as a chunk: the schema's columns, each I/O's path, flags
+    and fd kind from ``names`` (the fd table, procinfo.Names), comm as dictionary codes."""
+    cols: dict[str, np.ndarray] = event_columns(ev)
+    codes, words, flags, fdkind = names.annotate(cols)
+    cols["flags"] = flags
+    cols["fdkind"] = fdkind
+    cols["comm"], comms = encode_strings(cols["comm"])
+    cols["path"] = codes
+    return Chunk(len(ev), cols, {"comm": comms, "path": words})

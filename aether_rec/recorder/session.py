@@ -19,9 +19,8 @@ from typing import IO, Any
 import numpy as np
 
 from aether_rec.errors import AetherError, RecorderError
-from aether_rec.format.chunk import Chunk, encode_strings
 from aether_rec.format.writer import WriteError
-from aether_rec.recorder.columnar import event_columns
+from aether_rec.recorder.columnar import batch_chunk
 from aether_rec.recorder.launcher import TracedCommand, exit_code
 from aether_rec.recorder.loaded import LoadedProgram, load_remote
 from aether_rec.recorder.losses import LossLedger, real_losses
@@ -202,19 +201,13 @@ class Session:
             ev = self._limit(ev)
             n = len(ev)
             if n:
-                cols: dict[str, Any] = event_columns(ev)
-                codes, words, flags, fdkind = self.names.annotate(cols)
-                cols["flags"] = flags
-                cols["fdkind"] = fdkind
-                cols["comm"], comms = encode_strings(cols["comm"])
-                cols["path"] = codes
-                chunk = Chunk(n, cols, {"comm": comms, "path": words})
+                chunk = batch_chunk(ev, self.names)
                 if self.redactor is not None:
                     chunk = self.redactor.chunk(chunk)
                 end = int((ev["ts"] + ev["lat"]).min())
                 if self._oldest_end_ns is None or end < self._oldest_end_ns:
                     self._oldest_end_ns = end
-                del ev, cols  # the kernel's records are not kept while a chunk is written
+                del ev  # the kernel's records are not kept while a chunk is written
                 out.writer.write_events(chunk)
                 self.events += n
                 out.events += n

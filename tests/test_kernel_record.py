@@ -292,6 +292,16 @@ def test_stream_to_stdout_is_a_valid_capture(tmp_path: Path) -> None:
     assert int(((ev["op"] == op_code("pread")) & (ev["fd"] == doc["fd"]) & win).sum()) == 11
 
 
+def _rmdir_when_empty(cg: Path) -> None:
+    """Remove a test's cgroup once the kernel has let its killed processes go (5 s at most)."""
+    for _ in range(50):
+        try:
+            cg.rmdir()
+            return
+        except OSError:
+            time.sleep(0.1)
+
+
 def test_cgroup_filter(tmp_path: Path) -> None:
     import subprocess
 
@@ -319,12 +329,7 @@ def test_cgroup_filter(tmp_path: Path) -> None:
         outside.kill()
         inside.wait()
         outside.wait()
-        for _ in range(50):
-            try:
-                cg.rmdir()
-                break
-            except OSError:
-                time.sleep(0.1)
+        _rmdir_when_empty(cg)
 
 
 FAULTS = """
@@ -483,9 +488,4 @@ def test_an_events_cgroup_follows_moves(tmp_path: Path) -> None:
             assert "-DAETHER_CGROUP_CACHE=1" in cflags
     finally:
         for cg in (a, b):
-            for _ in range(50):
-                try:
-                    cg.rmdir()
-                    break
-                except OSError:
-                    time.sleep(0.1)
+            _rmdir_when_empty(cg)

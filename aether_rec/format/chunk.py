@@ -203,10 +203,8 @@ class Chunk:
         )
 
     def sorted_by_ts(self) -> Chunk:
-        ts = self.columns.get("ts")
-        if ts is None or self.n < 2 or bool(np.all(ts[:-1] <= ts[1:])):
-            return self
-        return self.take(np.argsort(ts, kind="stable"))
+        """This chunk stably sorted by ts (itself when it already is)."""
+        return self if self.n < 2 else Chunk.concat([self], by_ts=True)
 
     # -- construction -----------------------------------------------------------
     @classmethod
@@ -258,10 +256,11 @@ class Chunk:
             return cls(0, {}, {})
         order: np.ndarray | None = None
         if by_ts and any("ts" in c.columns for c in chunks):
-            ts = np.concatenate([c.column("ts") for c in chunks])
+            each = [c.column("ts") for c in chunks]
+            ts = each[0] if len(each) == 1 else np.concatenate(each)
             if len(ts) > 1 and not bool(np.all(ts[:-1] <= ts[1:])):
                 order = np.argsort(ts, kind="stable")
-            del ts
+            del ts, each
         if len(chunks) == 1 and order is None:
             one = chunks[0]
             if not release:
@@ -399,7 +398,7 @@ def in_time_order(infos: Sequence[ChunkInfo], decode: Callable[[ChunkInfo], Chun
         if pending is None and (watermark is None or info.t_last < watermark):
             yield chunk
             continue
-        merged = chunk if pending is None else Chunk.concat([pending, chunk]).sorted_by_ts()
+        merged = chunk if pending is None else Chunk.concat([pending, chunk], by_ts=True)
         if watermark is None:
             pending = None
             yield merged

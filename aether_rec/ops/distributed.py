@@ -39,7 +39,7 @@ from aether_rec.format.reader import Capture
 from aether_rec.format.remote import is_url
 from aether_rec.ops import stats as st
 from aether_rec.ops.expr import MATCH_ALL, Filter
-from aether_rec.ops.histogram import GroupedHistograms, Histogram
+from aether_rec.ops.histogram import Histogram
 from aether_rec.ops.window import source_name
 from aether_rec.optional import require
 
@@ -156,16 +156,6 @@ class PartialStats:
     top: list[tuple[int, int, dict[str, Any]]] = field(default_factory=list)  # (lat, -ts, event)
 
 
-def _new_acc(opts: st.StatsOptions, iv_origin: int = 0, iv_last: int = -1) -> Any:
-    acc = st._Acc(opts, GroupedHistograms(opts.precision))
-    acc.queue = Histogram(opts.precision)
-    acc.service = Histogram(opts.precision)
-    if opts.interval_ns:
-        acc.intervals = GroupedHistograms(opts.precision)
-        acc.iv_origin, acc.iv_last = iv_origin, iv_last
-    return acc
-
-
 def partition_stats(
     part: Partition, opts: st.StatsOptions, use_real: bool, iv_origin: int, iv_last: int
 ) -> PartialStats:
@@ -173,7 +163,7 @@ def partition_stats(
     wopts = st.StatsOptions(by=list(opts.by), interval_ns=opts.interval_ns, top=opts.top,
                             where=part.where, max_groups=UNLIMITED_GROUPS, precision=opts.precision,
                             all_fds=opts.all_fds)
-    acc = _new_acc(wopts, iv_origin, iv_last)
+    acc = st.new_acc(wopts, iv_origin, iv_last)
     with Capture(part.source) as cap:
         wanted = set(part.offsets)
         infos = [i for i in cap.chunk_infos() if i.offset in wanted]
@@ -199,49 +189,6 @@ def partition_stats(
             top.append((lat, nts, st._event_record(row_inp, row, 0, use_real)))
     acc.top, acc.top_rows = [], {}
     return PartialStats(acc, top)
-
-
-def _add(into: dict[int, int], other: dict[int, int]) -> None:
-    for k, v in other.items():
-        into[k] = into.get(k, 0) + v
-
-
-def merge(into: Any, part: Any) -> None:
-    """Add the accumulator ``part`` into ``into`` (both stats._Acc)."""
-    for k, h in part.layer_op.groups.items():
-        into.layer_op._get(k).merge(h)
-    _add(into.lo_bytes, part.lo_bytes)
-    _add(into.lo_errors, part.lo_errors)
-    _add(into.errnos, part.errnos)
-    into.queue.merge(part.queue)
-    into.service.merge(part.service)
-    into.block_events += part.block_events
-    _add(into.not_storage, part.not_storage)
-    into.read_pages += part.read_pages
-    into.missed_pages += part.missed_pages
-    into.would_block += part.would_block
-    into.events += part.events
-    into.bytes += part.bytes
-    for name, pick in (("first_ts", min), ("last_end", max)):
-        a, b = getattr(into, name), getattr(part, name)
-        if b is not None:
-            setattr(into, name, b if a is None else pick(a, b))
-    for grp in part.groups.values():
-        key = grp.key
-        mine = into.group_ids.get(key)
-        if mine is None:
-            mine = into.group_ids[key] = len(into.group_ids)
-            into.groups[mine] = st._Group(key, Histogram(into.opts.precision))
-        g = into.groups[mine]
-        g.hist.merge(grp.hist)
-        g.events += grp.events
-        g.bytes += grp.bytes
-        g.errors += grp.errors
-    if part.intervals is not None and into.intervals is not None:
-        for b, h in part.intervals.groups.items():
-            into.intervals._get(b).merge(h)
-        _add(into.iv_bytes, part.iv_bytes)
-        _add(into.iv_errors, part.iv_errors)
 
 
 def _lump_groups(acc: Any, max_groups: int) -> None:
@@ -302,7 +249,7 @@ def stats(
                 raise UsageError(f"--interval gives {iv_last + 1:,} rows over these captures (at most "
                                  f"{st.MAX_INTERVAL_ROWS:,}): use a coarser interval")
         parts = plan(caps, worker_paths(sources), filters, partition_events)
-        acc = _new_acc(st.StatsOptions(by=opts.by, interval_ns=opts.interval_ns, top=opts.top,
+        acc = st.new_acc(st.StatsOptions(by=opts.by, interval_ns=opts.interval_ns, top=opts.top,
                                        where=opts.where, max_groups=UNLIMITED_GROUPS,
                                        precision=opts.precision), iv_origin, iv_last)
         top: list[tuple[int, int, dict[str, Any]]] = []
@@ -312,7 +259,7 @@ def stats(
                                  iv_last=iv_last, pure=False)
             for done, (fut, part) in enumerate(distributed.as_completed(futures, with_results=True,
                                                                           timeout=timeout), 1):
-                merge(acc, part.acc)
+                st.merge_acc(acc, part.acc, track_all=True)
                 top.extend(part.top)
                 top = sorted(top, key=lambda t: (t[0], t[1]), reverse=True)[: max(opts.top, 0)]
                 fut.release()

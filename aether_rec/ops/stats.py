@@ -303,6 +303,70 @@ def _group_slot(acc: _Acc, gkey: tuple[Any, ...]) -> _Group:
     return grp
 
 
+def new_acc(opts: StatsOptions, iv_origin: int = 0, iv_last: int = -1) -> _Acc:
+    """An empty accumulator (with its --interval grid when ``opts`` asks for one)."""
+    acc = _Acc(opts, GroupedHistograms(opts.precision))
+    acc.queue = Histogram(opts.precision)
+    acc.service = Histogram(opts.precision)
+    if opts.interval_ns:
+        acc.intervals = GroupedHistograms(opts.precision)
+        acc.iv_origin, acc.iv_last = iv_origin, iv_last
+    return acc
+
+
+def _add_counts(into: dict[int, int], other: dict[int, int]) -> None:
+    for k, v in other.items():
+        into[k] = into.get(k, 0) + v
+
+
+def merge_acc(into: _Acc, part: _Acc, track_all: bool = False) -> None:
+    """Add the accumulator ``part`` (without its --top rows) into ``into``. Groups new to
+    ``into`` take slots in ``part``'s order, up to MAX_TRACKED_GROUPS unless ``track_all``:
+    merging the accumulators of consecutive chunks in order gives the accumulator of
+    adding those chunks one after the other."""
+    for k, h in part.layer_op.groups.items():
+        into.layer_op._get(k).merge(h)
+    _add_counts(into.lo_bytes, part.lo_bytes)
+    _add_counts(into.lo_errors, part.lo_errors)
+    _add_counts(into.errnos, part.errnos)
+    into.queue.merge(part.queue)
+    into.service.merge(part.service)
+    into.block_events += part.block_events
+    _add_counts(into.not_storage, part.not_storage)
+    into.read_pages += part.read_pages
+    into.missed_pages += part.missed_pages
+    into.would_block += part.would_block
+    into.events += part.events
+    into.bytes += part.bytes
+    into.untracked |= part.untracked
+    for name, pick in (("first_ts", min), ("last_end", max)):
+        a, b = getattr(into, name), getattr(part, name)
+        if b is not None:
+            setattr(into, name, b if a is None else pick(a, b))
+    for slot, grp in part.groups.items():
+        if slot < 0:  # the part's own lumped groups stay lumped
+            g = into.groups.get(-1)
+            if g is None:
+                g = into.groups[-1] = _Group(("(other)",), Histogram(into.opts.precision))
+        elif track_all:
+            mine = into.group_ids.get(grp.key)
+            if mine is None:
+                mine = into.group_ids[grp.key] = len(into.group_ids)
+                into.groups[mine] = _Group(grp.key, Histogram(into.opts.precision))
+            g = into.groups[mine]
+        else:
+            g = _group_slot(into, grp.key)
+        g.hist.merge(grp.hist)
+        g.events += grp.events
+        g.bytes += grp.bytes
+        g.errors += grp.errors
+    if part.intervals is not None and into.intervals is not None:
+        for b, h in part.intervals.groups.items():
+            into.intervals._get(b).merge(h)
+        _add_counts(into.iv_bytes, part.iv_bytes)
+        _add_counts(into.iv_errors, part.iv_errors)
+
+
 def _add_by(acc: _Acc, chunk: Chunk, inp: _Input, idx: np.ndarray, lat: np.ndarray, nbytes: np.ndarray,
             err: np.ndarray, n_err: int) -> None:
     """The --by groups of a chunk: by dense ids and bincounts when the combined key is small
@@ -394,10 +458,8 @@ def _process(
         e = (-result[err]).astype(np.int64)
         for code, c in zip(*np.unique(e, return_counts=True)):
             acc.errnos[int(code)] = acc.errnos.get(int(code), 0) + int(c)
-    part_errors: dict[int, int] = {}
     if n_err:
         for k, c in zip(*np.unique(key[err], return_counts=True)):
-            part_errors[int(k)] = int(c)
             acc.lo_errors[int(k)] = acc.lo_errors.get(int(k), 0) + int(c)
     # block layer: queue vs service
     is_blk = (ukeys >> 8) == BLOCK
@@ -423,17 +485,8 @@ def _process(
     acc.first_ts = first_r if acc.first_ts is None else min(acc.first_ts, first_r)
     acc.last_end = last_r if acc.last_end is None else max(acc.last_end, last_r)
     # --by
-    if opts.by and set(opts.by) <= {"layer", "op"}:
-        # groups of the (layer, op) partition just computed: merged, not computed again
-        for k, nb in zip(ukeys.tolist(), part_bytes):
-            gkey = tuple(k >> 8 if name == "layer" else k & 0xFF for name in opts.by)
-            grp = _group_slot(acc, gkey)
-            h = part.groups[k]
-            grp.hist.merge(h)
-            grp.events += h.total
-            grp.bytes += nb
-            grp.errors += part_errors.get(k, 0)
-    elif opts.by:
+    # (groups by layer and op only are made from the (layer, op) table at the end)
+    if opts.by and not set(opts.by) <= {"layer", "op"}:
         _add_by(acc, chunk, inp, idx, lat, nbytes, err, n_err)
     # --interval
     if opts.interval_ns and acc.intervals is not None and real_ts is not None:
@@ -451,7 +504,6 @@ def _process(
             for k0, s, e0 in zip(bk.tolist(), bsum.tolist(), esum.tolist()):
                 acc.iv_bytes[k0] = acc.iv_bytes.get(k0, 0) + int(s)
                 acc.iv_errors[k0] = acc.iv_errors.get(k0, 0) + int(e0)
-    _top_update(acc, inp, chunk, lat)
 
 
 def _finish_intervals(acc: _Acc, upto: float) -> None:
@@ -478,6 +530,10 @@ def _finish_intervals(acc: _Acc, upto: float) -> None:
 
 
 # -- the entry point ----------------------------------------------------------------------------
+
+
+# what a helper thread hands back: input, counted events (or a warning), body, watermark, figures
+_Decoded = tuple[_Input, "Chunk | str | None", "Body | None", float, "_Acc | None"]
 
 
 def compute(
@@ -526,7 +582,8 @@ def compute(
     columns = _needed_columns(opts, selections)
     local = threading.local()
 
-    def decode(item: tuple[_Input, RawChunk, float]) -> tuple[_Input, Chunk | str, Body | None, float]:
+    def decode(item: tuple[_Input, RawChunk, float]) -> _Decoded:
+        """A chunk decoded, selected and counted into its own accumulator (a helper thread)."""
         inp, raw, watermark = item
         codecs = getattr(local, "codecs", None)
         if codecs is None:
@@ -534,21 +591,25 @@ def compute(
         try:
             chunk, body = decode_stored(raw.payload, raw.info, columns, codecs)
         except ChunkSkipped as skip:
-            return inp, skip.message, None, watermark  # warned below, in file order
-        if columns is None:
-            return inp, chunk, None, watermark
-        chunk.columns[ORIGIN] = np.arange(chunk.n, dtype=np.uint32)  # rows survive selections
-        return inp, chunk, body, watermark
+            return inp, skip.message, None, watermark, None  # warned below, in file order
+        if columns is not None:
+            chunk.columns[ORIGIN] = np.arange(chunk.n, dtype=np.uint32)  # rows survive selections
+        kept = selections[inp.index].apply(chunk)
+        if kept is None:
+            return inp, None, None, watermark, None
+        part = new_acc(opts, acc.iv_origin, acc.iv_last)
+        counted = add_figures(part, inp, kept, use_real)
+        return inp, counted, body if columns is not None else None, watermark, part
 
     stored = interleave(inputs, to_real=bool(opts.interval_ns))
-    for inp, chunk, body, watermark in parallel_map(decode, stored):
+    for inp, chunk, body, watermark, part in parallel_map(decode, stored):
         if isinstance(chunk, str):
             inp.cap.warn(chunk)
-        else:
-            kept = selections[inp.index].apply(chunk)
-            if kept is not None:
+        elif part is not None:  # merged in file order: the document is that of one pass
+            merge_acc(acc, part)
+            if chunk is not None:
                 acc.body = body
-                add_chunk(acc, inp, kept, use_real)
+                _top_update(acc, inp, chunk, chunk.column("lat"))
                 acc.body = None
         if opts.interval_ns:
             _finish_intervals(acc, watermark)
@@ -560,12 +621,22 @@ def compute(
 def add_chunk(acc: _Acc, inp: _Input, chunk: Chunk, use_real: bool) -> None:
     """The selected events of a chunk into the accumulator (storage I/O only unless
     opts.all_fds): the one step compute() and the distributed workers share."""
+    counted = add_figures(acc, inp, chunk, use_real)
+    if counted is not None:
+        _top_update(acc, inp, counted, counted.column("lat"))
+
+
+def add_figures(acc: _Acc, inp: _Input, chunk: Chunk, use_real: bool) -> Chunk | None:
+    """``add_chunk`` but for the --top candidates: needs nothing of ``acc`` but its options, so
+    it may fill a chunk's own accumulator on a helper thread (merged with ``merge_acc``).
+    Returns the events counted (the candidates for --top), None when there are none."""
     if not acc.opts.all_fds:
         chunk = _storage_only(acc, chunk)
     if not chunk.n:
-        return
+        return None
     real_ts = inp.to_real(chunk.column("ts")) if acc.opts.interval_ns else None
     _process(acc, inp, chunk, real_ts, use_real)
+    return chunk
 
 
 def _storage_only(acc: _Acc, chunk: Chunk) -> Chunk:
@@ -690,8 +761,21 @@ def _losses(inputs: Sequence[_Input], use_real: bool) -> dict[str, Any]:
     return {"total": total, "by_cpu": by_cpu, "records": records}
 
 
+def _layer_op_groups(acc: _Acc) -> None:
+    """The --by groups when they group by layer and op only: sums of the (layer, op) table,
+    in the order its rows first appeared (the order adding each chunk's groups would give)."""
+    for k, h in acc.layer_op.groups.items():
+        grp = _group_slot(acc, tuple(k >> 8 if name == "layer" else k & 0xFF for name in acc.opts.by))
+        grp.hist.merge(h)
+        grp.events += h.total
+        grp.bytes += acc.lo_bytes.get(k, 0)
+        grp.errors += acc.lo_errors.get(k, 0)
+
+
 def _document(acc: _Acc, inputs: Sequence[_Input], use_real: bool) -> dict[str, Any]:
     opts = acc.opts
+    if opts.by and set(opts.by) <= {"layer", "op"} and not acc.groups:
+        _layer_op_groups(acc)
     span_s = None
     if acc.first_ts is not None and acc.last_end is not None and acc.last_end > acc.first_ts:
         span_s = (acc.last_end - acc.first_ts) / 1e9

@@ -430,10 +430,7 @@ def _process(
     dense = dense_groups(key)
     assert dense is not None  # uint16 keys
     ukeys, ids = dense
-    part = GroupedHistograms(opts.precision)  # this chunk's, merged below (and into --by groups)
-    part.add_dense(ukeys, ids, idx, lat)
-    for k, h in part.groups.items():
-        acc.layer_op._get(k).merge(h)
+    acc.layer_op.add_dense(ukeys, ids, idx, lat)
     nbytes = chunk.column("bytes")
     if ids is None:
         part_bytes = [int(nbytes.sum(dtype=np.uint64))]

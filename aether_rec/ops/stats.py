@@ -573,9 +573,11 @@ def compute(
         acc.intervals = GroupedHistograms(opts.precision)
         acc.iv_origin = origin
         acc.iv_last = last_b
-    # Only the columns the figures need are decoded (the --top rows are decoded whole at the
-    # end, from their chunks), on two threads, while this one analyses: zstd and numpy release
-    # the GIL. An expression may name any column: then every column is decoded.
+    # Two threads decode chunks (only the columns the figures need; a --top row's other
+    # columns are decoded from its chunk's body, for that row only) and count each into an
+    # accumulator of its own; this one merges them in file order and keeps the --top rows.
+    # zstd and numpy release the GIL. An expression may name any column: then every column
+    # is decoded.
     columns = _needed_columns(opts, selections)
     local = threading.local()
 
@@ -617,7 +619,8 @@ def compute(
 
 def add_chunk(acc: _Acc, inp: _Input, chunk: Chunk, use_real: bool) -> None:
     """The selected events of a chunk into the accumulator (storage I/O only unless
-    opts.all_fds): the one step compute() and the distributed workers share."""
+    opts.all_fds), in one step: the distributed workers' pass. compute() runs add_figures on
+    its helper threads and the --top update on its own."""
     counted = add_figures(acc, inp, chunk, use_real)
     if counted is not None:
         _top_update(acc, inp, counted, counted.column("lat"))

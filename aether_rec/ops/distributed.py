@@ -44,7 +44,7 @@ from aether_rec.ops.window import source_name
 from aether_rec.optional import require
 
 DEFAULT_PARTITION_EVENTS = 1 << 20
-UNLIMITED_GROUPS = 1 << 62
+UNLIMITED_GROUPS = st.NO_LIMIT
 
 
 @dataclass

@@ -66,6 +66,7 @@ MAX_INTERVAL_ROWS = 100_000
 # --by: every group is tracked exactly (so that --max-groups keeps the largest), up to this
 # many; beyond it new groups are lumped into (other) and the document warns.
 MAX_TRACKED_GROUPS = 100_000
+NO_LIMIT = 1 << 62  # a group limit no count reaches (the distributed pass tracks and keeps all)
 BASE_COLUMNS = ("ts", "lat", "layer", "op", "bytes", "result", "queue", "flags")
 
 
@@ -288,10 +289,10 @@ def _group_key_arrays(chunk: Chunk, by: Sequence[str], inp: _Input) -> tuple[np.
     return combined, tables
 
 
-def _group_slot(acc: _Acc, gkey: tuple[Any, ...]) -> _Group:
+def _group_slot(acc: _Acc, gkey: tuple[Any, ...], limit: int = MAX_TRACKED_GROUPS) -> _Group:
     slot = acc.group_ids.get(gkey)
     if slot is None:
-        if len(acc.group_ids) >= MAX_TRACKED_GROUPS:
+        if len(acc.group_ids) >= limit:
             slot = -1  # beyond what is tracked exactly: lumped (said in the warnings)
             acc.untracked = True
         else:
@@ -348,14 +349,8 @@ def merge_acc(into: _Acc, part: _Acc, track_all: bool = False) -> None:
             g = into.groups.get(-1)
             if g is None:
                 g = into.groups[-1] = _Group(("(other)",), Histogram(into.opts.precision))
-        elif track_all:
-            mine = into.group_ids.get(grp.key)
-            if mine is None:
-                mine = into.group_ids[grp.key] = len(into.group_ids)
-                into.groups[mine] = _Group(grp.key, Histogram(into.opts.precision))
-            g = into.groups[mine]
         else:
-            g = _group_slot(into, grp.key)
+            g = _group_slot(into, grp.key, NO_LIMIT if track_all else MAX_TRACKED_GROUPS)
         g.hist.merge(grp.hist)
         g.events += grp.events
         g.bytes += grp.bytes
@@ -553,9 +548,7 @@ def compute(
         clock = cap.clock_map()
         inputs.append(_Input(k, cap, infos, bool(clock), source_name(cap), clock))
     use_real = all(inp.has_clock for inp in inputs)
-    acc = _Acc(opts, GroupedHistograms(opts.precision))
-    acc.queue = Histogram(opts.precision)
-    acc.service = Histogram(opts.precision)
+    origin, last_b = 0, -1
     if opts.interval_ns:
         if opts.interval_ns <= 0:
             raise UsageError("--interval must be positive")
@@ -570,9 +563,7 @@ def compute(
                 f"--interval gives {last_b + 1:,} rows over this capture (at most "
                 f"{MAX_INTERVAL_ROWS:,}): use a coarser interval"
             )
-        acc.intervals = GroupedHistograms(opts.precision)
-        acc.iv_origin = origin
-        acc.iv_last = last_b
+    acc = new_acc(opts, origin, last_b)
     # Two threads decode chunks (only the columns the figures need; a --top row's other
     # columns are decoded from its chunk's body, for that row only) and count each into an
     # accumulator of its own; this one merges them in file order and keeps the --top rows.

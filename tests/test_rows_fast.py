@@ -214,6 +214,26 @@ def test_slices_are_the_reference_bytes(fmt: str, monkeypatch: pytest.MonkeyPatc
     assert got_rows == [w.encode() for w in want]
 
 
+@pytest.mark.parametrize("fmt", ["text", "jsonl", "csv"])
+def test_rows_assembled_in_tiles_are_the_same(fmt: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Matrices assembled a few rows at a time (colfmt.TILE, 2048 by default) give every
+    row, its end and its character count as the reference does: tiles of 5 rows over
+    100-row chunks, the last tile short, rows with multi-byte characters among them."""
+    chunk = random_chunk(13, n=100, with_source=True)
+    monkeypatch.setattr(colfmt, "TILE", 5)
+    text, ends = rows.block(fmt, chunk, CLOCKS[1], "z\u00e9")
+    want = ref.lines(fmt, chunk, CLOCKS[1], "z\u00e9")  # type: ignore[arg-type]
+    if fmt != "jsonl":  # (JSON escapes every non-ASCII character)
+        assert any(len(w) != len(w.encode()) for w in want)  # character counts are tested
+    assert text == "".join(want)
+    assert ends.tolist() == np.cumsum([len(x) for x in want]).tolist()
+    monkeypatch.setattr(colfmt, "TILE", 7)  # 100 = 14 x 7 + 2
+    (data, byte_ends), = rows.slices(fmt, chunk, CLOCKS[1], "z\u00e9")
+    assert data == "".join(want).encode()
+    assert byte_ends.tolist() == np.cumsum([len(x.encode()) for x in want]).tolist()
+    assert b"".join(rows.slice_bytes(fmt, chunk, CLOCKS[1], "z\u00e9")) == data
+
+
 def test_row_columns_name_errors_by_errno() -> None:
     """The display columns (perfetto's args, the reference rows) name a negative result by
     its errno and give no error name to a success."""

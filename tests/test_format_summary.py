@@ -43,12 +43,13 @@ SCHEMA = json.loads((VECTORS.parents[1] / "docs" / "stats-json.schema.json").rea
 NOT_FROM_INDEX = ("errnos", "block", "top", "would_block", "page_cache", "from_index", "tool_version")
 
 
-def mixed_capture(path: Path, minor: int = 2, chunks: int = 6, n: int = 2000, seed: int = 3) -> Path:
+def mixed_capture(path: Path, minor: int = 2, chunks: int = 6, n: int = 2000, seed: int = 3,
+                  threads: int = 0) -> Path:
     """Events of every kind stats tells apart: layers, ops, storage and other fd kinds, errors
     and EAGAIN, a loss; chunks overlapping in time."""
     rng = np.random.default_rng(seed)
     with CaptureWriter(path, {"clock": [[0, 1_767_225_600_000_000_000]]}, chunk_events=n, minor=minor,
-                       overwrite=True) as w:
+                       overwrite=True, threads=threads) as w:
         w.write_meta("clock", [{"mono": 2_000_000_000, "real": 1_767_225_602_000_000_100}])
         for _ in range(chunks):
             c = random_chunk(rng, n)
@@ -94,6 +95,30 @@ def test_index_histograms_merge_to_the_whole_capture_and_to_summ(tmp_path: Path)
         assert (summ.losses[0].t_first, summ.losses[0].t_last) == (3_000_000, 4_000_000)
         assert summ.clock == [(2_000_000_000, 1_767_225_602_000_000_100)]
         assert cap.verify() == []
+
+
+@pytest.mark.parametrize("split", [False, True])
+def test_histograms_built_beside_the_encoding_are_the_same(tmp_path: Path, split: bool,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """A writer with compression threads (filter, merge) builds each chunk's histograms on a
+    helper thread while the chunk is encoded: its index and SUMM are those of a writer
+    without, also when chunks over a limit are split (the halves' histograms, not the
+    whole's)."""
+    from aether_rec.format import columns as columns_mod
+
+    if split:
+        monkeypatch.setattr(columns_mod, "MAX_CHUNK_EVENTS", 700)
+    docs = []
+    for threads in (0, -1):
+        path = mixed_capture(tmp_path / f"t{threads}.aio", threads=threads)
+        with aether_rec.open(str(path)) as cap:
+            infos = cap.chunk_infos()
+            summ = cap.summary()
+            assert summ is not None and summ.complete and cap.verify() == []
+            assert all(i.hist is not None for i in infos)
+            assert (len(infos) > 6) == split
+            docs.append(([(i.n, i.t_first, i.hist) for i in infos], summ.hist.encode(), summ.events))
+    assert docs[0] == docs[1]
 
 
 def test_histogram_groups_count_exactly(tmp_path: Path) -> None:

@@ -13,7 +13,8 @@ import platform
 import socket
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, BinaryIO
 
 from aether_rec.errors import DamagedCaptureError, LimitError
@@ -133,6 +134,10 @@ class CaptureWriter:
         self.closed = False
         self.indexed = False  # set by close() once the index and trailer are written
         self._pending: list[Chunk] = []
+        # with compression threads (the offline tools, free to use every CPU), a chunk's
+        # histograms for the index are built on a helper thread while the chunk is encoded
+        self._helper: ThreadPoolExecutor | None = None
+        self._use_helper = threads != 0
         self._pending_n = 0
         self._pending_bytes = 0
         self._pending_since = 0.0
@@ -208,23 +213,40 @@ class CaptureWriter:
         returned)."""
         from aether_rec.format.columns import encode_chunk
 
+        hist_of = self._hist_later(chunk) if self._summary is not None else None
         try:
             payload, info = encode_chunk(chunk, self._codec)
         except ChunkTooLarge:
+            if hist_of is not None:
+                hist_of()  # (not left running while the halves are written)
             if chunk.n < 2:
                 raise
             half = chunk.n // 2
             self.write_chunk(chunk.take(slice(0, half)))
             return self.write_chunk(chunk.take(slice(half, chunk.n)))
         hist = None
-        if self._summary is not None:
-            hist = LatencyHist.from_chunk(chunk)
+        if hist_of is not None:
+            hist = hist_of()
             try:
                 info.hist = hist.encode()
             except LimitError:  # (a hostile chunk's): none, readers then read the chunk
                 hist = None
                 info.hist = b""  # not None: no second try in copy_chunk_block
         return self.copy_chunk_block(frame(CHNK, payload), info, hist)
+
+    def _hist_later(self, chunk: Chunk) -> Callable[[], LatencyHist]:
+        """The chunk's histograms, when called: started now on the helper thread (a writer
+        with compression threads) or built when called."""
+        if not self._use_helper:
+            return lambda: LatencyHist.from_chunk(chunk)
+        if self._helper is None:
+            self._helper = ThreadPoolExecutor(1, thread_name_prefix="aether-hist")
+        return self._helper.submit(LatencyHist.from_chunk, chunk).result
+
+    def _stop_helper(self) -> None:
+        if self._helper is not None:
+            self._helper.shutdown(wait=True)
+            self._helper = None
 
     def copy_chunk_block(self, block: bytes, info: ChunkInfo, hist: LatencyHist | None = None) -> ChunkInfo:
         """Write an already framed CHNK block (used by recover, which does not decode).
@@ -336,6 +358,7 @@ class CaptureWriter:
             self.abort()
             raise
         self.closed = True
+        self._stop_helper()
         if self._atomic is not None:
             self._atomic.commit()
         elif self._owns:
@@ -350,6 +373,7 @@ class CaptureWriter:
         """Stop writing: a file this writer created is removed (it never appears under its
         name); a stream it was given stays as written, readable by scanning."""
         self.closed = True
+        self._stop_helper()
         if self._atomic is not None:
             self._atomic.discard()
         elif self._owns:

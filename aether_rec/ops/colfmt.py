@@ -233,6 +233,9 @@ class Memo:
 
 
 TILE = 2048  # rows of a matrix assembled at once (see RowMatrix._tiles)
+# a matrix's width, its template row (every literal) and each other part as (column, width,
+# one w-byte item per row)
+Layout = tuple[int, np.ndarray, list[tuple[int, int, np.ndarray]]]
 
 
 class RowMatrix:
@@ -307,9 +310,7 @@ class RowMatrix:
             mb = np.pad(mb, ((0, 0), (0, w - mb.shape[1])))
         self.parts.append(np.where(mask[:, None], ma, mb))
 
-    def _layout(self) -> tuple[int, np.ndarray, list[tuple[int, int, np.ndarray]]]:
-        """(width, the template row holding every literal, and each other part as (column,
-        width, one w-byte item per row))."""
+    def _layout(self) -> Layout:
         width = sum(p.shape[1] for p in self.parts)
         template = np.zeros(width, dtype=_U8)
         items = []
@@ -324,8 +325,7 @@ class RowMatrix:
         return width, template, items
 
     @staticmethod
-    def _fill(out: np.ndarray, first: int, layout: tuple[int, np.ndarray, list[tuple[int, int, np.ndarray]]]
-              ) -> None:
+    def _fill(out: np.ndarray, first: int, layout: Layout) -> None:
         """Rows ``first ..`` of the matrix into ``out``: the template row, then every other part
         copied into its columns as one w-byte item per row (a copy per item, not per byte)."""
         width, template, items = layout

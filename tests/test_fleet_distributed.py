@@ -20,6 +20,8 @@ from ops_common import make_capture
 
 import aether_rec
 from aether_rec.cli import main
+from aether_rec.format.chunk import Chunk
+from aether_rec.format.writer import CaptureWriter
 from aether_rec.ops import distributed
 from aether_rec.ops import stats as st
 from aether_rec.ops.histogram import relative_error
@@ -141,3 +143,46 @@ def test_relative_paths_reach_the_workers(
     local = _json(["stats", "--json", *rel])
     remote = _json(["stats", "--json", "--scheduler", cluster.scheduler.address, *rel])
     assert remote == local and remote["inputs"][0]["path"] == rel[0]
+
+
+def test_groups_lumped_by_partitions_leave_the_largest_rows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                                            ) -> None:
+    """Partitions that meet more groups than they track lump the rest into (other); merged,
+    that (other) is the largest group of all. The document must still show --max-groups
+    real groups (the largest), then one (other) row holding every other event, as the local
+    stats does: an (other) ranked among the largest once took a real group's row."""
+    from dask.distributed import Client, LocalCluster
+
+    monkeypatch.setattr(st, "MAX_TRACKED_GROUPS", 8)  # the workers are threads of this process
+    rng = np.random.default_rng(5)
+    paths = []
+    for k in range(3):
+        path = tmp_path / f"h{k}.aio"
+        with CaptureWriter(path, {"clock": [[0, 1_767_225_600_000_000_000]]}, chunk_events=1000) as w:
+            for c in range(6):
+                n = 1000
+                big = rng.integers(1, 5, n)  # tids 1-4: most events
+                small = rng.integers(100, 400, n)  # 300 small tids, beyond what a partition tracks
+                tid = np.where(rng.random(n) < 0.7, big, small).astype(np.uint32)
+                tid[:4] = [1, 2, 3, 4]  # first in every chunk: tracked by every partition
+                w.write_events(Chunk.from_columns({
+                    "ts": np.arange(n, dtype=np.uint64) * 1000 + c * 10**6 + k,
+                    "lat": rng.integers(1, 10**6, n).astype(np.uint64), "tid": tid,
+                    "layer": np.ones(n, np.uint8), "op": np.ones(n, np.uint8)}))
+        paths.append(str(path))
+    opts = st.StatsOptions(by=["tid"], max_groups=4, all_fds=True)
+    caps = [aether_rec.open(p) for p in paths]
+    try:
+        local = st.compute(caps, opts)
+    finally:
+        for cap in caps:
+            cap.close()
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None,
+                      silence_logs=50) as lc, Client(lc) as client:
+        doc = distributed.stats(paths, opts, scheduler=client, partition_events=1000, timeout=120)
+    rows = [(r["key"]["tid"], r["events"]) for r in doc["groups"]["rows"]]
+    assert [k for k, _ in rows[:-1]] and rows[-1][0] == "(other)"
+    assert sorted(k for k, _ in rows[:-1]) == [1, 2, 3, 4]  # max_groups real rows, the largest
+    assert [e for _, e in rows[:-1]] == sorted((e for _, e in rows[:-1]), reverse=True)
+    assert sum(e for _, e in rows) == doc["events"] == 18_000
+    assert rows[:4] == [(r["key"]["tid"], r["events"]) for r in local["groups"]["rows"]][:4]

@@ -39,7 +39,6 @@ from aether_rec.format.reader import Capture
 from aether_rec.format.remote import is_url
 from aether_rec.ops import stats as st
 from aether_rec.ops.expr import MATCH_ALL, Filter
-from aether_rec.ops.histogram import Histogram
 from aether_rec.ops.window import source_name
 from aether_rec.optional import require
 
@@ -191,23 +190,6 @@ def partition_stats(
     return PartialStats(acc, top)
 
 
-def _lump_groups(acc: Any, max_groups: int) -> None:
-    """Keep the ``max_groups`` largest groups; lump the others under key ``(other)``."""
-    if len(acc.groups) <= max_groups:
-        return
-    ranked = sorted(acc.groups.values(), key=lambda g: (-g.events, str(g.key)))
-    keep, rest = ranked[:max_groups], ranked[max_groups:]
-    other = st._Group(("(other)",), Histogram(acc.opts.precision))
-    for g in rest:
-        other.hist.merge(g.hist)
-        other.events += g.events
-        other.bytes += g.bytes
-        other.errors += g.errors
-    acc.groups = {i: g for i, g in enumerate(keep)}
-    acc.groups[-1] = other
-    acc.group_ids = {g.key: i for i, g in enumerate(keep)}
-
-
 def stats(
     sources: Sequence[str],
     opts: st.StatsOptions | None = None,
@@ -268,8 +250,7 @@ def stats(
         finally:
             if client is not scheduler:
                 client.close()
-        acc.opts = opts
-        _lump_groups(acc, opts.max_groups)
+        acc.opts = opts  # (the document keeps the largest groups and lumps the rest: stats._largest_groups)
         if opts.interval_ns:
             st._finish_intervals(acc, float("inf"))
         doc = st._document(acc, inputs, use_real)

@@ -289,10 +289,12 @@ def _group_key_arrays(chunk: Chunk, by: Sequence[str], inp: _Input) -> tuple[np.
     return combined, tables
 
 
-def _group_slot(acc: _Acc, gkey: tuple[Any, ...], limit: int = MAX_TRACKED_GROUPS) -> _Group:
+def _group_slot(acc: _Acc, gkey: tuple[Any, ...], limit: int | None = None) -> _Group:
+    """The group of ``gkey``, given a slot if fewer than ``limit`` groups (MAX_TRACKED_GROUPS
+    by default) have one, else the (other) group."""
     slot = acc.group_ids.get(gkey)
     if slot is None:
-        if len(acc.group_ids) >= limit:
+        if len(acc.group_ids) >= (MAX_TRACKED_GROUPS if limit is None else limit):
             slot = -1  # beyond what is tracked exactly: lumped (said in the warnings)
             acc.untracked = True
         else:

@@ -216,9 +216,7 @@ class CaptureWriter:
         hist_of = self._hist_later(chunk) if self._summary is not None else None
         try:
             payload, info = encode_chunk(chunk, self._codec)
-        except ChunkTooLarge:
-            if hist_of is not None:
-                hist_of()  # (not left running while the halves are written)
+        except ChunkTooLarge:  # (the whole's histograms, if started, are not waited for)
             if chunk.n < 2:
                 raise
             half = chunk.n // 2

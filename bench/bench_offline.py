@@ -61,6 +61,8 @@ TARGETS: dict[str, float | None] = {
 DEFAULT_OPS = ("stats,stats --by,filter,filter (all),merge (hosts),merge (pieces),replay text,replay jsonl,"
                "export csv,export jsonl,export parquet,duckdb percentiles")
 MEM_LIMIT_MB = 300
+# the child's C allocator: "tuned" as the CLI sets it (aether_rec/allocator.py), or glibc's default
+ALLOCATOR_ENV = "AETHER_BENCH_ALLOCATOR"
 INFO_TARGET_S = 0.2  # issue 13: `aether-rec info` of an indexed capture, wall, whatever its size
 PCTS = (0.5, 0.9, 0.99, 0.999)
 
@@ -85,6 +87,10 @@ def child(op: str, args: list[str]) -> None:
     from aether_rec.ops.stats import StatsOptions, compute
     from aether_rec.ops.window import select
 
+    if op != "duckdb percentiles" and os.environ.get(ALLOCATOR_ENV, "tuned") == "tuned":
+        from aether_rec.allocator import tune_allocator
+
+        tune_allocator()  # as the CLI does for every command but record and doctor
     t = time.perf_counter()
     cpu = time.process_time()  # every thread of the process: what to read on a busy machine
     events = 0
@@ -143,8 +149,10 @@ def child(op: str, args: list[str]) -> None:
 # -- parent side ----------------------------------------------------------------------------------
 
 
-def run_child(op: str, args: list[str]) -> dict[str, Any]:
-    u = run_tree([sys.executable, str(Path(__file__).resolve()), "--child", op, *args], tag="offline")
+def run_child(op: str, args: list[str], allocator: str = "tuned") -> dict[str, Any]:
+    env = {**os.environ, ALLOCATOR_ENV: allocator}
+    argv = [sys.executable, str(Path(__file__).resolve()), "--child", op, *args]
+    u = run_tree(argv, tag="offline", env=env)
     res = json.loads(u.stdout.decode().strip().splitlines()[-1])
     res["tree_mb"] = u.peak_mb
     res["cgroup_mb"] = u.cgroup_peak_mb
@@ -152,8 +160,11 @@ def run_child(op: str, args: list[str]) -> dict[str, Any]:
     return res
 
 
-def run_median(op: str, args: list[str], repeat: int) -> dict[str, Any]:
-    runs = [run_child(op, args) for _ in range(repeat)]
+def run_median(op: str, args: list[str], repeat: int, allocator: str = "tuned") -> dict[str, Any]:
+    return summarise([run_child(op, args, allocator) for _ in range(repeat)])
+
+
+def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {"events": runs[0]["events"], "runs": len(runs)}
     for k in ("seconds", "cpu", "own_mb", "tree_mb", "wall"):
         out[k] = median([r[k] for r in runs])
@@ -161,6 +172,15 @@ def run_median(op: str, args: list[str], repeat: int) -> dict[str, Any]:
     out["cgroup_mb"] = median(cg) if cg else None
     out["spread"] = (min(r["seconds"] for r in runs), max(r["seconds"] for r in runs))
     return out
+
+
+def run_alternated(op: str, args: list[str], repeat: int) -> dict[str, dict[str, Any]]:
+    """``run_median`` of glibc's default allocator and of the tuned one, their runs alternated."""
+    runs: dict[str, list[dict[str, Any]]] = {"default": [], "tuned": []}
+    for _ in range(repeat):
+        for alloc in runs:
+            runs[alloc].append(run_child(op, args, alloc))
+    return {alloc: summarise(rs) for alloc, rs in runs.items()}
 
 
 def startup(repeat: int, capture: Path) -> list[tuple[str, float, float]]:
@@ -228,6 +248,9 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3, help="runs per operation (median; at least 3)")
     ap.add_argument("--sizes", default="", help="extra capture sizes for the memory check (comma list)")
     ap.add_argument("--ops", default=DEFAULT_OPS, help=f"comma list of: {DEFAULT_OPS}")
+    ap.add_argument("--allocator", choices=("tuned", "default", "both"), default="tuned",
+                    help="the children's C allocator: as the CLI sets it (tuned), glibc's default, or "
+                         "both, alternated run by run (aether_rec/allocator.py)")
     ap.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.child:
@@ -267,8 +290,12 @@ def main() -> None:
                 args = [str(main_cap), os.devnull]
             else:
                 raise SystemExit(f"unknown op {op}")
-            res = run_median(op, args, a.repeat)
-            rows.append((op, n, res))
+            if a.allocator == "both":  # runs alternated, so that both see the same machine
+                both = run_alternated(op, args, a.repeat)
+                rows += [(f"{op} [glibc default]", n, both["default"]), (op, n, both["tuned"])]
+            else:
+                rows.append((op, n, run_median(op, args, a.repeat, a.allocator)))
+            res = rows[-1][2]
             print(f"  {op}: {res['events'] / res['seconds'] / 1e6:.2f} M events/s, {res['cpu']:.2f} CPU s, "
                   f"{res['tree_mb']:.0f} MB", file=sys.stderr)
         for size in [int(x) for x in a.sizes.split(",") if x.strip()]:
@@ -278,16 +305,17 @@ def main() -> None:
 
     print(f"\nOffline tools, synthetic capture, median of {a.repeat} runs each, {today()}, "
           f"{os.cpu_count()} CPUs (bench/bench_offline.py)")
-    print(f"{'operation':<20} {'capture':>12} {'seconds':>8} {'min-max':>13} {'CPU s':>6} {'M ev/s':>8} "
+    w = max([20] + [len(op) for op, _, _ in rows])
+    print(f"{'operation':<{w}} {'capture':>12} {'seconds':>8} {'min-max':>13} {'CPU s':>6} {'M ev/s':>8} "
           f"{'target':>7} {'tree MB':>8} {'own MB':>7} {'cgroup MB':>9}  ok")
     for op, size, res in rows:
         rate = res["events"] / res["seconds"]
-        target = TARGETS.get(op)
+        target = TARGETS.get(op.split(" [")[0])
         ok = (target is None or rate >= target) and res["tree_mb"] <= MEM_LIMIT_MB
         tgt = f">={target / 1e6:g}" if target else "-"
         cg = f"{res['cgroup_mb']:.0f}" if res["cgroup_mb"] is not None else "-"
         lo, hi = res["spread"]
-        print(f"{op:<20} {size:>12,} {res['seconds']:>8.2f} {f'{lo:.2f}-{hi:.2f}':>13} {res['cpu']:>6.2f} "
+        print(f"{op:<{w}} {size:>12,} {res['seconds']:>8.2f} {f'{lo:.2f}-{hi:.2f}':>13} {res['cpu']:>6.2f} "
               f"{rate / 1e6:>8.2f} "
               f"{tgt:>7} {res['tree_mb']:>8.0f} {res['own_mb']:>7.0f} {cg:>9}  {'yes' if ok else 'NO'}")
     by = {op: res for op, size, res in rows if size == n}

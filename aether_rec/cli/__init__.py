@@ -50,6 +50,14 @@ class AetherGroup(click.Group):
         assert isinstance(cmd, click.Command)
         return cmd
 
+    def resolve_command(self, ctx: click.Context, args: list[str]) -> Any:
+        name, cmd, rest = super().resolve_command(ctx, args)
+        if name not in OWN_ALLOCATOR:
+            from aether_rec.allocator import tune_allocator
+
+            tune_allocator()  # freed chunk memory kept for the next chunk (aether_rec/allocator.py)
+        return name, cmd, rest
+
     def main(self, *args: Any, **kwargs: Any) -> Any:
         try:
             try:
@@ -117,6 +125,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "diff": ("visual", "diff"),
     "sql": ("fleet", "sql"),
 }
+
+# Commands that keep glibc's default allocator settings: the recorder's steady memory has a
+# budget of its own (issue 13), and every other command reads events in bulk.
+OWN_ALLOCATOR = frozenset({"record", "doctor"})
 
 # name -> its one-line summary (the first sentence of its help), for ``--help`` and completion.
 SUMMARIES: dict[str, str] = {

@@ -19,6 +19,10 @@ start-up rows time ``aether-rec --help`` and ``aether-rec info`` on the capture 
 header, the trailer and the SUMM block; issue 13's target: 0.2 s whatever the size) against
 ``python -c pass`` and ``import numpy``; ``--ops ''`` runs only them.
 
+The children set the C allocator as the CLI does (aether_rec/allocator.py: freed chunk memory
+kept on the heap); ``--allocator both`` also runs each operation with glibc's default, the
+runs of the two alternated, and prints both rows ("[glibc default]").
+
 The machine is shared: treat absolute figures as noisy, ratios as meaningful. Every figure
 in the README's offline tables comes from this script's output, which prints its date.
 """
@@ -61,6 +65,7 @@ TARGETS: dict[str, float | None] = {
 DEFAULT_OPS = ("stats,stats --by,filter,filter (all),merge (hosts),merge (pieces),replay text,replay jsonl,"
                "export csv,export jsonl,export parquet,duckdb percentiles")
 MEM_LIMIT_MB = 300
+PEERS = ("duckdb percentiles",)  # other programs: neither a target nor our allocator setting
 # the child's C allocator: "tuned" as the CLI sets it (aether_rec/allocator.py), or glibc's default
 ALLOCATOR_ENV = "AETHER_BENCH_ALLOCATOR"
 INFO_TARGET_S = 0.2  # issue 13: `aether-rec info` of an indexed capture, wall, whatever its size
@@ -87,7 +92,7 @@ def child(op: str, args: list[str]) -> None:
     from aether_rec.ops.stats import StatsOptions, compute
     from aether_rec.ops.window import select
 
-    if op != "duckdb percentiles" and os.environ.get(ALLOCATOR_ENV, "tuned") == "tuned":
+    if op not in PEERS and os.environ.get(ALLOCATOR_ENV, "tuned") == "tuned":
         from aether_rec.allocator import tune_allocator
 
         tune_allocator()  # as the CLI does for every command but record and doctor
@@ -290,7 +295,7 @@ def main() -> None:
                 args = [str(main_cap), os.devnull]
             else:
                 raise SystemExit(f"unknown op {op}")
-            if a.allocator == "both":  # runs alternated, so that both see the same machine
+            if a.allocator == "both" and op not in PEERS:  # runs alternated: both see the same machine
                 both = run_alternated(op, args, a.repeat)
                 rows += [(f"{op} [glibc default]", n, both["default"]), (op, n, both["tuned"])]
             else:
@@ -317,7 +322,8 @@ def main() -> None:
         lo, hi = res["spread"]
         print(f"{op:<{w}} {size:>12,} {res['seconds']:>8.2f} {f'{lo:.2f}-{hi:.2f}':>13} {res['cpu']:>6.2f} "
               f"{rate / 1e6:>8.2f} "
-              f"{tgt:>7} {res['tree_mb']:>8.0f} {res['own_mb']:>7.0f} {cg:>9}  {'yes' if ok else 'NO'}")
+              f"{tgt:>7} {res['tree_mb']:>8.0f} {res['own_mb']:>7.0f} {cg:>9}  "
+              f"{'peer' if op in PEERS else 'yes' if ok else 'NO'}")
     by = {op: res for op, size, res in rows if size == n}
     if "stats" in by and "duckdb percentiles" in by:
         s, d = by["stats"]["seconds"], by["duckdb percentiles"]["seconds"]

@@ -13,6 +13,8 @@ bench/out/), medians of --repeat runs, in this process:
   rows.WORKERS threads, and two processes running the one-thread case at once: how far two
   threads are from two cores.
 
+The C allocator is set as the CLI sets it for replay and export (aether_rec/allocator.py).
+
     .venv/bin/python bench/bench_rows.py                 # 2 M events, every format
     .venv/bin/python bench/bench_rows.py --formats jsonl --repeat 5
 """
@@ -37,6 +39,7 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 
 import aether_rec  # noqa: E402
+from aether_rec.allocator import tune_allocator  # noqa: E402
 from aether_rec.format.chunk import Chunk  # noqa: E402
 from aether_rec.ops import colfmt, rows  # noqa: E402
 
@@ -121,6 +124,7 @@ def main() -> None:
     ap.add_argument("--formats", default="text,jsonl,csv")
     ap.add_argument("--child", nargs=4, metavar=("FMT", "PATH", "CHUNKS", "REPEAT"), help=argparse.SUPPRESS)
     a = ap.parse_args()
+    tune_allocator()  # as the CLI does for replay and export (aether_rec/allocator.py)
     if a.child:
         child(a.child[0], a.child[1], int(a.child[2]), int(a.child[3]))
         return

@@ -29,7 +29,9 @@ ALLOWED: dict[str, set[str]] = {
     "ops": {"errors", "schema", "format", "redaction", "optional", "top"},
     "recorder": {"errors", "schema", "format", "redaction", "workload", "top"},
     "workload": {"errors"},
-    "cli": {"errors", "schema", "format", "redaction", "optional", "ops", "recorder", "workload", "top"},
+    "allocator": set(),  # the C allocator's settings for bulk work: the CLI applies them
+    "cli": {"errors", "schema", "format", "redaction", "optional", "ops", "recorder", "workload", "allocator",
+            "top"},
     "top": {"errors", "format"},
     "console": {"cli"},  # the console script: loads the CLI (part of it)
 }

@@ -46,11 +46,11 @@ def tune_allocator() -> bool:
     Process-wide: an application calls it, a library function never does."""
     if not sys.platform.startswith("linux") or user_chose():
         return False
-    import ctypes
-
     try:
+        import ctypes
+
         mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):  # not glibc
+    except (ImportError, OSError, AttributeError):  # a Python without ctypes; not glibc
         return False
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int

@@ -19,6 +19,10 @@ start-up rows time ``aether-rec --help`` and ``aether-rec info`` on the capture 
 header, the trailer and the SUMM block; issue 13's target: 0.2 s whatever the size) against
 ``python -c pass`` and ``import numpy``; ``--ops ''`` runs only them.
 
+Ceiling for ``export parquet``: "pyarrow write", pyarrow alone writing the first row groups of
+that export's file from memory, with the same writer options, on its one writer thread: what
+export parquet would reach if reading the capture and building the arrays cost nothing.
+
 The children set the C allocator as the CLI does (aether_rec/allocator.py: freed chunk memory
 kept on the heap); ``--allocator both`` also runs each operation with glibc's default, the
 runs of the two alternated, and prints both rows ("[glibc default]").
@@ -61,11 +65,13 @@ TARGETS: dict[str, float | None] = {
     "export jsonl": 2e6,
     "export parquet": 10e6,
     "duckdb percentiles": None,
+    "pyarrow write": None,
 }
 DEFAULT_OPS = ("stats,stats --by,filter,filter (all),merge (hosts),merge (pieces),replay text,replay jsonl,"
-               "export csv,export jsonl,export parquet,duckdb percentiles")
+               "export csv,export jsonl,export parquet,pyarrow write,duckdb percentiles")
 MEM_LIMIT_MB = 300
-PEERS = ("duckdb percentiles",)  # other programs: neither a target nor our allocator setting
+PEERS = ("duckdb percentiles", "pyarrow write")  # other programs: no target, not our allocator setting
+PYARROW_GROUPS = 16  # row groups (chunks of 131,072 rows) that "pyarrow write" holds and writes
 # the child's C allocator: "tuned" as the CLI sets it (aether_rec/allocator.py), or glibc's default
 ALLOCATOR_ENV = "AETHER_BENCH_ALLOCATOR"
 INFO_TARGET_S = 0.2  # issue 13: `aether-rec info` of an indexed capture, wall, whatever its size
@@ -134,6 +140,26 @@ def child(op: str, args: list[str]) -> None:
         src, dst = args
         with aether_rec.open(src) as cap:
             events = export_parquet(cap, dst, select(cap)).events
+    elif op == "pyarrow write":
+        # the ceiling of export parquet: pyarrow alone writing the same rows from memory, with
+        # the writer options export uses (its first row groups: the whole file would not fit)
+        import pyarrow.parquet as pq
+
+        from aether_rec.ops.export import DEFAULT_PARQUET_COMPRESSION, _writer_options
+
+        src, dst = args
+        f = pq.ParquetFile(src)
+        groups = [f.read_row_group(i) for i in range(min(f.num_row_groups, PYARROW_GROUPS))]
+        import pyarrow as pa
+
+        options = _writer_options(pa, f.schema_arrow, DEFAULT_PARQUET_COMPRESSION)
+        t = time.perf_counter()
+        cpu = time.process_time()
+        w = pq.ParquetWriter(dst, f.schema_arrow, **options)
+        for g in groups:
+            w.write_table(g)
+        w.close()
+        events = sum(g.num_rows for g in groups)
     elif op == "duckdb percentiles":
         import duckdb
 
@@ -287,10 +313,10 @@ def main() -> None:
                 args = [os.path.join(tmp, "m.aio"), *map(str, pieces(main_cap, 4))]
             elif op == "export parquet":
                 args = [str(main_cap), parquet]
-            elif op == "duckdb percentiles":
+            elif op in PEERS:  # both read export parquet's file
                 if not os.path.exists(parquet):
                     run_child("export parquet", [str(main_cap), parquet])
-                args = [parquet]
+                args = [parquet] if op == "duckdb percentiles" else [parquet, os.path.join(tmp, "w.parquet")]
             elif op.startswith(("replay", "export")):  # rows to /dev/null: 50 M jsonl rows are 20 GB
                 args = [str(main_cap), os.devnull]
             else:
@@ -330,6 +356,10 @@ def main() -> None:
         print(f"\nstats (p50/p90/p99/p99.9 by layer, op, every event) vs DuckDB quantile_cont on the Parquet "
               f"export of the same capture: {s:.2f} s vs {d:.2f} s = {d / s:.2f}x "
               f"({'stats faster' if s <= d else 'DuckDB faster'}; target: stats no slower)")
+    if "export parquet" in by and "pyarrow write" in by:
+        e, p = (by[k]["events"] / by[k]["seconds"] / 1e6 for k in ("export parquet", "pyarrow write"))
+        print(f"\nexport parquet {e:.2f} M events/s; pyarrow alone writing the same rows from memory "
+              f"(one writer thread, the same options) {p:.2f} M rows/s: export reaches {e / p:.0%} of it")
     print(f"\nStart-up (medians of at least 5 runs; info on the {n:,}-event capture)")
     for name, secs, mb in starts:
         met = f"  target <= {INFO_TARGET_S} s: {'yes' if secs <= INFO_TARGET_S else 'NO'}" if name.endswith(

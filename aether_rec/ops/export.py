@@ -27,6 +27,7 @@ from aether_rec.errors import AetherError, UsageError
 from aether_rec.format.chunk import Chunk
 from aether_rec.format.reader import Capture
 from aether_rec.ops import feed
+from aether_rec.ops.pipeline import BackgroundWriter, prefetch
 from aether_rec.ops.rows import byte_sink, columns, header_line, slice_bytes
 from aether_rec.ops.units import fmt_count, iso_utc
 from aether_rec.ops.window import Selection
@@ -70,7 +71,9 @@ def export_feed_rows(source: feed.Feed, out: IO[str], fmt: str) -> ExportReport:
     write = byte_sink(out)
     if head and fmt == "csv":
         write(head.encode())
-    for chunk in source.chunks():
+    # the next chunk is read and decoded on a helper thread while this one's rows are built:
+    # else both row threads wait for each chunk's decoding, a sixth of their time
+    for chunk in prefetch(source.chunks(), depth=1):
         for data in slice_bytes(fmt, chunk, to_real, src):
             write(data)
         rep.events += chunk.n
@@ -349,8 +352,6 @@ def export_parquet(
     at most two row groups queued (memory stays flat)."""
     pa = _pyarrow()
     import pyarrow.parquet as pq
-
-    from aether_rec.ops.pipeline import BackgroundWriter
 
     rep = ExportReport()
     to_real = _to_real(cap)

@@ -25,6 +25,7 @@ from aether_rec.format.reader import Capture
 from aether_rec.format.records import Loss, Meta
 from aether_rec.ops import feed
 from aether_rec.ops.expr import Filter
+from aether_rec.ops.pipeline import prefetch
 from aether_rec.ops.rows import FORMATS, block, byte_sink, header_line, slice_bytes, slices
 from aether_rec.ops.window import Selection, source_name
 
@@ -97,7 +98,7 @@ def replay_feed(
     li = 0
     start: float | None = None
     t0 = 0
-    for chunk in source.chunks():
+    for chunk in prefetch(source.chunks(), depth=1):  # decoded ahead, as export_feed_rows does
         ts = chunk.column("ts")
         # loss markers in time order between events (text only): a loss goes after the
         # events that started before it

@@ -78,7 +78,8 @@ def test_duration_stops_on_time(tmp_path: Path) -> None:
     # counted from the first probe attached (compiling first can take tens of seconds on a
     # loaded machine): the summary says how long it recorded
     said = float(r.stderr.split(" events in ")[1].split(" s ")[0])
-    assert 2.0 <= said <= 2.5 and took >= 2.0, r.stderr
+    # exactly D: the stop is the deadline, however late a loop turn noticed it
+    assert said == 2.0 and took >= 2.0, r.stderr
     cap, ev = load(out)
     if len(ev["ts"]):
         span = (int(ev["ts"].max()) - int(ev["ts"].min())) / 1e9
@@ -105,7 +106,7 @@ def test_duration_counts_from_the_attach_and_keeps_events_until_the_stop(
                  transport, "--layers", "syscall"])
         assert r.rc == 0, r.stderr
         said = float(r.stderr.split(" events in ")[1].split(" s ")[0])
-        assert 2.0 <= said <= 2.3, r.stderr
+        assert said == 2.0, r.stderr  # the deadline, not when a loop turn noticed it
         cap, ev = load(out)
         assert cap.lost == 0
         rec_info = cap.header["recorder"]

@@ -69,7 +69,9 @@ class Session:
         self.fatal: AetherError | None = None  # ends the recording with exit 1 once closed
         self.creds: dict[str, Any] | None = None  # after --user's drop
         self._oldest_end_ns: int | None = None  # completion time of the oldest unwritten event
-        self._cut_ns: int | None = None  # once stopped: events begun later are dropped
+        # events begun later are dropped: the --duration deadline from the attach on (so a
+        # slow loop turn cannot let later ones in), the stop time once stopped
+        self._cut_ns: int | None = None
         self.redactor: Any = None
         if opts.redact:
             from aether_rec.redaction import Redactor
@@ -219,7 +221,7 @@ class Session:
         """Cut a batch at --max-events, or where --max-size would be reached (estimated from
         the bytes per event so far), keeping the earliest events; then stop."""
         o = self.opts
-        if self._cut_ns is not None:  # draining after the stop: up to the stop time only
+        if self._cut_ns is not None:  # up to the --duration deadline, or the stop time
             ev = ev[ev["ts"] <= self._cut_ns]
         room = len(ev)
         reason = ""
@@ -374,6 +376,8 @@ class Session:
             # events flow from the first probe attached: --duration and the summary count from there
             assert self.prog is not None
             self.t_start = self.prog.attached_ns / 1e9
+            if o.duration_ns is not None:
+                self._cut_ns = self.prog.attached_ns + o.duration_ns
             self.output.open()
             self.ledger.start()
             if self.child is not None:
@@ -420,6 +424,9 @@ class Session:
                 now = time.monotonic()
                 if self._should_stop(now):
                     t_stop = now  # what follows only drains what was recorded until now
+                    if self.stop_reason == "--duration" and o.duration_ns is not None:
+                        # exactly D after the attach, however late this loop turn noticed it
+                        t_stop = min(now, self.t_start + o.duration_ns / 1e9)
                     break
                 timeout = max(0.0, min(0.1, next_drain - now))
                 self.transport.poll(int(timeout * 1000))
@@ -449,7 +456,8 @@ class Session:
                     self._maybe_rotate(now)
             # stop: let in-flight completions land, then drain everything
             time.sleep(0.05)
-            self._cut_ns = int(t_stop * 1e9)  # events begun after the stop are not recorded
+            cut = int(t_stop * 1e9)  # events begun after the stop are not recorded
+            self._cut_ns = cut if self._cut_ns is None else min(self._cut_ns, cut)
             deadline = time.monotonic() + FINAL_DRAIN_S
             while True:  # transports hand out bounded batches: drain until dry
                 self.transport.drain()

@@ -69,9 +69,7 @@ class Session:
         self.fatal: AetherError | None = None  # ends the recording with exit 1 once closed
         self.creds: dict[str, Any] | None = None  # after --user's drop
         self._oldest_end_ns: int | None = None  # completion time of the oldest unwritten event
-        # events begun later are dropped: the --duration deadline from the attach on (so a
-        # slow loop turn cannot let later ones in), the stop time once stopped
-        self._cut_ns: int | None = None
+        self._cut_ns: int | None = None  # events begun later are dropped (--duration's deadline, the stop)
         self.redactor: Any = None
         if opts.redact:
             from aether_rec.redaction import Redactor
@@ -424,9 +422,8 @@ class Session:
                 now = time.monotonic()
                 if self._should_stop(now):
                     t_stop = now  # what follows only drains what was recorded until now
-                    if self.stop_reason == "--duration" and o.duration_ns is not None:
-                        # exactly D after the attach, however late this loop turn noticed it
-                        t_stop = min(now, self.t_start + o.duration_ns / 1e9)
+                    if self.stop_reason == "--duration" and o.duration_ns is not None:  # D exactly,
+                        t_stop = min(now, self.t_start + o.duration_ns / 1e9)  # however late noticed
                     break
                 timeout = max(0.0, min(0.1, next_drain - now))
                 self.transport.poll(int(timeout * 1000))
@@ -456,8 +453,7 @@ class Session:
                     self._maybe_rotate(now)
             # stop: let in-flight completions land, then drain everything
             time.sleep(0.05)
-            cut = int(t_stop * 1e9)  # events begun after the stop are not recorded
-            self._cut_ns = cut if self._cut_ns is None else min(self._cut_ns, cut)
+            self._cut_ns = min(int(t_stop * 1e9), self._cut_ns or 2**63)  # none begun after the stop
             deadline = time.monotonic() + FINAL_DRAIN_S
             while True:  # transports hand out bounded batches: drain until dry
                 self.transport.drain()

@@ -219,8 +219,8 @@ class Session:
         """Cut a batch at --max-events, or where --max-size would be reached (estimated from
         the bytes per event so far), keeping the earliest events; then stop."""
         o = self.opts
-        if self._cut_ns is not None:  # up to the --duration deadline, or the stop time
-            ev = ev[ev["ts"] <= self._cut_ns]
+        if self._cut_ns is not None and time.monotonic_ns() > self._cut_ns:  # none begun later yet
+            ev = ev[ev["ts"] <= self._cut_ns]  # up to the --duration deadline, or the stop time
         room = len(ev)
         reason = ""
         if o.max_events is not None and o.max_events - self.events <= room:
